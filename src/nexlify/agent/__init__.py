@@ -1,0 +1,1 @@
+"""The DQN agent: networks, replay memory and the learning algorithm."""

@@ -1,0 +1,1 @@
+"""Guide-compatible import paths for live use (thin re-exports, no logic)."""

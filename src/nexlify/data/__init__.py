@@ -1,0 +1,1 @@
+"""Market data: loading, validation, splits, features and exchange downloads."""

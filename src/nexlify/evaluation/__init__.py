@@ -1,0 +1,1 @@
+"""Metrics, backtests against baselines, and reports."""

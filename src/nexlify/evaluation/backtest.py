@@ -1,0 +1,139 @@
+"""Backtests: run a policy over a market slice with the real environment, and the baselines.
+
+Every policy, the agent's and the baselines', trades through the same ``VectorTradingEnv`` with the
+same fees and slippage, so the comparison is fair. Baselines: buy-and-hold, staying in cash, a
+random policy (mean over several seeds) and a moving-average crossover (fast 20 / slow 50 candles).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nexlify.data.market import MarketSlice
+from nexlify.env.trading import BUY, HOLD, SELL
+from nexlify.env.vector import VectorTradingEnv
+from nexlify.evaluation.metrics import compute_metrics
+
+Policy = Callable[[np.ndarray, int], np.ndarray]
+"""A policy maps observations (N, state_size) and the step index to N actions."""
+
+MA_FAST, MA_SLOW = 20, 50
+RANDOM_SEEDS = 10
+
+
+@dataclass
+class BacktestResult:
+    """Equity and position of each account after every step, and the metrics of each."""
+
+    name: str
+    equity: np.ndarray  # (accounts, steps + 1)
+    position: np.ndarray  # (accounts, steps + 1), 1 when long
+    actions: np.ndarray  # (accounts, steps)
+    timestamps: np.ndarray
+    metrics: dict[str, Any] = field(default_factory=dict)  # mean over accounts
+
+
+def run_policy(
+    market: MarketSlice,
+    policy: Policy,
+    name: str,
+    periods_per_year: float,
+    num_accounts: int = 1,
+    initial_balance: float = 10_000.0,
+    fee: float = 0.001,
+    slippage: float = 0.0005,
+) -> BacktestResult:
+    """Run ``policy`` from the first to the last row of ``market`` for ``num_accounts`` accounts."""
+    env = VectorTradingEnv(market, num_envs=num_accounts, initial_balance=initial_balance,
+                           fee=fee, slippage=slippage)
+    steps = len(market) - 1
+    equity = np.empty((num_accounts, steps + 1))
+    position = np.zeros((num_accounts, steps + 1), dtype=np.int8)
+    actions = np.zeros((num_accounts, steps), dtype=np.int8)
+    fees = np.zeros(num_accounts)
+    trades = np.zeros(num_accounts, dtype=np.int64)
+    equity[:, 0] = initial_balance
+    alive = np.ones(num_accounts, dtype=bool)  # a ruined account stops trading and keeps its equity
+    obs, _ = env.reset()
+    for t in range(steps):
+        chosen = np.asarray(policy(obs, t), dtype=np.int64)
+        chosen = np.where(alive, chosen, HOLD)
+        obs, _, terminated, _, info = env.step(chosen)
+        actions[:, t] = chosen
+        equity[:, t + 1] = np.where(alive, info["equity"], equity[:, t])
+        position[:, t + 1] = np.where(alive, info["position"] > 0, position[:, t])
+        fees = np.where(alive, info["fees_paid"], fees)
+        trades = np.where(alive, info["trades"], trades)
+        alive &= ~terminated
+    per_account = [
+        compute_metrics(equity[i], position[i], periods_per_year, fees[i], int(trades[i]))
+        for i in range(num_accounts)
+    ]
+    metrics = {key: float(np.mean([m[key] for m in per_account])) for key in per_account[0]}
+    return BacktestResult(name, equity, position, actions, market.timestamps, metrics)
+
+
+def agent_policy(agent: Any) -> Policy:
+    """The agent's greedy policy (no exploration)."""
+    return lambda obs, _t: agent.act_batch(obs, explore=False)
+
+
+def _position_column(obs: np.ndarray) -> np.ndarray:
+    # The first account feature is the position flag (see nexlify.data.features).
+    from nexlify.data.features import ACCOUNT_FEATURE_NAMES
+
+    return obs[:, obs.shape[1] - len(ACCOUNT_FEATURE_NAMES)] > 0.5
+
+
+def buy_and_hold_policy(obs: np.ndarray, t: int) -> np.ndarray:
+    return np.full(len(obs), BUY if t == 0 else HOLD)
+
+
+def cash_policy(obs: np.ndarray, t: int) -> np.ndarray:
+    return np.full(len(obs), HOLD)
+
+
+def random_policy(seed: int) -> Policy:
+    rng = np.random.default_rng(seed)
+    return lambda obs, _t: rng.integers(0, 3, size=len(obs))
+
+
+def moving_average_policy(close: np.ndarray, fast: int = MA_FAST, slow: int = MA_SLOW) -> Policy:
+    """Long while the fast simple moving average of closes is above the slow one (causal)."""
+    sums = np.concatenate([[0.0], np.cumsum(close)])
+    idx = np.arange(len(close))
+    fast_ma = np.where(idx >= fast - 1, (sums[idx + 1] - sums[np.maximum(idx + 1 - fast, 0)]) / fast, np.nan)
+    slow_ma = np.where(idx >= slow - 1, (sums[idx + 1] - sums[np.maximum(idx + 1 - slow, 0)]) / slow, np.nan)
+    want_long = np.nan_to_num(fast_ma > slow_ma, nan=0.0).astype(bool)
+
+    def policy(obs: np.ndarray, t: int) -> np.ndarray:
+        long_now = _position_column(obs)
+        action = np.where(want_long[t] & ~long_now, BUY, HOLD)
+        return np.where(~want_long[t] & long_now, SELL, action)
+
+    return policy
+
+
+def run_baselines(
+    market: MarketSlice,
+    periods_per_year: float,
+    initial_balance: float = 10_000.0,
+    fee: float = 0.001,
+    slippage: float = 0.0005,
+    random_seeds: int = RANDOM_SEEDS,
+) -> dict[str, BacktestResult]:
+    """Backtest every baseline on ``market`` with the same costs."""
+    costs = {"initial_balance": initial_balance, "fee": fee, "slippage": slippage}
+    results = {
+        "buy_and_hold": run_policy(market, buy_and_hold_policy, "buy_and_hold", periods_per_year, **costs),
+        "cash": run_policy(market, cash_policy, "cash", periods_per_year, **costs),
+        "random": run_policy(market, random_policy(0), "random", periods_per_year,
+                             num_accounts=random_seeds, **costs),
+        "ma_crossover": run_policy(market, moving_average_policy(market.close), "ma_crossover",
+                                   periods_per_year, **costs),
+    }
+    return results

@@ -1,0 +1,168 @@
+"""Run outputs: training_results.json, training_summary.txt and training_report.png (all atomic)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nexlify.evaluation.backtest import BacktestResult
+from nexlify.io import write_bytes_atomic, write_text_atomic
+
+METRIC_ROWS = (
+    ("final_equity", "Final equity", "{:,.2f}"),
+    ("total_return", "Total return", "{:+.2%}"),
+    ("annualized_return", "Annualised return", "{:+.2%}"),
+    ("annualized_volatility", "Annualised volatility", "{:.2%}"),
+    ("sharpe", "Sharpe", "{:.2f}"),
+    ("sortino", "Sortino", "{:.2f}"),
+    ("max_drawdown", "Max drawdown", "{:.2%}"),
+    ("calmar", "Calmar", "{:.2f}"),
+    ("trades", "Trades", "{:.0f}"),
+    ("win_rate", "Win rate", "{:.1%}"),
+    ("exposure", "Exposure", "{:.1%}"),
+    ("fees_paid", "Fees paid", "{:,.2f}"),
+)
+
+
+def write_results_json(path: str | Path, results: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(results, indent=2, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def metrics_table(backtests: dict[str, dict[str, Any]]) -> str:
+    """A plain-text table: one column per policy, one row per metric."""
+    names = list(backtests)
+    width = max(12, *(len(n) for n in names)) + 2
+    lines = ["Metric".ljust(24) + "".join(n.rjust(width) for n in names)]
+    for key, label, fmt in METRIC_ROWS:
+        cells = []
+        for name in names:
+            value = backtests[name].get(key)
+            cells.append((fmt.format(value) if value is not None else "-").rjust(width))
+        lines.append(label.ljust(24) + "".join(cells))
+    return "\n".join(lines)
+
+
+def write_summary(path: str | Path, results: dict[str, Any]) -> str:
+    """The human-readable report of a run; returns the text written."""
+    run = results["run"]
+    config = results["config"]
+    lines = [
+        "Nexlify Adaptive RL Agent: training summary",
+        "=" * 44,
+        f"Data: {run['data_source']}  ({run['data_start']} .. {run['data_end']}, timeframe {run['timeframe']})",
+        f"Splits (rows): train {run['rows']['train']}, validation {run['rows']['validation']}, "
+        f"test {run['rows']['test']}",
+        f"Device: {config['device']}  model {config['model_size']}  batch {config['batch_size']} x "
+        f"{config['gradient_accumulation_steps']} accumulation  buffer {config['buffer_size']:,}  "
+        f"precision {config['precision']}  parallel envs {config['parallel_envs']}",
+        f"Episodes: {run['episodes_done']}  transitions: {run['transitions']:,}  "
+        f"training time: {run['train_seconds']:.1f} s  ({run['transitions_per_sec']:,.0f} transitions/s)",
+        f"Best model: episode {run['best_episode']} by validation {config['validation_metric']} "
+        f"= {_num(run['best_score'])}",
+        "",
+        "Held-out test split (same fees and slippage for every policy):",
+        metrics_table(results["test"]),
+        "",
+    ]
+    if results.get("events"):
+        lines.append("Adaptations during training:")
+        lines += [f"  episode {e['episode']}: {e['message']}" for e in results["events"]]
+        lines.append("")
+    verdict = _verdict(results["test"])
+    lines.append(verdict)
+    text = "\n".join(lines) + "\n"
+    write_text_atomic(path, text)
+    return text
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _verdict(test: dict[str, dict[str, Any]]) -> str:
+    agent = test.get("agent", {})
+    if not agent:
+        return ""
+    beaten = [n for n, m in test.items() if n != "agent" and agent.get("sharpe", 0) > m.get("sharpe", 0)]
+    others = [n for n in test if n != "agent"]
+    return (f"Verdict: by test Sharpe the agent beats {len(beaten)} of {len(others)} baselines"
+            f"{' (' + ', '.join(beaten) + ')' if beaten else ''}.")
+
+
+def write_report_png(
+    path: str | Path,
+    results: dict[str, Any],
+    agent_backtest: BacktestResult,
+    buy_and_hold: BacktestResult,
+) -> None:
+    """Learning curves, validation score and the test equity curve with trades marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    episodes = results["episodes"]
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8))
+    ep = [e["episode"] for e in episodes]
+    ax = axes[0, 0]
+    ax.plot(ep, [e["return"] * 100 for e in episodes], lw=0.8, alpha=0.6, label="episode return")
+    if len(ep) >= 10:
+        window = max(len(ep) // 20, 5)
+        smooth = np.convolve([e["return"] * 100 for e in episodes], np.ones(window) / window, mode="valid")
+        ax.plot(ep[window - 1:], smooth, lw=1.5, label=f"mean of {window}")
+    ax.set_title("Training episodes (with exploration)")
+    ax.set_xlabel("episode")
+    ax.set_ylabel("return %")
+    ax.legend(fontsize=8)
+    ax = axes[0, 1]
+    losses = [(e["episode"], e["loss"]) for e in episodes if e["loss"] is not None]
+    if losses:
+        ax.plot(*zip(*losses), lw=1.0, color="tab:red")
+        ax.set_yscale("log")
+    ax2 = ax.twinx()
+    ax2.plot(ep, [e["epsilon"] for e in episodes], color="tab:gray", lw=1.0, ls="--")
+    ax2.set_ylabel("epsilon")
+    ax.set_title("Loss (log) and epsilon")
+    ax.set_xlabel("episode")
+    ax = axes[1, 0]
+    validation = results["validation"]
+    if validation:
+        ax.plot([v["episode"] for v in validation], [v["score"] for v in validation], marker="o", ms=3)
+        best = results["run"]["best_episode"]
+        if best is not None:
+            ax.axvline(best, color="tab:green", ls=":", label=f"best (episode {best})")
+            ax.legend(fontsize=8)
+    ax.set_title(f"Validation {results['config']['validation_metric']} (greedy policy)")
+    ax.set_xlabel("episode")
+    ax = axes[1, 1]
+    times = np.asarray(agent_backtest.timestamps)
+    x = times if len(times) == agent_backtest.equity.shape[1] else np.arange(agent_backtest.equity.shape[1])
+    ax.plot(x, agent_backtest.equity[0], label="agent", lw=1.2)
+    ax.plot(x, buy_and_hold.equity[0], label="buy and hold", lw=1.0, alpha=0.8)
+    actions = agent_backtest.actions[0]
+    position = agent_backtest.position[0]
+    buys = np.flatnonzero(np.diff(position) == 1) + 1
+    sells = np.flatnonzero(np.diff(position) == -1) + 1
+    ax.scatter(x[buys], agent_backtest.equity[0][buys], marker="^", color="tab:green", s=14, label="buy", zorder=3)
+    ax.scatter(x[sells], agent_backtest.equity[0][sells], marker="v", color="tab:red", s=14, label="sell",
+               zorder=3)
+    ax.set_title(f"Held-out test: equity ({int(len(actions))} steps)")
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())

@@ -1,0 +1,1 @@
+"""Hardware detection, measurement and the adaptive training plan."""

@@ -1,0 +1,1 @@
+"""Guide-compatible import paths (thin re-exports, no logic)."""

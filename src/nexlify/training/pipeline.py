@@ -1,0 +1,139 @@
+"""The main job end to end: data -> train -> pick best on validation -> test backtest -> outputs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from nexlify.agent.dqn import AdaptiveDQNAgent
+from nexlify.config import TrainingConfig
+from nexlify.data.market import MarketSlice, prepare_market
+from nexlify.evaluation.backtest import BacktestResult, run_baselines
+from nexlify.evaluation.report import write_report_png, write_results_json, write_summary
+from nexlify.io import write_text_atomic
+from nexlify.training.monitor import TrainingMonitor
+from nexlify.training.trainer import BEST_MODEL, Trainer, evaluate_agent
+
+HARDWARE_PROFILE = "hardware_profile.json"
+RESULTS = "training_results.json"
+SUMMARY = "training_summary.txt"
+REPORT = "training_report.png"
+
+
+def write_hardware_profile(output_dir: Path, profile: dict[str, Any] | None, config: TrainingConfig,
+                           reasons: list[str], overrides: dict[str, Any]) -> None:
+    """The detected machine, the plan actually used, why, and what the user overrode."""
+    payload = {"profile": profile, "plan": config.to_dict(), "reasons": reasons, "overrides": overrides}
+    write_text_atomic(output_dir / HARDWARE_PROFILE, json.dumps(payload, indent=2, default=str))
+
+
+def backtest_with_baselines(agent: AdaptiveDQNAgent, market: MarketSlice, periods_per_year: float,
+                            config: TrainingConfig) -> dict[str, BacktestResult]:
+    """The agent's greedy policy and every baseline on ``market``, with the config's costs."""
+    results = {"agent": evaluate_agent(agent, market, periods_per_year, config)}
+    results.update(run_baselines(market, periods_per_year, config.initial_balance, config.fee, config.slippage))
+    return results
+
+
+def run_training(
+    config: TrainingConfig,
+    data: Any = None,
+    output_dir: str | Path = "models/adaptive_rl",
+    profile: dict[str, Any] | None = None,
+    reasons: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    resume_from: str | Path | None = None,
+    tensorboard: bool = False,
+    console: Console | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Train per ``config`` on ``data`` (None: the bundled BTC/USDT candles) and write every output."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    splits = prepare_market(data, data_days=config.data_days)
+    write_hardware_profile(output_dir, profile, config, reasons or [], overrides or {})
+    torch.manual_seed(config.seed)
+    source = splits.source
+    metadata = {"data_source": source, "data_days": config.data_days}
+    tb_dir = str(output_dir / "tensorboard") if tensorboard else None
+    with TrainingMonitor(config.episodes, console=console, tensorboard_dir=tb_dir, quiet=quiet) as monitor:
+        trainer = Trainer(config, splits, output_dir, monitor=monitor, resume_from=resume_from, metadata=metadata)
+        state = trainer.train()
+    best = AdaptiveDQNAgent.from_checkpoint(output_dir / BEST_MODEL, device=trainer.config.device)
+    tests = backtest_with_baselines(best, splits.test, splits.periods_per_year, trainer.config)
+    results = {
+        "run": {
+            "data_source": source,
+            "data_start": str(splits.train.to_frame().index[0]),
+            "data_end": str(splits.test.to_frame().index[-1]),
+            "timeframe": str(splits.timeframe),
+            "gaps": splits.gaps,
+            "rows": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)},
+            "episodes_done": state.episodes_done,
+            "transitions": state.transitions,
+            "train_seconds": state.train_seconds,
+            "total_seconds": time.perf_counter() - started,
+            "transitions_per_sec": state.transitions / max(state.train_seconds, 1e-9),
+            "best_episode": state.best_episode,
+            "best_score": state.best_score,
+        },
+        "config": trainer.config.to_dict(),
+        "episodes": state.episodes,
+        "validation": state.validation,
+        "events": state.events,
+        "test": {name: result.metrics for name, result in tests.items()},
+    }
+    write_results_json(output_dir / RESULTS, results)
+    write_summary(output_dir / SUMMARY, results)
+    write_report_png(output_dir / REPORT, results, tests["agent"], tests["buy_and_hold"])
+    return results
+
+
+def evaluate_model(model_path: str | Path, data: Any = None, out_dir: str | Path | None = None,
+                   device: str = "cpu") -> dict[str, Any]:
+    """Backtest a saved model against the baselines.
+
+    Without ``data``: the held-out test split of the data the model was trained on (rebuilt from the
+    source and window recorded in the model). With ``data``: the whole of that file or frame.
+    Features are normalised with the scaler saved in the model, never refitted on the test data.
+    """
+    from nexlify.data.features import FeatureScaler
+    from nexlify.data.market import load_ohlcv, market_slice_from_frame
+    from nexlify.evaluation.metrics import periods_per_year as periods_for
+
+    agent = AdaptiveDQNAgent.from_checkpoint(model_path, device=device)
+    meta = agent.metadata
+    if "scaler" not in meta:
+        from nexlify.errors import CheckpointError
+
+        raise CheckpointError(f"{model_path} has no feature scaler; it was not saved by `nexlify train`")
+    scaler = FeatureScaler.from_dict(meta["scaler"])
+    if data is None:
+        source = meta.get("data_source")
+        splits = prepare_market(None if source in (None, "bundled") else source, data_days=meta.get("data_days"))
+        market, ppy, label = splits.test, splits.periods_per_year, f"test split of {source}"
+    else:
+        frame = load_ohlcv(data)
+        market = market_slice_from_frame(frame, scaler)
+        step = (frame.index[1:] - frame.index[:-1]).median().total_seconds()
+        ppy, label = periods_for(step), str(data)
+    config = agent.config
+    tests = backtest_with_baselines(agent, market, ppy, config)
+    results = {"model": str(model_path), "data": label, "rows": len(market),
+               "test": {name: r.metrics for name, r in tests.items()}}
+    out = Path(out_dir) if out_dir is not None else Path(model_path).parent / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    write_results_json(out / "evaluation_results.json", results)
+    from nexlify.evaluation.report import metrics_table
+
+    write_text_atomic(out / "evaluation_summary.txt",
+                      f"Backtest of {model_path} on {label} ({len(market)} rows)\n\n"
+                      + metrics_table(results["test"]) + "\n")
+    return results

@@ -1,0 +1,299 @@
+"""The training loop: parallel environments -> replay -> DQN updates, with validation and checkpoints.
+
+Work is counted in episodes: one episode is one pass of one account over the training split, so the
+workload (episodes x window) is the same on every machine. Episodes run in rounds of up to
+``parallel_envs`` accounts stepped together; a round's size divides ``save_interval`` so that
+``checkpoint_ep{N}.pth`` lands exactly on multiples of it, and every checkpoint sits on a round
+boundary, which makes ``--resume`` exact. After each round that crosses a multiple of
+``eval_interval`` the greedy policy is scored on the validation split; ``best_model.pth`` is the best
+by that score (``validation_metric``: Sharpe by default), never by a training episode.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+
+from nexlify.agent.dqn import AdaptiveDQNAgent
+from nexlify.config import TrainingConfig
+from nexlify.data.market import MarketSplits, MarketSlice
+from nexlify.env.vector import VectorTradingEnv
+from nexlify.errors import CheckpointError
+from nexlify.evaluation.backtest import agent_policy, run_policy
+from nexlify.training.monitor import TrainingMonitor
+
+ACTION_SIZE = 3
+BEST_MODEL = "best_model.pth"
+FINAL_MODEL = "final_model.pth"
+INTERRUPTED_CHECKPOINT = "checkpoint_interrupted.pth"
+MEMORY_CHECK_EVERY_STEPS = 256
+
+
+def round_size(parallel_envs: int, save_interval: int, remaining: int) -> int:
+    """Accounts in the next round: the largest divisor of ``save_interval`` <= ``parallel_envs``."""
+    size = max(d for d in range(1, min(parallel_envs, save_interval) + 1) if save_interval % d == 0)
+    return min(size, remaining)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for the out-of-memory errors of CUDA, ROCm (same class) and MPS."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+@dataclass
+class TrainingState:
+    """Everything the loop needs to continue exactly where a checkpoint left off (JSON-safe)."""
+
+    episodes_done: int = 0
+    transitions: int = 0
+    learn_credit: float = 0.0
+    best_score: float | None = None
+    best_episode: int | None = None
+    last_eval_mark: int = 0
+    replay_frozen: bool = False
+    train_seconds: float = 0.0
+    episodes: list[dict[str, Any]] = field(default_factory=list)
+    validation: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainingState:
+        return cls(**values)
+
+
+class Trainer:
+    """Trains an ``AdaptiveDQNAgent`` on ``splits.train`` per ``config``; see the module docstring."""
+
+    def __init__(
+        self,
+        config: TrainingConfig,
+        splits: MarketSplits,
+        output_dir: str | Path,
+        monitor: TrainingMonitor | None = None,
+        resume_from: str | Path | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.splits = splits
+        self.output_dir = Path(output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.monitor = monitor or TrainingMonitor(config.episodes, quiet=True)
+        self.episode_steps = len(splits.train) - 1
+        self.metadata = dict(metadata or {})
+        total = config.episodes * self.episode_steps
+        if config.epsilon_decay_steps == TrainingConfig().epsilon_decay_steps:
+            # Exploration decays by transitions over a fixed fraction of the whole workload.
+            config = config.with_overrides(
+                {"epsilon_decay_steps": max(1, int(config.exploration_fraction * total))}
+            )
+        self.config = config
+        if resume_from is not None:
+            self.agent, self.state = self._resume(Path(resume_from))
+        else:
+            self.agent = AdaptiveDQNAgent(self.market_state_size, ACTION_SIZE, config)
+            self.state = TrainingState()
+
+    @property
+    def market_state_size(self) -> int:
+        from nexlify.data.features import ACCOUNT_FEATURE_NAMES
+
+        return self.splits.train.features.shape[1] + len(ACCOUNT_FEATURE_NAMES)
+
+    # --- the loop ----------------------------------------------------------------------
+    def train(self) -> TrainingState:
+        """Run until ``config.episodes`` episodes are complete. Ctrl-C saves a checkpoint first."""
+        try:
+            while self.state.episodes_done < self.config.episodes:
+                started = time.perf_counter()
+                remaining = self.config.episodes - self.state.episodes_done
+                n_envs = round_size(self.config.parallel_envs, self.config.save_interval, remaining)
+                transitions = self._run_round(n_envs)
+                self.state.train_seconds += time.perf_counter() - started
+                self._after_round(n_envs, transitions, time.perf_counter() - started)
+        except KeyboardInterrupt:
+            path = self.output_dir / INTERRUPTED_CHECKPOINT
+            self._save(path, include_replay=True)
+            self.monitor.log(f"interrupted: saved {path}; continue with --resume {path}")
+            raise
+        self._save(self.output_dir / FINAL_MODEL, include_replay=False)
+        if self.state.best_score is None:
+            # No validation ran (tiny runs): the final model is the only candidate.
+            self._save(self.output_dir / BEST_MODEL, include_replay=False)
+        return self.state
+
+    def _run_round(self, n_envs: int) -> int:
+        """Step ``n_envs`` accounts through one episode each, storing and learning as we go."""
+        cfg, agent = self.config, self.agent
+        env = VectorTradingEnv(self.splits.train, num_envs=n_envs, initial_balance=cfg.initial_balance,
+                               fee=cfg.fee, slippage=cfg.slippage, reward_mode=cfg.reward_mode)
+        obs, _ = env.reset()
+        active = np.ones(n_envs, dtype=bool)
+        episode_reward = np.zeros(n_envs)
+        final_equity = np.full(n_envs, cfg.initial_balance)
+        losses: list[float] = []
+        stored = 0
+        for step in range(self.episode_steps):
+            actions = agent.act_batch(obs, explore=True)
+            next_obs, reward, terminated, truncated, info = env.step(actions)
+            done = terminated | truncated
+            real_next = next_obs
+            if done.any():
+                real_next = next_obs.copy()
+                real_next[done] = info["final_obs"][done]
+            if active.all():
+                agent.remember_batch(obs, actions, reward, real_next, terminated)
+                n_new = n_envs
+            else:  # a ruined account sits out the rest of the round
+                agent.remember_batch(obs[active], actions[active], reward[active], real_next[active],
+                                     terminated[active])
+                n_new = int(active.sum())
+            episode_reward += np.where(active, reward, 0.0)
+            final_equity = np.where(active & done, info["equity"], final_equity)
+            active &= ~done
+            stored += n_new
+            agent.decay_epsilon(n_new)
+            self.state.learn_credit += n_new
+            while self.state.learn_credit >= cfg.train_frequency:
+                self.state.learn_credit -= cfg.train_frequency
+                loss = self._learn()
+                if loss is not None:
+                    losses.append(loss)
+            if step % MEMORY_CHECK_EVERY_STEPS == 0:
+                self._guard_host_memory()
+            obs = next_obs
+            if not active.any():
+                break
+        self._round_losses = losses
+        self._round_rewards = episode_reward
+        self._round_equity = final_equity
+        self.state.transitions += stored
+        return stored
+
+    def _learn(self) -> float | None:
+        """One learning step; on out-of-memory halve the batch, double accumulation, and retry."""
+        while True:
+            try:
+                return self.agent.learn()
+            except (torch.OutOfMemoryError, RuntimeError) as error:
+                if not is_out_of_memory(error) or self.agent.config.batch_size <= 1:
+                    raise
+                old = self.agent.config.batch_size
+                accumulation = self.agent.config.gradient_accumulation_steps
+                self.agent.set_batch_size(old // 2, accumulation * 2)
+                _empty_device_cache(self.agent.device)
+                self._event("oom_adapt", f"out of memory at batch {old}: batch {old // 2} x "
+                            f"{accumulation * 2} accumulation keeps the effective batch {old * accumulation}")
+
+    def _guard_host_memory(self) -> None:
+        """Stop replay growth before the OS runs out of memory."""
+        if self.state.replay_frozen:
+            return
+        available_gb = psutil.virtual_memory().available / 1e9
+        if available_gb < self.config.memory_reserve_gb:
+            self.agent.replay.freeze_growth()
+            self.state.replay_frozen = True
+            self._event("replay_frozen", f"free RAM {available_gb:.2f} GB < reserve "
+                        f"{self.config.memory_reserve_gb} GB: replay stops growing at {len(self.agent.replay):,}")
+
+    def _event(self, kind: str, message: str) -> None:
+        self.state.events.append({"episode": self.state.episodes_done, "kind": kind, "message": message})
+        self.monitor.log(f"[yellow]{message}[/yellow]")
+
+    def _after_round(self, n_envs: int, transitions: int, seconds: float) -> None:
+        stats = self.agent.get_performance_stats()
+        stats["transitions_per_sec"] = transitions / max(seconds, 1e-9)
+        stats["rss_gb"] = psutil.Process().memory_info().rss / 1e9
+        mean_loss = float(np.mean(self._round_losses)) if self._round_losses else None
+        start = self.state.episodes_done
+        for i in range(n_envs):
+            self.state.episodes.append({
+                "episode": start + i + 1,
+                "reward": float(self._round_rewards[i]),
+                "return": float(self._round_equity[i] / self.config.initial_balance - 1.0),
+                "final_equity": float(self._round_equity[i]),
+                "epsilon": float(stats["epsilon"]),
+                "loss": mean_loss,
+                "transitions_per_sec": stats["transitions_per_sec"],
+                "performance": _json_safe(stats),
+            })
+        self.state.episodes_done += n_envs
+        mark = self.state.episodes_done // self.config.eval_interval
+        if mark > self.state.last_eval_mark or self.state.episodes_done >= self.config.episodes:
+            self.state.last_eval_mark = mark
+            self._validate()
+        if self.state.episodes_done % self.config.save_interval == 0:
+            self._save(self.output_dir / f"checkpoint_ep{self.state.episodes_done}.pth", include_replay=True)
+        latest = self.state.validation[-1]["score"] if self.state.validation else None
+        self.monitor.update(self.state.episodes_done, {**stats, "recent_loss": mean_loss,
+                                                        "validation_score": latest})
+
+    def _validate(self) -> None:
+        """Score the greedy policy on the validation split; keep the best model."""
+        metrics = evaluate_agent(self.agent, self.splits.validation, self.splits.periods_per_year,
+                                 self.config).metrics
+        score = float(metrics[self.config.validation_metric])
+        record = {"episode": self.state.episodes_done, "score": score, **metrics}
+        self.state.validation.append(record)
+        if self.state.best_score is None or score > self.state.best_score:
+            self.state.best_score = score
+            self.state.best_episode = self.state.episodes_done
+            self._save(self.output_dir / BEST_MODEL, include_replay=False)
+
+    # --- checkpoints -------------------------------------------------------------------
+    def model_metadata(self) -> dict[str, Any]:
+        """What a saved model needs besides weights to be used on fresh data."""
+        return {
+            **self.metadata,
+            "scaler": self.splits.scaler.to_dict(),
+            "periods_per_year": self.splits.periods_per_year,
+            "timeframe_seconds": self.splits.timeframe.total_seconds(),
+            "episodes_done": self.state.episodes_done,
+            "validation_metric": self.config.validation_metric,
+            "best_score": self.state.best_score,
+        }
+
+    def _save(self, path: Path, include_replay: bool) -> None:
+        metadata = {**self.model_metadata(), "trainer_state": self.state.to_dict()}
+        self.agent.save(path, extra_metadata=metadata, include_replay=include_replay)
+
+    def _resume(self, path: Path) -> tuple[AdaptiveDQNAgent, TrainingState]:
+        agent = AdaptiveDQNAgent.from_checkpoint(path, device=self.config.device)
+        trainer_state = agent.metadata.get("trainer_state")
+        if trainer_state is None:
+            raise CheckpointError(f"{path} holds a model but no training state; resume from a "
+                                  "checkpoint_ep*.pth or checkpoint_interrupted.pth file")
+        if len(agent.replay) == 0 and agent.steps > 0:
+            self.monitor.log(f"[yellow]{path} has no replay memory: resuming with an empty one[/yellow]")
+        state = TrainingState.from_dict(trainer_state)
+        # The episode budget may be raised on resume; everything else comes from the checkpoint.
+        self.config = agent.config.with_overrides({"episodes": self.config.episodes})
+        agent.config = self.config
+        return agent, state
+
+
+def evaluate_agent(agent: AdaptiveDQNAgent, market: MarketSlice, periods_per_year: float,
+                   config: TrainingConfig, name: str = "agent"):
+    """Backtest the agent's greedy policy on ``market`` with the config's costs."""
+    return run_policy(market, agent_policy(agent), name, periods_per_year,
+                      initial_balance=config.initial_balance, fee=config.fee, slippage=config.slippage)
+
+
+def _empty_device_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+
+
+def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in values.items()}

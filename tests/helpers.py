@@ -1,0 +1,29 @@
+"""Small builders shared by tests: synthetic market slices with hand-chosen prices."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nexlify.data.features import MARKET_FEATURE_NAMES
+from nexlify.data.market import MarketSlice
+
+
+def make_slice(open_prices, close_prices=None, seed: int = 0) -> MarketSlice:
+    """A MarketSlice with the given opens (closes default to opens) and random normalised features."""
+    open_prices = np.asarray(open_prices, dtype=np.float64)
+    close_prices = open_prices.copy() if close_prices is None else np.asarray(close_prices, dtype=np.float64)
+    n = len(open_prices)
+    high = np.maximum(open_prices, close_prices) * 1.01
+    low = np.minimum(open_prices, close_prices) * 0.99
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal((n, len(MARKET_FEATURE_NAMES))).astype(np.float32)
+    timestamps = np.datetime64("2024-01-01T00:00", "ns") + np.arange(n) * np.timedelta64(1, "h")
+    return MarketSlice(timestamps, open_prices, high, low, close_prices, np.ones(n), features)
+
+
+def random_walk_slice(n: int = 300, seed: int = 0) -> MarketSlice:
+    """A geometric random walk of ``n`` candles."""
+    rng = np.random.default_rng(seed)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_prices = np.concatenate([[100.0], close[:-1]]) * np.exp(rng.normal(0, 0.001, n))
+    return make_slice(open_prices, close, seed=seed)
