@@ -1,0 +1,746 @@
+"""Loading, validating, windowing and splitting OHLCV market data.
+
+Every source (the bundled file, a user's CSV/Parquet, an exchange download, a DataFrame) goes
+through ``load_ohlcv``, which returns a frame indexed by a UTC ``DatetimeIndex`` named ``timestamp``
+with float64 columns ``open, high, low, close, volume``, sorted oldest first.
+
+Accepted layouts
+    * a header naming timestamp/open/high/low/close/volume in any case, or common aliases
+      (date, time, datetime, open_time, ts; o/h/l/c; vol, v); extra columns are ignored;
+    * Binance kline exports (12 columns, with or without header);
+    * ccxt ``[ms, open, high, low, close, volume]`` rows without a header.
+    Timestamps may be epoch seconds, milliseconds, microseconds (newer Binance exports) or
+    nanoseconds, told apart per value by magnitude, or ISO 8601 strings (naive ones are UTC).
+    A file wholly in newest-first order is reversed; any other backwards step is refused.
+
+Validation refuses, with a one-line ``DataError`` naming the file, the row (1-based file line, or
+row number for a DataFrame, plus its timestamp) and how to fix it: missing columns, unparsable or
+missing values, non-positive prices, high < low, open/close outside [low, high], negative volume,
+duplicate or out-of-order timestamps, too few rows, missing/unreadable files, unknown extensions.
+
+Gap policy
+    The timeframe is the median spacing of the candles. A gap is any spacing longer than one
+    timeframe; its ``missing_bars`` are the candles that would fit in it. **No candles are ever
+    invented.** A gap of up to ``max_gap_bars`` (default 24) missing bars is kept as it is, logged as
+    a warning and reported in ``frame.attrs["gaps"]`` (dicts with ``start``/``end`` = first/last
+    missing candle time in ISO form and ``missing_bars``). Features treat the candles on either side
+    as consecutive bars. A longer gap raises ``DataError``: choose a span without it (for example a
+    smaller ``--data-days``) or fill it yourself. Spacings that are not whole multiples of the
+    timeframe are refused. ``prepare_market`` applies the policy to the selected window only, so a
+    long gap in old data does not block training on recent data.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+
+from nexlify.data.features import (
+    MARKET_FEATURE_NAMES,
+    WARMUP_BARS,
+    FeatureScaler,
+    compute_market_features,
+)
+from nexlify.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+OHLCV_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
+DEFAULT_MAX_GAP_BARS = 24
+# Each of train/validation/test must hold at least this many candles after the warm-up.
+MIN_SPLIT_ROWS = 32
+BUNDLED_FILE = "BTCUSDT_1h.csv.gz"
+
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "timestamp": (
+        "timestamp",
+        "time",
+        "date",
+        "datetime",
+        "date_time",
+        "open_time",
+        "opentime",
+        "open time",
+        "ts",
+        "time_utc",
+        "timestamp_utc",
+        "unix",
+    ),
+    "open": ("open", "o", "open_price"),
+    "high": ("high", "h", "high_price"),
+    "low": ("low", "l", "low_price"),
+    "close": ("close", "c", "close_price"),
+    "volume": ("volume", "vol", "v", "base_volume", "volume_base"),
+}
+_ALL_ALIASES = frozenset(a for names in _ALIASES.values() for a in names)
+BINANCE_KLINE_COLUMNS: tuple[str, ...] = (
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "trades",
+    "taker_base",
+    "taker_quote",
+    "ignore",
+)
+CCXT_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
+_CSV_SUFFIXES = (".csv", ".csv.gz", ".txt", ".txt.gz")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+_MISSING_TOKENS = ("", "nan", "null", "none", "na", "n/a", "nat")
+_HEADER_HINT = "timestamp,open,high,low,close,volume"
+
+T = TypeVar("T")
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+class _Rows:
+    """How to name row ``i`` of the raw data in messages (file line or DataFrame row)."""
+
+    def __init__(self, label: str, first_number: int, unit: str) -> None:
+        self.label, self.first_number, self.unit = label, first_number, unit
+
+    def name(self, i: int, timestamp: pd.Timestamp | None = None) -> str:
+        text = f"{self.unit} {self.first_number + int(i)}"
+        if timestamp is not None and not pd.isna(timestamp):
+            text += f" ({_fmt_ts(timestamp)})"
+        return text
+
+    def fail(
+        self, positions: np.ndarray, problem: str, fix: str, stamps: pd.DatetimeIndex | None = None
+    ) -> None:
+        """Raise a one-line DataError for the first of ``positions`` (raw row numbers)."""
+        first = int(positions[0])
+        stamp = None if stamps is None else stamps[first]
+        more = f" (and {len(positions) - 1} more rows)" if len(positions) > 1 else ""
+        raise DataError(f"{self.label}: {self.name(first, stamp)}: {problem}{more}. Fix: {fix}")
+
+
+def _fmt_ts(ts: pd.Timestamp) -> str:
+    return pd.Timestamp(ts).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# ----------------------------------------------------------------------------- gaps
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Missing candles: ``start``/``end`` are the first and last missing candle times (UTC)."""
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+    missing_bars: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form stored in ``frame.attrs["gaps"]``."""
+        return {
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "missing_bars": self.missing_bars,
+        }
+
+
+@dataclass(frozen=True)
+class GapReport:
+    """The gap policy applied to one frame: which gaps exist and which are too long to accept."""
+
+    timeframe: pd.Timedelta
+    gaps: tuple[Gap, ...]
+    max_gap_bars: int | None = DEFAULT_MAX_GAP_BARS
+
+    @property
+    def total_missing_bars(self) -> int:
+        """Missing candles over all gaps."""
+        return sum(g.missing_bars for g in self.gaps)
+
+    @property
+    def too_long(self) -> tuple[Gap, ...]:
+        """Gaps longer than ``max_gap_bars`` (none when the limit is ``None``)."""
+        if self.max_gap_bars is None:
+            return ()
+        return tuple(g for g in self.gaps if g.missing_bars > self.max_gap_bars)
+
+    def summary(self) -> str:
+        """One line for logs and reports."""
+        if not self.gaps:
+            return "no gaps"
+        worst = max(self.gaps, key=lambda g: g.missing_bars)
+        return (
+            f"{len(self.gaps)} gap(s), {self.total_missing_bars} missing candle(s) in all; longest "
+            f"{worst.missing_bars} bar(s) from {_fmt_ts(worst.start)}; kept as is, no candles invented"
+        )
+
+    def enforce(self, frame: pd.DataFrame, source: str) -> None:
+        """Raise DataError for a gap longer than the limit, suggesting a span without it."""
+        if not self.too_long:
+            return
+        gap = self.too_long[-1]  # the most recent one decides which recent span is clean
+        after = frame.index[frame.index > gap.end]
+        days = int((after[-1] - after[0] + self.timeframe) / pd.Timedelta(days=1)) if len(after) else 0
+        hint = f"--data-days {days} or less" if days >= 1 else "a span that ends before it"
+        raise DataError(
+            f"{source}: {gap.missing_bars} candles are missing from {_fmt_ts(gap.start)} "
+            f"to {_fmt_ts(gap.end)}, "
+            f"more than the {self.max_gap_bars} the gap policy accepts. Fix: choose a span without it "
+            f"(e.g. {hint}) or fill the gap in the data."
+        )
+
+
+def detect_timeframe(frame: pd.DataFrame) -> pd.Timedelta:
+    """The candle timeframe: the median spacing of the (sorted) timestamps."""
+    index = _index_of(frame)
+    if len(index) < 2:
+        raise DataError("cannot detect the timeframe from fewer than 2 candles. Fix: provide more data.")
+    spacing = np.diff(index.asi8)
+    return pd.Timedelta(int(np.median(spacing)), unit="ns")
+
+
+def find_gaps(frame: pd.DataFrame, timeframe: pd.Timedelta | None = None) -> list[Gap]:
+    """All gaps (spacing longer than one timeframe), oldest first. Off-grid spacing is refused."""
+    index = _index_of(frame)
+    if len(index) < 2:
+        return []
+    tf = detect_timeframe(frame) if timeframe is None else pd.Timedelta(timeframe)
+    tf_ns = tf.value
+    spacing = np.diff(index.asi8)
+    off_grid = np.flatnonzero(spacing % tf_ns != 0)
+    if off_grid.size:
+        i = int(off_grid[0]) + 1
+        source = frame.attrs.get("source", "data")
+        step = pd.Timedelta(int(spacing[i - 1]), unit="ns")
+        raise DataError(
+            f"{source}: candle at {_fmt_ts(index[i])} is {step} after the "
+            f"previous one, not a whole number of {tf} bars. Fix: use candles of a single timeframe."
+        )
+    gaps = []
+    for i in np.flatnonzero(spacing > tf_ns):
+        missing = int(spacing[i] // tf_ns) - 1
+        gaps.append(Gap(start=index[i] + tf, end=index[i + 1] - tf, missing_bars=missing))
+    return gaps
+
+
+def gap_report(frame: pd.DataFrame, max_gap_bars: int | None = DEFAULT_MAX_GAP_BARS) -> GapReport:
+    """Apply ``find_gaps`` and wrap the result with the policy's limit (does not raise)."""
+    tf = detect_timeframe(frame)
+    return GapReport(timeframe=tf, gaps=tuple(find_gaps(frame, tf)), max_gap_bars=max_gap_bars)
+
+
+def _index_of(frame: pd.DataFrame) -> pd.DatetimeIndex:
+    if not isinstance(frame.index, pd.DatetimeIndex):
+        raise DataError("expected a frame indexed by timestamps; load it with load_ohlcv first.")
+    return frame.index
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _bundled_path() -> Path:
+    return Path(str(resources.files("nexlify.data").joinpath("bundled", BUNDLED_FILE)))
+
+
+def _first_line(path: Path) -> str:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8-sig") as handle:  # type: ignore[operator]
+        for line in handle:
+            if line.strip():
+                return line
+    return ""
+
+
+def _read_file(path: Path) -> tuple[pd.DataFrame, _Rows]:
+    label = str(path)
+    name = path.name.lower()
+    if not path.exists():
+        raise DataError(f"{label}: file not found. Fix: check the path, or omit it to use the bundled data.")
+    if not path.is_file():
+        raise DataError(f"{label}: not a file. Fix: pass a CSV (.csv, .csv.gz) or Parquet file.")
+    if name.endswith(_PARQUET_SUFFIXES):
+        try:
+            frame = pd.read_parquet(path)
+        except ImportError as exc:
+            raise DataError(
+                f"{label}: reading Parquet needs pyarrow. Fix: pip install nexlify[parquet]."
+            ) from exc
+        except Exception as exc:  # pyarrow raises many types for a damaged file
+            raise DataError(f"{label}: unreadable Parquet file ({exc}). Fix: re-export the file.") from exc
+        return frame, _Rows(label, 1, "row")
+    if not name.endswith(_CSV_SUFFIXES):
+        raise DataError(f"{label}: unsupported file type. Fix: use .csv, .csv.gz or .parquet.")
+    try:
+        first = _first_line(path)
+        fields = [f.strip().strip('"').lower() for f in first.split(",")]
+        has_header = any(f in _ALL_ALIASES for f in fields)
+        # Strings in, our own parsing after: that is what lets errors name the exact line and value.
+        frame = pd.read_csv(
+            path,
+            header=0 if has_header else None,
+            dtype=str,
+            keep_default_na=False,
+            skip_blank_lines=False,
+            encoding="utf-8-sig",
+        )
+    except (OSError, EOFError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(
+            f"{label}: unreadable file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})."
+            " Fix: check it is a plain or gzip-compressed CSV."
+        ) from exc
+    if not has_header:
+        if frame.shape[1] == len(CCXT_COLUMNS):
+            frame.columns = list(CCXT_COLUMNS)
+        elif frame.shape[1] == len(BINANCE_KLINE_COLUMNS):
+            frame.columns = list(BINANCE_KLINE_COLUMNS)
+        else:
+            raise DataError(
+                f"{label}: line 1: no header and {frame.shape[1]} columns. Fix: add a header row "
+                f"'{_HEADER_HINT}', or use 6 columns (ccxt) or 12 (Binance klines)."
+            )
+    return frame, _Rows(label, 2 if has_header else 1, "line")
+
+
+def _read_source(source: str | Path | pd.DataFrame | None) -> tuple[pd.DataFrame, _Rows, str]:
+    if source is None:
+        path = _bundled_path()
+        frame, rows = _read_file(path)
+        return frame, rows, f"bundled:{BUNDLED_FILE}"
+    if isinstance(source, pd.DataFrame):
+        # A frame that came from load_ohlcv/download_ohlcv keeps naming where it came from.
+        label = str(source.attrs.get("source", "DataFrame"))
+        return source.copy(), _Rows(label, 1, "row"), label
+    if isinstance(source, (str, Path)):
+        path = Path(source).expanduser()
+        frame, rows = _read_file(path)
+        return frame, rows, str(path)
+    raise DataError(
+        f"unsupported data source of type {type(source).__name__}. Fix: pass a file path or DataFrame."
+    )
+
+
+# ----------------------------------------------------------------------------- normalising
+
+
+def _pick_columns(frame: pd.DataFrame, rows: _Rows) -> dict[str, Any]:
+    lowered: dict[str, Any] = {}
+    for col in frame.columns:
+        lowered.setdefault(str(col).strip().lower(), col)
+    picked: dict[str, Any] = {}
+    # Without a timestamp column, a datetime index (our own saved Parquet, a user's DataFrame) or an
+    # index named like one counts as the timestamps.
+    index_name = str(frame.index.name).strip().lower() if frame.index.name is not None else ""
+    if not any(a in lowered for a in _ALIASES["timestamp"]) and (
+        isinstance(frame.index, pd.DatetimeIndex) or index_name in _ALIASES["timestamp"]
+    ):
+        picked["timestamp"] = pd.Series(frame.index, index=frame.index)
+    for canonical, aliases in _ALIASES.items():
+        for alias in aliases if canonical not in picked else ():
+            if alias in lowered:
+                picked[canonical] = frame[lowered[alias]]
+                break
+    missing = [c for c in _ALIASES if c not in picked]
+    if missing:
+        found = ", ".join(str(c) for c in frame.columns) or "none"
+        raise DataError(
+            f"{rows.label}: missing column(s) {', '.join(missing)} (found: {found}). Fix: add a header "
+            f"row '{_HEADER_HINT}' (aliases like date, open_time, vol are accepted)."
+        )
+    return picked
+
+
+def _is_blank(series: pd.Series) -> np.ndarray:
+    """True where a raw cell is missing: NaN/None/NaT, empty, or a token such as "NaN" or "null"."""
+    blank = series.isna().to_numpy(dtype=bool, copy=True)
+    if not pd.api.types.is_numeric_dtype(series):
+        text = series.astype(str).str.strip().str.lower()
+        blank |= text.isin(_MISSING_TOKENS).to_numpy(dtype=bool)
+    return blank
+
+
+def _parse_timestamps(series: pd.Series, rows: _Rows) -> pd.DatetimeIndex:
+    fix = "use ISO 8601 (2024-01-31 13:00:00) or epoch seconds/milliseconds"
+    if isinstance(series.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(series.dtype):
+        index = pd.DatetimeIndex(series)
+        index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+    else:
+        blank = _is_blank(series)
+        if blank.any():
+            rows.fail(np.flatnonzero(blank), "missing timestamp", "fill in or remove that row")
+        numeric = (
+            pd.to_numeric(series, errors="coerce") if not pd.api.types.is_numeric_dtype(series) else series
+        )
+        numeric_ok = numeric.notna().to_numpy()
+        if numeric_ok.all():
+            index = _epoch_to_index(numeric.to_numpy(), rows)
+        elif numeric_ok.any():
+            rows.fail(
+                np.flatnonzero(~numeric_ok),
+                f"unparsable timestamp {series.iloc[int(np.flatnonzero(~numeric_ok)[0])]!r}"
+                " among epoch numbers",
+                fix,
+            )
+            raise AssertionError  # unreachable; keeps type checkers happy
+        else:
+            parsed = pd.to_datetime(series, utc=True, errors="coerce", format="ISO8601")
+            bad = parsed.isna().to_numpy()
+            if bad.any():
+                first = int(np.flatnonzero(bad)[0])
+                rows.fail(np.flatnonzero(bad), f"unparsable timestamp {series.iloc[first]!r}", fix)
+            index = pd.DatetimeIndex(parsed)
+    if index.isna().any():
+        rows.fail(np.flatnonzero(index.isna()), "missing timestamp", "fill in or remove that row")
+    return index.as_unit("ns").rename("timestamp")
+
+
+def _epoch_to_index(values: np.ndarray, rows: _Rows) -> pd.DatetimeIndex:
+    """Epoch numbers to UTC; the unit is chosen per value by magnitude (s < 1e11 <= ms < 1e14 <= us
+    < 1e17 <= ns), so files that switch from ms to us (Binance, 2025) load correctly."""
+    x = np.asarray(values)
+    mag = np.abs(x.astype(np.float64))
+    bad = ~np.isfinite(mag) | (mag >= 9.2e18)
+    if bad.any():
+        rows.fail(
+            np.flatnonzero(bad),
+            f"unparsable timestamp {x[int(np.flatnonzero(bad)[0])].item()!r}",
+            "use epoch seconds/milliseconds or ISO 8601",
+        )
+    factor = np.where(mag < 1e11, 10**9, np.where(mag < 1e14, 10**6, np.where(mag < 1e17, 10**3, 1)))
+    if np.issubdtype(x.dtype, np.integer):
+        ns = x.astype(np.int64) * factor.astype(np.int64)
+    else:
+        ns = np.round(x.astype(np.float64) * factor).astype(np.int64)
+    return pd.DatetimeIndex(pd.to_datetime(ns, unit="ns", utc=True))
+
+
+def _parse_values(series: pd.Series, name: str, rows: _Rows, stamps: pd.DatetimeIndex) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        values = series.to_numpy(dtype=np.float64)
+        blank = np.isnan(values)
+    else:
+        blank = _is_blank(series)
+        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+        unparsable = np.isnan(values) & ~blank
+        if unparsable.any():
+            first = int(np.flatnonzero(unparsable)[0])
+            rows.fail(
+                np.flatnonzero(unparsable),
+                f"unparsable {name} value {series.iloc[first]!r}",
+                "use plain numbers (no thousands separators or units)",
+                stamps,
+            )
+    if blank.any():
+        rows.fail(
+            np.flatnonzero(blank), f"missing {name} value (NaN/empty)", "fill in or remove that row", stamps
+        )
+    infinite = ~np.isfinite(values)
+    if infinite.any():
+        rows.fail(np.flatnonzero(infinite), f"{name} is not finite", "correct or remove that row", stamps)
+    return values
+
+
+def _normalise(raw: pd.DataFrame, rows: _Rows) -> pd.DataFrame:
+    picked = _pick_columns(raw, rows)
+    stamps = _parse_timestamps(picked["timestamp"].reset_index(drop=True), rows)
+    data = {c: _parse_values(picked[c].reset_index(drop=True), c, rows, stamps) for c in OHLCV_COLUMNS}
+    o, h, lo, c, v = (data[k] for k in OHLCV_COLUMNS)
+
+    for col in PRICE_COLUMNS:
+        bad = data[col] <= 0
+        if bad.any():
+            rows.fail(
+                np.flatnonzero(bad),
+                f"{col} price {float(data[col][bad][0])!r} is not positive",
+                "correct or remove that row",
+                stamps,
+            )
+    bad = h < lo
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        rows.fail(
+            np.flatnonzero(bad),
+            f"high {float(h[i])!r} is below low {float(lo[i])!r}",
+            "correct or remove that row",
+            stamps,
+        )
+    for col, vals in (("open", o), ("close", c)):
+        bad = (vals < lo) | (vals > h)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            rows.fail(
+                np.flatnonzero(bad),
+                f"{col} {float(vals[i])!r} is outside [low {float(lo[i])!r}, high {float(h[i])!r}]",
+                "correct or remove that row",
+                stamps,
+            )
+    bad = v < 0
+    if bad.any():
+        rows.fail(
+            np.flatnonzero(bad),
+            f"volume {float(v[bad][0])!r} is negative",
+            "correct or remove that row",
+            stamps,
+        )
+
+    frame = pd.DataFrame(data, index=stamps)
+    ns = stamps.asi8
+    step = np.diff(ns)
+    if len(step) and (step < 0).all():
+        frame = frame.iloc[::-1]  # a wholly newest-first export is fine; mixed order is not
+        step = -step[::-1]
+        order = np.arange(len(ns))[::-1]
+    else:
+        order = np.arange(len(ns))
+    dup = np.flatnonzero(step == 0)
+    if dup.size:
+        rows.fail(order[dup + 1], "duplicate timestamp", "remove the repeated candle", stamps)
+    back = np.flatnonzero(step < 0)
+    if back.size:
+        rows.fail(
+            order[back + 1],
+            "timestamp goes backwards (earlier than the row before)",
+            "sort the file by time and remove overlapping ranges",
+            stamps,
+        )
+    frame.index.name = "timestamp"
+    return frame
+
+
+def load_ohlcv(
+    source: str | Path | pd.DataFrame | None = None,
+    *,
+    min_rows: int = 2,
+    max_gap_bars: int | None = DEFAULT_MAX_GAP_BARS,
+    log_gaps: bool = True,
+) -> pd.DataFrame:
+    """Load, normalise and validate OHLCV candles (see the module docstring for layouts and policy).
+
+    ``source`` is a CSV/CSV.gz/Parquet path, a DataFrame, or ``None`` for the bundled BTC/USDT 1h file.
+    ``max_gap_bars=None`` reports gaps without refusing long ones; ``log_gaps=False`` skips the warning.
+    Gaps land in ``frame.attrs["gaps"]``.
+    """
+    raw, rows, source_label = _read_source(source)
+    frame = _normalise(raw, rows)
+    if len(frame) < max(min_rows, 1):
+        raise DataError(
+            f"{rows.label}: too few rows ({len(frame)} candles, at least {max(min_rows, 1)} needed). "
+            "Fix: provide a longer history."
+        )
+    frame.attrs["source"] = source_label
+    frame.attrs["gaps"] = []
+    if len(frame) >= 2:
+        report = gap_report(frame, max_gap_bars)
+        report.enforce(frame, source_label)
+        frame.attrs["gaps"] = [g.to_dict() for g in report.gaps]
+        if report.gaps and log_gaps:
+            logger.warning("%s: %s", source_label, report.summary())
+    return frame
+
+
+# ----------------------------------------------------------------------------- windows and splits
+
+
+def select_recent_days(frame: pd.DataFrame, days: int | None) -> pd.DataFrame:
+    """The candles of the last ``days`` days, counted back from the last candle; ``None`` = all."""
+    if days is None:
+        return frame
+    if isinstance(days, bool) or not isinstance(days, (int, np.integer)) or days < 1:
+        raise DataError(
+            f"data days must be a whole number >= 1, got {days!r}. "
+            "Fix: pass e.g. --data-days 180, or omit it to use all data."
+        )
+    if len(frame) == 0:
+        raise DataError("cannot select recent days from an empty frame.")
+    index = _index_of(frame)
+    window = frame.loc[index > index[-1] - pd.Timedelta(days=int(days))].copy()
+    window.attrs = dict(frame.attrs)
+    if len(window) >= 2:
+        window.attrs["gaps"] = [g.to_dict() for g in find_gaps(window, detect_timeframe(frame))]
+    else:
+        window.attrs["gaps"] = []
+    return window
+
+
+def _split_sizes(n: int, train_fraction: float, validation_fraction: float) -> tuple[int, int, int]:
+    for name, value in (("train_fraction", train_fraction), ("validation_fraction", validation_fraction)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 < float(value) < 1.0:
+            raise ConfigError(f"{name} must be a number between 0 and 1 (exclusive), got {value!r}.")
+    if train_fraction + validation_fraction >= 1.0:
+        raise ConfigError(
+            f"train_fraction + validation_fraction must be below 1 to leave a test part, got "
+            f"{train_fraction} + {validation_fraction}."
+        )
+    # The epsilon keeps 100 * 0.15 (= 15.000000000000002 or 14.999999999999998) at 15.
+    n_train = int(math.floor(n * train_fraction + 1e-9))
+    n_val = int(math.floor(n * validation_fraction + 1e-9))
+    return n_train, n_val, n - n_train - n_val
+
+
+def split_chronological(
+    data: T | int,
+    train_fraction: float = 0.7,
+    validation_fraction: float = 0.15,
+) -> tuple[Any, Any, Any]:
+    """Cut ``data`` into consecutive train / validation / test parts, oldest first.
+
+    ``data`` is a DataFrame (split by position), any sliceable sequence/array, or an int length (then
+    three ``slice`` objects are returned). Sizes are ``floor(n * fraction)``; test gets the rest.
+    """
+    n = int(data) if isinstance(data, (int, np.integer)) else len(data)  # type: ignore[arg-type]
+    n_train, n_val, n_test = _split_sizes(n, train_fraction, validation_fraction)
+    if min(n_train, n_val, n_test) < 1:
+        raise DataError(
+            f"cannot split {n} rows into non-empty train/validation/test parts "
+            f"({n_train}/{n_val}/{n_test}). Fix: use more data."
+        )
+    cuts = (slice(0, n_train), slice(n_train, n_train + n_val), slice(n_train + n_val, n))
+    if isinstance(data, (int, np.integer)):
+        return cuts
+    if isinstance(data, (pd.DataFrame, pd.Series)):
+        return tuple(data.iloc[c] for c in cuts)  # type: ignore[return-value]
+    return tuple(data[c] for c in cuts)  # type: ignore[index]
+
+
+# ----------------------------------------------------------------------------- prepared market
+
+
+@dataclass(frozen=True, eq=False)
+class MarketSlice:
+    """One contiguous stretch of candles as numpy arrays, ready for the environment.
+
+    ``timestamps`` is ``datetime64[ns]`` holding UTC wall time without a timezone (numpy has none).
+    Prices/volume are float64; ``features`` is float32 ``[T, 9]``, already normalised.
+    """
+
+    timestamps: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    features: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.timestamps)
+        for name in OHLCV_COLUMNS:
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"MarketSlice.{name} has shape {getattr(self, name).shape}, expected ({n},)")
+        if self.features.shape != (n, len(MARKET_FEATURE_NAMES)):
+            raise ValueError(
+                f"MarketSlice.features has shape {self.features.shape}, "
+                f"expected ({n}, {len(MARKET_FEATURE_NAMES)})"
+            )
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+    def to_frame(self, include_features: bool = False) -> pd.DataFrame:
+        """OHLCV frame with a UTC ``timestamp`` index (plus feature columns if asked)."""
+        index = pd.DatetimeIndex(self.timestamps).tz_localize("UTC").rename("timestamp")
+        data: dict[str, np.ndarray] = {c: getattr(self, c) for c in OHLCV_COLUMNS}
+        if include_features:
+            data.update({name: self.features[:, i] for i, name in enumerate(MARKET_FEATURE_NAMES)})
+        return pd.DataFrame(data, index=index)
+
+
+@dataclass(frozen=True, eq=False)
+class MarketSplits:
+    """Chronological train/validation/test slices sharing one scaler fitted on train only."""
+
+    train: MarketSlice
+    validation: MarketSlice
+    test: MarketSlice
+    scaler: FeatureScaler
+    timeframe: pd.Timedelta
+    periods_per_year: float
+    gaps: tuple[Gap, ...] = field(default_factory=tuple)
+    source: str = ""
+
+
+def periods_per_year(timeframe: pd.Timedelta) -> float:
+    """Candles per 365-day year (8760 for 1h), for annualising Sharpe ratios."""
+    return pd.Timedelta(days=365) / pd.Timedelta(timeframe)
+
+
+def _slice(frame: pd.DataFrame, features: np.ndarray) -> MarketSlice:
+    return MarketSlice(
+        timestamps=frame.index.tz_convert("UTC").tz_localize(None).as_unit("ns").to_numpy(),
+        features=np.ascontiguousarray(features, dtype=np.float32),
+        **{c: frame[c].to_numpy(dtype=np.float64, copy=True) for c in OHLCV_COLUMNS},
+    )
+
+
+def market_slice_from_frame(
+    frame: pd.DataFrame, scaler: FeatureScaler, *, max_gap_bars: int | None = DEFAULT_MAX_GAP_BARS
+) -> MarketSlice:
+    """Evaluate-on-any-data helper: validate ``frame``, compute features, drop the warm-up rows and
+    normalise with a saved ``scaler``."""
+    frame = load_ohlcv(frame, min_rows=WARMUP_BARS + 1, max_gap_bars=max_gap_bars)
+    features = compute_market_features(frame)
+    return _slice(frame.iloc[WARMUP_BARS:], scaler.transform(features[WARMUP_BARS:]))
+
+
+def _rows_needed(train_fraction: float, validation_fraction: float) -> int:
+    n = MIN_SPLIT_ROWS
+    while min(_split_sizes(n, train_fraction, validation_fraction)) < MIN_SPLIT_ROWS:
+        n += 1
+    return n + WARMUP_BARS
+
+
+def prepare_market(
+    source: str | Path | pd.DataFrame | None = None,
+    data_days: int | None = 180,
+    train_fraction: float = 0.7,
+    validation_fraction: float = 0.15,
+    *,
+    max_gap_bars: int | None = DEFAULT_MAX_GAP_BARS,
+) -> MarketSplits:
+    """Load, keep the last ``data_days``, compute features once, drop warm-up, split, and scale.
+
+    Features are causal, so computing them on the whole window leaks nothing forward; the scaler is
+    fitted on the train part only and applied to all three.
+    """
+    needed = _rows_needed(train_fraction, validation_fraction)
+    # The gap policy is applied to the selected window below, not to history the run never uses.
+    frame = load_ohlcv(source, max_gap_bars=None, log_gaps=False)
+    label = frame.attrs["source"]
+    window = select_recent_days(frame, data_days)
+    if len(window) < needed:
+        tf = detect_timeframe(frame)
+        days_needed = math.ceil(needed * tf / pd.Timedelta(days=1))
+        raise DataError(
+            f"{label}: the selected window has {len(window)} candles but at least {needed} are needed "
+            f"({WARMUP_BARS} warm-up + {MIN_SPLIT_ROWS} or more per split). Fix: use a larger "
+            f"--data-days (at least {days_needed}) or a longer file."
+        )
+    report = gap_report(window, max_gap_bars)
+    report.enforce(window, label)
+    if report.gaps:
+        logger.warning("%s (selected window): %s", label, report.summary())
+
+    features = compute_market_features(window)[WARMUP_BARS:]
+    usable = window.iloc[WARMUP_BARS:]
+    parts = split_chronological(len(usable), train_fraction, validation_fraction)
+    scaler = FeatureScaler().fit(features[parts[0]])
+    scaled = scaler.transform(features)
+    train, validation, test = (_slice(usable.iloc[p], scaled[p]) for p in parts)
+    return MarketSplits(
+        train=train,
+        validation=validation,
+        test=test,
+        scaler=scaler,
+        timeframe=report.timeframe,
+        periods_per_year=periods_per_year(report.timeframe),
+        gaps=report.gaps,
+        source=label,
+    )
