@@ -1,0 +1,239 @@
+"""``HardwareProfiler``: detect, measure (cached per machine), plan, explain.
+
+Detection is cheap (tens of milliseconds) and always fresh, so free RAM, free VRAM and free disk are
+never stale. Benchmarks cost ~2 s, so they are cached as JSON per hardware fingerprint (CPU brand
+and cores, RAM total, GPU names, torch version; never free memory) under ``$NEXLIFY_CACHE_DIR`` or
+``~/.cache/nexlify``. ``reprofile=True`` measures again and rewrites the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nexlify.config import TrainingConfig
+from nexlify.hardware.plan import Decision, complete_profile, plan_training
+from nexlify.io import write_text_atomic
+
+CACHE_VERSION = 1  # bump when the benchmark changes meaning, so old caches are ignored
+PROFILE_FILENAME = "hardware_profile.json"
+
+
+def default_cache_dir() -> Path:
+    """``$NEXLIFY_CACHE_DIR`` when set, else ``~/.cache/nexlify``."""
+    env = os.environ.get("NEXLIFY_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "nexlify"
+
+
+def hardware_fingerprint(profile: dict[str, Any]) -> str:
+    """Short hash of what makes benchmark numbers comparable (nothing volatile like free RAM)."""
+    cpu, ram, gpu = profile.get("cpu") or {}, profile.get("ram") or {}, profile.get("gpu") or {}
+    env = profile.get("environment") or {}
+    key = {
+        "v": CACHE_VERSION,
+        "cpu": [cpu.get(k) for k in ("brand", "physical_cores", "logical_cores", "usable_cores")],
+        "ram_total_gb": round(float(ram.get("total_gb") or 0), 1),
+        "gpus": [[d.get("name"), round(float(d.get("vram_gb") or 0), 1)] for d in gpu.get("devices") or []],
+        "backend": gpu.get("backend"),
+        "torch": env.get("torch"),
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class HardwareProfiler:
+    """Detects this machine, benchmarks it (cached) and plans the training configuration.
+
+    ``profile`` (cpu, ram, gpu, storage, benchmarks, environment, meta), ``config`` (TrainingConfig),
+    ``optimal_config`` (its dict), ``decisions`` and ``explain()`` hold the result.
+    ``detect``/``benchmark`` may be replaced (tests); they default to the real probes.
+    """
+
+    def __init__(self, output_dir: str | Path = ".", use_cache: bool = True, reprofile: bool = False,
+                 run_benchmarks: bool = True, *, cache_dir: str | Path | None = None,
+                 benchmark_budget_s: float = 2.0,
+                 detect: Callable[[str | Path], dict[str, Any]] | None = None,
+                 benchmark: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+        from nexlify.hardware import benchmark as bench
+        from nexlify.hardware.profile import detect_all
+
+        start = time.perf_counter()
+        self.output_dir = Path(output_dir)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        detected = (detect or detect_all)(self.output_dir)
+        detect_s = time.perf_counter() - start
+        fingerprint = hardware_fingerprint(detected)
+        self.cache_path: Path | None = self.cache_dir / f"hardware_profile_{fingerprint}.json"
+        self.cache_hit = False
+
+        benchmarks: dict[str, Any] = {}
+        if use_cache and not reprofile:
+            cached = self._load_cache(self.cache_path)
+            if cached is not None and cached.get("benchmarks"):
+                benchmarks, self.cache_hit = cached["benchmarks"], True
+        measured = False
+        if not self.cache_hit and run_benchmarks:
+            run = benchmark or (lambda prof: bench.run_benchmarks(prof, budget_s=benchmark_budget_s))
+            benchmarks = run(detected)
+            measured = True
+
+        self.profile: dict[str, Any] = {**detected, "benchmarks": benchmarks}
+        self.profile["meta"] = {
+            "fingerprint": fingerprint,
+            "cache_hit": self.cache_hit,
+            "cache_path": str(self.cache_path),
+            "detect_s": round(detect_s, 3),
+            "profile_s": round(time.perf_counter() - start, 3),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        if use_cache and measured and benchmarks:
+            # Only measured profiles are cached, so a run without benchmarks never blocks later ones.
+            # A read-only home must not stop training; we simply measure again next time.
+            with contextlib.suppress(OSError):
+                write_text_atomic(self.cache_path, json.dumps(self.profile, indent=2))
+        self._plan()
+
+    # --- construction without detection ----------------------------------------------------
+    @classmethod
+    def from_profile(cls, profile: dict[str, Any]) -> HardwareProfiler:
+        """Plan for a given (possibly partial) profile dict without detecting or measuring anything."""
+        self = cls.__new__(cls)
+        self.output_dir = Path(".")
+        self.cache_dir = default_cache_dir()
+        self.cache_path = None
+        self.cache_hit = False
+        self.profile = complete_profile(profile)
+        self._plan()
+        return self
+
+    def _plan(self) -> None:
+        self.config: TrainingConfig
+        self.decisions: list[Decision]
+        self.config, self.decisions = plan_training(self.profile)
+
+    @staticmethod
+    def _load_cache(path: Path) -> dict[str, Any] | None:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None  # missing or corrupt: measure again
+        return data if isinstance(data, dict) else None
+
+    # --- results ---------------------------------------------------------------------------
+    @property
+    def optimal_config(self) -> dict[str, Any]:
+        """The plan as a plain dict (the guide's ``optimal_config``)."""
+        return self.config.to_dict()
+
+    def explain(self) -> list[str]:
+        """One line per planned key: ``key value: reason``."""
+        return [str(d) for d in self.decisions]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Profile, plan and reasons together (JSON-serialisable)."""
+        return {
+            "profile": self.profile,
+            "optimal_config": self.optimal_config,
+            "decisions": [{"key": d.key, "value": d.value, "reason": d.reason} for d in self.decisions],
+        }
+
+    def to_json(self) -> str:
+        """``to_dict`` as indented JSON text."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write ``to_json`` atomically (default: ``output_dir/hardware_profile.json``)."""
+        target = Path(path) if path is not None else self.output_dir / PROFILE_FILENAME
+        write_text_atomic(target, self.to_json())
+        return target
+
+
+# ---------------------------------------------------------------------------------------------
+# rich rendering (the CLI's `nexlify profile`)
+# ---------------------------------------------------------------------------------------------
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}".rstrip("0").rstrip(".")
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def render_profile(profiler: HardwareProfiler) -> list[Any]:
+    """Rich tables: detected hardware, benchmarks, and the plan with its reasons."""
+    from rich.table import Table
+
+    p = profiler.profile
+    cpu, ram, gpu = p.get("cpu") or {}, p.get("ram") or {}, p.get("gpu") or {}
+    storage, env, bench = p.get("storage") or {}, p.get("environment") or {}, p.get("benchmarks") or {}
+
+    hw = Table(title="Detected hardware", show_header=True, header_style="bold")
+    hw.add_column("Component", style="cyan")
+    hw.add_column("Details")
+    simd = ", ".join(k for k, v in (cpu.get("simd") or {}).items() if v) or "-"
+    hw.add_row("CPU", f"{cpu.get('brand', '?')} ({cpu.get('architecture', '?')}); "
+               f"{_fmt(cpu.get('physical_cores'))} physical / {_fmt(cpu.get('logical_cores'))} logical, "
+               f"{_fmt(cpu.get('usable_cores'))} usable; max {_fmt(cpu.get('max_freq_mhz'))} MHz; "
+               f"SIMD {simd}")
+    limit = f", cgroup limit {_fmt(ram.get('limit_gb'))} GB" if ram.get("limit_gb") else ""
+    hw.add_row("RAM", f"{_fmt(ram.get('total_gb'))} GB total, "
+               f"{_fmt(ram.get('available_gb'))} GB available{limit}")
+    for i, d in enumerate(gpu.get("devices") or []):
+        cc = d.get("compute_capability")
+        hw.add_row(f"GPU {i}", f"{d.get('name')} ({gpu.get('backend')}): {_fmt(d.get('vram_gb'))} GB, "
+                   f"{_fmt(d.get('vram_free_gb'))} GB free; CC {'.'.join(map(str, cc)) if cc else '-'}; "
+                   f"tensor cores {_fmt(d.get('tensor_cores'))}; bf16 {_fmt(d.get('bf16'))}")
+    for d in gpu.get("unusable_devices") or []:
+        hw.add_row("GPU (unusable)", f"[yellow]{d.get('name')}: {d.get('reason')}[/yellow]")
+    if not gpu.get("devices") and not gpu.get("unusable_devices"):
+        hw.add_row("GPU", "none")
+    hw.add_row("Storage", f"{storage.get('kind', 'unknown')} ({storage.get('fstype') or '?'}) at "
+               f"{storage.get('path', '?')}: {_fmt(storage.get('free_gb'))} GB free of "
+               f"{_fmt(storage.get('total_gb'))} GB")
+    flags = [k for k in ("colab", "kaggle", "container", "wsl", "on_battery") if env.get(k)]
+    hw.add_row("Environment", f"{env.get('os', '?')}, Python {env.get('python', '?')}, torch "
+               f"{env.get('torch', '?')}" + (f"; {', '.join(flags)}" if flags else ""))
+
+    tables: list[Any] = [hw]
+    if bench:
+        bt = Table(title="Benchmarks" + (" (cached)" if (p.get("meta") or {}).get("cache_hit") else ""),
+                   header_style="bold")
+        bt.add_column("Measurement", style="cyan")
+        bt.add_column("Value", justify="right")
+        for key, unit in (("cpu_gflops", "GFLOPS"), ("memory_bandwidth_gbs", "GB/s"),
+                          ("gpu_gflops", "GFLOPS"), ("gpu_bandwidth_gbs", "GB/s"), ("duration_s", "s")):
+            if bench.get(key) is not None:
+                bt.add_row(key, f"{_fmt(bench[key])} {unit}")
+        for dev, sizes in (bench.get("update_throughput") or {}).items():
+            for size, row in sizes.items():
+                rates = ", ".join(f"batch {b}: {_fmt(float(r))}/s" for b, r in row.items())
+                bt.add_row(f"updates {dev}/{size}", rates)
+        tables.append(bt)
+
+    plan = Table(title="Training plan", header_style="bold")
+    plan.add_column("Setting", style="cyan")
+    plan.add_column("Value", style="green")
+    plan.add_column("Why")
+    for d in profiler.decisions:
+        plan.add_row(d.key, _fmt(d.value), d.reason)
+    tables.append(plan)
+    return tables
+
+
+def print_profile(profiler: HardwareProfiler, console: Any = None) -> None:
+    """Print ``render_profile`` to a rich console (a new one when not given)."""
+    if console is None:
+        from rich.console import Console
+
+        console = Console()
+    for table in render_profile(profiler):
+        console.print(table)

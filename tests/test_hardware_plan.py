@@ -1,0 +1,312 @@
+"""plan_training: the guide's worked examples and matrix rows, other hardware, and invariants."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nexlify.config import TrainingConfig, config_keys
+from nexlify.hardware.plan import (
+    GB,
+    REPLAY_RATIO,
+    TARGET_REFRESH_TRANSITIONS,
+    bytes_per_transition,
+    complete_profile,
+    plan_training,
+    projected_training_seconds,
+)
+
+
+def nvidia(name: str, vram: float, cc: tuple[int, int], **extra: object) -> dict:
+    return {"vendor": "NVIDIA", "name": name, "vram_gb": vram, "compute_capability": list(cc), **extra}
+
+
+def machine(physical: int, logical: int, total: float, available: float | None = None,
+            gpus: list[dict] | None = None, **gpu_keys: object) -> dict:
+    ram = {"total_gb": total}
+    if available is not None:
+        ram["available_gb"] = available
+    gpu = {"available": bool(gpus), "devices": gpus or [], **gpu_keys}
+    return {"cpu": {"physical_cores": physical, "logical_cores": logical}, "ram": ram, "gpu": gpu}
+
+
+def core(cfg: TrainingConfig) -> tuple:
+    return (cfg.model_size, cfg.batch_size, cfg.buffer_size, cfg.gradient_accumulation_steps,
+            cfg.checkpoint_compression, cfg.use_mixed_precision, cfg.device, cfg.optimization_level)
+
+
+# --- the guide's five worked examples -----------------------------------------------------------
+def test_example1_budget_laptop() -> None:
+    profile = {"cpu": {"physical_cores": 2, "logical_cores": 4, "usable_cores": 4, "max_freq_mhz": 2400},
+               "ram": {"total_gb": 4, "available_gb": 3}, "gpu": {"available": False}}
+    cfg, decisions = plan_training(profile)
+    assert core(cfg) == ("tiny", 16, 25_000, 4, True, False, "cpu", "cpu_optimize")
+    assert cfg.num_workers == 2 and cfg.precision == "fp32"
+    assert any(d.key == "batch_size" and "3.0 GB free RAM and no GPU" in d.reason for d in decisions)
+
+
+def test_example2_gtx1660_no_tensor_cores() -> None:
+    cfg, _ = plan_training(machine(6, 12, 16, gpus=[nvidia("NVIDIA GeForce GTX 1660", 6, (7, 5))]))
+    assert core(cfg) == ("medium", 128, 100_000, 1, False, False, "cuda", "balanced")
+    assert cfg.precision == "fp32"
+
+
+def test_example3_rtx3080() -> None:
+    cfg, _ = plan_training(machine(8, 16, 32, gpus=[nvidia("NVIDIA GeForce RTX 3080", 10, (8, 6))]))
+    assert core(cfg) == ("large", 256, 250_000, 1, False, True, "cuda", "max_performance")
+    assert cfg.precision == "bf16"
+
+
+def test_example4_threadripper_rtx4090() -> None:
+    cfg, _ = plan_training(machine(64, 128, 64, gpus=[nvidia("NVIDIA GeForce RTX 4090", 24, (8, 9))]))
+    assert core(cfg) == ("xlarge", 512, 500_000, 1, False, True, "cuda", "max_performance")
+    assert cfg.parallel_envs == 4
+    assert cfg.num_workers == 16
+
+
+def test_example5_gtx1050_strong_cpu() -> None:
+    cfg, decisions = plan_training(machine(32, 64, 64, gpus=[nvidia("NVIDIA GeForce GTX 1050", 2, (6, 1))]))
+    assert (cfg.model_size, cfg.batch_size, cfg.buffer_size) == ("small", 32, 250_000)
+    assert (cfg.num_workers, cfg.parallel_envs) == (16, 8)
+    assert cfg.optimization_level == "gpu_conserve" and cfg.device == "cuda"
+    assert cfg.gradient_accumulation_steps == 2 and not cfg.use_mixed_precision
+    buffer = next(d for d in decisions if d.key == "buffer_size")
+    assert "xlarge" in buffer.reason
+
+
+# --- matrix rows ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("profile", "expected"),
+    [
+        # Budget: tiny 16 25K, accumulation + compression
+        (machine(2, 2, 4, 3), ("tiny", 16, 25_000, 4, True, False, "cpu", "cpu_optimize")),
+        # Entry: small 32-64 50K, CPU parallelization
+        (machine(4, 8, 8), ("small", 32, 50_000, 1, False, False, "cpu", "cpu_optimize")),
+        # Mid-range: medium 64-128 100K, balanced (CPU and GPU variants)
+        (machine(8, 16, 16), ("medium", 64, 100_000, 1, False, False, "cpu", "cpu_optimize")),
+        (machine(6, 12, 16, gpus=[nvidia("NVIDIA GeForce GTX 1660 Ti", 6, (7, 5))]),
+         ("medium", 128, 100_000, 1, False, False, "cuda", "balanced")),
+        # High-end: large 128-256 250K, mixed precision
+        (machine(8, 16, 32, gpus=[nvidia("NVIDIA GeForce RTX 2080", 8, (7, 5))]),
+         ("large", 256, 250_000, 1, False, True, "cuda", "max_performance")),
+        # Enthusiast: xlarge 256-512 500K, mixed precision, parallel envs
+        (machine(16, 32, 64, gpus=[nvidia("NVIDIA GeForce RTX 4090", 24, (8, 9))]),
+         ("xlarge", 512, 500_000, 1, False, True, "cuda", "max_performance")),
+    ],
+)
+def test_matrix_rows(profile: dict, expected: tuple) -> None:
+    cfg, _ = plan_training(profile)
+    assert core(cfg) == expected
+    assert cfg.num_workers <= complete_profile(profile)["cpu"]["usable_cores"]
+
+
+def test_rtx2080_uses_fp16_with_tensor_cores() -> None:
+    cfg, _ = plan_training(machine(8, 16, 32, gpus=[nvidia("NVIDIA GeForce RTX 2080", 8, (7, 5))]))
+    assert cfg.precision == "fp16"
+
+
+# --- other hardware -------------------------------------------------------------------------------
+def test_apple_m1_mps() -> None:
+    profile = {"cpu": {"physical_cores": 8, "logical_cores": 8, "architecture": "arm64"},
+               "ram": {"total_gb": 16, "available_gb": 10},
+               "gpu": {"available": True, "backend": "mps", "vendor": "Apple", "name": "Apple M1"}}
+    cfg, decisions = plan_training(profile)
+    assert core(cfg) == ("medium", 128, 100_000, 1, False, False, "mps", "balanced")
+    assert cfg.precision == "fp32"
+    assert "MPS" in next(d for d in decisions if d.key == "precision").reason
+
+
+def test_amd_rocm_rx7900xtx() -> None:
+    gpu = {"vendor": "AMD", "name": "AMD Radeon RX 7900 XTX", "vram_gb": 24, "arch": "gfx1100",
+           "compute_capability": [11, 0]}
+    cfg, decisions = plan_training(machine(12, 24, 32, gpus=[gpu], backend="rocm"))
+    assert core(cfg) == ("large", 256, 250_000, 1, False, True, "cuda", "max_performance")
+    assert cfg.precision == "bf16"
+    assert "ROCm" in next(d for d in decisions if d.key == "device").reason
+
+
+def test_colab_t4_fp16() -> None:
+    cfg, _ = plan_training(machine(1, 2, 12.7, 10.5, gpus=[nvidia("Tesla T4", 15.0, (7, 5))]))
+    assert core(cfg) == ("medium", 128, 100_000, 1, False, True, "cuda", "balanced")
+    assert cfg.precision == "fp16" and cfg.num_workers == 1
+
+
+def test_h100_data_centre_scales_parallel_envs() -> None:
+    cfg, _ = plan_training(machine(32, 64, 256, gpus=[nvidia("NVIDIA H100 80GB HBM3", 80, (9, 0))]))
+    assert (cfg.model_size, cfg.batch_size, cfg.precision) == ("xlarge", 512, "bf16")
+    assert 256 <= cfg.parallel_envs <= 4096 and cfg.parallel_envs == 512
+
+
+def test_cuda_card_with_cpu_only_torch_is_never_planned_as_gpu() -> None:
+    profile = machine(8, 16, 32)
+    profile["gpu"]["unusable_devices"] = [
+        {"vendor": "NVIDIA", "name": "NVIDIA GeForce RTX 3080", "vram_gb": 10,
+         "reason": "torch is a CPU-only build; install a CUDA build of torch to use this GPU"}]
+    cfg, decisions = plan_training(profile)
+    assert cfg.device == "cpu" and not cfg.use_mixed_precision
+    assert cfg.optimization_level == "cpu_optimize"
+    assert "CPU-only build" in decisions[0].reason
+
+
+def test_second_gpu_with_more_vram_is_chosen() -> None:
+    cfg, _ = plan_training(machine(8, 16, 64, gpus=[nvidia("NVIDIA GeForce GTX 1050", 2, (6, 1)),
+                                                    nvidia("NVIDIA GeForce RTX 3090", 24, (8, 6))]))
+    assert cfg.device == "cuda:1" and cfg.model_size == "xlarge"
+
+
+def test_tiny_gpu_falls_back_to_cpu() -> None:
+    cfg, decisions = plan_training(machine(4, 8, 8, gpus=[nvidia("GeForce GT 710", 0.5, (3, 5))]))
+    assert cfg.device == "cpu" and "under 0.75 GB" in decisions[0].reason
+
+
+def test_card_flag_overrides_tensor_core_guess() -> None:
+    cfg, _ = plan_training(machine(8, 16, 32, gpus=[nvidia("Mystery Card", 8, (7, 5), tensor_cores=False)]))
+    assert cfg.precision == "fp32"
+
+
+# --- memory ----------------------------------------------------------------------------------------
+def test_bytes_per_transition() -> None:
+    assert bytes_per_transition(12, "float32") == 112
+    assert bytes_per_transition(12, "float16") == 64
+
+
+def test_buffer_shrinks_with_little_available_ram() -> None:
+    roomy, _ = plan_training(machine(8, 16, 32, 24))
+    tight, decisions = plan_training(machine(8, 16, 32, 1.5))
+    assert roomy.buffer_size == 250_000
+    assert tight.buffer_size == 25_000
+    assert "only 1.5 GB RAM available now" in next(d for d in decisions if d.key == "buffer_size").reason
+
+
+def test_buffer_capped_by_bytes_and_switches_to_float16() -> None:
+    cfg, decisions = plan_training(machine(8, 16, 32, 0.002))
+    cap = 0.25 * 0.002 * GB
+    assert cfg.replay_state_dtype == "float16"
+    assert cfg.buffer_size * bytes_per_transition(12, "float16") <= cap
+    assert cfg.buffer_size < 25_000 and cfg.learning_starts <= cfg.buffer_size
+    assert "capped" in next(d for d in decisions if d.key == "buffer_size").reason
+
+
+def test_buffer_capped_by_free_vram() -> None:
+    gpu = nvidia("NVIDIA GeForce RTX 4090", 24, (8, 9), vram_free_gb=0.04)
+    cfg, _ = plan_training(machine(64, 128, 64, gpus=[gpu]))
+    assert cfg.buffer_size * bytes_per_transition(12, cfg.replay_state_dtype) <= 0.25 * 0.04 * GB
+
+
+# --- learning cadence -------------------------------------------------------------------------------
+@pytest.mark.parametrize("vram", [2, 6, 10, 24, 80])
+def test_replay_ratio_and_target_refresh_are_machine_independent(vram: float) -> None:
+    cfg, _ = plan_training(machine(16, 32, 64, gpus=[nvidia("NVIDIA RTX A-something", vram, (8, 6))]))
+    assert cfg.replay_ratio == REPLAY_RATIO
+    refresh = cfg.target_update_interval * cfg.train_frequency
+    assert abs(refresh - TARGET_REFRESH_TRANSITIONS) <= cfg.train_frequency
+    assert cfg.batch_size <= cfg.learning_starts <= cfg.buffer_size
+
+
+# --- CPU plans from measured throughput --------------------------------------------------------------
+def bench(rates: dict[str, dict[str, float]], threads: int = 2) -> dict:
+    return {"threads": threads, "update_throughput": {"cpu": rates}}
+
+
+def test_cpu_benchmark_picks_largest_model_within_budget() -> None:
+    rates = {"tiny": {"64": 40_000, "256": 140_000}, "small": {"64": 33_000, "256": 120_000},
+             "medium": {"64": 26_000, "256": 76_000}, "large": {"64": 15_000, "256": 40_000}}
+    profile = {**machine(2, 2, 24, 22), "benchmarks": bench(rates)}
+    cfg, decisions = plan_training(profile)
+    assert projected_training_seconds(76_000) <= 600 < projected_training_seconds(40_000)
+    assert (cfg.model_size, cfg.batch_size, cfg.num_workers) == ("medium", 256, 2)
+    assert cfg.train_frequency == 32 and 16 <= cfg.parallel_envs <= 64
+    assert "measured" in next(d for d in decisions if d.key == "model_size").reason
+
+
+def test_cpu_benchmark_never_exceeds_ram_tier() -> None:
+    rates = {s: {"256": 10_000_000} for s in ("tiny", "small", "medium", "large", "xlarge")}
+    cfg, _ = plan_training({**machine(4, 8, 8), "benchmarks": bench(rates)})
+    assert cfg.model_size == "small"
+
+
+def test_cpu_benchmark_slow_machine_takes_smallest() -> None:
+    rates = {"tiny": {"64": 1_000, "256": 2_000}, "small": {"64": 900, "256": 1_500}}
+    cfg, decisions = plan_training({**machine(2, 2, 16), "benchmarks": bench(rates)})
+    assert (cfg.model_size, cfg.batch_size) == ("tiny", 256)
+    assert "no model fits" in next(d for d in decisions if d.key == "model_size").reason
+
+
+def test_cpu_benchmark_thread_choice_is_used() -> None:
+    rates = {"tiny": {"256": 140_000}, "small": {"256": 120_000}}
+    cfg, _ = plan_training({**machine(2, 2, 24), "benchmarks": bench(rates, threads=1)})
+    assert cfg.num_workers == 1
+
+
+# --- structure -----------------------------------------------------------------------------------------
+def test_plan_is_pure_and_reasons_cover_each_key_once() -> None:
+    profile = machine(8, 16, 32, gpus=[nvidia("NVIDIA GeForce RTX 3080", 10, (8, 6))])
+    before = copy.deepcopy(profile)
+    cfg1, d1 = plan_training(profile)
+    cfg2, d2 = plan_training(profile)
+    assert profile == before and cfg1 == cfg2 and d1 == d2
+    keys = [d.key for d in d1]
+    assert len(keys) == len(set(keys)) and set(keys) <= set(config_keys())
+    for d in d1:
+        assert getattr(cfg1, d.key) == d.value and d.reason
+
+
+def test_complete_profile_builds_device_from_top_level_keys() -> None:
+    p = complete_profile({"gpu": {"available": True, "name": "NVIDIA GeForce RTX 3060", "vram_gb": 12,
+                                  "compute_capability": [8, 6]}})
+    dev = p["gpu"]["devices"][0]
+    assert dev["tensor_cores"] and dev["bf16"] and p["gpu"]["backend"] == "cuda"
+    assert p["ram"]["available_gb"] == pytest.approx(6.0)
+    assert p["cpu"]["usable_cores"] == 1
+
+
+# --- invariants over random hardware ----------------------------------------------------------------
+gpu_strategy = st.fixed_dictionaries({
+    "vendor": st.sampled_from(["NVIDIA", "AMD"]),
+    "name": st.sampled_from(["NVIDIA GeForce GTX 1650", "NVIDIA GeForce RTX 3070", "Tesla T4", "Radeon"]),
+    "vram_gb": st.floats(0.1, 192),
+    "vram_free_gb": st.floats(0.05, 0.99).map(lambda f: f),
+    "compute_capability": st.tuples(st.integers(3, 10), st.integers(0, 9)).map(list),
+})
+
+
+@st.composite
+def random_profile(draw: st.DrawFn) -> dict:
+    logical = draw(st.integers(1, 256))
+    physical = draw(st.integers(1, logical))
+    usable = draw(st.integers(1, logical))
+    total = draw(st.floats(0.5, 2048))
+    avail = draw(st.floats(0.25, 1.0)) * total
+    gpus = draw(st.lists(gpu_strategy, max_size=3))
+    for g in gpus:
+        g["vram_free_gb"] = g["vram_free_gb"] * g["vram_gb"] + 0.05
+    profile = {"cpu": {"physical_cores": physical, "logical_cores": logical, "usable_cores": usable},
+               "ram": {"total_gb": total, "available_gb": max(0.25, avail)},
+               "gpu": {"available": bool(gpus), "devices": gpus},
+               "storage": {"free_gb": draw(st.floats(0.1, 5000)),
+                           "kind": draw(st.sampled_from(["nvme", "ssd", "hdd", "network", "unknown"]))}}
+    if draw(st.booleans()):
+        sizes = draw(st.lists(st.sampled_from(["tiny", "small", "medium", "large", "xlarge"]), unique=True))
+        profile["benchmarks"] = bench({s: {"64": draw(st.floats(100, 1e6)), "256": draw(st.floats(100, 1e6))}
+                                       for s in sizes}, threads=draw(st.integers(1, usable)))
+    return profile
+
+
+@settings(max_examples=300, deadline=None)
+@given(random_profile())
+def test_never_oversubscribes_and_respects_memory(profile: dict) -> None:
+    cfg, decisions = plan_training(profile)
+    cfg.validate()
+    full = complete_profile(profile)
+    assert cfg.num_workers <= full["cpu"]["usable_cores"]
+    used = cfg.buffer_size * bytes_per_transition(12, cfg.replay_state_dtype)
+    assert used <= 0.25 * full["ram"]["available_gb"] * GB
+    if cfg.device != "cpu":
+        dev = full["gpu"]["devices"][0 if cfg.device == "cuda" else int(cfg.device.split(":")[1])]
+        assert used <= 0.25 * dev["vram_free_gb"] * GB
+    assert cfg.replay_ratio == REPLAY_RATIO
+    assert cfg.learning_starts <= cfg.buffer_size
+    assert len({d.key for d in decisions}) == len(decisions)
