@@ -27,3 +27,28 @@ def random_walk_slice(n: int = 300, seed: int = 0) -> MarketSlice:
     close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
     open_prices = np.concatenate([[100.0], close[:-1]]) * np.exp(rng.normal(0, 0.001, n))
     return make_slice(open_prices, close, seed=seed)
+
+
+def synthetic_frame(rows: int = 600, seed: int = 0, drift: float = 0.0):
+    """An hourly OHLCV DataFrame (UTC index) following a random walk; valid for the loader."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(drift, 0.01, rows)))
+    open_prices = np.concatenate([[100.0], close[:-1]])
+    high = np.maximum(open_prices, close) * (1 + rng.uniform(0, 0.005, rows))
+    low = np.minimum(open_prices, close) * (1 - rng.uniform(0, 0.005, rows))
+    index = pd.date_range("2024-01-01", periods=rows, freq="h", tz="UTC", name="timestamp")
+    return pd.DataFrame({"open": open_prices, "high": high, "low": low, "close": close,
+                         "volume": rng.uniform(1, 10, rows)}, index=index)
+
+
+def tiny_config(**overrides):
+    """A fast training config for tests."""
+    from nexlify.config import TrainingConfig
+
+    values = dict(model_size="tiny", batch_size=32, buffer_size=5_000, learning_starts=64, train_frequency=8,
+                  target_update_interval=20, parallel_envs=2, episodes=4, eval_interval=2, save_interval=2,
+                  data_days=None, seed=7)
+    values.update(overrides)
+    return TrainingConfig(**values)

@@ -29,6 +29,7 @@ TARGET_UPDATE_MODES: tuple[str, ...] = ("hard", "polyak")
 REWARD_MODES: tuple[str, ...] = ("log_return", "differential_sharpe")
 REPLAY_STATE_DTYPES: tuple[str, ...] = ("float32", "float16")
 VALIDATION_METRICS: tuple[str, ...] = ("sharpe", "final_equity")
+STANDALONE_EPSILON_DECAY_STEPS = 100_000
 
 
 @dataclass
@@ -51,8 +52,10 @@ class TrainingConfig:
     tau: float = 0.005  # Polyak rate when target_update == "polyak"
     epsilon_start: float = 1.0
     epsilon_end: float = 0.05
-    epsilon_decay_steps: int = 100_000  # transitions over which epsilon falls linearly
-    exploration_fraction: float = 0.3  # trainer: epsilon_decay_steps = this x total transitions
+    # Transitions over which epsilon falls linearly. None: the trainer uses exploration_fraction x the
+    # run's transitions; a standalone agent uses STANDALONE_EPSILON_DECAY_STEPS.
+    epsilon_decay_steps: int | None = None
+    exploration_fraction: float = 0.3
     n_step: int = 1
     prioritized_replay: bool = False
     priority_alpha: float = 0.6
@@ -123,13 +126,14 @@ class TrainingConfig:
             "episodes",
             "eval_interval",
             "save_interval",
-            "epsilon_decay_steps",
         ):
             _positive_int(name, getattr(self, name))
         if not isinstance(self.learning_starts, int) or self.learning_starts < 0:
             raise ConfigError(f"learning_starts must be an integer >= 0, got {self.learning_starts!r}")
         if self.data_days is not None:
             _positive_int("data_days", self.data_days)
+        if self.epsilon_decay_steps is not None:
+            _positive_int("epsilon_decay_steps", self.epsilon_decay_steps)
         _in_range("learning_rate", self.learning_rate, 0.0, 1.0, low_open=True)
         _in_range("gamma", self.gamma, 0.0, 1.0)
         _in_range("tau", self.tau, 0.0, 1.0, low_open=True)

@@ -88,9 +88,15 @@ class TradingEnvironment(gym.Env):
         n_features = self.market.features.shape[1] + len(ACCOUNT_FEATURE_NAMES)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(n_features,), dtype=np.float32)
         self.action_space = gym.spaces.Discrete(3)
-        self._open = self.market.open
-        self._close = self.market.close
-        self._features = self.market.features
+        # Python floats index faster than numpy scalars; a zero-padded feature table lets an
+        # observation be one row copy plus three account numbers.
+        self._open = self.market.open.tolist()
+        self._close = self.market.close.tolist()
+        n_market = self.market.features.shape[1]
+        self._obs_rows = np.zeros((len(self.market), n_features), dtype=np.float32)
+        self._obs_rows[:, :n_market] = self.market.features
+        self._n_market = n_market
+        self._last_row = len(self.market) - 1
         self._t = 0
         self._equity = float(initial_balance)
         self._peak = float(initial_balance)
@@ -115,15 +121,15 @@ class TradingEnvironment(gym.Env):
         action = int(action)
         if action not in (HOLD, BUY, SELL):
             raise ValueError(f"action must be 0 (hold), 1 (buy) or 2 (sell), got {action}")
-        if self._t >= len(self.market) - 1:
+        if self._t >= self._last_row:
             raise RuntimeError("episode is over: call reset() before step()")
         t_next = self._t + 1
-        open_price = float(self._open[t_next])
+        open_price = self._open[t_next]
         if action == BUY and not self.portfolio.buy(open_price):
             self._invalid_actions += 1
         elif action == SELL and not self.portfolio.sell(open_price):
             self._invalid_actions += 1
-        equity = self.portfolio.equity(float(self._close[t_next]))
+        equity = self.portfolio.equity(self._close[t_next])
         step_return = math.log(equity / self._equity)
         if self.reward_mode == "log_return":
             reward = step_return
@@ -135,16 +141,15 @@ class TradingEnvironment(gym.Env):
         self._peak = max(self._peak, equity)
         self._t = t_next
         terminated = equity <= self.ruin_fraction * self.portfolio.initial_balance
-        truncated = not terminated and t_next >= len(self.market) - 1
+        truncated = not terminated and t_next >= self._last_row
         return self._observation(), float(reward), terminated, truncated, self._info()
 
     def _observation(self) -> np.ndarray:
-        obs = np.empty(self.observation_space.shape, dtype=np.float32)
-        n_market = self._features.shape[1]
-        obs[:n_market] = self._features[self._t]
-        price = float(self._close[self._t])
-        obs[n_market:] = account_features(
-            float(self.portfolio.is_long), self.portfolio.unrealized_return(price), self._equity, self._peak
+        obs = self._obs_rows[self._t].copy()
+        n = self._n_market
+        obs[n], obs[n + 1], obs[n + 2] = account_features(
+            float(self.portfolio.is_long), self.portfolio.unrealized_return(self._close[self._t]),
+            self._equity, self._peak,
         )
         return obs
 
@@ -155,7 +160,7 @@ class TradingEnvironment(gym.Env):
             "equity": self._equity,
             "cash": p.cash,
             "position": p.units,
-            "price": float(self._close[self._t]),
+            "price": self._close[self._t],
             "fees_paid": p.fees_paid,
             "slippage_paid": p.slippage_paid,
             "trades": p.trades,

@@ -42,9 +42,12 @@ class _Accounts:
         self.length = len(market)
         self.open = self._array(market.open, "float64")
         self.close = self._array(market.close, "float64")
-        self.features = self._array(market.features, "float32")
         self.n_market = market.features.shape[1]
         self.obs_size = self.n_market + len(ACCOUNT_FEATURE_NAMES)
+        # Zero-padded so one gather yields whole observation rows; the account columns are filled after.
+        padded = np.zeros((len(market), self.obs_size), dtype=np.float32)
+        padded[:, : self.n_market] = market.features
+        self.obs_rows = self._array(padded, "float32")
         self.t = self._zeros("int64")
         self.cash = self._zeros("float64")
         self.units = self._zeros("float64")
@@ -93,11 +96,7 @@ class _Accounts:
     def observe(self) -> Any:
         """Observations of all accounts: market features of row t plus the account features."""
         xp = self.xp
-        if xp is np:
-            obs = np.empty((self.n, self.obs_size), dtype=np.float32)
-        else:
-            obs = torch.empty((self.n, self.obs_size), dtype=torch.float32, device=self.device)
-        obs[:, : self.n_market] = self.features[self.t]
+        obs = self.obs_rows[self.t]
         is_long = self.units > 0.0
         price = self.close[self.t]
         safe_entry = xp.where(is_long, self.entry, 1.0)

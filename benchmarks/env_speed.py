@@ -1,0 +1,79 @@
+"""Environment speed: our single env against gym-anytrading's stocks env, and the vector env at N=1..1024.
+
+Run: ./run bench env_speed      (gym-anytrading is optional: pip install gym-anytrading)
+Prints medians of several repeats, side by side, on the bundled BTC/USDT data (180 days).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, median_time, table  # noqa: E402
+
+from nexlify.data.market import prepare_market  # noqa: E402
+from nexlify.env.trading import TradingEnvironment  # noqa: E402
+from nexlify.env.vector import VectorTradingEnv  # noqa: E402
+
+STEPS = 2_000
+
+
+def single_env_steps_per_sec(env, actions: np.ndarray) -> float:
+    def run() -> None:
+        env.reset(seed=0)
+        for a in actions:
+            _, _, terminated, truncated, _ = env.step(int(a))
+            if terminated or truncated:
+                env.reset()
+
+    return len(actions) / median_time(run)
+
+
+def anytrading_env(splits):
+    try:
+        import gym_anytrading  # noqa: F401
+        from gym_anytrading.envs import StocksEnv
+    except ImportError:
+        return None
+    frame = splits.train.to_frame().rename(columns=str.capitalize)
+    return StocksEnv(df=frame, window_size=24, frame_bound=(24, len(frame)))
+
+
+def main() -> None:
+    splits = prepare_market(None, data_days=180)
+    rng = np.random.default_rng(0)
+    actions = rng.integers(0, 3, STEPS)
+    ours = single_env_steps_per_sec(TradingEnvironment(splits.train), actions)
+    rows = [["nexlify TradingEnvironment", f"{ours:,.0f}", "1.00"]]
+    other = anytrading_env(splits)
+    if other is not None:
+        theirs = single_env_steps_per_sec(other, actions % 2)  # its actions are 0 sell / 1 buy
+        rows.append(["gym-anytrading StocksEnv", f"{theirs:,.0f}", f"{theirs / ours:.2f}"])
+        rows.append(["speed-up (ours / theirs)", f"{ours / theirs:.1f}x", ""])
+    else:
+        rows.append(["gym-anytrading StocksEnv", "not installed", ""])
+    print(f"Machine: {machine()}")
+    print(f"Single environment, {STEPS} random steps, median of 5\n")
+    print(table(["environment", "steps/s", "relative"], rows))
+
+    vector_rows = []
+    for n in (1, 64, 1024):
+        env = VectorTradingEnv(splits.train, num_envs=n)
+        batch = rng.integers(0, 3, size=(200, n))
+
+        def run(env=env, batch=batch) -> None:
+            env.reset()
+            for row in batch:
+                env.step(row)
+
+        seconds = median_time(run)
+        vector_rows.append([n, f"{200 * n / seconds:,.0f}", f"{seconds / 200 * 1e6:.1f}"])
+    print("\nVectorTradingEnv (numpy), 200 steps, median of 5\n")
+    print(table(["N envs", "transitions/s", "us per step"], vector_rows))
+
+
+if __name__ == "__main__":
+    main()
