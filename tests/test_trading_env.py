@@ -6,8 +6,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
-from helpers import make_slice, random_walk_slice
 
+from helpers import make_slice, random_walk_slice
 from nexlify.env.trading import BUY, HOLD, SELL, TradingEnvironment
 from nexlify.errors import ConfigError
 

@@ -4,8 +4,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from helpers import random_walk_slice
 
+from helpers import random_walk_slice
 from nexlify.env.trading import TradingEnvironment
 from nexlify.env.vector import TorchVectorTradingEnv, VectorTradingEnv
 

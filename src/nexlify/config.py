@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from nexlify.errors import ConfigError
 
@@ -161,7 +162,7 @@ class TrainingConfig:
             raise ConfigError(
                 f"precision {self.precision!r} is mixed precision; set use_mixed_precision=True"
             )
-        if not isinstance(self.device, str) or not self.device.split(":")[0] in ("cpu", "cuda", "mps"):
+        if not isinstance(self.device, str) or self.device.split(":")[0] not in ("cpu", "cuda", "mps"):
             raise ConfigError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
 
     # --- conversion ----------------------------------------------------------------------
@@ -170,11 +171,11 @@ class TrainingConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "TrainingConfig":
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainingConfig:
         """Build from a dict; unknown keys are refused with the list of valid ones."""
         return cls().with_overrides(values)
 
-    def with_overrides(self, overrides: Mapping[str, Any] | None) -> "TrainingConfig":
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> TrainingConfig:
         """A copy with ``overrides`` applied and validated.
 
         Setting ``use_mixed_precision`` alone picks a matching precision (bf16/fp16 on, fp32 off),
@@ -205,7 +206,7 @@ class TrainingConfig:
         write_text_atomic(path, json.dumps(self.to_dict(), indent=2))
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "TrainingConfig":
+    def from_json(cls, path: str | Path) -> TrainingConfig:
         """Read a config written by ``to_json`` (or any JSON object of config keys)."""
         try:
             values = json.loads(Path(path).read_text())

@@ -41,10 +41,10 @@ class LiveTrader:
     """A trained model ready for live decisions: ``decide(candles, ...)`` returns 'hold'/'buy'/'sell'."""
 
     def __init__(self, agent) -> None:
-        if "scaler" not in agent.metadata:
+        if "scaler" not in agent.checkpoint_metadata:
             raise CheckpointError("this model has no saved feature scaler; load a file written by nexlify train")
         self.agent = agent
-        self.scaler = FeatureScaler.from_dict(agent.metadata["scaler"])
+        self.scaler = FeatureScaler.from_dict(agent.checkpoint_metadata["scaler"])
 
     @classmethod
     def from_model(cls, path: str | Path, device: str = "cpu") -> LiveTrader:

@@ -125,9 +125,12 @@ class TradingEnvironment(gym.Env):
             raise RuntimeError("episode is over: call reset() before step()")
         t_next = self._t + 1
         open_price = self._open[t_next]
-        if action == BUY and not self.portfolio.buy(open_price):
-            self._invalid_actions += 1
-        elif action == SELL and not self.portfolio.sell(open_price):
+        filled = True
+        if action == BUY:
+            filled = self.portfolio.buy(open_price)
+        elif action == SELL:
+            filled = self.portfolio.sell(open_price)
+        if not filled:
             self._invalid_actions += 1
         equity = self.portfolio.equity(self._close[t_next])
         step_return = math.log(equity / self._equity)

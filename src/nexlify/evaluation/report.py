@@ -129,7 +129,7 @@ def write_report_png(
     ax = axes[0, 1]
     losses = [(e["episode"], e["loss"]) for e in episodes if e["loss"] is not None]
     if losses:
-        ax.plot(*zip(*losses), lw=1.0, color="tab:red")
+        ax.plot(*zip(*losses, strict=True), lw=1.0, color="tab:red")
         ax.set_yscale("log")
     ax2 = ax.twinx()
     ax2.plot(ep, [e["epsilon"] for e in episodes], color="tab:gray", lw=1.0, ls="--")

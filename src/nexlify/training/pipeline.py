@@ -109,7 +109,7 @@ def evaluate_model(model_path: str | Path, data: Any = None, out_dir: str | Path
     from nexlify.evaluation.metrics import periods_per_year as periods_for
 
     agent = AdaptiveDQNAgent.from_checkpoint(model_path, device=device)
-    meta = agent.metadata
+    meta = agent.checkpoint_metadata
     if "scaler" not in meta:
         from nexlify.errors import CheckpointError
 

@@ -2,8 +2,8 @@
 
 Work is counted in episodes: one episode is one pass of one account over the training split, so the
 workload (episodes x window) is the same on every machine. Episodes run in rounds of up to
-``parallel_envs`` accounts stepped together; a round's size divides ``save_interval`` so that
-``checkpoint_ep{N}.pth`` lands exactly on multiples of it, and every checkpoint sits on a round
+``parallel_envs`` accounts stepped together; a round's size divides ``save_interval`` (or is a
+multiple of it) so that ``checkpoint_ep{N}.pth`` lands exactly on multiples of it, and every checkpoint sits on a round
 boundary, which makes ``--resume`` exact. After each round that crosses a multiple of
 ``eval_interval`` the greedy policy is scored on the validation split; ``best_model.pth`` is the best
 by that score (``validation_metric``: Sharpe by default), never by a training episode.
@@ -22,7 +22,7 @@ import torch
 
 from nexlify.agent.dqn import AdaptiveDQNAgent
 from nexlify.config import TrainingConfig
-from nexlify.data.market import MarketSplits, MarketSlice
+from nexlify.data.market import MarketSlice, MarketSplits
 from nexlify.env.vector import VectorTradingEnv
 from nexlify.errors import CheckpointError
 from nexlify.evaluation.backtest import agent_policy, run_policy
@@ -36,8 +36,15 @@ MEMORY_CHECK_EVERY_STEPS = 256
 
 
 def round_size(parallel_envs: int, save_interval: int, remaining: int) -> int:
-    """Accounts in the next round: the largest divisor of ``save_interval`` <= ``parallel_envs``."""
-    size = max(d for d in range(1, min(parallel_envs, save_interval) + 1) if save_interval % d == 0)
+    """Accounts in the next round, chosen so rounds end exactly on multiples of ``save_interval``.
+
+    Up to ``save_interval`` envs: the largest divisor of it; more (GPUs run thousands): the largest
+    multiple of it. Never more than the episodes remaining.
+    """
+    if parallel_envs >= save_interval:
+        size = parallel_envs // save_interval * save_interval
+    else:
+        size = max(d for d in range(1, parallel_envs + 1) if save_interval % d == 0)
     return min(size, remaining)
 
 
@@ -91,7 +98,7 @@ class Trainer:
         self.episode_steps = len(splits.train) - 1
         self.metadata = dict(metadata or {})
         total = config.episodes * self.episode_steps
-        if config.epsilon_decay_steps == TrainingConfig().epsilon_decay_steps:
+        if config.epsilon_decay_steps is None:
             # Exploration decays by transitions over a fixed fraction of the whole workload.
             config = config.with_overrides(
                 {"epsilon_decay_steps": max(1, int(config.exploration_fraction * total))}
@@ -150,19 +157,15 @@ class Trainer:
             if done.any():
                 real_next = next_obs.copy()
                 real_next[done] = info["final_obs"][done]
-            if active.all():
-                agent.remember_batch(obs, actions, reward, real_next, terminated)
-                n_new = n_envs
-            else:  # a ruined account sits out the rest of the round
-                agent.remember_batch(obs[active], actions[active], reward[active], real_next[active],
-                                     terminated[active])
-                n_new = int(active.sum())
+            # Every account is stored every step (n-step windows are kept per account row); an
+            # account ruined early restarts, and only its first episode counts for this round.
+            agent.remember_batch(obs, actions, reward, real_next, terminated, truncated=truncated)
             episode_reward += np.where(active, reward, 0.0)
             final_equity = np.where(active & done, info["equity"], final_equity)
             active &= ~done
-            stored += n_new
-            agent.decay_epsilon(n_new)
-            self.state.learn_credit += n_new
+            stored += n_envs
+            agent.decay_epsilon(n_envs)
+            self.state.learn_credit += n_envs
             while self.state.learn_credit >= cfg.train_frequency:
                 self.state.learn_credit -= cfg.train_frequency
                 loss = self._learn()
@@ -268,7 +271,7 @@ class Trainer:
 
     def _resume(self, path: Path) -> tuple[AdaptiveDQNAgent, TrainingState]:
         agent = AdaptiveDQNAgent.from_checkpoint(path, device=self.config.device)
-        trainer_state = agent.metadata.get("trainer_state")
+        trainer_state = agent.checkpoint_metadata.get("trainer_state")
         if trainer_state is None:
             raise CheckpointError(f"{path} holds a model but no training state; resume from a "
                                   "checkpoint_ep*.pth or checkpoint_interrupted.pth file")

@@ -1,0 +1,413 @@
+"""AdaptiveDQNAgent: Double DQN with a Huber loss, sized and tuned by a ``TrainingConfig``.
+
+Read top to bottom: construction, acting, remembering, learning, target updates, exploration
+schedule, monitoring, runtime adaptation, checkpoints. Every hyperparameter comes from the config.
+
+Fixes over the original agent: no dropout (so acting is never noisy), the target network is updated
+by ``learn`` itself, replay sampling gathers rows instead of copying the buffer, and checkpoints are
+safe, compressed for real and rebuild the network size they were trained with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+import torch.nn.functional as F
+
+from nexlify.agent.networks import QNetwork, build_q_network, count_parameters
+from nexlify.agent.replay import NStepAccumulator, PrioritizedReplayBuffer, ReplayBuffer, ReplaySample
+from nexlify.config import STANDALONE_EPSILON_DECAY_STEPS, TrainingConfig
+from nexlify.errors import ConfigError
+
+_STATS_WINDOW = 100  # learn() calls averaged by get_performance_stats
+
+
+def resolve_device(name: str) -> torch.device:
+    """``torch.device`` for a config device name; ConfigError if that device is not available here."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use device='cpu'")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r} requested but MPS is not available; use device='cpu'")
+    return device
+
+
+def _make_adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
+    """Adam with the fused kernel where this torch build supports it, else the foreach one."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+
+
+class AdaptiveDQNAgent:
+    """Double-DQN agent whose network, batch, replay and precision follow ``config``.
+
+    On the CPU the constructor calls ``torch.set_num_threads(config.num_workers)`` (a process-wide
+    setting) so ``num_workers`` really controls how many cores the network math uses; on
+    accelerators torch's thread count is left alone.
+    """
+
+    def __init__(self, state_size: int, action_size: int, config: TrainingConfig | None = None) -> None:
+        self._build(int(state_size), int(action_size), config or TrainingConfig())
+
+    def _build(self, state_size: int, action_size: int, config: TrainingConfig) -> None:
+        """(Re)create networks, optimizer, replay memory and counters. Used by ``__init__`` and ``load``."""
+        self.state_size, self.action_size, self.config = state_size, action_size, config
+        self.device = resolve_device(config.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(config.num_workers)
+
+        # Seed initialisation without touching the caller's global torch RNG stream.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.q_network: QNetwork = build_q_network(config, state_size, action_size).to(self.device)
+        self.target_network: QNetwork = copy.deepcopy(self.q_network)
+        self.target_network.requires_grad_(False)
+        # The networks have no dropout/batch-norm; eval mode documents that acting and targets are
+        # deterministic functions of the weights (and stays right if such layers are ever added).
+        self.q_network.eval()
+        self.target_network.eval()
+        self._online_params = list(self.q_network.parameters())
+        self._target_params = list(self.target_network.parameters())
+        self.optimizer = _make_adam(self._online_params, config.learning_rate)
+
+        # Mixed precision: fp16 (+GradScaler) or bf16 on CUDA; bf16 on CPU only when asked for.
+        self._amp_dtype: torch.dtype | None = None
+        self.scaler: torch.amp.GradScaler | None = None
+        if config.precision == "bf16" and self.device.type in ("cuda", "cpu"):
+            self._amp_dtype = torch.bfloat16
+        elif config.precision == "fp16" and self.device.type == "cuda":
+            self._amp_dtype = torch.float16
+            self.scaler = torch.amp.GradScaler("cuda")
+
+        replay_cls = PrioritizedReplayBuffer if config.prioritized_replay else ReplayBuffer
+        kwargs: dict[str, Any] = {}
+        if config.prioritized_replay:
+            kwargs = {"alpha": config.priority_alpha, "beta": config.priority_beta}
+        self.replay: ReplayBuffer = replay_cls(
+            config.buffer_size,
+            state_size,
+            device=self.device,
+            state_dtype=config.replay_state_dtype,
+            seed=config.seed + 1,
+            **kwargs,
+        )
+        self._nstep: dict[int, NStepAccumulator] = {}  # one per number of parallel envs
+        self._gamma_powers = config.gamma ** torch.arange(
+            config.n_step + 1, dtype=torch.float32, device=self.device
+        )
+
+        self._explore_rng = np.random.default_rng(config.seed)
+        self._act_input = torch.zeros((1, state_size), dtype=torch.float32)  # reused by act()
+        self._act_input_np = self._act_input.numpy()
+
+        self.steps = 0  # transitions remembered
+        self.updates = 0  # learning steps taken
+        self._epsilon_progress = 0  # transitions counted by decay_epsilon
+        self._epsilon = config.epsilon_start
+        self._batch_times: deque[float] = deque(maxlen=_STATS_WINDOW)
+        self._losses: deque[float] = deque(maxlen=_STATS_WINDOW)
+        self._process = psutil.Process()
+        self.checkpoint_metadata: dict[str, Any] = {}  # extra_metadata of the checkpoint loaded last
+
+    # --- acting ----------------------------------------------------------------------------
+    def act(self, state: np.ndarray, explore: bool = True) -> int:
+        """Epsilon-greedy action for one state (greedy when ``explore`` is False)."""
+        if explore and self._explore_rng.random() < self._epsilon:
+            return int(self._explore_rng.integers(self.action_size))
+        self._act_input_np[0] = state  # no new tensor per step on the CPU
+        with torch.inference_mode():
+            q = self.q_network(self._act_input.to(self.device, non_blocking=True))
+            return int(q.argmax(dim=1).item())
+
+    def act_batch(self, states: np.ndarray, explore: bool = True) -> np.ndarray:
+        """Epsilon-greedy actions (int64) for a batch of states: one forward pass, per-row exploration."""
+        states = np.asarray(states, dtype=np.float32)
+        n = states.shape[0]
+        random_rows = (self._explore_rng.random(n) < self._epsilon) if explore else np.zeros(n, dtype=bool)
+        random_actions = self._explore_rng.integers(self.action_size, size=n) if explore else None
+        if random_rows.all():
+            return random_actions.astype(np.int64)
+        with torch.inference_mode():
+            q = self.q_network(torch.from_numpy(np.ascontiguousarray(states)).to(self.device))
+            actions = q.argmax(dim=1).cpu().numpy().astype(np.int64)
+        if explore:
+            actions[random_rows] = random_actions[random_rows]
+        return actions
+
+    # --- remembering -----------------------------------------------------------------------
+    def remember(
+        self,
+        state: np.ndarray,
+        action: int,
+        reward: float,
+        next_state: np.ndarray,
+        done: bool,
+        truncated: bool = False,
+    ) -> None:
+        """Store one transition. ``done`` = terminal (no bootstrap); ``truncated`` = time limit.
+
+        With ``n_step > 1`` transitions go through an n-step accumulator first.
+        """
+        self.steps += 1
+        if self.config.n_step == 1:
+            self.replay.add(state, action, reward, next_state, done)
+            return
+        self._push_nstep(
+            np.asarray(state)[None],
+            np.asarray([action]),
+            np.asarray([reward]),
+            np.asarray(next_state)[None],
+            np.asarray([done]),
+            np.asarray([truncated]),
+        )
+
+    def remember_batch(
+        self,
+        states: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_states: np.ndarray,
+        dones: np.ndarray,
+        truncated: np.ndarray | None = None,
+    ) -> None:
+        """Store one step of N parallel environments (arrays with N rows).
+
+        For n-step returns the rows must be the same environments in the same order every call.
+        """
+        self.steps += len(states)
+        if self.config.n_step == 1:
+            self.replay.add_batch(states, actions, rewards, next_states, dones)
+            return
+        self._push_nstep(
+            np.asarray(states),
+            np.asarray(actions),
+            np.asarray(rewards),
+            np.asarray(next_states),
+            np.asarray(dones),
+            truncated,
+        )
+
+    def _push_nstep(
+        self,
+        states: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_states: np.ndarray,
+        dones: np.ndarray,
+        truncated: np.ndarray | None,
+    ) -> None:
+        ready = self._push_nstep_accumulator(len(states)).push(
+            states, actions, rewards, next_states, dones, truncated
+        )
+        if ready is not None:
+            self.replay.add_batch(*ready)
+
+    def _push_nstep_accumulator(self, num_envs: int) -> NStepAccumulator:
+        """The n-step accumulator for ``num_envs`` parallel environments (created on first use)."""
+        acc = self._nstep.get(num_envs)
+        if acc is None:
+            acc = self._nstep[num_envs] = NStepAccumulator(
+                self.config.n_step, self.config.gamma, num_envs, self.state_size
+            )
+        return acc
+
+    # --- learning --------------------------------------------------------------------------
+    def compute_td_targets(
+        self,
+        rewards: torch.Tensor,
+        next_states: torch.Tensor,
+        dones: torch.Tensor,
+        horizons: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Double-DQN targets: r + gamma^h (1 - done) Q_target(s', argmax_a Q_online(s', a))."""
+        with torch.no_grad():
+            best = self.q_network(next_states).argmax(dim=1, keepdim=True)
+            next_q = self.target_network(next_states).gather(1, best).squeeze(1).float()
+            discount = self._gamma_powers[1] if horizons is None else self._gamma_powers[horizons]
+            return rewards + discount * (1.0 - dones) * next_q
+
+    def _micro_batch_loss(self, batch: ReplaySample) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Huber loss averaged over the micro-batch, absolute TD errors)."""
+        horizons = None if self.config.n_step == 1 else batch.horizons
+        targets = self.compute_td_targets(batch.rewards, batch.next_states, batch.dones, horizons)
+        q = self.q_network(batch.states).gather(1, batch.actions.unsqueeze(1)).squeeze(1).float()
+        if batch.weights is None:
+            loss = F.huber_loss(q, targets, delta=1.0)
+        else:
+            loss = (batch.weights * F.huber_loss(q, targets, delta=1.0, reduction="none")).mean()
+        return loss, (q - targets).detach().abs()
+
+    def learn(self) -> float | None:
+        """One learning step; returns its loss, or None until ``learning_starts`` transitions are stored.
+
+        The step draws ``batch_size * gradient_accumulation_steps`` indices at once, then runs
+        ``gradient_accumulation_steps`` micro-batches of ``batch_size``, each loss divided by the
+        number of micro-batches: the summed gradient equals the gradient of one big batch.
+        Then: grad-norm clipping, one Adam step, and the target-network update.
+        """
+        cfg = self.config
+        if len(self.replay) == 0 or len(self.replay) < cfg.learning_starts:
+            return None
+        start = time.perf_counter()
+        micro, accum = cfg.batch_size, cfg.gradient_accumulation_steps
+        indices, weights = self.replay.sample_indices(micro * accum)
+        autocast = (
+            torch.autocast(self.device.type, dtype=self._amp_dtype)
+            if self._amp_dtype
+            else contextlib.nullcontext()
+        )
+
+        self.optimizer.zero_grad(set_to_none=True)
+        total_loss = torch.zeros((), device=self.device)
+        td_errors = []
+        for k in range(accum):
+            part = slice(k * micro, (k + 1) * micro)
+            batch = self.replay.gather(indices[part], None if weights is None else weights[part])
+            with autocast:
+                loss, td = self._micro_batch_loss(batch)
+            scaled = loss / accum
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            total_loss += loss.detach()
+            td_errors.append(td)
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+        torch.nn.utils.clip_grad_norm_(self._online_params, cfg.max_grad_norm, foreach=True)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if isinstance(self.replay, PrioritizedReplayBuffer):
+            self.replay.update_priorities(indices, torch.cat(td_errors))
+
+        self.updates += 1
+        self._update_target()
+        loss_value = float(total_loss) / accum  # the only device sync of the step
+        self._batch_times.append(time.perf_counter() - start)
+        self._losses.append(loss_value)
+        return loss_value
+
+    # --- target network --------------------------------------------------------------------
+    def _update_target(self) -> None:
+        """Called by ``learn`` after every step: hard copy every N steps, or Polyak averaging."""
+        if self.config.target_update == "polyak":
+            with torch.no_grad():
+                torch._foreach_lerp_(self._target_params, self._online_params, self.config.tau)
+        elif self.updates % self.config.target_update_interval == 0:
+            self.update_target_model()
+
+    def update_target_model(self) -> None:
+        """Copy the online weights into the target network."""
+        with torch.no_grad():
+            torch._foreach_copy_(self._target_params, self._online_params)
+
+    # --- exploration -----------------------------------------------------------------------
+    def epsilon_at(self, transitions: int) -> float:
+        """Linear schedule: epsilon_start -> epsilon_end over epsilon_decay_steps transitions.
+
+        ``epsilon_decay_steps=None`` (the trainer fills it from the run length) means
+        ``STANDALONE_EPSILON_DECAY_STEPS`` for an agent used on its own.
+        """
+        cfg = self.config
+        fraction = min(1.0, transitions / (cfg.epsilon_decay_steps or STANDALONE_EPSILON_DECAY_STEPS))
+        return cfg.epsilon_start + fraction * (cfg.epsilon_end - cfg.epsilon_start)
+
+    def decay_epsilon(self, steps: int = 1) -> float:
+        """Advance the schedule by ``steps`` transitions (the trainer calls this; ``remember`` does not)."""
+        self._epsilon_progress += int(steps)
+        self._epsilon = self.epsilon_at(self._epsilon_progress)
+        return self._epsilon
+
+    @property
+    def epsilon(self) -> float:
+        """Current exploration rate."""
+        return self._epsilon
+
+    @epsilon.setter
+    def epsilon(self, value: float) -> None:
+        """Override epsilon (e.g. 0 for evaluation); the next ``decay_epsilon`` returns to the schedule."""
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"epsilon must be in [0, 1], got {value}")
+        self._epsilon = float(value)
+
+    # --- monitoring ------------------------------------------------------------------------
+    def get_performance_stats(self) -> dict[str, Any]:
+        """Live numbers over the last 100 learn() calls.
+
+        ``avg_memory_usage_gb`` is ``torch.cuda.max_memory_allocated`` (GiB) on CUDA and the
+        process's resident set size (psutil RSS, GiB) elsewhere. ``samples_per_sec`` counts gradient
+        samples (batch x accumulation) per second of learn() time.
+        """
+        times = list(self._batch_times)
+        learn_time = sum(times)
+        if self.device.type == "cuda":
+            memory = torch.cuda.max_memory_allocated(self.device)
+        else:
+            memory = self._process.memory_info().rss
+        return {
+            "avg_batch_time_ms": 1000.0 * learn_time / len(times) if times else 0.0,
+            "avg_memory_usage_gb": memory / 1024**3,
+            "recent_loss": float(np.mean(self._losses)) if self._losses else None,
+            "buffer_size": len(self.replay),
+            "epsilon": self._epsilon,
+            "device": str(self.device),
+            "updates": self.updates,
+            "steps": self.steps,
+            "samples_per_sec": len(times) * self.config.effective_batch_size / learn_time
+            if learn_time
+            else 0.0,
+            "model_size": self.config.model_size,
+            "parameters": count_parameters(self.q_network),
+            "batch_size": self.config.batch_size,
+            "gradient_accumulation_steps": self.config.gradient_accumulation_steps,
+        }
+
+    # --- runtime adaptation ----------------------------------------------------------------
+    def set_batch_size(self, batch_size: int, gradient_accumulation_steps: int | None = None) -> None:
+        """Change the micro-batch (and accumulation) at runtime, e.g. halve batch and double
+        accumulation after an out-of-memory error to keep the effective batch."""
+        overrides: dict[str, Any] = {"batch_size": batch_size}
+        if gradient_accumulation_steps is not None:
+            overrides["gradient_accumulation_steps"] = gradient_accumulation_steps
+        self.config = self.config.with_overrides(overrides)
+
+    # --- checkpoints -----------------------------------------------------------------------
+    def save(
+        self, path: str | Path, extra_metadata: dict[str, Any] | None = None, include_replay: bool = False
+    ) -> int:
+        """Write a safe checkpoint (see ``nexlify.training.checkpoint``); returns its size in bytes."""
+        from nexlify.training.checkpoint import save_agent
+
+        return save_agent(self, path, extra_metadata=extra_metadata, include_replay=include_replay)
+
+    def load(self, path: str | Path, check_sizes: bool = False) -> dict[str, Any]:
+        """Become the checkpoint's agent: its model size, widths, weights, optimizer and counters.
+
+        The network is rebuilt from the file's own config (an agent created 'tiny' loading an
+        'xlarge' file becomes xlarge) on this agent's device and thread count. With
+        ``check_sizes`` a state/action size different from this agent's raises CheckpointError.
+        Returns the file's ``extra_metadata``.
+        """
+        from nexlify.training.checkpoint import load_into_agent
+
+        metadata = load_into_agent(self, path, check_sizes=check_sizes)
+        self.checkpoint_metadata = metadata
+        return metadata
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | None = None) -> AdaptiveDQNAgent:
+        """A new agent built entirely from a checkpoint; ``device`` None = the file's device if
+        available here, else the CPU."""
+        from nexlify.training.checkpoint import agent_from_checkpoint
+
+        return agent_from_checkpoint(cls, path, device=device)

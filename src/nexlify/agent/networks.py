@@ -1,0 +1,71 @@
+"""Q-networks: a plain ReLU MLP with an optional dueling head.
+
+There is deliberately no dropout or batch-norm, so the network computes the same function in
+``train()`` and ``eval()`` mode: acting and target computation can never be noisier than intended
+(the original agent acted with dropout switched on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from nexlify.config import TrainingConfig
+
+
+class QNetwork(nn.Module):
+    """MLP mapping a state vector to one Q-value per action.
+
+    ``hidden_layers`` lists the hidden widths (e.g. ``(128, 64)``). With ``dueling=True`` the last
+    hidden layer feeds a value stream V(s) and an advantage stream A(s, a), combined as
+    ``Q = V + A - mean(A)`` (Wang et al., 2016) so V and A stay identifiable.
+    """
+
+    def __init__(
+        self,
+        state_size: int,
+        action_size: int,
+        hidden_layers: Sequence[int],
+        dueling: bool = False,
+    ) -> None:
+        super().__init__()
+        if state_size < 1 or action_size < 1:
+            raise ValueError(f"state_size and action_size must be >= 1, got {state_size}, {action_size}")
+        if not hidden_layers or any(int(w) < 1 for w in hidden_layers):
+            raise ValueError(f"hidden_layers must be positive widths, got {tuple(hidden_layers)}")
+        self.state_size = int(state_size)
+        self.action_size = int(action_size)
+        self.hidden_layers = tuple(int(w) for w in hidden_layers)
+        self.dueling = bool(dueling)
+
+        layers: list[nn.Module] = []
+        width_in = self.state_size
+        for width in self.hidden_layers:
+            layers += [nn.Linear(width_in, width), nn.ReLU()]
+            width_in = width
+        self.body = nn.Sequential(*layers)
+        if self.dueling:
+            self.value = nn.Linear(width_in, 1)
+            self.advantage = nn.Linear(width_in, self.action_size)
+        else:
+            self.head = nn.Linear(width_in, self.action_size)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        """Q-values of shape ``(batch, action_size)`` for states of shape ``(batch, state_size)``."""
+        features = self.body(states)
+        if not self.dueling:
+            return self.head(features)
+        advantage = self.advantage(features)
+        return self.value(features) + advantage - advantage.mean(dim=1, keepdim=True)
+
+
+def build_q_network(config: TrainingConfig, state_size: int, action_size: int) -> QNetwork:
+    """The Q-network for ``config.model_size`` (widths from the guide's table) and ``config.dueling``."""
+    return QNetwork(state_size, action_size, config.hidden_layers, dueling=config.dueling)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) scalar parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

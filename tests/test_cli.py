@@ -1,0 +1,106 @@
+"""The command line: one-line errors with exit code 2, and the main commands end to end."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import synthetic_frame
+from nexlify.cli import main
+
+
+def _run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "nexlify.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--episodes", "0"], "positive integer"),
+        (["train", "--model-size", "huge"], "invalid choice"),
+        (["train", "--data", "missing.csv"], "not found"),
+        (["train", "--data", "a.csv", "--exchange", "binance"], "give one of them"),
+        (["train", "--symbol", "ETH/USDT"], "need --exchange"),
+        (["train", "--resume", "nowhere.pth"], "not found"),
+        (["evaluate", "--model", "missing.pth"], "not found"),
+        (["train", "--batch-size", "many"], "positive integer"),
+        (["bogus"], "invalid choice"),
+    ],
+)
+def test_user_mistakes_give_one_line_and_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err
+    assert "\n" not in err
+
+
+def test_bad_config_file_is_refused(tmp_path, capsys):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"batch_size": 64, "learning_rat": 0.1}))
+    data = tmp_path / "candles.csv"
+    synthetic_frame(400).to_csv(data)
+    assert main(["train", "--config", str(config), "--data", str(data), "--checkpoint-dir", str(tmp_path / "m")]) == 2
+    assert "unknown config keys: ['learning_rat']" in capsys.readouterr().err
+
+
+def test_bad_data_file_is_refused_without_traceback(tmp_path):
+    bad = tmp_path / "bad.csv"
+    header = "timestamp,open,high,low,close,volume\n"
+    bad.write_text(header + "2024-01-01 00:00,1,2,0.5,1.5,10\n2024-01-01 01:00,1,0.5,2,1,10\n")  # high < low
+    result = _run_cli("train", "--data", str(bad), "--checkpoint-dir", str(tmp_path / "m"), "--quiet")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error:")
+
+
+def test_train_then_evaluate_end_to_end(tmp_path, capsys):
+    data = tmp_path / "candles.csv"
+    synthetic_frame(500, seed=3).to_csv(data)
+    out = tmp_path / "models"
+    code = main(["train", "--data", str(data), "--episodes", "4", "--save-interval", "2", "--data-days", "30",
+                 "--model-size", "tiny", "--batch-size", "16", "--parallel-envs", "2", "--checkpoint-dir", str(out),
+                 "--quiet", "--seed", "3"])
+    assert code == 0
+    plan = json.loads((out / "hardware_profile.json").read_text())
+    assert plan["plan"]["model_size"] == "tiny" and plan["plan"]["batch_size"] == 16
+    assert plan["overrides"]["parallel_envs"] == 2
+    assert plan["reasons"]
+    assert (out / "checkpoint_ep4.pth").exists()
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(out / "best_model.pth"), "--out", str(tmp_path / "eval")]) == 0
+    evaluation = json.loads((tmp_path / "eval" / "evaluation_results.json").read_text())
+    assert set(evaluation["test"]) == {"agent", "buy_and_hold", "cash", "random", "ma_crossover"}
+    assert main(["evaluate", "--model", str(out / "final_model.pth"), "--data", str(data),
+                 "--out", str(tmp_path / "eval2")]) == 0
+
+
+def test_resume_latest_continues_a_run(tmp_path):
+    data = tmp_path / "candles.csv"
+    synthetic_frame(400, seed=4).to_csv(data)
+    out = tmp_path / "models"
+    common = ["--data", str(data), "--save-interval", "2", "--model-size", "tiny", "--batch-size", "16",
+              "--parallel-envs", "2", "--checkpoint-dir", str(out), "--quiet", "--data-days", "20"]
+    assert main(["train", "--episodes", "2", *common]) == 0
+    assert main(["train", "--episodes", "4", "--resume", *common]) == 0
+    results = json.loads((out / "training_results.json").read_text())
+    assert results["run"]["episodes_done"] == 4
+
+
+def test_profile_json_lists_plan_and_reasons():
+    result = _run_cli("profile", "--json")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert {"cpu", "ram", "gpu", "storage", "benchmarks", "environment"} <= set(payload["profile"])
+    assert payload["plan"]["device"] == "cpu"  # this test machine has no usable GPU
+    assert len(payload["reasons"]) >= 5
+
+
+def test_guide_script_wrapper_shows_train_help():
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_adaptive_rl_agent.py"
+    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for flag in ("--episodes", "--data-days", "--balance", "--model-size", "--batch-size", "--resume"):
+        assert flag in result.stdout

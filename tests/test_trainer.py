@@ -1,0 +1,137 @@
+"""The training loop: rounds, outputs, best-on-validation, exact resume, adaptation, interruption."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import synthetic_frame, tiny_config
+from nexlify.agent.dqn import AdaptiveDQNAgent
+from nexlify.data.market import prepare_market
+from nexlify.training import trainer as trainer_module
+from nexlify.training.pipeline import run_training
+from nexlify.training.trainer import Trainer, round_size
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return prepare_market(synthetic_frame(420, seed=1), data_days=None)
+
+
+def test_round_size_divides_save_interval():
+    assert round_size(64, 50, 1000) == 50
+    assert round_size(16, 50, 1000) == 10
+    assert round_size(8, 50, 1000) == 5
+    assert round_size(64, 50, 30) == 30
+    assert round_size(1, 50, 1000) == 1
+    assert round_size(512, 50, 1000) == 500  # GPU-sized rounds are whole multiples
+    assert round_size(4096, 50, 1000) == 1000
+
+
+def test_full_run_writes_every_output_and_picks_best_on_validation(tmp_path):
+    results = run_training(tiny_config(episodes=6), data=synthetic_frame(420, seed=1), output_dir=tmp_path,
+                           quiet=True)
+    for name in ("hardware_profile.json", "training_results.json", "training_report.png", "training_summary.txt",
+                 "checkpoint_ep2.pth", "checkpoint_ep4.pth", "checkpoint_ep6.pth", "best_model.pth",
+                 "final_model.pth"):
+        assert (tmp_path / name).exists(), name
+    saved = json.loads((tmp_path / "training_results.json").read_text())
+    assert len(saved["episodes"]) == 6
+    scores = [v["score"] for v in saved["validation"]]
+    best = saved["validation"][int(np.argmax(scores))]["episode"]
+    assert saved["run"]["best_episode"] == best  # best by validation score, not by training episode
+    assert set(saved["test"]) == {"agent", "buy_and_hold", "cash", "random", "ma_crossover"}
+    assert saved["test"]["cash"]["total_return"] == 0.0
+    assert saved["config"]["episodes"] == 6
+    assert results["run"]["transitions"] == 6 * (saved["run"]["rows"]["train"] - 1)
+    best_agent = AdaptiveDQNAgent.from_checkpoint(tmp_path / "best_model.pth")
+    assert best_agent.checkpoint_metadata["episodes_done"] == best
+
+
+def _weights(agent):
+    return [p.detach().clone() for p in agent.q_network.parameters()]
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path, splits):
+    full = Trainer(tiny_config(episodes=4), splits, tmp_path / "full")
+    full.train()
+    # As if the run had been killed after its first checkpoint: continue from it elsewhere.
+    resumed = Trainer(tiny_config(episodes=4), splits, tmp_path / "resumed",
+                      resume_from=tmp_path / "full" / "checkpoint_ep2.pth")
+    resumed.train()
+    for a, b in zip(_weights(full.agent), _weights(resumed.agent), strict=True):
+        assert torch.equal(a, b)
+    assert resumed.state.episodes_done == 4
+    assert [e["reward"] for e in resumed.state.episodes] == [e["reward"] for e in full.state.episodes]
+
+
+def test_out_of_memory_halves_batch_and_keeps_effective_batch(tmp_path, splits):
+    trainer = Trainer(tiny_config(episodes=2, batch_size=32), splits, tmp_path)
+    real_learn = trainer.agent.learn
+    calls = {"n": 0}
+
+    def flaky_learn():
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_learn()
+
+    trainer.agent.learn = flaky_learn
+    trainer.train()
+    assert trainer.agent.config.batch_size == 16
+    assert trainer.agent.config.gradient_accumulation_steps == 2
+    assert [e["kind"] for e in trainer.state.events] == ["oom_adapt"]
+
+
+def test_low_host_memory_stops_replay_growth(tmp_path, splits, monkeypatch):
+    class LowMemory:
+        available = 0.1e9
+
+    monkeypatch.setattr(trainer_module.psutil, "virtual_memory", lambda: LowMemory())
+    trainer = Trainer(tiny_config(episodes=2, memory_reserve_gb=0.5), splits, tmp_path)
+    trainer.train()
+    assert trainer.state.replay_frozen
+    assert trainer.state.events[0]["kind"] == "replay_frozen"
+    # Frozen at the first check, the memory never grew past what it held then.
+    assert len(trainer.agent.replay) <= 2
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, splits):
+    trainer = Trainer(tiny_config(episodes=4), splits, tmp_path)
+    real_learn = trainer.agent.learn
+    calls = {"n": 0}
+
+    def interrupted_learn():
+        calls["n"] += 1
+        if calls["n"] == 40:
+            raise KeyboardInterrupt
+        return real_learn()
+
+    trainer.agent.learn = interrupted_learn
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    path = tmp_path / "checkpoint_interrupted.pth"
+    resumed = Trainer(tiny_config(episodes=4), splits, tmp_path, resume_from=path)
+    resumed.train()
+    assert resumed.state.episodes_done == 4
+
+
+def test_parallel_envs_sets_accounts_per_round(tmp_path, splits, monkeypatch):
+    seen = []
+    real_env = trainer_module.VectorTradingEnv
+
+    def recording_env(*args, **kwargs):
+        seen.append(kwargs["num_envs"])
+        return real_env(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "VectorTradingEnv", recording_env)
+    Trainer(tiny_config(episodes=4, parallel_envs=2, save_interval=4), splits, tmp_path / "a").train()
+    Trainer(tiny_config(episodes=4, parallel_envs=4, save_interval=4), splits, tmp_path / "b").train()
+    assert seen == [2, 2, 4]
+
+
+def test_exploration_decays_over_the_workload(tmp_path, splits):
+    trainer = Trainer(tiny_config(episodes=4, exploration_fraction=0.5), splits, tmp_path)
+    per_episode = len(splits.train) - 1
+    assert trainer.agent.config.epsilon_decay_steps == int(0.5 * 4 * per_episode)
