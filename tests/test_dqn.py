@@ -307,3 +307,15 @@ def test_agent_learns_the_chain(model_size: str, n_step: int, prioritized: bool)
     # Q(s, right) approaches gamma^(3-s): the value of reaching the goal.
     np.testing.assert_allclose(q[:, 1], 0.9 ** np.arange(3, -1, -1), atol=0.25)
     assert elapsed < 10
+
+
+def test_act_tensor_matches_greedy_act_batch_and_explores_at_epsilon():
+    agent = AdaptiveDQNAgent(12, 3, TrainingConfig(model_size="tiny", seed=3))
+    states = np.random.default_rng(0).standard_normal((4_000, 12)).astype(np.float32)
+    greedy = agent.act_tensor(torch.from_numpy(states), explore=False)
+    np.testing.assert_array_equal(greedy.numpy(), agent.act_batch(states, explore=False))
+    agent.epsilon = 0.5
+    explored = agent.act_tensor(torch.from_numpy(states), explore=True).numpy()
+    changed = np.mean(explored != greedy.numpy())
+    # Half the rows act at random; a random action equals the greedy one a third of the time.
+    assert changed == pytest.approx(0.5 * 2 / 3, abs=0.03)

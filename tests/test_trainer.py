@@ -135,3 +135,27 @@ def test_exploration_decays_over_the_workload(tmp_path, splits):
     trainer = Trainer(tiny_config(episodes=4, exploration_fraction=0.5), splits, tmp_path)
     per_episode = len(splits.train) - 1
     assert trainer.agent.config.epsilon_decay_steps == int(0.5 * 4 * per_episode)
+
+
+def test_device_resident_path_trains_on_the_cpu_device(tmp_path, splits):
+    # env_backend="torch" is what a GPU run uses; on the CPU device it must run the same workload.
+    trainer = Trainer(tiny_config(episodes=4, env_backend="torch"), splits, tmp_path)
+    assert trainer.uses_device_envs
+    state = trainer.train()
+    assert state.episodes_done == 4
+    assert state.transitions == 4 * (len(splits.train) - 1)
+    assert trainer.agent.updates > 0
+    assert len(trainer.agent.replay) == min(state.transitions, 5_000)
+    # Each episode's reward is the log growth of its account (log_return rewards add up).
+    for episode in state.episodes:
+        assert episode["reward"] == pytest.approx(np.log1p(episode["return"]), abs=1e-5)
+
+
+def test_device_path_is_reproducible_and_resumable(tmp_path, splits):
+    full = Trainer(tiny_config(episodes=4, env_backend="torch"), splits, tmp_path / "full")
+    full.train()
+    resumed = Trainer(tiny_config(episodes=4, env_backend="torch"), splits, tmp_path / "resumed",
+                      resume_from=tmp_path / "full" / "checkpoint_ep2.pth")
+    resumed.train()
+    for a, b in zip(_weights(full.agent), _weights(resumed.agent), strict=True):
+        assert torch.equal(a, b)

@@ -51,7 +51,8 @@ def test_torch_vector_env_on_cpu_matches_numpy():
     np.testing.assert_array_equal(venv.reset()[0], tenv.reset().numpy())
     for t in range(200):
         obs, reward, terminated, truncated, info = venv.step(actions[t])
-        tobs, treward, tterm, ttrunc, tfinal, tdone = tenv.step(torch.as_tensor(actions[t]))
+        tobs, treward, tterm, ttrunc, tfinal, tdone, tequity = tenv.step(torch.as_tensor(actions[t]))
+        np.testing.assert_array_equal(info["equity"], tequity.numpy())
         np.testing.assert_array_equal(obs, tobs.numpy())
         np.testing.assert_allclose(reward, treward.numpy(), rtol=0, atol=1e-7)
         np.testing.assert_array_equal(truncated, ttrunc.numpy())

@@ -30,6 +30,7 @@ TARGET_UPDATE_MODES: tuple[str, ...] = ("hard", "polyak")
 REWARD_MODES: tuple[str, ...] = ("log_return", "differential_sharpe")
 REPLAY_STATE_DTYPES: tuple[str, ...] = ("float32", "float16")
 VALIDATION_METRICS: tuple[str, ...] = ("sharpe", "final_equity")
+ENV_BACKENDS: tuple[str, ...] = ("auto", "numpy", "torch")
 STANDALONE_EPSILON_DECAY_STEPS = 100_000
 
 
@@ -70,6 +71,9 @@ class TrainingConfig:
     precision: str = "fp32"
     num_workers: int = 1  # torch intra-op threads for the network math
     parallel_envs: int = 1  # environments stepped together as arrays
+    # Where the training environments live: numpy arrays on the host, or torch tensors on the
+    # training device (no host round trips). auto = torch on accelerators, numpy on the CPU.
+    env_backend: str = "auto"
     checkpoint_compression: bool = False
     optimization_level: str = "balanced"
     memory_reserve_gb: float = 0.5  # replay stops growing when free host RAM falls below this
@@ -115,6 +119,7 @@ class TrainingConfig:
         _choice("reward_mode", self.reward_mode, REWARD_MODES)
         _choice("replay_state_dtype", self.replay_state_dtype, REPLAY_STATE_DTYPES)
         _choice("validation_metric", self.validation_metric, VALIDATION_METRICS)
+        _choice("env_backend", self.env_backend, ENV_BACKENDS)
         for name in (
             "batch_size",
             "gradient_accumulation_steps",

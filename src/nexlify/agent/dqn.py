@@ -107,6 +107,9 @@ class AdaptiveDQNAgent:
         )
 
         self._explore_rng = np.random.default_rng(config.seed)
+        # Exploration for act_tensor draws on the training device, so acting never syncs with the host.
+        self._device_rng = torch.Generator(device=self.device)
+        self._device_rng.manual_seed(config.seed + 2)
         self._act_input = torch.zeros((1, state_size), dtype=torch.float32)  # reused by act()
         self._act_input_np = self._act_input.numpy()
 
@@ -143,6 +146,23 @@ class AdaptiveDQNAgent:
         if explore:
             actions[random_rows] = random_actions[random_rows]
         return actions
+
+    def act_tensor(self, states: torch.Tensor, explore: bool = True) -> torch.Tensor:
+        """Epsilon-greedy actions for a batch of states already on the device; stays on the device.
+
+        The path for environments that live on the GPU (``TorchVectorTradingEnv``): no host copy, no
+        synchronisation.
+        """
+        with torch.inference_mode():
+            greedy = self.q_network(states).argmax(dim=1)
+        if not explore:
+            return greedy
+        n = states.shape[0]
+        random_rows = torch.rand(n, generator=self._device_rng, device=self.device) < self._epsilon
+        random_actions = torch.randint(
+            self.action_size, (n,), generator=self._device_rng, device=self.device
+        )
+        return torch.where(random_rows, random_actions, greedy)
 
     # --- remembering -----------------------------------------------------------------------
     def remember(

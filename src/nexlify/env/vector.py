@@ -14,7 +14,7 @@ first observation of its next episode, and the real last observation is in ``inf
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -208,11 +208,22 @@ class VectorTradingEnv(gym.vector.VectorEnv):
         return self.accounts.observe(), reward.astype(np.float32), terminated, truncated, info
 
 
+class TorchStep(NamedTuple):
+    """One step of ``TorchVectorTradingEnv``; ``final_*`` hold the values before any autoreset."""
+
+    obs: torch.Tensor
+    reward: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    final_obs: torch.Tensor
+    done: torch.Tensor
+    final_equity: torch.Tensor
+
+
 class TorchVectorTradingEnv:
     """The same N accounts as torch tensors on ``device`` (CPU, CUDA, MPS): nothing leaves the device.
 
-    ``step`` takes an int64 action tensor and returns tensors
-    (obs, reward float32, terminated, truncated, final_obs, done).
+    ``step`` takes an int64 action tensor and returns a ``TorchStep`` of tensors.
     """
 
     def __init__(
@@ -241,13 +252,15 @@ class TorchVectorTradingEnv:
         self.accounts.reset_rows(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
         return self.accounts.observe()
 
-    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def step(self, actions: torch.Tensor) -> TorchStep:
         reward, terminated, truncated = self.accounts.step(actions)
         done = terminated | truncated
         final_obs = self.accounts.observe()
+        final_equity = self.accounts.equity.clone()
         # Resetting unconditionally avoids a device-to-host sync to ask whether anyone finished.
         self.accounts.reset_rows(done)
-        return self.accounts.observe(), reward.float(), terminated, truncated, final_obs, done
+        return TorchStep(self.accounts.observe(), reward.float(), terminated, truncated, final_obs, done,
+                         final_equity)
 
     def info(self) -> dict[str, torch.Tensor]:
         return self.accounts.info()

@@ -196,6 +196,8 @@ def agent_payload(
         "rng": {
             "explore": agent._explore_rng.bit_generator.state,
             "replay": agent.replay.generator.get_state(),
+            "device_explore": agent._device_rng.get_state().cpu(),
+            "device_type": agent.device.type,
         },
         "extra_metadata": extra_json,
         "replay": agent.replay.state_dict() if include_replay else None,
@@ -223,6 +225,10 @@ def restore_agent_state(agent: AdaptiveDQNAgent, payload: dict[str, Any]) -> Non
         if payload.get("replay") is not None:
             agent.replay.load_state_dict(payload["replay"])
         agent.replay.generator.set_state(payload["rng"]["replay"])
+        device_state = payload["rng"].get("device_explore")
+        if device_state is not None and payload["rng"].get("device_type") == agent.device.type:
+            # A generator's state only fits a generator of the same device type.
+            agent._device_rng.set_state(device_state)
         for num_envs, acc_state in (payload.get("nstep") or {}).items():
             agent._push_nstep_accumulator(int(num_envs)).load_state_dict(acc_state)
     except CheckpointError:

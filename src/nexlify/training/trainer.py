@@ -23,7 +23,7 @@ import torch
 from nexlify.agent.dqn import AdaptiveDQNAgent
 from nexlify.config import TrainingConfig
 from nexlify.data.market import MarketSlice, MarketSplits
-from nexlify.env.vector import VectorTradingEnv
+from nexlify.env.vector import TorchVectorTradingEnv, VectorTradingEnv
 from nexlify.errors import CheckpointError
 from nexlify.evaluation.backtest import agent_policy, run_policy
 from nexlify.training.monitor import TrainingMonitor
@@ -111,6 +111,12 @@ class Trainer:
             self.state = TrainingState()
 
     @property
+    def uses_device_envs(self) -> bool:
+        """True when the environments run as torch tensors on the training device."""
+        backend = self.config.env_backend
+        return backend == "torch" or (backend == "auto" and self.agent.device.type != "cpu")
+
+    @property
     def market_state_size(self) -> int:
         from nexlify.data.features import ACCOUNT_FEATURE_NAMES
 
@@ -124,7 +130,8 @@ class Trainer:
                 started = time.perf_counter()
                 remaining = self.config.episodes - self.state.episodes_done
                 n_envs = round_size(self.config.parallel_envs, self.config.save_interval, remaining)
-                transitions = self._run_round(n_envs)
+                run_round = self._run_round_on_device if self.uses_device_envs else self._run_round
+                transitions = run_round(n_envs)
                 self.state.train_seconds += time.perf_counter() - started
                 self._after_round(n_envs, transitions, time.perf_counter() - started)
         except KeyboardInterrupt:
@@ -179,6 +186,46 @@ class Trainer:
         self._round_losses = losses
         self._round_rewards = episode_reward
         self._round_equity = final_equity
+        self.state.transitions += stored
+        return stored
+
+    def _run_round_on_device(self, n_envs: int) -> int:
+        """The same round with environments, actions and replay all on the training device.
+
+        Nothing crosses to the host inside the loop except the loss values ``learn`` returns.
+        All accounts run the full window (an account ruined early restarts and keeps collecting).
+        """
+        cfg, agent = self.config, self.agent
+        env = TorchVectorTradingEnv(self.splits.train, n_envs, initial_balance=cfg.initial_balance, fee=cfg.fee,
+                                    slippage=cfg.slippage, reward_mode=cfg.reward_mode, device=agent.device)
+        obs = env.reset()
+        first_episode = torch.ones(n_envs, dtype=torch.bool, device=agent.device)
+        episode_reward = torch.zeros(n_envs, dtype=torch.float64, device=agent.device)
+        final_equity = torch.full((n_envs,), cfg.initial_balance, dtype=torch.float64, device=agent.device)
+        losses: list[float] = []
+        for step in range(self.episode_steps):
+            actions = agent.act_tensor(obs, explore=True)
+            result = env.step(actions)
+            real_next = torch.where(result.done.unsqueeze(1), result.final_obs, result.obs)
+            agent.remember_batch(obs, actions, result.reward, real_next, result.terminated,
+                                 truncated=result.truncated)
+            episode_reward += torch.where(first_episode, result.reward.double(), 0.0)
+            final_equity = torch.where(first_episode & result.done, result.final_equity, final_equity)
+            first_episode &= ~result.done
+            agent.decay_epsilon(n_envs)
+            self.state.learn_credit += n_envs
+            while self.state.learn_credit >= cfg.train_frequency:
+                self.state.learn_credit -= cfg.train_frequency
+                loss = self._learn()
+                if loss is not None:
+                    losses.append(loss)
+            if step % MEMORY_CHECK_EVERY_STEPS == 0:
+                self._guard_host_memory()
+            obs = result.obs
+        self._round_losses = losses
+        self._round_rewards = episode_reward.cpu().numpy()
+        self._round_equity = final_equity.cpu().numpy()
+        stored = n_envs * self.episode_steps
         self.state.transitions += stored
         return stored
 
