@@ -193,8 +193,7 @@ def _train(args: argparse.Namespace, console: Console) -> int:
         resume = _latest_checkpoint(output_dir) if args.resume == "latest" else Path(args.resume)
         if not resume.exists():
             raise ConfigError(f"--resume: checkpoint not found: {resume}")
-    profiler = HardwareProfiler(output_dir=str(output_dir.parent if not output_dir.exists() else output_dir),
-                                reprofile=args.reprofile)
+    profiler = HardwareProfiler(output_dir=str(output_dir), reprofile=args.reprofile)
     config, overrides = resolve_config(args, profiler.config)
     if args.exchange:
         from nexlify.data.exchange import download_ohlcv

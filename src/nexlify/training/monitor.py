@@ -49,7 +49,7 @@ class TrainingMonitor:
         """Refresh the display after a round and log the scalars."""
         text = (
             f"{stats.get('transitions_per_sec', 0):,.0f} tr/s  eps {stats.get('epsilon', 0):.3f}  "
-            f"loss {_fmt(stats.get('recent_loss'))}  val {_fmt(stats.get('validation_score'))}  "
+            f"loss {_fmt_loss(stats.get('recent_loss'))}  val {_fmt(stats.get('validation_score'))}  "
             f"mem {stats.get('rss_gb', 0):.2f} GB"
         )
         if self._progress is not None:
@@ -60,6 +60,11 @@ class TrainingMonitor:
             for key, value in stats.items():
                 if isinstance(value, (int, float)) and value is not None:
                     self._writer.add_scalar(key, value, episodes_done)
+
+
+def _fmt_loss(value: float | None) -> str:
+    # Losses on hourly log returns are tiny; fixed-point would print 0.0000.
+    return "-" if value is None else f"{value:.2e}"
 
 
 def _fmt(value: float | None) -> str:

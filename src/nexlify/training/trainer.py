@@ -56,6 +56,16 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 @dataclass
+class RoundOutcome:
+    """What one round produced: transitions stored, losses, and each account's first episode."""
+
+    transitions: int
+    losses: list[float]
+    episode_rewards: np.ndarray
+    final_equity: np.ndarray
+
+
+@dataclass
 class TrainingState:
     """Everything the loop needs to continue exactly where a checkpoint left off (JSON-safe)."""
 
@@ -131,9 +141,9 @@ class Trainer:
                 remaining = self.config.episodes - self.state.episodes_done
                 n_envs = round_size(self.config.parallel_envs, self.config.save_interval, remaining)
                 run_round = self._run_round_on_device if self.uses_device_envs else self._run_round
-                transitions = run_round(n_envs)
+                outcome = run_round(n_envs)
                 self.state.train_seconds += time.perf_counter() - started
-                self._after_round(n_envs, transitions, time.perf_counter() - started)
+                self._after_round(outcome, time.perf_counter() - started)
         except KeyboardInterrupt:
             path = self.output_dir / INTERRUPTED_CHECKPOINT
             self._save(path, include_replay=True)
@@ -145,7 +155,7 @@ class Trainer:
             self._save(self.output_dir / BEST_MODEL, include_replay=False)
         return self.state
 
-    def _run_round(self, n_envs: int) -> int:
+    def _run_round(self, n_envs: int) -> RoundOutcome:
         """Step ``n_envs`` accounts through one episode each, storing and learning as we go."""
         cfg, agent = self.config, self.agent
         env = VectorTradingEnv(self.splits.train, num_envs=n_envs, initial_balance=cfg.initial_balance,
@@ -183,13 +193,10 @@ class Trainer:
             obs = next_obs
             if not active.any():
                 break
-        self._round_losses = losses
-        self._round_rewards = episode_reward
-        self._round_equity = final_equity
         self.state.transitions += stored
-        return stored
+        return RoundOutcome(stored, losses, episode_reward, final_equity)
 
-    def _run_round_on_device(self, n_envs: int) -> int:
+    def _run_round_on_device(self, n_envs: int) -> RoundOutcome:
         """The same round with environments, actions and replay all on the training device.
 
         Nothing crosses to the host inside the loop except the loss values ``learn`` returns.
@@ -222,12 +229,9 @@ class Trainer:
             if step % MEMORY_CHECK_EVERY_STEPS == 0:
                 self._guard_host_memory()
             obs = result.obs
-        self._round_losses = losses
-        self._round_rewards = episode_reward.cpu().numpy()
-        self._round_equity = final_equity.cpu().numpy()
         stored = n_envs * self.episode_steps
         self.state.transitions += stored
-        return stored
+        return RoundOutcome(stored, losses, episode_reward.cpu().numpy(), final_equity.cpu().numpy())
 
     def _learn(self) -> float | None:
         """One learning step; on out-of-memory halve the batch, double accumulation, and retry."""
@@ -259,18 +263,19 @@ class Trainer:
         self.state.events.append({"episode": self.state.episodes_done, "kind": kind, "message": message})
         self.monitor.log(f"[yellow]{message}[/yellow]")
 
-    def _after_round(self, n_envs: int, transitions: int, seconds: float) -> None:
+    def _after_round(self, outcome: RoundOutcome, seconds: float) -> None:
         stats = self.agent.get_performance_stats()
-        stats["transitions_per_sec"] = transitions / max(seconds, 1e-9)
+        stats["transitions_per_sec"] = outcome.transitions / max(seconds, 1e-9)
         stats["rss_gb"] = psutil.Process().memory_info().rss / 1e9
-        mean_loss = float(np.mean(self._round_losses)) if self._round_losses else None
+        mean_loss = float(np.mean(outcome.losses)) if outcome.losses else None
+        n_envs = len(outcome.episode_rewards)
         start = self.state.episodes_done
         for i in range(n_envs):
             self.state.episodes.append({
                 "episode": start + i + 1,
-                "reward": float(self._round_rewards[i]),
-                "return": float(self._round_equity[i] / self.config.initial_balance - 1.0),
-                "final_equity": float(self._round_equity[i]),
+                "reward": float(outcome.episode_rewards[i]),
+                "return": float(outcome.final_equity[i] / self.config.initial_balance - 1.0),
+                "final_equity": float(outcome.final_equity[i]),
                 "epsilon": float(stats["epsilon"]),
                 "loss": mean_loss,
                 "transitions_per_sec": stats["transitions_per_sec"],

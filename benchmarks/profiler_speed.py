@@ -1,0 +1,52 @@
+"""Hardware profiler time: cold (measure everything) and cached, each in a fresh process.
+
+Run: ./run bench profiler_speed
+Prints the median of 3 fresh processes for each: the HardwareProfiler() call alone, and the whole
+process including Python start-up and the torch import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, table  # noqa: E402
+
+PROBE = """
+import json, time
+import torch  # imported first so the profiler's own time is measured apart from it
+from nexlify.hardware.profiler import HardwareProfiler
+started = time.perf_counter()
+HardwareProfiler(reprofile={reprofile})
+print(json.dumps({{"profiler_s": time.perf_counter() - started}}))
+"""
+
+
+def run(reprofile: bool, cache_dir: str) -> tuple[float, float]:
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", PROBE.format(reprofile=reprofile)], capture_output=True,
+                            text=True, check=True, env={**os.environ, "NEXLIFY_CACHE_DIR": cache_dir})
+    total = time.perf_counter() - started
+    return json.loads(result.stdout.strip().splitlines()[-1])["profiler_s"], total
+
+
+def main() -> None:
+    print(f"Machine: {machine()}\n")
+    with tempfile.TemporaryDirectory() as cache_dir:
+        rows = []
+        for name, reprofile in (("cold (--reprofile)", True), ("cached", False)):
+            runs = [run(reprofile, cache_dir) for _ in range(3)]
+            rows.append([name, f"{statistics.median(r[0] for r in runs):.2f}",
+                         f"{statistics.median(r[1] for r in runs):.2f}"])
+    print(table(["profile", "HardwareProfiler() s", "whole process s"], rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Throughput and learning against stable-baselines3's DQN, same data, network and replay ratio.
+
+Run: ./run bench sb3_comparison [--episodes 20] [--data-days 180]
+Both learners see the same number of transitions from the training split of the bundled data, use
+the network [128, 128, 64] and 16 gradient samples per collected transition (SB3's usual batch 64
+every 4 steps; ours: bigger batches over parallel environments). Printed side by side: wall time,
+transitions/s, gradient samples/s, validation Sharpe and final validation equity of the greedy
+policy, the speed ratio, and the projection to the guide's 1000-episode workload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, table  # noqa: E402
+
+from nexlify.config import TrainingConfig  # noqa: E402
+from nexlify.data.market import prepare_market  # noqa: E402
+from nexlify.env.trading import TradingEnvironment  # noqa: E402
+from nexlify.evaluation.backtest import buy_and_hold_policy, run_policy  # noqa: E402
+from nexlify.training.trainer import Trainer, evaluate_agent  # noqa: E402
+
+REPLAY_RATIO = 16  # SB3 defaults: batch 64 / train_freq 4
+
+
+def run_sb3(splits, transitions: int, seed: int) -> dict[str, float]:
+    from stable_baselines3 import DQN
+
+    env = TradingEnvironment(splits.train)
+    model = DQN("MlpPolicy", env, batch_size=64, train_freq=4, learning_starts=1_000, buffer_size=100_000,
+                policy_kwargs={"net_arch": [128, 128, 64]}, seed=seed, verbose=0, device="cpu",
+                exploration_fraction=0.3)
+    started = time.perf_counter()
+    model.learn(total_timesteps=transitions)
+    seconds = time.perf_counter() - started
+    policy = lambda obs, _t: model.predict(obs, deterministic=True)[0]  # noqa: E731
+    metrics = run_policy(splits.validation, policy, "sb3", splits.periods_per_year).metrics
+    return {"seconds": seconds, "gradient_samples": model._n_updates * 64, **metrics}
+
+
+def run_ours(splits, episodes: int, parallel_envs: int, batch_size: int, seed: int) -> dict[str, float]:
+    config = TrainingConfig(model_size="medium", batch_size=batch_size, train_frequency=batch_size // REPLAY_RATIO,
+                            parallel_envs=parallel_envs, episodes=episodes, save_interval=episodes,
+                            eval_interval=episodes, learning_starts=1_000, buffer_size=100_000,
+                            target_update_interval=max(1, 10_000 // (batch_size // REPLAY_RATIO)),
+                            num_workers=torch.get_num_threads(), seed=seed, data_days=None)
+    with tempfile.TemporaryDirectory() as folder:
+        trainer = Trainer(config, splits, folder)
+        started = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - started
+    metrics = evaluate_agent(trainer.agent, splits.validation, splits.periods_per_year, config).metrics
+    return {"seconds": seconds, "gradient_samples": trainer.agent.updates * config.effective_batch_size,
+            **metrics}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--data-days", type=int, default=180)
+    parser.add_argument("--parallel-envs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-sb3", action="store_true")
+    args = parser.parse_args()
+    splits = prepare_market(None, data_days=args.data_days)
+    transitions = args.episodes * (len(splits.train) - 1)
+    print(f"Machine: {machine()}")
+    print(f"Workload: {args.episodes} episodes x {len(splits.train) - 1} steps = {transitions:,} transitions, "
+          f"replay ratio {REPLAY_RATIO}, network [128, 128, 64]\n")
+    results = {"nexlify": run_ours(splits, args.episodes, args.parallel_envs, args.batch_size, args.seed)}
+    if not args.skip_sb3:
+        results["stable-baselines3"] = run_sb3(splits, transitions, args.seed)
+    rows = []
+    for name, r in results.items():
+        rows.append([name, f"{r['seconds']:.1f}", f"{transitions / r['seconds']:,.0f}",
+                     f"{r['gradient_samples'] / r['seconds']:,.0f}", f"{r['gradient_samples'] / transitions:.1f}",
+                     f"{r['sharpe']:.2f}", f"{r['final_equity']:,.0f}",
+                     f"{r['seconds'] * 1000 / args.episodes / 60:.1f}"])
+    print(table(["learner", "wall s", "transitions/s", "grad samples/s", "replay ratio", "val Sharpe",
+                 "val equity", "1000 eps (min)"], rows))
+    if "stable-baselines3" in results:
+        ratio = results["stable-baselines3"]["seconds"] / results["nexlify"]["seconds"]
+        print(f"\nspeed ratio (nexlify / SB3, same transitions and replay ratio): {ratio:.1f}x")
+    hold = run_policy(splits.validation, buy_and_hold_policy, "hold", splits.periods_per_year).metrics
+    print(f"\nfor reference, buy-and-hold on validation: Sharpe {hold['sharpe']:.2f}, "
+          f"equity {hold['final_equity']:,.0f}")
+
+
+if __name__ == "__main__":
+    main()
