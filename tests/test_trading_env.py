@@ -22,6 +22,9 @@ def test_registered_id_builds_the_env():
     env = gym.make("Nexlify/Trading-v0", data=random_walk_slice(50))
     obs, _ = env.reset(seed=1)
     assert obs.shape == (12,)
+    # The module-qualified id imports the package itself, so it works in a fresh process too.
+    env = gym.make("nexlify.env:Nexlify/Trading-v0", data=random_walk_slice(50))
+    assert env.unwrapped.state_size == 12
 
 
 def test_decision_fills_at_next_open_and_marks_at_next_close():

@@ -159,3 +159,9 @@ def test_device_path_is_reproducible_and_resumable(tmp_path, splits):
     resumed.train()
     for a, b in zip(_weights(full.agent), _weights(resumed.agent), strict=True):
         assert torch.equal(a, b)
+
+
+def test_timeframe_labels():
+    from nexlify.training.pipeline import timeframe_label
+
+    assert [timeframe_label(s) for s in (60, 900, 3600, 14_400, 86_400, 30)] == ["1m", "15m", "1h", "4h", "1d", "30s"]

@@ -207,7 +207,7 @@ def _train(args: argparse.Namespace, console: Console) -> int:
                            reasons=profiler.explain(), overrides=overrides, resume_from=resume,
                            tensorboard=args.tensorboard, console=console, quiet=args.quiet)
     summary = (output_dir / "training_summary.txt").read_text()
-    Console().print(summary, highlight=False, markup=False)
+    print(summary)
     run = results["run"]
     console.print(f"done: {run['episodes_done']} episodes in {run['train_seconds']:.0f} s; outputs in {output_dir}")
     return 0

@@ -25,6 +25,14 @@ SUMMARY = "training_summary.txt"
 REPORT = "training_report.png"
 
 
+def timeframe_label(seconds: float) -> str:
+    """A candle length the way exchanges write it: 1m, 15m, 1h, 4h, 1d."""
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 def write_hardware_profile(output_dir: Path, profile: dict[str, Any] | None, config: TrainingConfig,
                            reasons: list[str], overrides: dict[str, Any]) -> None:
     """The detected machine, the plan actually used, why, and what the user overrode."""
@@ -73,7 +81,7 @@ def run_training(
             "data_source": source,
             "data_start": str(splits.train.to_frame().index[0]),
             "data_end": str(splits.test.to_frame().index[-1]),
-            "timeframe": str(splits.timeframe),
+            "timeframe": timeframe_label(splits.timeframe.total_seconds()),
             "gaps": splits.gaps,
             "rows": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)},
             "episodes_done": state.episodes_done,
