@@ -104,3 +104,29 @@ def test_guide_script_wrapper_shows_train_help():
     assert result.returncode == 0
     for flag in ("--episodes", "--data-days", "--balance", "--model-size", "--batch-size", "--resume"):
         assert flag in result.stdout
+
+
+def test_download_writes_the_requested_span(tmp_path, monkeypatch, capsys):
+    import time
+
+    import ccxt
+    import pandas as pd
+
+    from test_exchange import FakeExchange
+
+    now_ms = int(time.time() * 1000)
+
+    class FakeBinance(FakeExchange):
+        def __init__(self, options):
+            super().__init__(now_ms=now_ms, page_cap=500)
+
+    monkeypatch.setattr(ccxt, "binance", FakeBinance)
+    out = tmp_path / "btc.csv"
+    code = main(["download", "--exchange", "binance", "--symbol", "BTC/USDT", "--timeframe", "1h",
+                 "--days", "30", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    from nexlify.data.market import load_ohlcv
+
+    frame = load_ohlcv(out)
+    assert 719 <= len(frame) <= 720  # 30 days of closed hourly candles, across many 500-row pages
+    assert frame.index[-1] - frame.index[0] < pd.Timedelta(days=30)
