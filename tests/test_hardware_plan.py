@@ -310,3 +310,14 @@ def test_never_oversubscribes_and_respects_memory(profile: dict) -> None:
     assert cfg.replay_ratio == REPLAY_RATIO
     assert cfg.learning_starts <= cfg.buffer_size
     assert len({d.key for d in decisions}) == len(decisions)
+
+
+def test_vendor_names_are_case_insensitive():
+    from nexlify.hardware.profiler import HardwareProfiler
+
+    profile = {"cpu": {"physical_cores": 16, "logical_cores": 32, "usable_cores": 16},
+               "ram": {"total_gb": 128, "available_gb": 120},
+               "gpu": {"available": True, "vendor": "nvidia", "name": "NVIDIA H100 80GB HBM3", "vram_gb": 80,
+                       "compute_capability": [9, 0]}}
+    config = HardwareProfiler.from_profile(profile).config
+    assert config.device == "cuda" and config.precision == "bf16"

@@ -123,6 +123,17 @@ class Decision:
 # ---------------------------------------------------------------------------------------------
 # helpers shared with the benchmark
 # ---------------------------------------------------------------------------------------------
+
+def _canonical_vendor(name: str | None) -> str | None:
+    """'nvidia', 'NVIDIA Corporation', 'amd', 'Apple' -> NVIDIA / AMD / Apple (profiles are hand-written too)."""
+    if not name:
+        return None
+    lowered = str(name).lower()
+    for key, canonical in (("nvidia", "NVIDIA"), ("amd", "AMD"), ("advanced micro", "AMD"), ("apple", "Apple")):
+        if key in lowered:
+            return canonical
+    return str(name)
+
 def bytes_per_transition(state_size: int = 12, state_dtype: str = "float32") -> int:
     """Replay bytes per transition: state + next state, int64 action, float32 reward and done."""
     itemsize = {"float32": 4, "float16": 2}[state_dtype]
@@ -171,7 +182,7 @@ def _complete_device(dev: dict[str, Any], backend: str | None, total_ram_gb: flo
     from nexlify.hardware.profile import amd_matrix_support, nvidia_tensor_cores
 
     d = dict(dev)
-    vendor = d.get("vendor") or {"rocm": "AMD", "mps": "Apple"}.get(backend or "", "NVIDIA")
+    vendor = _canonical_vendor(d.get("vendor")) or {"rocm": "AMD", "mps": "Apple"}.get(backend or "", "NVIDIA")
     d["vendor"] = vendor
     d.setdefault("name", f"{vendor} GPU")
     cc = d.get("compute_capability")
@@ -233,7 +244,7 @@ def complete_profile(partial: dict[str, Any]) -> dict[str, Any]:
                                          "tensor_cores", "bf16", "multiprocessors", "arch") if k in gpu}]
     backend = gpu.get("backend")
     if devices and backend is None:
-        vendor = devices[0].get("vendor") or "NVIDIA"
+        vendor = _canonical_vendor(devices[0].get("vendor")) or "NVIDIA"
         backend = {"AMD": "rocm", "Apple": "mps"}.get(vendor, "cuda")
     devices = [_complete_device(d, backend, total) for d in devices]
     gpu["devices"] = devices
