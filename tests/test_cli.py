@@ -130,3 +130,15 @@ def test_download_writes_the_requested_span(tmp_path, monkeypatch, capsys):
     frame = load_ohlcv(out)
     assert 719 <= len(frame) <= 720  # 30 days of closed hourly candles, across many 500-row pages
     assert frame.index[-1] - frame.index[0] < pd.Timedelta(days=30)
+
+
+def test_batch_override_keeps_the_planned_replay_ratio():
+    from nexlify.cli import build_parser, resolve_config
+    from nexlify.config import TrainingConfig
+
+    planned = TrainingConfig(batch_size=256, train_frequency=32, target_update_interval=62)
+    args = build_parser().parse_args(["train", "--batch-size", "64"])
+    config, overrides = resolve_config(args, planned)
+    assert config.batch_size == 64 and config.train_frequency == 8
+    assert config.replay_ratio == planned.replay_ratio
+    assert config.target_update_interval == 248  # still ~1,984 transitions between target refreshes

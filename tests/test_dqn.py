@@ -319,3 +319,30 @@ def test_act_tensor_matches_greedy_act_batch_and_explores_at_epsilon():
     changed = np.mean(explored != greedy.numpy())
     # Half the rows act at random; a random action equals the greedy one a third of the time.
     assert changed == pytest.approx(0.5 * 2 / 3, abs=0.03)
+
+
+def test_optimization_level_has_real_effects():
+    from nexlify.agent.dqn import replay_device
+
+    conserve = TrainingConfig(optimization_level="gpu_conserve", device="cuda")
+    assert replay_device(conserve, torch.device("cuda")) == torch.device("cpu")  # VRAM keeps only networks
+    assert replay_device(TrainingConfig(device="cuda"), torch.device("cuda")) == torch.device("cuda")
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        AdaptiveDQNAgent(12, 3, TrainingConfig(model_size="tiny", optimization_level="balanced"))
+        assert torch.get_float32_matmul_precision() == "highest"
+        AdaptiveDQNAgent(12, 3, TrainingConfig(model_size="tiny", optimization_level="max_performance"))
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def test_replay_delivers_batches_to_the_output_device():
+    from nexlify.agent.replay import ReplayBuffer
+
+    buffer = ReplayBuffer(100, 12, device="cpu", output_device="meta")
+    states = np.ones((10, 12), dtype=np.float32)
+    buffer.add_batch(states, np.zeros(10), np.zeros(10), states, np.zeros(10))
+    batch = buffer.sample(4)
+    assert buffer.states.device.type == "cpu" and batch.states.device.type == "meta"

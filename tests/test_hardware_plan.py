@@ -169,8 +169,8 @@ def test_card_flag_overrides_tensor_core_guess() -> None:
 
 # --- memory ----------------------------------------------------------------------------------------
 def test_bytes_per_transition() -> None:
-    assert bytes_per_transition(12, "float32") == 112
-    assert bytes_per_transition(12, "float16") == 64
+    assert bytes_per_transition(12, "float32") == 113  # 2 x 12 x 4 + 8 + 4 + 4 + 1 (uint8 n-step horizon)
+    assert bytes_per_transition(12, "float16") == 65
 
 
 def test_buffer_shrinks_with_little_available_ram() -> None:

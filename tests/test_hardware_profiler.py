@@ -127,7 +127,9 @@ def test_save_and_print_profile(cache_dir: Path, tmp_path: Path) -> None:
     prof = HardwareProfiler(tmp_path / "out", detect=fake.detect, benchmark=fake.benchmark)
     path = prof.save()
     assert path == tmp_path / "out" / "hardware_profile.json"
-    assert json.loads(path.read_text())["optimal_config"]["model_size"] == "medium"
+    saved = json.loads(path.read_text())
+    assert saved["plan"]["model_size"] == "medium"
+    assert saved["reasons"] == prof.explain()
     console = Console(record=True, width=220, file=io.StringIO())
     print_profile(prof, console)
     text = console.export_text()

@@ -85,10 +85,7 @@ def test_out_of_memory_halves_batch_and_keeps_effective_batch(tmp_path, splits):
 
 
 def test_low_host_memory_stops_replay_growth(tmp_path, splits, monkeypatch):
-    class LowMemory:
-        available = 0.1e9
-
-    monkeypatch.setattr(trainer_module.psutil, "virtual_memory", lambda: LowMemory())
+    monkeypatch.setattr(trainer_module, "available_memory_gb", lambda: 0.1)
     trainer = Trainer(tiny_config(episodes=2, memory_reserve_gb=0.5), splits, tmp_path)
     trainer.train()
     assert trainer.state.replay_frozen
@@ -165,3 +162,25 @@ def test_timeframe_labels():
     from nexlify.training.pipeline import timeframe_label
 
     assert [timeframe_label(s) for s in (60, 900, 3600, 14_400, 86_400, 30)] == ["1m", "15m", "1h", "4h", "1d", "30s"]
+
+
+def test_resume_elsewhere_carries_the_best_model_and_uses_this_machines_settings(tmp_path, splits):
+    Trainer(tiny_config(episodes=4, num_workers=2), splits, tmp_path / "first").train()
+    resumed = Trainer(tiny_config(episodes=6, num_workers=1), splits, tmp_path / "second",
+                      resume_from=tmp_path / "first" / "checkpoint_ep4.pth")
+    assert (tmp_path / "second" / "best_model.pth").exists()  # the best so far came along
+    assert resumed.config.num_workers == 1 and torch.get_num_threads() == 1
+    assert resumed.config.episodes == 6
+    resumed.train()
+    assert resumed.state.episodes_done == 6
+
+
+def test_evaluate_without_data_rebuilds_the_bundled_test_split(tmp_path):
+    from nexlify.training.pipeline import evaluate_model
+
+    run_training(tiny_config(episodes=2, data_days=30), data=None, output_dir=tmp_path, quiet=True)
+    results = evaluate_model(tmp_path / "best_model.pth", out_dir=tmp_path / "eval")
+    assert results["data"].startswith("test split of bundled")
+    saved = json.loads((tmp_path / "training_results.json").read_text())
+    assert results["rows"] == saved["run"]["rows"]["test"]
+    assert results["test"]["agent"]["final_equity"] == pytest.approx(saved["test"]["agent"]["final_equity"])

@@ -148,7 +148,26 @@ def resolve_config(args: argparse.Namespace, planned: Any) -> tuple[Any, dict[st
         if str(device).startswith("cpu") and "precision" not in overrides:
             # Mixed precision was planned for the GPU; the CPU runs fp32.
             overrides.setdefault("use_mixed_precision", False)
+    overrides.update(_keep_learning_pace(planned, overrides))
     return planned.with_overrides(overrides), overrides
+
+
+def _keep_learning_pace(planned: Any, overrides: dict[str, Any]) -> dict[str, Any]:
+    """A new batch keeps the plan's replay ratio and target-refresh spacing (in transitions).
+
+    Without this, --batch-size 512 on a plan of 64 every 8 transitions would do 8x the gradient
+    work per transition.
+    """
+    if not {"batch_size", "gradient_accumulation_steps"} & overrides.keys() or "train_frequency" in overrides:
+        return {}
+    effective = overrides.get("batch_size", planned.batch_size) * overrides.get(
+        "gradient_accumulation_steps", planned.gradient_accumulation_steps)
+    train_frequency = max(1, round(effective / planned.replay_ratio))
+    derived = {"train_frequency": train_frequency}
+    if "target_update_interval" not in overrides:
+        refresh_transitions = planned.target_update_interval * planned.train_frequency
+        derived["target_update_interval"] = max(1, round(refresh_transitions / train_frequency))
+    return derived
 
 
 def _check_device(device: str) -> None:
@@ -235,8 +254,7 @@ def _profile(args: argparse.Namespace, console: Console) -> int:
 
     profiler = HardwareProfiler(output_dir=args.output_dir, reprofile=args.reprofile)
     if args.json:
-        payload = {"profile": profiler.profile, "plan": profiler.optimal_config, "reasons": profiler.explain()}
-        print(json.dumps(payload, indent=2, default=str))
+        print(json.dumps(profiler.to_dict(), indent=2, default=str))
     else:
         print_profile(profiler, Console())
     return 0

@@ -48,12 +48,21 @@ def _make_adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, foreach=True)
 
 
+def replay_device(config: TrainingConfig, device: torch.device) -> torch.device:
+    """Where the replay memory lives: on the training device, except that ``gpu_conserve`` keeps it
+    in host RAM (VRAM then holds only the networks and one batch at a time)."""
+    if config.optimization_level == "gpu_conserve" and device.type != "cpu":
+        return torch.device("cpu")
+    return device
+
+
 class AdaptiveDQNAgent:
     """Double-DQN agent whose network, batch, replay and precision follow ``config``.
 
-    On the CPU the constructor calls ``torch.set_num_threads(config.num_workers)`` (a process-wide
-    setting) so ``num_workers`` really controls how many cores the network math uses; on
-    accelerators torch's thread count is left alone.
+    The constructor applies two process-wide settings: ``torch.set_num_threads(config.num_workers)``
+    (the cores the network math, or the host side of a GPU run, may use) and, for
+    ``optimization_level='max_performance'``, TF32 matmuls. ``gpu_conserve`` keeps the replay
+    memory in host RAM and moves each sampled batch to the GPU.
     """
 
     def __init__(self, state_size: int, action_size: int, config: TrainingConfig | None = None) -> None:
@@ -63,8 +72,11 @@ class AdaptiveDQNAgent:
         """(Re)create networks, optimizer, replay memory and counters. Used by ``__init__`` and ``load``."""
         self.state_size, self.action_size, self.config = state_size, action_size, config
         self.device = resolve_device(config.device)
-        if self.device.type == "cpu":
-            torch.set_num_threads(config.num_workers)
+        # Host threads for the network math on the CPU, and for the host side of GPU runs.
+        torch.set_num_threads(config.num_workers)
+        if config.optimization_level == "max_performance":
+            # TF32 tensor-core matmuls on Ampere+ GPUs: fp32 range, ~10-bit mantissa; plenty for DQN.
+            torch.set_float32_matmul_precision("high")
 
         # Seed initialisation without touching the caller's global torch RNG stream.
         with torch.random.fork_rng(devices=[]):
@@ -96,7 +108,8 @@ class AdaptiveDQNAgent:
         self.replay: ReplayBuffer = replay_cls(
             config.buffer_size,
             state_size,
-            device=self.device,
+            device=replay_device(config, self.device),
+            output_device=self.device,
             state_dtype=config.replay_state_dtype,
             seed=config.seed + 1,
             **kwargs,
@@ -425,9 +438,10 @@ class AdaptiveDQNAgent:
         return metadata
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | None = None) -> AdaptiveDQNAgent:
+    def from_checkpoint(cls, path: str | Path, device: str | None = None, **config_overrides: Any
+                        ) -> AdaptiveDQNAgent:
         """A new agent built entirely from a checkpoint; ``device`` None = the file's device if
-        available here, else the CPU."""
+        available here, else the CPU. ``config_overrides`` replace settings of the file's config."""
         from nexlify.training.checkpoint import agent_from_checkpoint
 
-        return agent_from_checkpoint(cls, path, device=device)
+        return agent_from_checkpoint(cls, path, device=device, **config_overrides)

@@ -63,10 +63,14 @@ class ReplayBuffer:
         device: str | torch.device = "cpu",
         state_dtype: torch.dtype | str = torch.float32,
         seed: int | None = None,
+        output_device: str | torch.device | None = None,
     ) -> None:
         if capacity < 1 or state_size < 1:
             raise ValueError(f"capacity and state_size must be >= 1, got {capacity}, {state_size}")
         self.device = torch.device(device)
+        # Where sampled batches are delivered: the storage device, or the GPU when the memory is
+        # kept in host RAM to spare VRAM (optimization_level gpu_conserve).
+        self.output_device = torch.device(output_device) if output_device is not None else self.device
         self.state_size = int(state_size)
         self.state_dtype = _state_dtype(state_dtype)
         self._allocate(int(capacity))
@@ -222,15 +226,20 @@ class ReplayBuffer:
     def gather(self, indices: torch.Tensor, weights: torch.Tensor | None = None) -> ReplaySample:
         """Gather the rows ``indices`` (only those rows are copied, never the storage)."""
         idx = indices.to(self.device, non_blocking=True)
+        out = self.output_device
+
+        def deliver(rows: torch.Tensor) -> torch.Tensor:
+            return rows if rows.device == out else rows.to(out, non_blocking=True)
+
         return ReplaySample(
-            states=self.states[idx].float(),
-            actions=self.actions[idx],
-            rewards=self.rewards[idx],
-            next_states=self.next_states[idx].float(),
-            dones=self.dones[idx],
-            horizons=self.horizons[idx].long(),
+            states=deliver(self.states[idx]).float(),
+            actions=deliver(self.actions[idx]),
+            rewards=deliver(self.rewards[idx]),
+            next_states=deliver(self.next_states[idx]).float(),
+            dones=deliver(self.dones[idx]),
+            horizons=deliver(self.horizons[idx]).long(),
             indices=indices,
-            weights=None if weights is None else weights.to(self.device, non_blocking=True),
+            weights=None if weights is None else weights.to(out, non_blocking=True),
         )
 
     def sample(self, batch_size: int) -> ReplaySample:
@@ -336,12 +345,13 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         alpha: float = 0.6,
         beta: float = 0.4,
         eps: float = 1e-6,
+        output_device: str | torch.device | None = None,
     ) -> None:
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.eps = float(eps)
         self.max_priority = 1.0
-        super().__init__(capacity, state_size, device, state_dtype, seed)
+        super().__init__(capacity, state_size, device, state_dtype, seed, output_device)
 
     def _allocate(self, capacity: int) -> None:
         super()._allocate(capacity)

@@ -44,14 +44,16 @@ Derived rules (the worked examples win where the guide contradicts itself):
     precision               have tensor cores (not GTX 16xx / TU117); AMD: bf16 on CDNA2+/RDNA3+;
                             never on CPU; MPS stays fp32 (autocast on MPS gains little for these small
                             MLPs and its fp16 coverage is still uneven across macOS versions)
-    optimization_level      cpu_optimize (no usable GPU), gpu_conserve (VRAM < 3.5 GB),
-                            max_performance (GPU and model tier >= high), balanced (other GPU)
+    optimization_level      cpu_optimize (no usable GPU), gpu_conserve (VRAM < 3.5 GB: the agent keeps
+                            the replay memory in host RAM), max_performance (GPU and model tier >= high:
+                            TF32 matmuls), balanced (other GPU)
     num_workers             torch intra-op threads. CPU: min(physical, usable) cores, or fewer when the
                             benchmark measured fewer threads faster (loaded machine). GPU: half the
                             physical cores, at most 16 (Ex5: 32 cores -> 16), never above usable
-    parallel_envs           numpy vector envs step every account as arrays in ONE thread, so they cost
-                            no extra cores. CPU: train_frequency clamped to 16-64 (one vector step
-                            feeds one learning step); gpu_conserve: train_frequency, at least 8 (Ex5 8);
+    parallel_envs           vector envs step every account as arrays in ONE thread (numpy on the CPU,
+                            torch tensors on the GPU), so they cost no extra cores. CPU:
+                            train_frequency clamped to 16-64 (one vector step feeds one learning
+                            step); gpu_conserve: train_frequency, at least 8 (Ex5 8);
                             GPU >= 40 GB (data centre): 8 x VRAM GB rounded down to a power of two,
                             256-4096; other GPUs: 4 (Ex4)
     checkpoint_compression  budget tier (Ex1), or < 10 GB free disk, or an HDD / network output dir
@@ -135,9 +137,10 @@ def _canonical_vendor(name: str | None) -> str | None:
     return str(name)
 
 def bytes_per_transition(state_size: int = 12, state_dtype: str = "float32") -> int:
-    """Replay bytes per transition: state + next state, int64 action, float32 reward and done."""
-    itemsize = {"float32": 4, "float16": 2}[state_dtype]
-    return 2 * state_size * itemsize + 8 + 4 + 4
+    """Replay bytes per transition, as the replay memory itself counts them (one place for the fact)."""
+    from nexlify.agent.replay import ReplayBuffer
+
+    return ReplayBuffer.bytes_per_transition(state_size, state_dtype)
 
 
 def projected_training_seconds(samples_per_s: float, transitions: int = STANDARD_TRANSITIONS,
@@ -492,8 +495,8 @@ def plan_training(profile: dict[str, Any]) -> tuple[TrainingConfig, list[Decisio
         why = f"{workers} torch threads = physical cores this process may use ({usable} usable)"
     else:
         workers = max(1, min(16, physical // 2, usable))
-        why = (f"the network runs on the GPU; {workers} CPU threads for sampling and preprocessing "
-               f"(half of {physical} physical cores, at most 16, {usable} usable)")
+        why = (f"the network runs on the GPU; {workers} CPU threads for the host side (replay indices, "
+               f"copies) (half of {physical} physical cores, at most 16, {usable} usable)")
     decide("num_workers", workers, why)
     if dev is None:
         envs = min(64, max(16, train_frequency))
@@ -501,7 +504,7 @@ def plan_training(profile: dict[str, Any]) -> tuple[TrainingConfig, list[Decisio
                "vectorised in one thread, so no extra cores")
     elif conserve:
         envs = max(8, min(64, train_frequency))
-        why = f"weak GPU: the CPU collects {envs} envs per step as arrays (one thread)"
+        why = f"weak GPU: {envs} envs per step as tensors on the GPU (one thread), small batches"
     elif vram >= DATACENTRE_VRAM_GB:
         envs = min(4096, max(256, _pow2_floor(8 * vram)))
         why = f"data-centre GPU with {vram:g} GB: wide vector env keeps it fed (one thread)"

@@ -135,12 +135,9 @@ class HardwareProfiler:
         return [str(d) for d in self.decisions]
 
     def to_dict(self) -> dict[str, Any]:
-        """Profile, plan and reasons together (JSON-serialisable)."""
-        return {
-            "profile": self.profile,
-            "optimal_config": self.optimal_config,
-            "decisions": [{"key": d.key, "value": d.value, "reason": d.reason} for d in self.decisions],
-        }
+        """Profile, plan and one reason per decision (JSON-serialisable); the layout of
+        ``hardware_profile.json`` (the trainer adds the overrides it applied)."""
+        return {"profile": self.profile, "plan": self.optimal_config, "reasons": self.explain()}
 
     def to_json(self) -> str:
         """``to_dict`` as indented JSON text."""

@@ -294,12 +294,15 @@ def load_into_agent(agent: AdaptiveDQNAgent, path: str | Path, check_sizes: bool
 
 
 def agent_from_checkpoint(
-    cls: type[AdaptiveDQNAgent], path: str | Path, device: str | None = None
+    cls: type[AdaptiveDQNAgent], path: str | Path, device: str | None = None, **config_overrides: Any
 ) -> AdaptiveDQNAgent:
-    """Build a new agent from a checkpoint; ``device`` None = the file's device if present here, else CPU."""
+    """Build a new agent from a checkpoint; ``device`` None = the file's device if present here, else CPU.
+
+    ``config_overrides`` replace settings of the file's config (e.g. this machine's thread count).
+    """
     payload = read_checkpoint(path)
     target = device if device is not None else _available_device(str(payload["config"].get("device", "cpu")))
-    agent = _build_from_payload(cls, payload, device=target)
+    agent = _build_from_payload(cls, payload, **{**config_overrides, "device": target})
     agent.checkpoint_metadata = extra_metadata_of(payload)
     return agent
 

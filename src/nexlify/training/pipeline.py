@@ -25,6 +25,15 @@ SUMMARY = "training_summary.txt"
 REPORT = "training_report.png"
 
 
+def data_origin(data: Any) -> str | None:
+    """How to find the training data again: 'bundled', an absolute file path, or None (in memory)."""
+    if data is None:
+        return "bundled"
+    if isinstance(data, (str, Path)):
+        return str(Path(data).resolve())
+    return None
+
+
 def timeframe_label(seconds: float) -> str:
     """A candle length the way exchanges write it: 1m, 15m, 1h, 4h, 1d."""
     for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
@@ -35,7 +44,10 @@ def timeframe_label(seconds: float) -> str:
 
 def write_hardware_profile(output_dir: Path, profile: dict[str, Any] | None, config: TrainingConfig,
                            reasons: list[str], overrides: dict[str, Any]) -> None:
-    """The detected machine, the plan actually used, why, and what the user overrode."""
+    """The detected machine, the plan actually used (after overrides), why, and what was overridden.
+
+    Same layout as ``HardwareProfiler.to_dict()`` plus ``overrides``.
+    """
     payload = {"profile": profile, "plan": config.to_dict(), "reasons": reasons, "overrides": overrides}
     write_text_atomic(output_dir / HARDWARE_PROFILE, json.dumps(payload, indent=2, default=str))
 
@@ -66,13 +78,14 @@ def run_training(
     console = console or Console(stderr=True)
     started = time.perf_counter()
     splits = prepare_market(data, data_days=config.data_days)
-    write_hardware_profile(output_dir, profile, config, reasons or [], overrides or {})
     torch.manual_seed(config.seed)
     source = splits.source
-    metadata = {"data_source": source, "data_days": config.data_days}
+    metadata = {"data_source": source, "data_origin": data_origin(data), "data_days": config.data_days}
     tb_dir = str(output_dir / "tensorboard") if tensorboard else None
     with TrainingMonitor(config.episodes, console=console, tensorboard_dir=tb_dir, quiet=quiet) as monitor:
         trainer = Trainer(config, splits, output_dir, monitor=monitor, resume_from=resume_from, metadata=metadata)
+        # Written once the trainer exists: on resume the config in force comes from the checkpoint.
+        write_hardware_profile(output_dir, profile, trainer.config, reasons or [], overrides or {})
         state = trainer.train()
     best = AdaptiveDQNAgent.from_checkpoint(output_dir / BEST_MODEL, device=trainer.config.device)
     tests = backtest_with_baselines(best, splits.test, splits.periods_per_year, trainer.config)
@@ -82,7 +95,7 @@ def run_training(
             "data_start": str(splits.train.to_frame().index[0]),
             "data_end": str(splits.test.to_frame().index[-1]),
             "timeframe": timeframe_label(splits.timeframe.total_seconds()),
-            "gaps": splits.gaps,
+            "gaps": [gap.to_dict() for gap in splits.gaps],
             "rows": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)},
             "episodes_done": state.episodes_done,
             "transitions": state.transitions,
@@ -124,9 +137,14 @@ def evaluate_model(model_path: str | Path, data: Any = None, out_dir: str | Path
         raise CheckpointError(f"{model_path} has no feature scaler; it was not saved by `nexlify train`")
     scaler = FeatureScaler.from_dict(meta["scaler"])
     if data is None:
-        source = meta.get("data_source")
-        splits = prepare_market(None if source in (None, "bundled") else source, data_days=meta.get("data_days"))
-        market, ppy, label = splits.test, splits.periods_per_year, f"test split of {source}"
+        origin = meta.get("data_origin")
+        if origin is None:
+            from nexlify.errors import ConfigError
+
+            raise ConfigError(f"{model_path} was trained on downloaded or in-memory candles that cannot be "
+                              "found again; pass --data FILE to choose what to backtest on")
+        splits = prepare_market(None if origin == "bundled" else origin, data_days=meta.get("data_days"))
+        market, ppy, label = splits.test, splits.periods_per_year, f"test split of {meta.get('data_source')}"
     else:
         frame = load_ohlcv(data)
         market = market_slice_from_frame(frame, scaler)

@@ -11,6 +11,7 @@ by that score (``validation_metric``: Sharpe by default), never by a training ep
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,9 @@ BEST_MODEL = "best_model.pth"
 FINAL_MODEL = "final_model.pth"
 INTERRUPTED_CHECKPOINT = "checkpoint_interrupted.pth"
 MEMORY_CHECK_EVERY_STEPS = 256
+# Settings that belong to the machine running the job, not to the run being resumed.
+MACHINE_SETTINGS = ("device", "num_workers", "use_mixed_precision", "precision", "env_backend",
+                    "optimization_level", "memory_reserve_gb")
 
 
 def round_size(parallel_envs: int, save_interval: int, remaining: int) -> int:
@@ -252,7 +256,7 @@ class Trainer:
         """Stop replay growth before the OS runs out of memory."""
         if self.state.replay_frozen:
             return
-        available_gb = psutil.virtual_memory().available / 1e9
+        available_gb = available_memory_gb()
         if available_gb < self.config.memory_reserve_gb:
             self.agent.replay.freeze_growth()
             self.state.replay_frozen = True
@@ -322,7 +326,10 @@ class Trainer:
         self.agent.save(path, extra_metadata=metadata, include_replay=include_replay)
 
     def _resume(self, path: Path) -> tuple[AdaptiveDQNAgent, TrainingState]:
-        agent = AdaptiveDQNAgent.from_checkpoint(path, device=self.config.device)
+        # Learning settings come from the checkpoint (so the run continues exactly); the machine's
+        # own settings from this machine's plan; the episode budget may be raised.
+        this_machine = {key: getattr(self.config, key) for key in MACHINE_SETTINGS}
+        agent = AdaptiveDQNAgent.from_checkpoint(path, **this_machine, episodes=self.config.episodes)
         trainer_state = agent.checkpoint_metadata.get("trainer_state")
         if trainer_state is None:
             raise CheckpointError(f"{path} holds a model but no training state; resume from a "
@@ -330,10 +337,21 @@ class Trainer:
         if len(agent.replay) == 0 and agent.steps > 0:
             self.monitor.log(f"[yellow]{path} has no replay memory: resuming with an empty one[/yellow]")
         state = TrainingState.from_dict(trainer_state)
-        # The episode budget may be raised on resume; everything else comes from the checkpoint.
-        self.config = agent.config.with_overrides({"episodes": self.config.episodes})
-        agent.config = self.config
+        self.config = agent.config
+        self._carry_best_model(path, state)
         return agent, state
+
+    def _carry_best_model(self, checkpoint: Path, state: TrainingState) -> None:
+        """Resuming into another folder: bring the run's best model along, or start the choice anew."""
+        target = self.output_dir / BEST_MODEL
+        source = checkpoint.parent / BEST_MODEL
+        if target.exists() or state.best_score is None:
+            return
+        if source.exists():
+            shutil.copy2(source, target)
+        else:
+            state.best_score = state.best_episode = None
+            self.monitor.log(f"[yellow]{source} not found: the best model is chosen again from here on[/yellow]")
 
 
 def evaluate_agent(agent: AdaptiveDQNAgent, market: MarketSlice, periods_per_year: float,
@@ -341,6 +359,14 @@ def evaluate_agent(agent: AdaptiveDQNAgent, market: MarketSlice, periods_per_yea
     """Backtest the agent's greedy policy on ``market`` with the config's costs."""
     return run_policy(market, agent_policy(agent), name, periods_per_year,
                       initial_balance=config.initial_balance, fee=config.fee, slippage=config.slippage)
+
+
+def available_memory_gb() -> float:
+    """Free RAM this process may still use, in the planner's GB (2**30 bytes), honouring a container's
+    cgroup memory limit."""
+    from nexlify.hardware.profile import detect_ram
+
+    return float(detect_ram()["available_gb"])
 
 
 def _empty_device_cache(device: torch.device) -> None:
