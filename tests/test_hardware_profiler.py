@@ -63,7 +63,7 @@ def test_from_profile_plans_without_detecting() -> None:
     assert all(line.startswith(f"{d.key} ") and d.reason in line for line, d in zip(lines, prof.decisions,
                                                                                   strict=True))
     data = json.loads(prof.to_json())
-    assert data["optimal_config"] == prof.optimal_config and len(data["decisions"]) == len(lines)
+    assert data["plan"] == prof.optimal_config and data["reasons"] == lines
     assert TrainingConfig.from_dict(data["optimal_config"]) == prof.config
 
 
