@@ -64,7 +64,7 @@ def test_from_profile_plans_without_detecting() -> None:
                                                                                   strict=True))
     data = json.loads(prof.to_json())
     assert data["plan"] == prof.optimal_config and data["reasons"] == lines
-    assert TrainingConfig.from_dict(data["optimal_config"]) == prof.config
+    assert TrainingConfig.from_dict(data["plan"]) == prof.config
 
 
 def test_cache_hit_is_fast_and_refreshes_volatile_bits(cache_dir: Path, tmp_path: Path) -> None:
