@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -67,7 +68,7 @@ def main() -> None:
     parser.add_argument("--data-days", type=int, default=180)
     parser.add_argument("--parallel-envs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=1, help="repeat each learner over this many seeds")
     parser.add_argument("--skip-sb3", action="store_true")
     args = parser.parse_args()
     splits = prepare_market(None, data_days=args.data_days)
@@ -75,15 +76,20 @@ def main() -> None:
     print(f"Machine: {machine()}")
     print(f"Workload: {args.episodes} episodes x {len(splits.train) - 1} steps = {transitions:,} transitions, "
           f"replay ratio {REPLAY_RATIO}, network [128, 128, 64]\n")
-    results = {"nexlify": run_ours(splits, args.episodes, args.parallel_envs, args.batch_size, args.seed)}
-    if not args.skip_sb3:
-        results["stable-baselines3"] = run_sb3(splits, transitions, args.seed)
+    runs: dict[str, list[dict[str, float]]] = {"nexlify": [], "stable-baselines3": []}
+    for seed in range(args.seeds):
+        runs["nexlify"].append(run_ours(splits, args.episodes, args.parallel_envs, args.batch_size, seed))
+        if not args.skip_sb3:
+            runs["stable-baselines3"].append(run_sb3(splits, transitions, seed))
+    results = {name: {key: float(np.median([r[key] for r in rs])) for key in rs[0]}
+               for name, rs in runs.items() if rs}
     rows = []
     for name, r in results.items():
+        sharpes = ", ".join(f"{run['sharpe']:.2f}" for run in runs[name])
         rows.append([name, f"{r['seconds']:.1f}", f"{transitions / r['seconds']:,.0f}",
                      f"{r['gradient_samples'] / r['seconds']:,.0f}", f"{r['gradient_samples'] / transitions:.1f}",
-                     f"{r['sharpe']:.2f}", f"{r['final_equity']:,.0f}",
-                     f"{r['seconds'] * 1000 / args.episodes / 60:.1f}"])
+                     sharpes, f"{r['final_equity']:,.0f}", f"{r['seconds'] * 1000 / args.episodes / 60:.1f}"])
+    print(f"medians over {args.seeds} seed(s); validation Sharpe listed per seed\n")
     print(table(["learner", "wall s", "transitions/s", "grad samples/s", "replay ratio", "val Sharpe",
                  "val equity", "1000 eps (min)"], rows))
     if "stable-baselines3" in results:

@@ -212,11 +212,11 @@ def bench(rates: dict[str, dict[str, float]], threads: int = 2) -> dict:
 
 
 def test_cpu_benchmark_picks_largest_model_within_budget() -> None:
-    rates = {"tiny": {"64": 40_000, "256": 140_000}, "small": {"64": 33_000, "256": 120_000},
-             "medium": {"64": 26_000, "256": 76_000}, "large": {"64": 15_000, "256": 40_000}}
+    rates = {"tiny": {"64": 45_000, "256": 160_000}, "small": {"64": 43_000, "256": 115_000},
+             "medium": {"64": 40_000, "256": 122_000}, "large": {"64": 24_000, "256": 52_000}}
     profile = {**machine(2, 2, 24, 22), "benchmarks": bench(rates)}
     cfg, decisions = plan_training(profile)
-    assert projected_training_seconds(76_000) <= 600 < projected_training_seconds(40_000)
+    assert projected_training_seconds(122_000) <= 600 < projected_training_seconds(52_000)
     assert (cfg.model_size, cfg.batch_size, cfg.num_workers) == ("medium", 256, 2)
     assert cfg.train_frequency == 32 and 16 <= cfg.parallel_envs <= 64
     assert "measured" in next(d for d in decisions if d.key == "model_size").reason

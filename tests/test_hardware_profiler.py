@@ -42,7 +42,7 @@ class FakeMachine:
         self.bench_calls += 1
         time.sleep(0.3)  # stands in for the real ~2 s so a cache hit is visibly faster
         return {"threads": 2, "update_throughput": {"cpu": {"tiny": {"256": 140_000.0},
-                                                            "medium": {"256": 76_000.0}}}}
+                                                            "medium": {"256": 120_000.0}}}}
 
 
 @pytest.fixture

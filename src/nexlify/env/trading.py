@@ -48,13 +48,6 @@ def resolve_market(
     return market_slice_from_frame(frame, scaler), scaler
 
 
-def account_features(
-    is_long: bool | np.ndarray, unrealized_return: Any, equity: Any, peak_equity: Any
-) -> tuple[Any, Any, Any]:
-    """The three account features: position flag, unrealised return, drawdown from peak (<= 0)."""
-    return is_long, unrealized_return, equity / peak_equity - 1.0
-
-
 class TradingEnvironment(gym.Env):
     """Long-only spot trading of one market with fees and slippage. Actions: 0 hold, 1 buy, 2 sell.
 
@@ -84,7 +77,6 @@ class TradingEnvironment(gym.Env):
             raise ConfigError("the market slice needs at least 2 rows to take one step")
         self.portfolio = Portfolio(initial_balance, fee, slippage)
         self.reward_mode = reward_mode
-        self.ruin_fraction = ruin_fraction
         n_features = self.market.features.shape[1] + len(ACCOUNT_FEATURE_NAMES)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(n_features,), dtype=np.float32)
         self.action_space = gym.spaces.Discrete(3)
@@ -97,6 +89,7 @@ class TradingEnvironment(gym.Env):
         self._obs_rows[:, :n_market] = self.market.features
         self._n_market = n_market
         self._last_row = len(self.market) - 1
+        self._ruin_equity = ruin_fraction * float(initial_balance)
         self._t = 0
         self._equity = float(initial_balance)
         self._peak = float(initial_balance)
@@ -118,21 +111,21 @@ class TradingEnvironment(gym.Env):
         return self._observation(), self._info()
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
-        action = int(action)
-        if action not in (HOLD, BUY, SELL):
-            raise ValueError(f"action must be 0 (hold), 1 (buy) or 2 (sell), got {action}")
-        if self._t >= self._last_row:
-            raise RuntimeError("episode is over: call reset() before step()")
         t_next = self._t + 1
-        open_price = self._open[t_next]
-        filled = True
-        if action == BUY:
-            filled = self.portfolio.buy(open_price)
+        if t_next > self._last_row:
+            raise RuntimeError("episode is over: call reset() before step()")
+        portfolio = self.portfolio
+        if action == HOLD:
+            pass
+        elif action == BUY:
+            if not portfolio.buy(self._open[t_next]):
+                self._invalid_actions += 1
         elif action == SELL:
-            filled = self.portfolio.sell(open_price)
-        if not filled:
-            self._invalid_actions += 1
-        equity = self.portfolio.equity(self._close[t_next])
+            if not portfolio.sell(self._open[t_next]):
+                self._invalid_actions += 1
+        else:
+            raise ValueError(f"action must be 0 (hold), 1 (buy) or 2 (sell), got {action!r}")
+        equity = portfolio.cash + portfolio.units * self._close[t_next]
         step_return = math.log(equity / self._equity)
         if self.reward_mode == "log_return":
             reward = step_return
@@ -141,19 +134,23 @@ class TradingEnvironment(gym.Env):
                 step_return, self._dsr_mean, self._dsr_mean_square
             )
         self._equity = equity
-        self._peak = max(self._peak, equity)
+        if equity > self._peak:
+            self._peak = equity
         self._t = t_next
-        terminated = equity <= self.ruin_fraction * self.portfolio.initial_balance
-        truncated = not terminated and t_next >= self._last_row
-        return self._observation(), float(reward), terminated, truncated, self._info()
+        terminated = equity <= self._ruin_equity
+        truncated = not terminated and t_next == self._last_row
+        return self._observation(), reward, terminated, truncated, self._info()
 
     def _observation(self) -> np.ndarray:
-        obs = self._obs_rows[self._t].copy()
+        """Market features of row t, then position flag, open-position return, drawdown."""
+        t = self._t
+        obs = self._obs_rows[t].copy()
         n = self._n_market
-        obs[n], obs[n + 1], obs[n + 2] = account_features(
-            float(self.portfolio.is_long), self.portfolio.unrealized_return(self._close[self._t]),
-            self._equity, self._peak,
-        )
+        portfolio = self.portfolio
+        if portfolio.units > 0.0:
+            obs[n] = 1.0
+            obs[n + 1] = self._close[t] / portfolio.entry_price - 1.0
+        obs[n + 2] = self._equity / self._peak - 1.0
         return obs
 
     def _info(self) -> dict[str, Any]:

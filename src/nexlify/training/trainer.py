@@ -185,15 +185,7 @@ class Trainer:
             final_equity = np.where(active & done, info["equity"], final_equity)
             active &= ~done
             stored += n_envs
-            agent.decay_epsilon(n_envs)
-            self.state.learn_credit += n_envs
-            while self.state.learn_credit >= cfg.train_frequency:
-                self.state.learn_credit -= cfg.train_frequency
-                loss = self._learn()
-                if loss is not None:
-                    losses.append(loss)
-            if step % MEMORY_CHECK_EVERY_STEPS == 0:
-                self._guard_host_memory()
+            self._learn_as_due(n_envs, step, losses)
             obs = next_obs
             if not active.any():
                 break
@@ -223,19 +215,24 @@ class Trainer:
             episode_reward += torch.where(first_episode, result.reward.double(), 0.0)
             final_equity = torch.where(first_episode & result.done, result.final_equity, final_equity)
             first_episode &= ~result.done
-            agent.decay_epsilon(n_envs)
-            self.state.learn_credit += n_envs
-            while self.state.learn_credit >= cfg.train_frequency:
-                self.state.learn_credit -= cfg.train_frequency
-                loss = self._learn()
-                if loss is not None:
-                    losses.append(loss)
-            if step % MEMORY_CHECK_EVERY_STEPS == 0:
-                self._guard_host_memory()
+            self._learn_as_due(n_envs, step, losses)
             obs = result.obs
         stored = n_envs * self.episode_steps
         self.state.transitions += stored
         return RoundOutcome(stored, losses, episode_reward.cpu().numpy(), final_equity.cpu().numpy())
+
+    def _learn_as_due(self, new_transitions: int, step: int, losses: list[float]) -> None:
+        """After storing ``new_transitions``: decay exploration, take the learning steps now due
+        (one per ``train_frequency`` transitions), and now and then check host memory."""
+        self.agent.decay_epsilon(new_transitions)
+        self.state.learn_credit += new_transitions
+        while self.state.learn_credit >= self.config.train_frequency:
+            self.state.learn_credit -= self.config.train_frequency
+            loss = self._learn()
+            if loss is not None:
+                losses.append(loss)
+        if step % MEMORY_CHECK_EVERY_STEPS == 0:
+            self._guard_host_memory()
 
     def _learn(self) -> float | None:
         """One learning step; on out-of-memory halve the batch, double accumulation, and retry."""
