@@ -77,6 +77,7 @@ class TradingEnvironment(gym.Env):
             raise ConfigError("the market slice needs at least 2 rows to take one step")
         self.portfolio = Portfolio(initial_balance, fee, slippage)
         self.reward_mode = reward_mode
+        self._log_return_reward = reward_mode == "log_return"
         n_features = self.market.features.shape[1] + len(ACCOUNT_FEATURE_NAMES)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(n_features,), dtype=np.float32)
         self.action_space = gym.spaces.Discrete(3)
@@ -127,7 +128,7 @@ class TradingEnvironment(gym.Env):
             raise ValueError(f"action must be 0 (hold), 1 (buy) or 2 (sell), got {action!r}")
         equity = portfolio.cash + portfolio.units * self._close[t_next]
         step_return = math.log(equity / self._equity)
-        if self.reward_mode == "log_return":
+        if self._log_return_reward:
             reward = step_return
         else:
             reward, self._dsr_mean, self._dsr_mean_square = differential_sharpe_step(
@@ -139,7 +140,13 @@ class TradingEnvironment(gym.Env):
         self._t = t_next
         terminated = equity <= self._ruin_equity
         truncated = not terminated and t_next == self._last_row
-        return self._observation(), reward, terminated, truncated, self._info()
+        info = {  # built inline: this is the hot path of single-env training
+            "step": t_next, "equity": equity, "cash": portfolio.cash, "position": portfolio.units,
+            "price": self._close[t_next], "fees_paid": portfolio.fees_paid,
+            "slippage_paid": portfolio.slippage_paid, "trades": portfolio.trades,
+            "invalid_actions": self._invalid_actions,
+        }
+        return self._observation(), reward, terminated, truncated, info
 
     def _observation(self) -> np.ndarray:
         """Market features of row t, then position flag, open-position return, drawdown."""

@@ -55,7 +55,7 @@ class TrainingMonitor:
         if self._progress is not None:
             self._progress.update(self._task, completed=episodes_done, stats=text)
         elif not self.quiet:
-            self.console.print(f"episodes {episodes_done}/{self.total}  {text}", highlight=False)
+            self.console.print(f"episodes {episodes_done}/{self.total}  {text}", highlight=False, soft_wrap=True)
         if self._writer is not None:
             for key, value in stats.items():
                 if isinstance(value, (int, float)) and value is not None:
