@@ -1,6 +1,6 @@
 """How training time grows with the data window and with the number of episodes.
 
-Run: ./run bench scaling [--episodes 10]
+Run: ./run bench scaling [--episodes 20]
 Trains with this machine's plan (in-process, no outputs kept) for --data-days 30, 90, 180, 365 at a
 fixed episode count, then for 1x, 2x, 4x the episodes at 180 days. Time per transition should stay
 flat: no step grows with the replay size or the history length.
@@ -24,8 +24,9 @@ from nexlify.training.trainer import Trainer  # noqa: E402
 
 def timed_run(config, days: int, episodes: int) -> tuple[int, float]:
     splits = prepare_market(None, data_days=days)
+    # Learning from the first batch on, so short runs are not flattered by the warm-up without updates.
     run_config = config.with_overrides({"episodes": episodes, "data_days": days, "save_interval": episodes,
-                                        "eval_interval": episodes})
+                                        "eval_interval": episodes, "learning_starts": config.effective_batch_size})
     with tempfile.TemporaryDirectory() as folder:
         trainer = Trainer(run_config, splits, folder)
         started = time.perf_counter()
@@ -35,7 +36,7 @@ def timed_run(config, days: int, episodes: int) -> tuple[int, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--episodes", type=int, default=20)
     args = parser.parse_args()
     config = HardwareProfiler().config
     print(f"Machine: {machine()}; plan: {config.model_size}, batch {config.batch_size}, "
