@@ -346,3 +346,23 @@ def test_replay_delivers_batches_to_the_output_device():
     buffer.add_batch(states, np.zeros(10), np.zeros(10), states, np.zeros(10))
     batch = buffer.sample(4)
     assert buffer.states.device.type == "cpu" and batch.states.device.type == "meta"
+
+
+def test_learning_rate_and_gradient_clipping_take_effect() -> None:
+    agent = make_agent(learning_rate=1e-2, max_grad_norm=1e-3)
+    fill(agent)
+    before = params(agent.q_network)
+    clipped_norms = []
+    real_step = agent.optimizer.step
+
+    def spy_step(*args, **kwargs):
+        grads = [p.grad for p in agent.q_network.parameters() if p.grad is not None]
+        clipped_norms.append(float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))))
+        return real_step(*args, **kwargs)
+
+    agent.optimizer.step = spy_step
+    agent.learn()
+    assert clipped_norms[0] <= 1e-3 * (1 + 1e-4)
+    # Adam's first step moves each weight by lr x g/|g| = lr, whatever the clipped gradient's size.
+    largest_move = max(float((a - b).abs().max()) for a, b in zip(params(agent.q_network), before, strict=True))
+    assert largest_move == pytest.approx(1e-2, rel=1e-3)

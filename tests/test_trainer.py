@@ -184,3 +184,14 @@ def test_evaluate_without_data_rebuilds_the_bundled_test_split(tmp_path):
     saved = json.loads((tmp_path / "training_results.json").read_text())
     assert results["rows"] == saved["run"]["rows"]["test"]
     assert results["test"]["agent"]["final_equity"] == pytest.approx(saved["test"]["agent"]["final_equity"])
+
+
+@pytest.mark.parametrize("metric", ["sharpe", "final_equity"])
+def test_validation_runs_every_eval_interval_and_best_follows_the_metric(tmp_path, splits, metric):
+    trainer = Trainer(tiny_config(episodes=6, eval_interval=2, save_interval=2, validation_metric=metric),
+                      splits, tmp_path)
+    state = trainer.train()
+    assert [v["episode"] for v in state.validation] == [2, 4, 6]
+    scores = [v[metric] for v in state.validation]
+    assert [v["score"] for v in state.validation] == scores
+    assert state.best_episode == state.validation[int(np.argmax(scores))]["episode"]
