@@ -142,3 +142,11 @@ def test_batch_override_keeps_the_planned_replay_ratio():
     assert config.batch_size == 64 and config.train_frequency == 8
     assert config.replay_ratio == planned.replay_ratio
     assert config.target_update_interval == 248  # still ~1,984 transitions between target refreshes
+
+
+@pytest.mark.parametrize(("content", "message"), [("[1, 2]", "JSON object"), ("{nope", "not valid JSON")])
+def test_config_file_that_is_not_an_object_is_refused(tmp_path, capsys, content, message):
+    config = tmp_path / "config.json"
+    config.write_text(content)
+    assert main(["train", "--config", str(config), "--checkpoint-dir", str(tmp_path / "m")]) == 2
+    assert message in capsys.readouterr().err

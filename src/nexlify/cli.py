@@ -127,20 +127,10 @@ def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {key: getattr(args, flag) for flag, key in flag_to_key.items() if getattr(args, flag) is not None}
 
 
-def resolve_config(args: argparse.Namespace, planned: Any) -> tuple[Any, dict[str, Any]]:
-    """Plan, then the --config file, then explicit flags. Returns (config, all overrides applied)."""
-    import json
-
-    overrides: dict[str, Any] = {}
-    if args.config:
-        try:
-            overrides.update(json.loads(Path(args.config).read_text()))
-        except FileNotFoundError:
-            raise ConfigError(f"--config file not found: {args.config}") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--config file {args.config} is not valid JSON: {exc}") from None
-        if not isinstance(overrides, dict):
-            raise ConfigError(f"--config file {args.config} must hold a JSON object of config keys")
+def resolve_config(args: argparse.Namespace, planned: Any, file_values: dict[str, Any] | None = None
+                   ) -> tuple[Any, dict[str, Any]]:
+    """Plan, then the --config file's values, then explicit flags. Returns (config, overrides applied)."""
+    overrides: dict[str, Any] = dict(file_values or {})
     overrides.update(_config_overrides(args))
     device = overrides.get("device")
     if device is not None:
@@ -192,6 +182,7 @@ def _latest_checkpoint(folder: Path) -> Path:
 
 
 def _train(args: argparse.Namespace, console: Console) -> int:
+    from nexlify.config import read_config_file
     from nexlify.hardware.profiler import HardwareProfiler
     from nexlify.training.pipeline import run_training
 
@@ -212,8 +203,9 @@ def _train(args: argparse.Namespace, console: Console) -> int:
         resume = _latest_checkpoint(output_dir) if args.resume == "latest" else Path(args.resume)
         if not resume.exists():
             raise ConfigError(f"--resume: checkpoint not found: {resume}")
+    file_values = read_config_file(args.config) if args.config else None  # before the profile: fail fast
     profiler = HardwareProfiler(output_dir=str(output_dir), reprofile=args.reprofile)
-    config, overrides = resolve_config(args, profiler.config)
+    config, overrides = resolve_config(args, profiler.config, file_values)
     if args.exchange:
         from nexlify.data.exchange import download_ohlcv
 

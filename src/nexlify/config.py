@@ -213,15 +213,20 @@ class TrainingConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> TrainingConfig:
         """Read a config written by ``to_json`` (or any JSON object of config keys)."""
-        try:
-            values = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"config file {path} must hold a JSON object of config keys")
-        return cls.from_dict(values)
+        return cls.from_dict(read_config_file(path))
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The JSON object of config keys in ``path``; ConfigError saying what is wrong otherwise."""
+    try:
+        values = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object of config keys, like {{\"batch_size\": 64}}")
+    return values
 
 
 def config_keys() -> list[str]:
