@@ -213,14 +213,15 @@ def _train(args: argparse.Namespace, console: Console) -> int:
                               days=config.data_days or 180)
     console.print(f"[bold]Nexlify[/bold]: {config.model_size} model on {config.device}, batch "
                   f"{config.batch_size} x {config.gradient_accumulation_steps}, {config.parallel_envs} parallel "
-                  f"envs, {config.episodes} episodes -> {output_dir}")
+                  f"envs, {config.episodes} episodes -> {output_dir}", soft_wrap=True)
     results = run_training(config, data=data, output_dir=output_dir, profile=profiler.profile,
                            reasons=profiler.explain(), overrides=overrides, resume_from=resume,
                            tensorboard=args.tensorboard, console=console, quiet=args.quiet)
     summary = (output_dir / "training_summary.txt").read_text()
     print(summary)
     run = results["run"]
-    console.print(f"done: {run['episodes_done']} episodes in {run['train_seconds']:.0f} s; outputs in {output_dir}")
+    console.print(f"done: {run['episodes_done']} episode(s) in {run['train_seconds']:.0f} s; outputs in {output_dir}",
+                  soft_wrap=True)
     return 0
 
 
@@ -234,8 +235,7 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError(f"--data file not found: {args.data}")
     _check_device(args.device)
     results = evaluate_model(args.model, data=args.data, out_dir=args.out, device=args.device)
-    Console().print(f"Backtest on {results['data']} ({results['rows']} rows)\n" + metrics_table(results["test"]),
-                    highlight=False, markup=False)
+    print(f"Backtest on {results['data']} ({results['rows']} rows)\n" + metrics_table(results["test"]))
     return 0
 
 
