@@ -191,18 +191,12 @@ class AdaptiveDQNAgent:
 
         With ``n_step > 1`` transitions go through an n-step accumulator first.
         """
-        self.steps += 1
         if self.config.n_step == 1:
+            self.steps += 1
             self.replay.add(state, action, reward, next_state, done)
             return
-        self._push_nstep(
-            np.asarray(state)[None],
-            np.asarray([action]),
-            np.asarray([reward]),
-            np.asarray(next_state)[None],
-            np.asarray([done]),
-            np.asarray([truncated]),
-        )
+        self.remember_batch(np.asarray(state)[None], np.asarray([action]), np.asarray([reward]),
+                            np.asarray(next_state)[None], np.asarray([done]), np.asarray([truncated]))
 
     def remember_batch(
         self,
@@ -221,26 +215,9 @@ class AdaptiveDQNAgent:
         if self.config.n_step == 1:
             self.replay.add_batch(states, actions, rewards, next_states, dones)
             return
-        self._push_nstep(
-            np.asarray(states),
-            np.asarray(actions),
-            np.asarray(rewards),
-            np.asarray(next_states),
-            np.asarray(dones),
-            truncated,
-        )
-
-    def _push_nstep(
-        self,
-        states: np.ndarray,
-        actions: np.ndarray,
-        rewards: np.ndarray,
-        next_states: np.ndarray,
-        dones: np.ndarray,
-        truncated: np.ndarray | None,
-    ) -> None:
+        states = np.asarray(states)
         ready = self._push_nstep_accumulator(len(states)).push(
-            states, actions, rewards, next_states, dones, truncated
+            states, np.asarray(actions), np.asarray(rewards), np.asarray(next_states), np.asarray(dones), truncated
         )
         if ready is not None:
             self.replay.add_batch(*ready)

@@ -12,8 +12,6 @@ from typing import Any
 
 import numpy as np
 
-PERIODS_PER_YEAR_1H = 24 * 365
-
 
 def _step_returns(equity: np.ndarray) -> np.ndarray:
     return equity[1:] / equity[:-1] - 1.0
@@ -96,8 +94,3 @@ def compute_metrics(
         "fees_paid": float(fees_paid),
         "steps": int(steps),
     }
-
-
-def periods_per_year(timeframe_seconds: float) -> float:
-    """How many candles of this length fit in a (365-day) year: crypto trades every hour."""
-    return 365 * 24 * 3600 / float(timeframe_seconds)

@@ -12,9 +12,18 @@ from rich.console import Console
 
 from nexlify.agent.dqn import AdaptiveDQNAgent
 from nexlify.config import TrainingConfig
-from nexlify.data.market import MarketSlice, prepare_market
+from nexlify.data.features import FeatureScaler
+from nexlify.data.market import (
+    MarketSlice,
+    detect_timeframe,
+    load_ohlcv,
+    market_slice_from_frame,
+    periods_per_year,
+    prepare_market,
+)
+from nexlify.errors import CheckpointError, ConfigError
 from nexlify.evaluation.backtest import BacktestResult, run_baselines
-from nexlify.evaluation.report import write_report_png, write_results_json, write_summary
+from nexlify.evaluation.report import metrics_table, write_report_png, write_results_json, write_summary
 from nexlify.io import write_text_atomic
 from nexlify.training.monitor import TrainingMonitor
 from nexlify.training.trainer import BEST_MODEL, Trainer, evaluate_agent
@@ -125,22 +134,14 @@ def evaluate_model(model_path: str | Path, data: Any = None, out_dir: str | Path
     source and window recorded in the model). With ``data``: the whole of that file or frame.
     Features are normalised with the scaler saved in the model, never refitted on the test data.
     """
-    from nexlify.data.features import FeatureScaler
-    from nexlify.data.market import load_ohlcv, market_slice_from_frame
-    from nexlify.evaluation.metrics import periods_per_year as periods_for
-
     agent = AdaptiveDQNAgent.from_checkpoint(model_path, device=device)
     meta = agent.checkpoint_metadata
     if "scaler" not in meta:
-        from nexlify.errors import CheckpointError
-
         raise CheckpointError(f"{model_path} has no feature scaler; it was not saved by `nexlify train`")
     scaler = FeatureScaler.from_dict(meta["scaler"])
     if data is None:
         origin = meta.get("data_origin")
         if origin is None:
-            from nexlify.errors import ConfigError
-
             raise ConfigError(f"{model_path} was trained on downloaded or in-memory candles that cannot be "
                               "found again; pass --data FILE to choose what to backtest on")
         splits = prepare_market(None if origin == "bundled" else origin, data_days=meta.get("data_days"))
@@ -148,8 +149,7 @@ def evaluate_model(model_path: str | Path, data: Any = None, out_dir: str | Path
     else:
         frame = load_ohlcv(data)
         market = market_slice_from_frame(frame, scaler)
-        step = (frame.index[1:] - frame.index[:-1]).median().total_seconds()
-        ppy, label = periods_for(step), str(data)
+        ppy, label = periods_per_year(detect_timeframe(frame)), str(data)
     config = agent.config
     tests = backtest_with_baselines(agent, market, ppy, config)
     results = {"model": str(model_path), "data": label, "rows": len(market),
@@ -157,8 +157,6 @@ def evaluate_model(model_path: str | Path, data: Any = None, out_dir: str | Path
     out = Path(out_dir) if out_dir is not None else Path(model_path).parent / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     write_results_json(out / "evaluation_results.json", results)
-    from nexlify.evaluation.report import metrics_table
-
     write_text_atomic(out / "evaluation_summary.txt",
                       f"Backtest of {model_path} on {label} ({len(market)} rows)\n\n"
                       + metrics_table(results["test"]) + "\n")
