@@ -118,6 +118,9 @@ def test_file_from_another_device_loads_on_this_machine(tmp_path: Path) -> None:
     payload = ckpt.agent_payload(agent)
     payload["config"]["device"] = "cuda"  # as written by a GPU machine
     payload["config"]["num_workers"] = 16
+    # A GPU's replay draws on a CUDA generator (16 bytes of state), which a CPU generator cannot take.
+    payload["rng"]["replay"] = torch.arange(16, dtype=torch.uint8)
+    payload["rng"]["replay_device_type"] = "cuda"
     (tmp_path / "gpu.pth").write_bytes(ckpt.encode_payload(payload, compress=False))
     here = AdaptiveDQNAgent.from_checkpoint(tmp_path / "gpu.pth", device="cpu")
     assert here.device.type == "cpu" and same_weights(here.q_network, agent.q_network)

@@ -120,6 +120,20 @@ def test_state_dict_round_trip_resumes_sampling_exactly() -> None:
     assert torch.equal(other.rewards, buf.rewards)
 
 
+def test_state_from_a_gpu_generator_resumes_on_the_cpu_deterministically() -> None:
+    buf = ReplayBuffer(8, 3, seed=3)
+    buf.add_batch(*transitions(11))
+    state = buf.state_dict()
+    # A CUDA generator's state (Philox seed + offset, 16 bytes) does not fit a CPU generator.
+    state["generator"] = torch.arange(16, dtype=torch.uint8)
+    state["generator_device"] = "cuda"
+    first, second = ReplayBuffer(8, 3, seed=1), ReplayBuffer(8, 3, seed=2)
+    first.load_state_dict(state)
+    second.load_state_dict(state)
+    assert torch.equal(first.sample(16).indices, second.sample(16).indices)
+    assert torch.equal(first.rewards, buf.rewards)
+
+
 def test_sum_tree_totals_and_search() -> None:
     tree = SumTree(5)
     tree.update(np.arange(5), np.array([1.0, 2.0, 3.0, 0.0, 4.0]))

@@ -68,7 +68,7 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path, splits):
 
 def test_out_of_memory_halves_batch_and_keeps_effective_batch(tmp_path, splits):
     trainer = Trainer(tiny_config(episodes=2, batch_size=32), splits, tmp_path)
-    real_learn = trainer.agent.learn
+    real_learn = trainer.agent.learn_tensor
     calls = {"n": 0}
 
     def flaky_learn():
@@ -77,7 +77,7 @@ def test_out_of_memory_halves_batch_and_keeps_effective_batch(tmp_path, splits):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_learn()
 
-    trainer.agent.learn = flaky_learn
+    trainer.agent.learn_tensor = flaky_learn
     trainer.train()
     assert trainer.agent.config.batch_size == 16
     assert trainer.agent.config.gradient_accumulation_steps == 2
@@ -96,7 +96,7 @@ def test_low_host_memory_stops_replay_growth(tmp_path, splits, monkeypatch):
 
 def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, splits):
     trainer = Trainer(tiny_config(episodes=4), splits, tmp_path)
-    real_learn = trainer.agent.learn
+    real_learn = trainer.agent.learn_tensor
     calls = {"n": 0}
 
     def interrupted_learn():
@@ -105,7 +105,7 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, splits):
             raise KeyboardInterrupt
         return real_learn()
 
-    trainer.agent.learn = interrupted_learn
+    trainer.agent.learn_tensor = interrupted_learn
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
     path = tmp_path / "checkpoint_interrupted.pth"

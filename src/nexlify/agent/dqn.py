@@ -131,7 +131,7 @@ class AdaptiveDQNAgent:
         self._epsilon_progress = 0  # transitions counted by decay_epsilon
         self._epsilon = config.epsilon_start
         self._batch_times: deque[float] = deque(maxlen=_STATS_WINDOW)
-        self._losses: deque[float] = deque(maxlen=_STATS_WINDOW)
+        self._losses: deque[torch.Tensor] = deque(maxlen=_STATS_WINDOW)
         self._process = psutil.Process()
         self.checkpoint_metadata: dict[str, Any] = {}  # extra_metadata of the checkpoint loaded last
 
@@ -260,6 +260,15 @@ class AdaptiveDQNAgent:
     def learn(self) -> float | None:
         """One learning step; returns its loss, or None until ``learning_starts`` transitions are stored.
 
+        Reading the loss waits for the device; loops on a GPU call ``learn_tensor`` instead.
+        """
+        loss = self.learn_tensor()
+        return None if loss is None else float(loss)
+
+    def learn_tensor(self) -> torch.Tensor | None:
+        """``learn`` without the device sync: the loss stays a 0-d tensor on the device, so the host can
+        queue the next steps while the GPU works (a float per step would stall it every step).
+
         The step draws ``batch_size * gradient_accumulation_steps`` indices at once, then runs
         ``gradient_accumulation_steps`` micro-batches of ``batch_size``, each loss divided by the
         number of micro-batches: the summed gradient equals the gradient of one big batch.
@@ -302,10 +311,11 @@ class AdaptiveDQNAgent:
 
         self.updates += 1
         self._update_target()
-        loss_value = float(total_loss) / accum  # the only device sync of the step
+        loss = total_loss / accum
+        # Host time: on a GPU this is the time to queue the step, not to run it.
         self._batch_times.append(time.perf_counter() - start)
-        self._losses.append(loss_value)
-        return loss_value
+        self._losses.append(loss)
+        return loss
 
     # --- target network --------------------------------------------------------------------
     def _update_target(self) -> None:
@@ -367,7 +377,7 @@ class AdaptiveDQNAgent:
         return {
             "avg_batch_time_ms": 1000.0 * learn_time / len(times) if times else 0.0,
             "avg_memory_usage_gb": memory / 1024**3,
-            "recent_loss": float(np.mean(self._losses)) if self._losses else None,
+            "recent_loss": float(torch.stack(list(self._losses)).mean()) if self._losses else None,
             "buffer_size": len(self.replay),
             "epsilon": self._epsilon,
             "device": str(self.device),

@@ -74,7 +74,10 @@ class ReplayBuffer:
         self.state_size = int(state_size)
         self.state_dtype = _state_dtype(state_dtype)
         self._allocate(int(capacity))
-        self.generator = torch.Generator()
+        # Indices drawn on the GPU that holds the memory: a CPU draw would be a host-to-device copy
+        # from pageable memory, which waits for the GPU to finish everything queued, every step.
+        on_gpu = self._draws_on_device and self.device.type == "cuda"
+        self.generator = torch.Generator(device=self.device if on_gpu else "cpu")
         if seed is None:
             self.generator.seed()
         else:
@@ -99,6 +102,7 @@ class ReplayBuffer:
             self._np = {name: getattr(self, name).numpy() for name in self._FIELDS}
 
     _FIELDS = ("states", "next_states", "actions", "rewards", "dones", "horizons")
+    _draws_on_device = True  # uniform sampling can run where the memory lives
 
     # --- sizes -----------------------------------------------------------------------------
     @staticmethod
@@ -179,6 +183,8 @@ class ReplayBuffer:
             fields = [x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x) for x in raw]
             targets = [self._np[name] for name in self._FIELDS]
         else:
+            if horizons is None:  # made on the device: a host tensor would be a copy that waits
+                raw = (*raw[:5], self.horizons.new_ones(len(states)))
             fields = [torch.as_tensor(x) for x in raw]
             targets = [getattr(self, name) for name in self._FIELDS]
         n = fields[0].shape[0]
@@ -220,7 +226,7 @@ class ReplayBuffer:
         """Uniform random row indices (with replacement) and no importance weights."""
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
-        idx = torch.randint(0, self.size, (batch_size,), generator=self.generator)
+        idx = torch.randint(0, self.size, (batch_size,), generator=self.generator, device=self.generator.device)
         return idx, None
 
     def gather(self, indices: torch.Tensor, weights: torch.Tensor | None = None) -> ReplaySample:
@@ -257,6 +263,7 @@ class ReplayBuffer:
             "state_size": self.state_size,
             "state_dtype": str(self.state_dtype).removeprefix("torch."),
             "generator": self.generator.get_state(),
+            "generator_device": self.generator.device.type,
         }
         for name in self._FIELDS:
             # Clone the filled part: torch.save of a view would write the whole storage anyway.
@@ -277,7 +284,19 @@ class ReplayBuffer:
         self.capacity = int(state["capacity"])
         self.position = int(state["position"])
         self.size = size
-        self.generator.set_state(state["generator"])
+        self.set_generator_state(state["generator"], state.get("generator_device", "cpu"))
+
+    def set_generator_state(self, saved: torch.Tensor, device_type: str) -> None:
+        """Restore the sampling generator saved on a ``device_type`` generator.
+
+        A state from another kind of device (a GPU run resumed on a CPU) does not fit this generator;
+        it then continues from a seed derived from the saved state: deterministic, other draws.
+        """
+        if device_type == self.generator.device.type:
+            self.generator.set_state(saved)
+        else:
+            raw = torch.as_tensor(saved).to(torch.uint8)
+            self.generator.manual_seed(int.from_bytes(bytes(raw[:8].tolist()), "little"))
 
 
 class SumTree:
@@ -334,6 +353,8 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     batch maximum. New transitions get the highest priority seen so far. Sampling is stratified:
     the total mass is split into ``batch_size`` equal segments, one draw per segment.
     """
+
+    _draws_on_device = False  # the sum tree lives in host memory
 
     def __init__(
         self,

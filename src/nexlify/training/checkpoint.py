@@ -12,7 +12,8 @@ One ``.pth`` file holds a dict of tensors and plain containers only::
     grad_scaler       GradScaler state dict or None
     counters          {"steps", "updates", "epsilon_progress"}
     epsilon           float
-    rng               {"explore": numpy PCG64 state (plain ints), "replay": torch CPU generator state}
+    rng               {"explore": numpy PCG64 state (plain ints), "replay": the replay's torch generator state,
+                      "replay_device_type": where that generator draws (cpu or cuda)}
     extra_metadata    JSON text of the caller's dict (trainer's feature scaler, episode counter...)
     replay            ReplayBuffer.state_dict() or None
     nstep             {num_envs: NStepAccumulator.state_dict()} or None
@@ -196,6 +197,7 @@ def agent_payload(
         "rng": {
             "explore": agent._explore_rng.bit_generator.state,
             "replay": agent.replay.generator.get_state(),
+            "replay_device_type": agent.replay.generator.device.type,
             "device_explore": agent._device_rng.get_state().cpu(),
             "device_type": agent.device.type,
         },
@@ -224,7 +226,7 @@ def restore_agent_state(agent: AdaptiveDQNAgent, payload: dict[str, Any]) -> Non
         agent._explore_rng.bit_generator.state = payload["rng"]["explore"]
         if payload.get("replay") is not None:
             agent.replay.load_state_dict(payload["replay"])
-        agent.replay.generator.set_state(payload["rng"]["replay"])
+        agent.replay.set_generator_state(payload["rng"]["replay"], payload["rng"].get("replay_device_type", "cpu"))
         device_state = payload["rng"].get("device_explore")
         if device_state is not None and payload["rng"].get("device_type") == agent.device.type:
             # A generator's state only fits a generator of the same device type.

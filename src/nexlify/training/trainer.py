@@ -61,10 +61,10 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 @dataclass
 class RoundOutcome:
-    """What one round produced: transitions stored, losses, and each account's first episode."""
+    """What one round produced: transitions stored, mean loss, and each account's first episode."""
 
     transitions: int
-    losses: list[float]
+    mean_loss: float | None
     episode_rewards: np.ndarray
     final_equity: np.ndarray
 
@@ -168,7 +168,7 @@ class Trainer:
         active = np.ones(n_envs, dtype=bool)
         episode_reward = np.zeros(n_envs)
         final_equity = np.full(n_envs, cfg.initial_balance)
-        losses: list[float] = []
+        losses: list[torch.Tensor] = []
         stored = 0
         for step in range(self.episode_steps):
             actions = agent.act_batch(obs, explore=True)
@@ -190,7 +190,7 @@ class Trainer:
             if not active.any():
                 break
         self.state.transitions += stored
-        return RoundOutcome(stored, losses, episode_reward, final_equity)
+        return RoundOutcome(stored, _mean_loss(losses), episode_reward, final_equity)
 
     def _run_round_on_device(self, n_envs: int) -> RoundOutcome:
         """The same round with environments, actions and replay all on the training device.
@@ -205,7 +205,7 @@ class Trainer:
         first_episode = torch.ones(n_envs, dtype=torch.bool, device=agent.device)
         episode_reward = torch.zeros(n_envs, dtype=torch.float64, device=agent.device)
         final_equity = torch.full((n_envs,), cfg.initial_balance, dtype=torch.float64, device=agent.device)
-        losses: list[float] = []
+        losses: list[torch.Tensor] = []
         for step in range(self.episode_steps):
             actions = agent.act_tensor(obs, explore=True)
             result = env.step(actions)
@@ -219,9 +219,9 @@ class Trainer:
             obs = result.obs
         stored = n_envs * self.episode_steps
         self.state.transitions += stored
-        return RoundOutcome(stored, losses, episode_reward.cpu().numpy(), final_equity.cpu().numpy())
+        return RoundOutcome(stored, _mean_loss(losses), episode_reward.cpu().numpy(), final_equity.cpu().numpy())
 
-    def _learn_as_due(self, new_transitions: int, step: int, losses: list[float]) -> None:
+    def _learn_as_due(self, new_transitions: int, step: int, losses: list[torch.Tensor]) -> None:
         """After storing ``new_transitions``: decay exploration, take the learning steps now due
         (one per ``train_frequency`` transitions), and now and then check host memory."""
         self.agent.decay_epsilon(new_transitions)
@@ -234,11 +234,14 @@ class Trainer:
         if step % MEMORY_CHECK_EVERY_STEPS == 0:
             self._guard_host_memory()
 
-    def _learn(self) -> float | None:
-        """One learning step; on out-of-memory halve the batch, double accumulation, and retry."""
+    def _learn(self) -> torch.Tensor | None:
+        """One learning step; on out-of-memory halve the batch, double accumulation, and retry.
+
+        The loss stays on the device (no per-step sync); the round reads all of them once at its end.
+        """
         while True:
             try:
-                return self.agent.learn()
+                return self.agent.learn_tensor()
             except (torch.OutOfMemoryError, RuntimeError) as error:
                 if not is_out_of_memory(error) or self.agent.config.batch_size <= 1:
                     raise
@@ -268,7 +271,7 @@ class Trainer:
         stats = self.agent.get_performance_stats()
         stats["transitions_per_sec"] = outcome.transitions / max(seconds, 1e-9)
         stats["rss_gb"] = psutil.Process().memory_info().rss / 1e9
-        mean_loss = float(np.mean(outcome.losses)) if outcome.losses else None
+        mean_loss = outcome.mean_loss
         n_envs = len(outcome.episode_rewards)
         start = self.state.episodes_done
         for i in range(n_envs):
@@ -364,6 +367,11 @@ def available_memory_gb() -> float:
     from nexlify.hardware.profile import detect_ram
 
     return float(detect_ram()["available_gb"])
+
+
+def _mean_loss(losses: list[torch.Tensor]) -> float | None:
+    """Mean of a round's loss tensors, read from the device once."""
+    return float(torch.stack(losses).mean()) if losses else None
 
 
 def _empty_device_cache(device: torch.device) -> None:
