@@ -241,6 +241,48 @@ def test_cpu_benchmark_thread_choice_is_used() -> None:
     assert cfg.num_workers == 1
 
 
+# --- GPU plans from measured throughput --------------------------------------------------------------
+def h100(rates: dict[str, float], vram: float = 80) -> dict:
+    gpu = nvidia("NVIDIA H100 80GB HBM3", vram, (9, 0))
+    return {**machine(16, 32, 128, 120, gpus=[gpu]),
+            "benchmarks": {"threads": 16, "update_throughput": {"cuda": {"xlarge": rates}}}}
+
+
+def test_gpu_benchmark_takes_smallest_batch_within_the_gpu_budget() -> None:
+    # 3M transitions x 8 samples x 2.2 overhead: 52.8M sample-equivalents; 60 s needs 880K samples/s.
+    rates = {"512": 400_000.0, "2048": 1_500_000.0, "8192": 5_000_000.0}
+    cfg, decisions = plan_training(h100(rates))
+    assert projected_training_seconds(400_000) > 60 >= projected_training_seconds(1_500_000)
+    assert cfg.batch_size == 2048
+    assert cfg.train_frequency == 2048 // REPLAY_RATIO and cfg.replay_ratio == REPLAY_RATIO
+    assert cfg.parallel_envs >= cfg.train_frequency
+    assert "within 60 s" in next(d for d in decisions if d.key == "batch_size").reason
+
+
+def test_gpu_benchmark_slow_card_takes_fastest_batch() -> None:
+    rates = {"512": 100_000.0, "2048": 300_000.0, "8192": 250_000.0}
+    cfg, decisions = plan_training(h100(rates))
+    assert cfg.batch_size == 2048
+    assert "fastest measured" in next(d for d in decisions if d.key == "batch_size").reason
+
+
+def test_gpu_benchmark_never_goes_below_the_tier_batch() -> None:
+    # An RTX 4090 tier (xlarge) batch is 512; a measured 256 is ignored even when it is fast enough.
+    gpu = nvidia("NVIDIA GeForce RTX 4090", 24, (8, 9))
+    rates = {"256": 5_000_000.0, "2048": 6_000_000.0}
+    profile = {**machine(16, 32, 64, gpus=[gpu]),
+               "benchmarks": {"update_throughput": {"cuda": {"xlarge": rates}}}}
+    cfg, _ = plan_training(profile)
+    assert cfg.batch_size == 2048
+    # A consumer card gets enough envs that one vector step feeds one learning step.
+    assert cfg.parallel_envs == cfg.train_frequency == 256
+
+
+def test_gpu_without_benchmarks_keeps_the_guide_rules() -> None:
+    cfg, _ = plan_training(machine(16, 32, 64, gpus=[nvidia("NVIDIA GeForce RTX 4090", 24, (8, 9))]))
+    assert (cfg.batch_size, cfg.parallel_envs) == (512, 4)
+
+
 # --- structure -----------------------------------------------------------------------------------------
 def test_plan_is_pure_and_reasons_cover_each_key_once() -> None:
     profile = machine(8, 16, 32, gpus=[nvidia("NVIDIA GeForce RTX 3080", 10, (8, 6))])

@@ -22,6 +22,8 @@ from nexlify.config import MODEL_WIDTHS
 STATE_SIZE = 12
 ACTION_SIZE = 3
 BENCH_BATCH_SIZES: tuple[int, ...] = (64, 256)
+# A GPU is only busy at large batches; the planner picks among these from the measured speed.
+GPU_BENCH_BATCH_SIZES: tuple[int, ...] = (512, 2048, 8192)
 # Give up on bigger models once a smaller one already projects this many times over the plan's
 # time budget: bigger ones are slower still, so measuring them only costs profile time.
 _SKIP_FACTOR = 4.0
@@ -206,7 +208,8 @@ def pick_threads(usable: int, budget_s: float = 0.2, model_size: str = "medium",
 
 def run_benchmarks(profile: dict[str, Any], budget_s: float = 2.0,
                    model_sizes: Sequence[str] | None = None,
-                   batch_sizes: Sequence[int] = BENCH_BATCH_SIZES) -> dict[str, Any]:
+                   batch_sizes: Sequence[int] = BENCH_BATCH_SIZES,
+                   gpu_batch_sizes: Sequence[int] = GPU_BENCH_BATCH_SIZES) -> dict[str, Any]:
     """All measurements for a detected profile, within about ``budget_s`` seconds.
 
     Torch runs with the process's usable cores (or 1 thread when that is measurably faster, see
@@ -220,7 +223,8 @@ def run_benchmarks(profile: dict[str, Any], budget_s: float = 2.0,
     start = time.perf_counter()
     cores = int((profile.get("cpu") or {}).get("usable_cores") or 1)
     sizes = list(model_sizes or MODEL_WIDTHS)
-    result: dict[str, Any] = {"threads": cores, "batch_sizes": list(batch_sizes)}
+    result: dict[str, Any] = {"threads": cores, "batch_sizes": list(batch_sizes),
+                              "gpu_batch_sizes": list(gpu_batch_sizes)}
     with torch_threads(cores):
         probe = pick_threads(cores, budget_s=0.12 * budget_s)
         result["threads"], result["thread_scaling"] = probe["threads"], probe["scaling"]
@@ -237,14 +241,19 @@ def run_benchmarks(profile: dict[str, Any], budget_s: float = 2.0,
         # What is left is split evenly over every (device, size, batch) measurement; models go
         # small to large, so running out of time only drops the big (slow) ones.
         deadline = start + budget_s
-        slots = len(devices) * len(sizes) * len(batch_sizes)
+
+        def batches_for(dev: str) -> Sequence[int]:
+            return batch_sizes if dev == "cpu" else gpu_batch_sizes
+
+        slots = sum(len(sizes) * len(batches_for(dev)) for dev in devices)
         per_slot = max(0.02, (deadline - time.perf_counter()) / max(1, slots))
-        for dev in devices:
+        # The GPU first: on a machine that has one, its numbers decide the plan.
+        for dev in reversed(devices):
             throughput[dev] = {}
             for size in sizes:
                 row: dict[str, float] = {}
                 try:
-                    for batch in batch_sizes:
+                    for batch in batches_for(dev):
                         left = deadline - time.perf_counter()
                         if left <= 0:
                             result["incomplete"] = True

@@ -25,7 +25,10 @@ Derived rules (the worked examples win where the guide contradicts itself):
                             sampling) within PLAN_TIME_BUDGET_S. CPU without: min(RAM tier, cores tier)
     batch_size              high end of the tier's range on a comfortable GPU (Ex2 128, Ex3 256,
                             Ex4 512); low end on CPU or a GPU under 3.5 GB (Ex5 32: "GPU limited");
-                            with CPU benchmarks: the fastest measured batch of the chosen model
+                            with CPU benchmarks: the fastest measured batch of the chosen model;
+                            with GPU benchmarks (not conserve): the smallest measured batch >= the
+                            tier's that trains the standard run within GPU_PLAN_TIME_BUDGET_S, else
+                            the fastest measured
     gradient_accumulation   budget tier or gpu_conserve: accumulate up to an effective batch of 64
                             (Ex1 16 x 4; Ex5 32 x 2); else 1
     train_frequency         batch x accumulation / REPLAY_RATIO (>= 1): the same gradient samples per
@@ -55,7 +58,8 @@ Derived rules (the worked examples win where the guide contradicts itself):
                             train_frequency clamped to 16-64 (one vector step feeds one learning
                             step); gpu_conserve: train_frequency, at least 8 (Ex5 8);
                             GPU >= 40 GB (data centre): 8 x VRAM GB rounded down to a power of two,
-                            256-4096; other GPUs: 4 (Ex4)
+                            256-4096, at least train_frequency; other GPUs: train_frequency (4-4096)
+                            when the batch came from GPU benchmarks, else 4 (Ex4)
     checkpoint_compression  budget tier (Ex1), or < 10 GB free disk, or an HDD / network output dir
 """
 
@@ -75,6 +79,9 @@ STANDARD_EPISODES = 1000
 STEPS_PER_EPISODE = 3000
 STANDARD_TRANSITIONS = STANDARD_EPISODES * STEPS_PER_EPISODE
 PLAN_TIME_BUDGET_S = 600.0  # CPU plans pick the largest model that trains the standard run in this
+# GPU plans with measurements take the smallest measured batch (the most learning steps) that still
+# trains the standard run in this; a data-centre card reaches it at a few thousand samples a batch.
+GPU_PLAN_TIME_BUDGET_S = 60.0
 # Real training runs slower than the profiler's bare update benchmark: replay sampling, Double-DQN's
 # extra forward, gradient clipping, target updates, acting and env steps. Calibrated on a 2-core
 # x86 box (docs/benchmarks.md): agent_speed's learn() gave 1.7-2.3x fewer samples/s than the
@@ -310,6 +317,32 @@ def _cpu_benchmark_choice(profile: dict[str, Any], max_tier: int) -> tuple[str, 
     return size, batch, secs, False
 
 
+def _gpu_benchmark_choice(profile: dict[str, Any], backend: str | None, model: str,
+                          min_batch: int) -> tuple[int, float, bool] | None:
+    """(batch, projected seconds, fits budget) from the GPU's measured update throughput for ``model``.
+
+    Bigger batches keep a GPU busier but, at a fixed replay ratio, mean fewer learning steps; so the
+    smallest batch (at least the tier's) that fits the GPU time budget wins, else the fastest.
+    """
+    key = "mps" if backend == "mps" else "cuda"
+    row = (((profile["benchmarks"].get("update_throughput") or {}).get(key)) or {}).get(model) or {}
+    options: list[tuple[int, float]] = []
+    for batch, rate in row.items():
+        try:
+            b, r = int(batch), float(rate)
+        except (TypeError, ValueError):
+            continue
+        if b >= min_batch and r > 0:
+            options.append((b, projected_training_seconds(r)))
+    if not options:
+        return None
+    fitting = sorted(o for o in options if o[1] <= GPU_PLAN_TIME_BUDGET_S)
+    if fitting:
+        return fitting[0][0], fitting[0][1], True
+    batch, secs = min(options, key=lambda o: o[1])
+    return batch, secs, False
+
+
 def _pow2_floor(x: float) -> int:
     return 1 << max(0, int(math.floor(math.log2(max(1.0, x)))))
 
@@ -355,6 +388,7 @@ def plan_training(profile: dict[str, Any]) -> tuple[TrainingConfig, list[Decisio
 
     # --- model and batch ----------------------------------------------------------------
     bench_choice = None
+    gpu_choice: tuple[int, float, bool] | None = None
     if dev is not None:
         v_tier = vram_tier(vram) or 1
         tier_idx = min(r_tier, v_tier)
@@ -365,9 +399,17 @@ def plan_training(profile: dict[str, Any]) -> tuple[TrainingConfig, list[Decisio
         model = decide("model_size", tier.model_size,
                        f"{tier.name} tier: {ram_txt} -> {TIERS[r_tier].name}, {vram:g} GB "
                        f"{gpu_mem} -> {TIERS[v_tier].name}; {limiter}")
+        gpu_choice = None if conserve else _gpu_benchmark_choice(p, gpu["backend"], model, tier.batch_high)
         if conserve:
             batch = decide("batch_size", tier.batch_low,
                            f"low end of the {tier.name} range: only {vram:g} GB VRAM (GPU limited)")
+        elif gpu_choice is not None:
+            batch_g, secs, fits = gpu_choice
+            why = (f"smallest measured batch that trains {STANDARD_EPISODES} episodes of {model} within "
+                   f"{GPU_PLAN_TIME_BUDGET_S:.0f} s on the GPU (~{secs:.0f} s projected)" if fits
+                   else f"fastest measured batch for {model} on the GPU (~{secs:.0f} s projected for "
+                   f"{STANDARD_EPISODES} episodes)")
+            batch = decide("batch_size", batch_g, why)
         else:
             batch = decide("batch_size", tier.batch_high,
                            f"high end of the {tier.name} range: {vram:g} GB on the GPU holds it comfortably")
@@ -510,8 +552,12 @@ def plan_training(profile: dict[str, Any]) -> tuple[TrainingConfig, list[Decisio
         envs = max(8, min(64, train_frequency))
         why = f"weak GPU: {envs} envs per step as tensors on the GPU (one thread), small batches"
     elif vram >= DATACENTRE_VRAM_GB:
-        envs = min(4096, max(256, _pow2_floor(8 * vram)))
+        envs = min(4096, max(256, _pow2_floor(8 * vram), train_frequency))
         why = f"data-centre GPU with {vram:g} GB: wide vector env keeps it fed (one thread)"
+    elif gpu_choice is not None:
+        envs = min(4096, max(4, train_frequency))
+        why = (f"one vector step feeds one learning step ({train_frequency} transitions) at the measured "
+               "batch, as tensors on the GPU (one thread)")
     else:
         envs = 4
         why = "consumer GPU: 4 vectorised envs (the guide's enthusiast setting), one thread"
