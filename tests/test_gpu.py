@@ -1,0 +1,69 @@
+"""The device-resident path on a real CUDA GPU (skipped where there is none, as in CI).
+
+The same code runs on the CPU device in the rest of the suite; these tests check what only a GPU
+shows: float64 accounting on the device, each precision's learning step, sampling where the memory
+lives, and checkpoints that move between a GPU and a CPU.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import random_walk_slice, synthetic_frame, tiny_config
+from nexlify.agent.dqn import AdaptiveDQNAgent
+from nexlify.config import TrainingConfig
+from nexlify.data.market import prepare_market
+from nexlify.env.vector import TorchVectorTradingEnv, VectorTradingEnv
+from nexlify.training.trainer import Trainer
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_gpu_vector_env_matches_the_numpy_env():
+    market = random_walk_slice(80, seed=4)
+    actions = np.random.default_rng(1).integers(0, 3, size=(200, 7))
+    venv = VectorTradingEnv(market, num_envs=7)
+    genv = TorchVectorTradingEnv(market, num_envs=7, device="cuda")
+    np.testing.assert_array_equal(venv.reset()[0], genv.reset().cpu().numpy())
+    for t in range(200):
+        obs, reward, _, truncated, info = venv.step(actions[t])
+        step = genv.step(torch.as_tensor(actions[t], device="cuda"))
+        # Same float64 formulas; the GPU's own log/exp may differ in the last bits.
+        np.testing.assert_allclose(info["equity"], step.final_equity.cpu().numpy(), rtol=1e-12)
+        np.testing.assert_allclose(obs, step.obs.cpu().numpy(), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(reward, step.reward.cpu().numpy(), rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(truncated, step.truncated.cpu().numpy())
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_learning_step_on_gpu_in_each_precision(precision):
+    config = TrainingConfig(device="cuda", model_size="small", batch_size=256, buffer_size=4096,
+                            learning_starts=512, precision=precision, use_mixed_precision=precision != "fp32",
+                            seed=0)
+    agent = AdaptiveDQNAgent(12, 3, config)
+    assert agent.replay.states.device.type == "cuda" and agent.replay.generator.device.type == "cuda"
+    rng = np.random.default_rng(0)
+    states = torch.as_tensor(rng.normal(size=(1024, 12)), dtype=torch.float32, device="cuda")
+    actions = torch.as_tensor(rng.integers(0, 3, 1024), device="cuda")
+    rewards = torch.as_tensor(rng.normal(size=1024), dtype=torch.float32, device="cuda")
+    dones = torch.zeros(1024, dtype=torch.bool, device="cuda")
+    agent.remember_batch(states, actions, rewards, states.roll(1, 0), dones)
+    before = [p.detach().clone() for p in agent.q_network.parameters()]
+    losses = [agent.learn_tensor() for _ in range(20)]
+    assert all(loss.device.type == "cuda" for loss in losses)
+    assert np.isfinite(torch.stack(losses).cpu().numpy()).all()
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.q_network.parameters(), strict=True))
+
+
+def test_gpu_training_round_and_checkpoint_resume_on_the_cpu(tmp_path):
+    splits = prepare_market(synthetic_frame(420, seed=1), data_days=None)
+    trainer = Trainer(tiny_config(episodes=4, device="cuda"), splits, tmp_path / "gpu")
+    assert trainer.uses_device_envs
+    state = trainer.train()
+    assert state.episodes_done == 4 and state.transitions == 4 * trainer.episode_steps
+    assert trainer.agent.updates > 0 and all(np.isfinite(e["reward"]) for e in state.episodes)
+    # The checkpoint written on the GPU continues on a CPU-only machine.
+    resumed = Trainer(tiny_config(episodes=6, device="cpu"), splits, tmp_path / "cpu",
+                      resume_from=tmp_path / "gpu" / "checkpoint_ep2.pth")
+    assert resumed.agent.device.type == "cpu"
+    assert resumed.train().episodes_done == 6
