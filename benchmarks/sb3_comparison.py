@@ -62,12 +62,22 @@ def run_ours(splits, episodes: int, parallel_envs: int, batch_size: int, seed: i
             **metrics}
 
 
+def welch_t(ours: list[float], theirs: list[float]) -> float:
+    """Welch's t statistic of mean(ours) - mean(theirs); |t| < ~2 means no detectable difference."""
+    if len(ours) < 2 or len(theirs) < 2:
+        return float("nan")
+    a, b = np.asarray(ours), np.asarray(theirs)
+    spread = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+    return float((a.mean() - b.mean()) / spread) if spread > 0 else float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--data-days", type=int, default=180)
     parser.add_argument("--parallel-envs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[1024],
+                        help="our batch size(s); each trains every batch/16 transitions")
     parser.add_argument("--seeds", type=int, default=1, help="repeat each learner over this many seeds")
     parser.add_argument("--skip-sb3", action="store_true")
     args = parser.parse_args()
@@ -76,25 +86,35 @@ def main() -> None:
     print(f"Machine: {machine()}")
     print(f"Workload: {args.episodes} episodes x {len(splits.train) - 1} steps = {transitions:,} transitions, "
           f"replay ratio {REPLAY_RATIO}, network [128, 128, 64]\n")
-    runs: dict[str, list[dict[str, float]]] = {"nexlify": [], "stable-baselines3": []}
-    for seed in range(args.seeds):
-        runs["nexlify"].append(run_ours(splits, args.episodes, args.parallel_envs, args.batch_size, seed))
+    runs: dict[str, list[dict[str, float]]] = {f"nexlify b{b}": [] for b in args.batch_size}
+    if not args.skip_sb3:
+        runs["stable-baselines3"] = []
+    for seed in range(args.seeds):  # interleaved, so a slow spell of the machine hits every learner
+        for batch in args.batch_size:
+            runs[f"nexlify b{batch}"].append(run_ours(splits, args.episodes, args.parallel_envs, batch, seed))
         if not args.skip_sb3:
             runs["stable-baselines3"].append(run_sb3(splits, transitions, seed))
-    results = {name: {key: float(np.median([r[key] for r in rs])) for key in rs[0]}
-               for name, rs in runs.items() if rs}
+    results = {name: {key: float(np.median([r[key] for r in rs])) for key in rs[0]} for name, rs in runs.items()}
+    sb3 = runs.get("stable-baselines3")
     rows = []
     for name, r in results.items():
-        sharpes = ", ".join(f"{run['sharpe']:.2f}" for run in runs[name])
+        sharpes = [run["sharpe"] for run in runs[name]]
+        equities = [run["final_equity"] for run in runs[name]]
+        speed = f"{results['stable-baselines3']['seconds'] / r['seconds']:.1f}x" if sb3 else "-"
+        vs = "-" if not sb3 or name == "stable-baselines3" else (
+            f"{welch_t(sharpes, [x['sharpe'] for x in sb3]):+.2f} / "
+            f"{welch_t(equities, [x['final_equity'] for x in sb3]):+.2f}")
         rows.append([name, f"{r['seconds']:.1f}", f"{transitions / r['seconds']:,.0f}",
                      f"{r['gradient_samples'] / r['seconds']:,.0f}", f"{r['gradient_samples'] / transitions:.1f}",
-                     sharpes, f"{r['final_equity']:,.0f}", f"{r['seconds'] * 1000 / args.episodes / 60:.1f}"])
-    print(f"medians over {args.seeds} seed(s); validation Sharpe listed per seed\n")
+                     f"{np.mean(sharpes):.2f} +- {np.std(sharpes, ddof=1) if len(sharpes) > 1 else 0:.2f}",
+                     f"{np.mean(equities):,.0f}", vs, speed, f"{r['seconds'] * 1000 / args.episodes / 60:.1f}"])
+    print(f"wall times: medians over {args.seeds} seed(s); validation: mean +- std over seeds; "
+          "t: Welch's t of ours against SB3 (Sharpe / equity; |t| < 2: no detectable difference)\n")
     print(table(["learner", "wall s", "transitions/s", "grad samples/s", "replay ratio", "val Sharpe",
-                 "val equity", "1000 eps (min)"], rows))
-    if "stable-baselines3" in results:
-        ratio = results["stable-baselines3"]["seconds"] / results["nexlify"]["seconds"]
-        print(f"\nspeed ratio (nexlify / SB3, same transitions and replay ratio): {ratio:.1f}x")
+                 "val equity", "t vs SB3", "speed vs SB3", "1000 eps (min)"], rows))
+    for name, rs in runs.items():
+        print(f"  {name} per seed: Sharpe " + ", ".join(f"{x['sharpe']:.2f}" for x in rs)
+              + "; equity " + ", ".join(f"{x['final_equity']:,.0f}" for x in rs))
     hold = run_policy(splits.validation, buy_and_hold_policy, "hold", splits.periods_per_year).metrics
     print(f"\nfor reference, buy-and-hold on validation: Sharpe {hold['sharpe']:.2f}, "
           f"equity {hold['final_equity']:,.0f}")

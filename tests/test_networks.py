@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from nexlify.agent.networks import QNetwork, build_q_network, count_parameters
+from nexlify.agent.networks import HostQFunction, QNetwork, build_q_network, count_parameters
 from nexlify.config import MODEL_WIDTHS, TrainingConfig
 
 
@@ -63,3 +64,29 @@ def test_invalid_sizes_are_refused() -> None:
         QNetwork(0, 3, (8,))
     with pytest.raises(ValueError):
         QNetwork(4, 3, ())
+
+
+@pytest.mark.parametrize("dueling", [False, True])
+def test_host_q_function_computes_the_network_and_follows_its_weights(dueling: bool) -> None:
+    torch.manual_seed(0)
+    net = QNetwork(12, 3, (32, 16), dueling=dueling)
+    host = HostQFunction(net)
+    states = np.random.default_rng(0).normal(size=(9, 12)).astype(np.float32)
+
+    def torch_q() -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.from_numpy(states)).numpy()
+
+    np.testing.assert_allclose(host(states), torch_q(), rtol=1e-5, atol=1e-6)
+    # An in-place optimizer step and a load_state_dict are seen without rebuilding anything.
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
+    net(torch.from_numpy(states)).sum().backward()
+    optimizer.step()
+    np.testing.assert_allclose(host(states), torch_q(), rtol=1e-5, atol=1e-6)
+    other = QNetwork(12, 3, (32, 16), dueling=dueling)
+    net.load_state_dict(other.state_dict())
+    np.testing.assert_allclose(host(states), torch_q(), rtol=1e-5, atol=1e-6)
+    # Parameters replaced by new tensors are noticed too.
+    for param in net.parameters():
+        param.data = param.data.clone() * 2
+    np.testing.assert_allclose(host(states), torch_q(), rtol=1e-5, atol=1e-6)

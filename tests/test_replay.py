@@ -82,6 +82,17 @@ def test_sample_gathers_rows_without_copying_the_storage() -> None:
     assert buf.nbytes == storage_bytes
 
 
+def test_gather_returns_exactly_the_stored_rows_and_skips_horizons_on_request() -> None:
+    buf = ReplayBuffer(16, 3, seed=0)
+    buf.add_batch(*transitions(10), horizons=np.arange(10) % 3 + 1)
+    idx = torch.tensor([7, 0, 7, 3])
+    full, lean = buf.gather(idx), buf.gather(idx, with_horizons=False)
+    assert full.rewards.tolist() == [7.0, 0.0, 7.0, 3.0] and full.actions.tolist() == [3, 0, 3, 3]
+    assert full.states[:, 0].tolist() == [7.0, 0.0, 7.0, 3.0] and full.dones.tolist() == [1.0, 1.0, 1.0, 0.0]
+    assert full.horizons.tolist() == [2, 1, 2, 1] and full.horizons.dtype == torch.int64
+    assert lean.horizons is None and torch.equal(lean.next_states, full.next_states)
+
+
 def test_float16_states_halve_state_memory_and_sample_as_float32() -> None:
     f32 = ReplayBuffer(1000, 40, state_dtype=torch.float32)
     f16 = ReplayBuffer(1000, 40, state_dtype="float16")

@@ -22,7 +22,7 @@ import psutil
 import torch
 import torch.nn.functional as F
 
-from nexlify.agent.networks import QNetwork, build_q_network, count_parameters
+from nexlify.agent.networks import HostQFunction, QNetwork, build_q_network, count_parameters
 from nexlify.agent.replay import NStepAccumulator, PrioritizedReplayBuffer, ReplayBuffer, ReplaySample
 from nexlify.config import STANDALONE_EPSILON_DECAY_STEPS, TrainingConfig
 from nexlify.errors import ConfigError
@@ -123,8 +123,7 @@ class AdaptiveDQNAgent:
         # Exploration for act_tensor draws on the training device, so acting never syncs with the host.
         self._device_rng = torch.Generator(device=self.device)
         self._device_rng.manual_seed(config.seed + 2)
-        self._act_input = torch.zeros((1, state_size), dtype=torch.float32)  # reused by act()
-        self._act_input_np = self._act_input.numpy()
+        self._host_q: HostQFunction | None = None  # numpy view of q_network for acting on the CPU
 
         self.steps = 0  # transitions remembered
         self.updates = 0  # learning steps taken
@@ -140,10 +139,7 @@ class AdaptiveDQNAgent:
         """Epsilon-greedy action for one state (greedy when ``explore`` is False)."""
         if explore and self._explore_rng.random() < self._epsilon:
             return int(self._explore_rng.integers(self.action_size))
-        self._act_input_np[0] = state  # no new tensor per step on the CPU
-        with torch.inference_mode():
-            q = self.q_network(self._act_input.to(self.device, non_blocking=True))
-            return int(q.argmax(dim=1).item())
+        return int(self.greedy_actions(np.asarray(state, dtype=np.float32).reshape(1, -1))[0])
 
     def act_batch(self, states: np.ndarray, explore: bool = True) -> np.ndarray:
         """Epsilon-greedy actions (int64) for a batch of states: one forward pass, per-row exploration."""
@@ -153,12 +149,22 @@ class AdaptiveDQNAgent:
         random_actions = self._explore_rng.integers(self.action_size, size=n) if explore else None
         if random_rows.all():
             return random_actions.astype(np.int64)
-        with torch.inference_mode():
-            q = self.q_network(torch.from_numpy(np.ascontiguousarray(states)).to(self.device))
-            actions = q.argmax(dim=1).cpu().numpy().astype(np.int64)
+        actions = self.greedy_actions(states)
         if explore:
             actions[random_rows] = random_actions[random_rows]
         return actions
+
+    def greedy_actions(self, states: np.ndarray) -> np.ndarray:
+        """argmax_a Q(s, a) (int64) for a float32 batch of host states, without exploration."""
+        states = np.ascontiguousarray(states, dtype=np.float32)
+        if self.device.type == "cpu":
+            host_q = self._host_q
+            if host_q is None or host_q.network is not self.q_network:
+                host_q = self._host_q = HostQFunction(self.q_network)
+            return host_q(states).argmax(axis=1).astype(np.int64)
+        with torch.inference_mode():
+            q = self.q_network(torch.from_numpy(states).to(self.device))
+            return q.argmax(dim=1).cpu().numpy().astype(np.int64)
 
     def act_tensor(self, states: torch.Tensor, explore: bool = True) -> torch.Tensor:
         """Epsilon-greedy actions for a batch of states already on the device; stays on the device.
@@ -291,7 +297,8 @@ class AdaptiveDQNAgent:
         td_errors = []
         for k in range(accum):
             part = slice(k * micro, (k + 1) * micro)
-            batch = self.replay.gather(indices[part], None if weights is None else weights[part])
+            batch = self.replay.gather(indices[part], None if weights is None else weights[part],
+                                       with_horizons=cfg.n_step > 1)
             with autocast:
                 loss, td = self._micro_batch_loss(batch)
             scaled = loss / accum

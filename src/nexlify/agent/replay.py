@@ -43,7 +43,7 @@ class ReplaySample:
     rewards: torch.Tensor  # float32 (batch,)  n-step discounted return when n > 1
     next_states: torch.Tensor  # float32 (batch, state_size)
     dones: torch.Tensor  # float32 (batch,)  1.0 = terminal: do not bootstrap
-    horizons: torch.Tensor  # int64 (batch,)  steps between state and next_state
+    horizons: torch.Tensor | None  # int64 (batch,)  steps between state and next_state; None: not asked
     indices: torch.Tensor  # int64 (batch,) CPU
     weights: torch.Tensor | None = None  # importance weights (prioritized replay only)
 
@@ -229,21 +229,27 @@ class ReplayBuffer:
         idx = torch.randint(0, self.size, (batch_size,), generator=self.generator, device=self.generator.device)
         return idx, None
 
-    def gather(self, indices: torch.Tensor, weights: torch.Tensor | None = None) -> ReplaySample:
-        """Gather the rows ``indices`` (only those rows are copied, never the storage)."""
+    def gather(self, indices: torch.Tensor, weights: torch.Tensor | None = None,
+               with_horizons: bool = True) -> ReplaySample:
+        """Gather the rows ``indices`` (only those rows are copied, never the storage).
+
+        ``with_horizons=False`` skips the n-step horizons (1-step learners never read them).
+        """
         idx = indices.to(self.device, non_blocking=True)
         out = self.output_device
 
-        def deliver(rows: torch.Tensor) -> torch.Tensor:
-            return rows if rows.device == out else rows.to(out, non_blocking=True)
+        def rows(field: torch.Tensor) -> torch.Tensor:
+            # index_select: the plain row gather, without advanced indexing's general machinery.
+            picked = torch.index_select(field, 0, idx)
+            return picked if picked.device == out else picked.to(out, non_blocking=True)
 
         return ReplaySample(
-            states=deliver(self.states[idx]).float(),
-            actions=deliver(self.actions[idx]),
-            rewards=deliver(self.rewards[idx]),
-            next_states=deliver(self.next_states[idx]).float(),
-            dones=deliver(self.dones[idx]),
-            horizons=deliver(self.horizons[idx]).long(),
+            states=rows(self.states).float(),
+            actions=rows(self.actions),
+            rewards=rows(self.rewards),
+            next_states=rows(self.next_states).float(),
+            dones=rows(self.dones),
+            horizons=rows(self.horizons).long() if with_horizons else None,
             indices=indices,
             weights=None if weights is None else weights.to(out, non_blocking=True),
         )
