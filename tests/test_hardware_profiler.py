@@ -13,7 +13,13 @@ import pytest
 from rich.console import Console
 
 from nexlify.config import TrainingConfig
-from nexlify.hardware.profiler import HardwareProfiler, hardware_fingerprint, print_profile
+from nexlify.hardware.profiler import (
+    HardwareProfiler,
+    detect_remembering_gpu,
+    hardware_fingerprint,
+    print_profile,
+)
+from test_hardware_detect import FakeNvml, fake_torch, props
 
 EXAMPLE3 = {"cpu": {"physical_cores": 8, "logical_cores": 16},
             "ram": {"total_gb": 32, "available_gb": 24},
@@ -166,3 +172,33 @@ def test_real_machine_cold_and_cached_profile(tmp_path: Path, monkeypatch: pytes
     assert cold.config.num_workers <= cold.profile["cpu"]["usable_cores"]
     json.dumps(cold.profile)
     assert not (tmp_path / "out").exists()
+
+
+class ExplodingTorch:
+    """A torch stand-in that fails the test if detection touches it."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"torch.{name} was used although the GPU detection was remembered")
+
+
+def test_gpu_detection_is_remembered_so_a_cached_profile_needs_no_torch(tmp_path: Path) -> None:
+    cards = [["NVIDIA GeForce RTX 4090", 24, 20, (8, 9), "GPU-b"]]
+    nvml = FakeNvml(cards)
+    torch = fake_torch([props("NVIDIA GeForce RTX 4090", 23.6, (8, 9), uuid="b")])
+    env = {"CUDA_VISIBLE_DEVICES": "0"}
+    first = detect_remembering_gpu(tmp_path, tmp_path / "cache", torch_module=torch, nvml=nvml, environ=env)
+    assert first["gpu"]["available"] and first["gpu"]["vram_free_gb"] == 20
+    cards[0][2] = 7  # another process took VRAM meanwhile
+    again = detect_remembering_gpu(tmp_path, tmp_path / "cache", torch_module=ExplodingTorch(), nvml=nvml,
+                                   environ=env)
+    assert again["gpu"]["devices"][0]["name"] == "NVIDIA GeForce RTX 4090"
+    assert again["gpu"]["vram_free_gb"] == again["gpu"]["devices"][0]["vram_free_gb"] == 7
+    assert {k: v for k, v in again["gpu"].items() if k != "vram_free_gb" and k != "devices"} == \
+        {k: v for k, v in first["gpu"].items() if k != "vram_free_gb" and k != "devices"}
+    # Other visible devices, or --reprofile, ask torch again.
+    with pytest.raises(AssertionError, match="torch"):
+        detect_remembering_gpu(tmp_path, tmp_path / "cache", torch_module=ExplodingTorch(), nvml=nvml,
+                               environ={"CUDA_VISIBLE_DEVICES": "1"})
+    with pytest.raises(AssertionError, match="torch"):
+        detect_remembering_gpu(tmp_path, tmp_path / "cache", refresh=True, torch_module=ExplodingTorch(),
+                               nvml=nvml, environ=env)

@@ -29,6 +29,17 @@ OPTIMIZATION_LEVELS: tuple[str, ...] = ("max_performance", "balanced", "gpu_cons
 TARGET_UPDATE_MODES: tuple[str, ...] = ("hard", "polyak")
 REWARD_MODES: tuple[str, ...] = ("log_return", "differential_sharpe")
 REPLAY_STATE_DTYPES: tuple[str, ...] = ("float32", "float16")
+_STATE_ITEM_BYTES = {"float32": 4, "float16": 2}
+
+
+def replay_bytes_per_transition(state_size: int, state_dtype: str = "float32") -> int:
+    """Replay storage per transition: two states, int64 action, float32 reward and done, uint8 horizon.
+
+    Kept free of torch so the planner (and a cached ``nexlify profile``) never has to import it.
+    """
+    if state_dtype not in _STATE_ITEM_BYTES:
+        raise ValueError(f"state_dtype must be one of {', '.join(REPLAY_STATE_DTYPES)}, got {state_dtype!r}")
+    return 2 * state_size * _STATE_ITEM_BYTES[state_dtype] + 8 + 4 + 4 + 1
 VALIDATION_METRICS: tuple[str, ...] = ("sharpe", "final_equity")
 ENV_BACKENDS: tuple[str, ...] = ("auto", "numpy", "torch")
 STANDALONE_EPSILON_DECAY_STEPS = 100_000

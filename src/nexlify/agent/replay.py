@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from nexlify.config import replay_bytes_per_transition
+
 ArrayLike = np.ndarray | torch.Tensor
 
 _STATE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -108,8 +110,8 @@ class ReplayBuffer:
     @staticmethod
     def bytes_per_transition(state_size: int, state_dtype: torch.dtype | str = torch.float32) -> int:
         """Storage bytes per transition: two states, int64 action, float32 reward/done, uint8 horizon."""
-        itemsize = torch.empty(0, dtype=_state_dtype(state_dtype)).element_size()
-        return 2 * state_size * itemsize + 8 + 4 + 4 + 1
+        name = str(_state_dtype(state_dtype)).removeprefix("torch.")
+        return replay_bytes_per_transition(state_size, name)
 
     @property
     def nbytes(self) -> int:

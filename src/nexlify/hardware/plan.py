@@ -70,7 +70,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from nexlify.config import MODEL_SIZES, TrainingConfig
+from nexlify.config import MODEL_SIZES, TrainingConfig, replay_bytes_per_transition
 from nexlify.errors import ConfigError
 
 GB = float(1 << 30)
@@ -149,9 +149,7 @@ def _canonical_vendor(name: str | None) -> str | None:
 
 def bytes_per_transition(state_size: int = 12, state_dtype: str = "float32") -> int:
     """Replay bytes per transition, as the replay memory itself counts them (one place for the fact)."""
-    from nexlify.agent.replay import ReplayBuffer
-
-    return ReplayBuffer.bytes_per_transition(state_size, state_dtype)
+    return replay_bytes_per_transition(state_size, state_dtype)
 
 
 def projected_training_seconds(samples_per_s: float, transitions: int = STANDARD_TRANSITIONS,

@@ -9,6 +9,9 @@ it lazily (or takes fake torch/NVML objects) so detection stays cheap and testab
 from __future__ import annotations
 
 import contextlib
+import copy
+import hashlib
+import json
 import math
 import os
 import platform
@@ -536,6 +539,41 @@ def detect_gpu(torch_module: Any = "auto", nvml: Any = "auto",
     return result
 
 
+def gpu_detection_key(nvml_devices: list[dict[str, Any]], environ: dict[str, str] | None = None) -> str:
+    """What decides torch's view of the GPUs, read without importing torch: the cards NVML sees, the
+    installed torch build, the platform and the device-visibility variables. Equal keys, equal result
+    of ``detect_gpu`` (free memory aside)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as _version
+
+    env = dict(os.environ) if environ is None else environ
+    try:
+        torch_version: str | None = _version("torch")
+    except PackageNotFoundError:
+        torch_version = None
+    key = {
+        "v": 1,
+        "cards": [[d.get("name"), d.get("uuid"), d.get("total")] for d in nvml_devices],
+        "torch": torch_version,
+        "platform": [sys.platform, platform.machine()],
+        "visible": {k: env.get(k) for k in ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")},
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def refresh_free_vram(gpu: dict[str, Any], nvml_devices: list[dict[str, Any]]) -> dict[str, Any]:
+    """A remembered GPU section with each NVIDIA card's free memory read again from NVML (by name, in order)."""
+    fresh = copy.deepcopy(gpu)
+    unused = list(nvml_devices)
+    for device in fresh.get("devices") or []:
+        match = next((d for d in unused if d.get("name") == device.get("name")), None)
+        if match is not None:
+            unused.remove(match)
+            device["vram_free_gb"] = round(match["free"] / GB, 2)
+    fresh.update(primary_gpu_keys(fresh.get("devices") or []))
+    return fresh
+
+
 def primary_gpu_keys(devices: list[dict[str, Any]]) -> dict[str, Any]:
     """Top-level convenience keys copied from the primary (first) GPU; None when there is none."""
     keys = ("vendor", "name", "vram_gb", "vram_free_gb", "compute_capability", "tensor_cores", "bf16")
@@ -672,13 +710,16 @@ def detect_environment(proc_root: str = "/proc", root: str = "/", environ: dict[
 
 def detect_all(output_dir: str | Path = ".", proc_root: str = "/proc", sys_root: str = "/sys",
                cgroup_root: str = "/sys/fs/cgroup", torch_module: Any = "auto",
-               nvml: Any = "auto") -> dict[str, Any]:
-    """Every detected section (no benchmarks): cpu, ram, gpu, storage, environment."""
+               nvml: Any = "auto", gpu: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every detected section (no benchmarks): cpu, ram, gpu, storage, environment.
+
+    ``gpu``: an already known GPU section (a remembered detection), used instead of probing torch.
+    """
     ram = detect_ram(proc_root, cgroup_root)
     return {
         "cpu": detect_cpu(proc_root, sys_root, cgroup_root),
         "ram": ram,
-        "gpu": detect_gpu(torch_module, nvml, total_ram_gb=ram["total_gb"]),
+        "gpu": gpu if gpu is not None else detect_gpu(torch_module, nvml, total_ram_gb=ram["total_gb"]),
         "storage": detect_storage(output_dir, proc_root, sys_root),
         "environment": detect_environment(proc_root),
     }

@@ -3,7 +3,8 @@
 Detection is cheap (tens of milliseconds) and always fresh, so free RAM, free VRAM and free disk are
 never stale. Benchmarks cost ~2 s, so they are cached as JSON per hardware fingerprint (CPU brand
 and cores, RAM total, GPU names, torch version; never free memory) under ``$NEXLIFY_CACHE_DIR`` or
-``~/.cache/nexlify``. ``reprofile=True`` measures again and rewrites the cache.
+``~/.cache/nexlify``. ``reprofile=True`` measures again and rewrites the cache. Torch's view of the GPUs
+is remembered there too (``detect_remembering_gpu``), so a cached profile never imports torch.
 """
 
 from __future__ import annotations
@@ -46,6 +47,35 @@ def hardware_fingerprint(profile: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def detect_remembering_gpu(output_dir: str | Path, cache_dir: Path, refresh: bool = False,
+                           torch_module: Any = "auto", nvml: Any = "auto",
+                           environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """``detect_all``, with torch's view of the GPUs remembered per ``gpu_detection_key``.
+
+    Importing torch takes seconds, longer than everything else a cached profile does; the GPU
+    section depends only on what the key covers, so a remembered one is reused (free VRAM read again
+    from NVML) and torch is imported only when the key is new or ``refresh`` is set.
+    """
+    from nexlify.hardware.profile import (
+        _default_nvml,
+        _nvml_devices,
+        detect_all,
+        gpu_detection_key,
+        refresh_free_vram,
+    )
+
+    nvml_mod = _default_nvml() if nvml == "auto" else nvml
+    cards = _nvml_devices(nvml_mod)
+    memo_path = cache_dir / f"gpu_detection_{gpu_detection_key(cards, environ)}.json"
+    remembered = None if refresh else HardwareProfiler._load_cache(memo_path)
+    if remembered is not None and isinstance(remembered.get("devices"), list):
+        return detect_all(output_dir, gpu=refresh_free_vram(remembered, cards))
+    detected = detect_all(output_dir, torch_module=torch_module, nvml=nvml_mod)
+    with contextlib.suppress(OSError):  # a read-only home only costs the torch import next time
+        write_text_atomic(memo_path, json.dumps(detected["gpu"], indent=2))
+    return detected
+
+
 class HardwareProfiler:
     """Detects this machine, benchmarks it (cached) and plans the training configuration.
 
@@ -59,13 +89,17 @@ class HardwareProfiler:
                  benchmark_budget_s: float = 2.0,
                  detect: Callable[[str | Path], dict[str, Any]] | None = None,
                  benchmark: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
-        from nexlify.hardware import benchmark as bench
         from nexlify.hardware.profile import detect_all
 
         start = time.perf_counter()
         self.output_dir = Path(output_dir)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        detected = (detect or detect_all)(self.output_dir)
+        if detect is not None:
+            detected = detect(self.output_dir)
+        elif use_cache:
+            detected = detect_remembering_gpu(self.output_dir, self.cache_dir, refresh=reprofile)
+        else:
+            detected = detect_all(self.output_dir)
         detect_s = time.perf_counter() - start
         fingerprint = hardware_fingerprint(detected)
         self.cache_path: Path | None = self.cache_dir / f"hardware_profile_{fingerprint}.json"
@@ -78,6 +112,8 @@ class HardwareProfiler:
                 benchmarks, self.cache_hit = cached["benchmarks"], True
         measured = False
         if not self.cache_hit and run_benchmarks:
+            from nexlify.hardware import benchmark as bench  # imports torch: only when measuring
+
             run = benchmark or (lambda prof: bench.run_benchmarks(prof, budget_s=benchmark_budget_s))
             benchmarks = run(detected)
             measured = True
