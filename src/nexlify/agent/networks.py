@@ -80,17 +80,18 @@ class HostQFunction:
 
     def __init__(self, network: QNetwork) -> None:
         self.network = network
+        heads = [network.value, network.advantage] if network.dueling else [network.head]
+        self._linears: list[nn.Linear] = [*network._hidden, *heads]
         self._pointers: tuple[int, ...] = ()
         self._layers: list[tuple[np.ndarray, np.ndarray]] = []
 
     def _views(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        params = list(self.network.parameters())
-        pointers = tuple(p.data_ptr() for p in params)
+        # Reading each layer's weight and bias directly: module.parameters() walks the module tree,
+        # which costs more than the whole numpy forward.
+        pointers = tuple(t.data_ptr() for m in self._linears for t in (m.weight, m.bias))
         if pointers != self._pointers:
-            linears = [*self.network._hidden]
-            linears += [self.network.value, self.network.advantage] if self.network.dueling else [self.network.head]
             # Transposed views once, so each call is a plain x @ W.
-            self._layers = [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in linears]
+            self._layers = [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in self._linears]
             self._pointers = pointers
         return self._layers
 
