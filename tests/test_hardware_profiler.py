@@ -202,3 +202,26 @@ def test_gpu_detection_is_remembered_so_a_cached_profile_needs_no_torch(tmp_path
     with pytest.raises(AssertionError, match="torch"):
         detect_remembering_gpu(tmp_path, tmp_path / "cache", refresh=True, torch_module=ExplodingTorch(),
                                nvml=nvml, environ=env)
+
+
+def test_benchmarks_measure_the_gpu_first_at_gpu_batch_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nexlify.hardware import benchmark as bench
+
+    calls: list[tuple[str, str, int]] = []
+
+    def fake_update(size: str, batch: int, device: str = "cpu", budget_s: float = 0.1) -> float:
+        calls.append((device, size, batch))
+        return 1e9  # fast enough that no size is skipped
+
+    monkeypatch.setattr(bench, "measure_update_throughput", fake_update)
+    monkeypatch.setattr(bench, "pick_threads", lambda usable, budget_s: {"threads": usable, "scaling": {}})
+    monkeypatch.setattr(bench, "measure_matmul_gflops", lambda *a, **k: 1.0)
+    monkeypatch.setattr(bench, "measure_memory_bandwidth", lambda *a, **k: 1.0)
+    monkeypatch.setattr(bench, "measure_device_bandwidth", lambda *a, **k: 1.0)
+    profile = {"cpu": {"usable_cores": 2}, "gpu": {"available": True, "backend": "cuda"}}
+    result = bench.run_benchmarks(profile, budget_s=60, model_sizes=["tiny", "small"])
+    gpu_calls = [c for c in calls if c[0] == "cuda"]
+    assert calls[: len(gpu_calls)] == gpu_calls  # the GPU is measured before the CPU
+    assert [c[2] for c in gpu_calls] == list(bench.GPU_BENCH_BATCH_SIZES) * 2
+    assert {c[2] for c in calls if c[0] == "cpu"} == set(bench.BENCH_BATCH_SIZES)
+    assert set(result["update_throughput"]["cuda"]["small"]) == {str(b) for b in bench.GPU_BENCH_BATCH_SIZES}
