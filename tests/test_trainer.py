@@ -195,3 +195,15 @@ def test_validation_runs_every_eval_interval_and_best_follows_the_metric(tmp_pat
     scores = [v[metric] for v in state.validation]
     assert [v["score"] for v in state.validation] == scores
     assert state.best_episode == state.validation[int(np.argmax(scores))]["episode"]
+
+
+def test_one_round_of_many_accounts_still_validates_every_eval_interval(tmp_path, splits):
+    # All six accounts in one round (as on a big GPU): validation still comes at 2, 4 and 6
+    # episodes' worth of transitions, and the best model says which point it is.
+    trainer = Trainer(tiny_config(episodes=6, parallel_envs=6, save_interval=6, eval_interval=2), splits, tmp_path)
+    state = trainer.train()
+    assert [v["episode"] for v in state.validation] == [2, 4, 6]
+    assert len({v["final_equity"] for v in state.validation}) > 1  # scored at different weights
+    best = AdaptiveDQNAgent.from_checkpoint(tmp_path / "best_model.pth")
+    assert best.checkpoint_metadata["episodes_done"] == state.best_episode
+    assert "trainer_state" not in best.checkpoint_metadata  # a model, not a resume point

@@ -158,13 +158,20 @@ class AdaptiveDQNAgent:
         """argmax_a Q(s, a) (int64) for a float32 batch of host states, without exploration."""
         states = np.ascontiguousarray(states, dtype=np.float32)
         if self.device.type == "cpu":
-            host_q = self._host_q
-            if host_q is None or host_q.network is not self.q_network:
-                host_q = self._host_q = HostQFunction(self.q_network)
-            return host_q(states).argmax(axis=1).astype(np.int64)
+            return self.host_q_function()(states).argmax(axis=1).astype(np.int64)
         with torch.inference_mode():
             q = self.q_network(torch.from_numpy(states).to(self.device))
             return q.argmax(dim=1).cpu().numpy().astype(np.int64)
+
+    def host_q_function(self) -> HostQFunction:
+        """The online Q-function in numpy on the host: live views of the weights on the CPU; on another
+        device a copy of the weights as they are now (for bar-by-bar backtests that must not wait for
+        the GPU at every bar)."""
+        if self.device.type != "cpu":
+            return HostQFunction(copy.deepcopy(self.q_network).to("cpu"))
+        if self._host_q is None or self._host_q.network is not self.q_network:
+            self._host_q = HostQFunction(self.q_network)
+        return self._host_q
 
     def act_tensor(self, states: torch.Tensor, explore: bool = True) -> torch.Tensor:
         """Epsilon-greedy actions for a batch of states already on the device; stays on the device.

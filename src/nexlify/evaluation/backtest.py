@@ -78,8 +78,13 @@ def run_policy(
 
 
 def agent_policy(agent: Any) -> Policy:
-    """The agent's greedy policy (no exploration)."""
-    return lambda obs, _t: agent.act_batch(obs, explore=False)
+    """The agent's greedy policy (no exploration) with its weights as they are now.
+
+    The Q-function runs in numpy on the host (``host_q_function``): a backtest steps bar by bar, and a
+    GPU round trip per bar would cost more than the whole forward pass.
+    """
+    q_function = agent.host_q_function()
+    return lambda obs, _t: q_function(np.ascontiguousarray(obs, dtype=np.float32)).argmax(axis=1)
 
 
 def _position_column(obs: np.ndarray) -> np.ndarray:

@@ -3,10 +3,12 @@
 Work is counted in episodes: one episode is one pass of one account over the training split, so the
 workload (episodes x window) is the same on every machine. Episodes run in rounds of up to
 ``parallel_envs`` accounts stepped together; a round's size divides ``save_interval`` (or is a
-multiple of it) so that ``checkpoint_ep{N}.pth`` lands exactly on multiples of it, and every checkpoint sits on a round
-boundary, which makes ``--resume`` exact. After each round that crosses a multiple of
-``eval_interval`` the greedy policy is scored on the validation split; ``best_model.pth`` is the best
-by that score (``validation_metric``: Sharpe by default), never by a training episode.
+multiple of it) so that ``checkpoint_ep{N}.pth`` lands exactly on multiples of it, and every
+checkpoint sits on a round boundary, which makes ``--resume`` exact. Each time the transitions
+collected reach another ``eval_interval`` episodes' worth (inside a round too, so a GPU stepping all
+accounts in one round validates as often as a laptop) the greedy policy is scored on the validation
+split; ``best_model.pth`` is the best by that score (``validation_metric``: Sharpe by default), never
+by a training episode.
 """
 
 from __future__ import annotations
@@ -186,6 +188,7 @@ class Trainer:
             active &= ~done
             stored += n_envs
             self._learn_as_due(n_envs, step, losses)
+            self._validate_if_due(n_envs, step + 1)
             obs = next_obs
             if not active.any():
                 break
@@ -216,6 +219,7 @@ class Trainer:
             final_equity = torch.where(first_episode & result.done, result.final_equity, final_equity)
             first_episode &= ~result.done
             self._learn_as_due(n_envs, step, losses)
+            self._validate_if_due(n_envs, step + 1)
             obs = result.obs
         stored = n_envs * self.episode_steps
         self.state.transitions += stored
@@ -287,26 +291,42 @@ class Trainer:
             })
         self.state.episodes_done += n_envs
         mark = self.state.episodes_done // self.config.eval_interval
-        if mark > self.state.last_eval_mark or self.state.episodes_done >= self.config.episodes:
-            self.state.last_eval_mark = mark
-            self._validate()
+        finished = self.state.episodes_done >= self.config.episodes
+        already = bool(self.state.validation) and self.state.validation[-1]["episode"] == self.state.episodes_done
+        if (mark > self.state.last_eval_mark or finished) and not already:
+            self.state.last_eval_mark = max(mark, self.state.last_eval_mark)
+            self._validate(self.state.episodes_done)
         if self.state.episodes_done % self.config.save_interval == 0:
             self._save(self.output_dir / f"checkpoint_ep{self.state.episodes_done}.pth", include_replay=True)
         latest = self.state.validation[-1]["score"] if self.state.validation else None
         self.monitor.update(self.state.episodes_done, {**stats, "recent_loss": mean_loss,
                                                         "validation_score": latest})
 
-    def _validate(self) -> None:
-        """Score the greedy policy on the validation split; keep the best model."""
+    def _validate_if_due(self, n_envs: int, steps_done: int) -> None:
+        """Inside a round: validate at each multiple of ``eval_interval`` episodes' worth of transitions.
+
+        A round steps many accounts at once (all 1000 on a big GPU), so waiting for its end would
+        validate far less often than asked; counting transitions keeps the cadence on every machine.
+        """
+        worth = self.state.episodes_done * self.episode_steps + n_envs * steps_done
+        mark = worth // (self.config.eval_interval * self.episode_steps)
+        if mark > self.state.last_eval_mark:
+            self.state.last_eval_mark = mark
+            self._validate(mark * self.config.eval_interval)
+
+    def _validate(self, episode: int) -> None:
+        """Score the greedy policy on the validation split (as of ``episode`` episodes); keep the best model."""
         metrics = evaluate_agent(self.agent, self.splits.validation, self.splits.periods_per_year,
                                  self.config).metrics
         score = float(metrics[self.config.validation_metric])
-        record = {"episode": self.state.episodes_done, "score": score, **metrics}
+        record = {"episode": episode, "score": score, **metrics}
         self.state.validation.append(record)
         if self.state.best_score is None or score > self.state.best_score:
             self.state.best_score = score
-            self.state.best_episode = self.state.episodes_done
-            self._save(self.output_dir / BEST_MODEL, include_replay=False)
+            self.state.best_episode = episode
+            # A model, not a resume point: it may be taken mid-round, so it carries no trainer state.
+            metadata = {**self.model_metadata(), "episodes_done": episode}
+            self.agent.save(self.output_dir / BEST_MODEL, extra_metadata=metadata, include_replay=False)
 
     # --- checkpoints -------------------------------------------------------------------
     def model_metadata(self) -> dict[str, Any]:
