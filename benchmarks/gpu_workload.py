@@ -54,11 +54,13 @@ def run(config, splits, label: str) -> dict:
               "updates": agent.updates, "samples": samples, "peak_gb": peak,
               "final_batch": agent.config.batch_size, "final_accumulation": agent.config.gradient_accumulation_steps,
               "val_sharpe": validation["sharpe"], "val_return": validation["total_return"],
-              "best_val_sharpe": trainer.state.best_score,
+              "best_val_sharpe": trainer.state.best_score, "validations": len(trainer.state.validation),
+              "best_episode": trainer.state.best_episode,
               "test_sharpe": test["agent"].metrics["sharpe"], "test_return": test["agent"].metrics["total_return"],
               "hold_return": test["buy_and_hold"].metrics["total_return"], "events": trainer.state.events}
     print(f"  {label}: {seconds:.1f} s, {result['transitions'] / seconds:,.0f} transitions/s, "
-          f"{samples / seconds:,.0f} gradient samples/s", flush=True)
+          f"{samples / seconds:,.0f} gradient samples/s, {result['validations']} validations "
+          f"(best at episode {result['best_episode']})", flush=True)
     return result
 
 
@@ -76,8 +78,8 @@ def main() -> None:
     started = time.perf_counter()
     profiler = HardwareProfiler(use_cache=False)
     profile_seconds = time.perf_counter() - started
-    overrides = {"episodes": episodes, "data_days": args.data_days, "save_interval": max(1, episodes // 2),
-                 "eval_interval": max(1, episodes // 4)}
+    # Checkpoint and validation cadence as `nexlify train` has them (validation every 10 episodes' worth).
+    overrides = {"episodes": episodes, "data_days": args.data_days}
     if args.device:
         overrides["device"] = args.device
     if args.quick:
