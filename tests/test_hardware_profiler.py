@@ -225,3 +225,30 @@ def test_benchmarks_measure_the_gpu_first_at_gpu_batch_sizes(monkeypatch: pytest
     assert [c[2] for c in gpu_calls] == list(bench.GPU_BENCH_BATCH_SIZES) * 2
     assert {c[2] for c in calls if c[0] == "cpu"} == set(bench.BENCH_BATCH_SIZES)
     assert set(result["update_throughput"]["cuda"]["small"]) == {str(b) for b in bench.GPU_BENCH_BATCH_SIZES}
+
+
+def test_the_planned_gpu_model_is_measured_first_and_in_full_even_out_of_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from nexlify.hardware import benchmark as bench
+
+    calls: list[tuple[str, str, int]] = []
+
+    def fake_update(size: str, batch: int, device: str = "cpu", budget_s: float = 0.1) -> float:
+        calls.append((device, size, batch))
+        time.sleep(0.01)
+        return 1e9
+
+    monkeypatch.setattr(bench, "measure_update_throughput", fake_update)
+    monkeypatch.setattr(bench, "pick_threads", lambda usable, budget_s: {"threads": usable, "scaling": {}})
+    monkeypatch.setattr(bench, "measure_matmul_gflops", lambda *a, **k: 1.0)
+    monkeypatch.setattr(bench, "measure_memory_bandwidth", lambda *a, **k: 1.0)
+    monkeypatch.setattr(bench, "measure_device_bandwidth", lambda *a, **k: 1.0)
+    # An H100 with 128 GB RAM plans the xlarge model; a budget already spent measures nothing else.
+    profile = {"cpu": {"usable_cores": 16, "physical_cores": 16, "logical_cores": 32},
+               "ram": {"total_gb": 128, "available_gb": 120},
+               "gpu": {"available": True, "backend": "cuda",
+                       "devices": [{"vendor": "NVIDIA", "name": "NVIDIA H100 80GB HBM3", "vram_gb": 80,
+                                    "compute_capability": [9, 0]}]}}
+    result = bench.run_benchmarks(profile, budget_s=0.0)
+    assert calls == [("cuda", "xlarge", b) for b in bench.GPU_BENCH_BATCH_SIZES]
+    assert result["incomplete"] and set(result["update_throughput"]["cuda"]) == {"xlarge"}

@@ -177,6 +177,17 @@ def measure_update_throughput(model_size: str, batch_size: int, device: str = "c
     return round(batch_size / statistics.median(times), 1)
 
 
+def _planned_gpu_model(profile: dict[str, Any]) -> str | None:
+    """The model size the planner gives this machine's GPU (from memory tiers, before any benchmark)."""
+    from nexlify.hardware.plan import plan_training
+
+    try:
+        config, _ = plan_training({key: value for key, value in profile.items() if key != "benchmarks"})
+    except Exception:
+        return None
+    return config.model_size if config.device != "cpu" else None
+
+
 def candidate_devices(gpu: dict[str, Any] | None) -> list[str]:
     """Devices worth measuring: the CPU always, plus the primary usable GPU."""
     devices = ["cpu"]
@@ -247,19 +258,26 @@ def run_benchmarks(profile: dict[str, Any], budget_s: float = 2.0,
 
         slots = sum(len(sizes) * len(batches_for(dev)) for dev in devices)
         per_slot = max(0.02, (deadline - time.perf_counter()) / max(1, slots))
+        gpu_model = _planned_gpu_model(profile) if len(devices) > 1 else None
         # The GPU first: on a machine that has one, its numbers decide the plan.
         for dev in reversed(devices):
             throughput[dev] = {}
-            for size in sizes:
+            # On a GPU the model comes from the memory tiers and only the batch from these numbers:
+            # the planned model is measured first and always in full (a slow machine once ran out of
+            # time before its big batches and was planned at batch 512, ten times slower).
+            order = sizes if dev == "cpu" or gpu_model not in sizes else \
+                [gpu_model, *(size for size in sizes if size != gpu_model)]
+            for size in order:
                 row: dict[str, float] = {}
+                must = dev != "cpu" and size == gpu_model
                 try:
                     for batch in batches_for(dev):
                         left = deadline - time.perf_counter()
-                        if left <= 0:
+                        if left <= 0 and not must:
                             result["incomplete"] = True
                             break
                         row[str(batch)] = measure_update_throughput(size, batch, dev,
-                                                                    budget_s=min(per_slot, left))
+                                                                    budget_s=max(0.02, min(per_slot, left)))
                 except Exception as exc:  # a device that fails mid-way keeps what it measured
                     result.setdefault("errors", []).append(f"{dev}/{size}: {exc}")
                 if not row:
