@@ -22,7 +22,8 @@ from nexlify.config import TrainingConfig
 from nexlify.hardware.plan import Decision, complete_profile, plan_training
 from nexlify.io import write_text_atomic
 
-CACHE_VERSION = 1  # bump when the benchmark changes meaning, so old caches are ignored
+# Bump when the benchmark changes meaning, so old caches are ignored (2: GPU batch sizes, planned GPU model first).
+CACHE_VERSION = 2
 PROFILE_FILENAME = "hardware_profile.json"
 
 
