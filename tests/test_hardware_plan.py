@@ -266,6 +266,17 @@ def test_gpu_benchmark_slow_card_takes_fastest_batch() -> None:
     assert "fastest measured" in next(d for d in decisions if d.key == "batch_size").reason
 
 
+def test_gpu_benchmark_cut_short_extrapolates_to_the_larger_batches() -> None:
+    # A slow machine measured only batch 512 (93K samples/s: 568 s projected). The same time per step
+    # at 2048 would be 372K/s (142 s), at 8192 1.49M/s (35 s): the smallest that fits is 8192.
+    profile = h100({"512": 93_000.0})
+    profile["benchmarks"]["gpu_batch_sizes"] = [512, 2048, 8192]
+    cfg, decisions = plan_training(profile)
+    assert projected_training_seconds(93_000 * 4) > 60 >= projected_training_seconds(93_000 * 16)
+    assert cfg.batch_size == 8192 and cfg.train_frequency == 8192 // REPLAY_RATIO
+    assert "extrapolated" in next(d for d in decisions if d.key == "batch_size").reason
+
+
 def test_gpu_benchmark_never_goes_below_the_tier_batch() -> None:
     # An RTX 4090 tier (xlarge) batch is 512; a measured 256 is ignored even when it is fast enough.
     gpu = nvidia("NVIDIA GeForce RTX 4090", 24, (8, 9))

@@ -27,8 +27,9 @@ Derived rules (the worked examples win where the guide contradicts itself):
                             Ex4 512); low end on CPU or a GPU under 3.5 GB (Ex5 32: "GPU limited");
                             with CPU benchmarks: the fastest measured batch of the chosen model;
                             with GPU benchmarks (not conserve): the smallest measured batch >= the
-                            tier's that trains the standard run within GPU_PLAN_TIME_BUDGET_S, else
-                            the fastest measured
+                            tier's that trains the standard run within GPU_PLAN_TIME_BUDGET_S;
+                            unmeasured larger benchmark batches extrapolated at the same time per
+                            step when the profiler ran out of time; else the fastest measured
     gradient_accumulation   budget tier or gpu_conserve: accumulate up to an effective batch of 64
                             (Ex1 16 x 4; Ex5 32 x 2); else 1
     train_frequency         batch x accumulation / REPLAY_RATIO (>= 1): the same gradient samples per
@@ -316,29 +317,38 @@ def _cpu_benchmark_choice(profile: dict[str, Any], max_tier: int) -> tuple[str, 
 
 
 def _gpu_benchmark_choice(profile: dict[str, Any], backend: str | None, model: str,
-                          min_batch: int) -> tuple[int, float, bool] | None:
-    """(batch, projected seconds, fits budget) from the GPU's measured update throughput for ``model``.
+                          min_batch: int) -> tuple[int, float, str] | None:
+    """(batch, projected seconds, how) from the GPU's measured update throughput for ``model``.
 
     Bigger batches keep a GPU busier but, at a fixed replay ratio, mean fewer learning steps; so the
-    smallest batch (at least the tier's) that fits the GPU time budget wins, else the fastest.
+    smallest batch (at least the tier's) that fits the GPU time budget wins (how = "measured"). When
+    none measured fits and the profiler did not get to the larger benchmark batches (out of time),
+    those are extrapolated from the largest measured one at the same time per step, the most a
+    bigger batch can gain (how = "extrapolated"). Else the fastest measured (how = "fastest").
     """
     key = "mps" if backend == "mps" else "cuda"
-    row = (((profile["benchmarks"].get("update_throughput") or {}).get(key)) or {}).get(model) or {}
-    options: list[tuple[int, float]] = []
+    benchmarks = profile["benchmarks"]
+    row = (((benchmarks.get("update_throughput") or {}).get(key)) or {}).get(model) or {}
+    rates: dict[int, float] = {}
     for batch, rate in row.items():
         try:
             b, r = int(batch), float(rate)
         except (TypeError, ValueError):
             continue
         if b >= min_batch and r > 0:
-            options.append((b, projected_training_seconds(r)))
-    if not options:
+            rates[b] = r
+    if not rates:
         return None
-    fitting = sorted(o for o in options if o[1] <= GPU_PLAN_TIME_BUDGET_S)
+    fitting = sorted(b for b, r in rates.items() if projected_training_seconds(r) <= GPU_PLAN_TIME_BUDGET_S)
     if fitting:
-        return fitting[0][0], fitting[0][1], True
-    batch, secs = min(options, key=lambda o: o[1])
-    return batch, secs, False
+        return fitting[0], projected_training_seconds(rates[fitting[0]]), "measured"
+    largest = max(rates)
+    for b in sorted(int(x) for x in benchmarks.get("gpu_batch_sizes") or [] if int(x) > largest):
+        secs = projected_training_seconds(rates[largest] * b / largest)
+        if secs <= GPU_PLAN_TIME_BUDGET_S:
+            return b, secs, "extrapolated"
+    batch = max(rates, key=lambda b: rates[b])
+    return batch, projected_training_seconds(rates[batch]), "fastest"
 
 
 def _pow2_floor(x: float) -> int:
@@ -386,7 +396,7 @@ def plan_training(profile: dict[str, Any]) -> tuple[TrainingConfig, list[Decisio
 
     # --- model and batch ----------------------------------------------------------------
     bench_choice = None
-    gpu_choice: tuple[int, float, bool] | None = None
+    gpu_choice: tuple[int, float, str] | None = None
     if dev is not None:
         v_tier = vram_tier(vram) or 1
         tier_idx = min(r_tier, v_tier)
@@ -402,11 +412,13 @@ def plan_training(profile: dict[str, Any]) -> tuple[TrainingConfig, list[Decisio
             batch = decide("batch_size", tier.batch_low,
                            f"low end of the {tier.name} range: only {vram:g} GB VRAM (GPU limited)")
         elif gpu_choice is not None:
-            batch_g, secs, fits = gpu_choice
-            why = (f"smallest measured batch that trains {STANDARD_EPISODES} episodes of {model} within "
-                   f"{GPU_PLAN_TIME_BUDGET_S:.0f} s on the GPU (~{secs:.0f} s projected)" if fits
-                   else f"fastest measured batch for {model} on the GPU (~{secs:.0f} s projected for "
-                   f"{STANDARD_EPISODES} episodes)")
+            batch_g, secs, how = gpu_choice
+            within = f"trains {STANDARD_EPISODES} episodes of {model} within {GPU_PLAN_TIME_BUDGET_S:.0f} s on the GPU"
+            why = {"measured": f"smallest measured batch that {within} (~{secs:.0f} s projected)",
+                   "extrapolated": f"smallest benchmark batch that {within} (~{secs:.0f} s, extrapolated from a "
+                                   "smaller measured batch: the profiler ran out of time)",
+                   "fastest": f"fastest measured batch for {model} on the GPU (~{secs:.0f} s projected for "
+                              f"{STANDARD_EPISODES} episodes)"}[how]
             batch = decide("batch_size", batch_g, why)
         else:
             batch = decide("batch_size", tier.batch_high,
