@@ -539,6 +539,11 @@ def detect_gpu(torch_module: Any = "auto", nvml: Any = "auto",
     return result
 
 
+def nvml_cards(nvml: Any = "auto") -> list[dict[str, Any]]:
+    """The cards NVML sees (name, uuid, total and free bytes, compute capability), without torch."""
+    return _nvml_devices(_default_nvml() if nvml == "auto" else nvml)
+
+
 def gpu_detection_key(nvml_devices: list[dict[str, Any]], environ: dict[str, str] | None = None) -> str:
     """What decides torch's view of the GPUs, read without importing torch: the cards NVML sees, the
     installed torch build, the platform and the device-visibility variables. Equal keys, equal result

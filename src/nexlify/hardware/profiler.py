@@ -57,21 +57,14 @@ def detect_remembering_gpu(output_dir: str | Path, cache_dir: Path, refresh: boo
     section depends only on what the key covers, so a remembered one is reused (free VRAM read again
     from NVML) and torch is imported only when the key is new or ``refresh`` is set.
     """
-    from nexlify.hardware.profile import (
-        _default_nvml,
-        _nvml_devices,
-        detect_all,
-        gpu_detection_key,
-        refresh_free_vram,
-    )
+    from nexlify.hardware.profile import detect_all, gpu_detection_key, nvml_cards, refresh_free_vram
 
-    nvml_mod = _default_nvml() if nvml == "auto" else nvml
-    cards = _nvml_devices(nvml_mod)
+    cards = nvml_cards(nvml)
     memo_path = cache_dir / f"gpu_detection_{gpu_detection_key(cards, environ)}.json"
     remembered = None if refresh else HardwareProfiler._load_cache(memo_path)
     if remembered is not None and isinstance(remembered.get("devices"), list):
         return detect_all(output_dir, gpu=refresh_free_vram(remembered, cards))
-    detected = detect_all(output_dir, torch_module=torch_module, nvml=nvml_mod)
+    detected = detect_all(output_dir, torch_module=torch_module, nvml=nvml)
     with contextlib.suppress(OSError):  # a read-only home only costs the torch import next time
         write_text_atomic(memo_path, json.dumps(detected["gpu"], indent=2))
     return detected
