@@ -19,14 +19,14 @@ def _run_cli(*args, cwd=None):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["train", "--episodes", "0"], "positive integer"),
+        (["train", "--episodes", "0"], "whole number from 1"),
         (["train", "--model-size", "huge"], "invalid choice"),
         (["train", "--data", "missing.csv"], "not found"),
         (["train", "--data", "a.csv", "--exchange", "binance"], "give one of them"),
         (["train", "--symbol", "ETH/USDT"], "need --exchange"),
         (["train", "--resume", "nowhere.pth"], "not found"),
         (["evaluate", "--model", "missing.pth"], "not found"),
-        (["train", "--batch-size", "many"], "positive integer"),
+        (["train", "--batch-size", "many"], "whole number"),
         (["bogus"], "invalid choice"),
     ],
 )

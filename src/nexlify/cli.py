@@ -7,7 +7,9 @@ code 2; no traceback. Ctrl-C during training saves a checkpoint and exits with 1
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +28,95 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{self.prog}: {message} (see --help)")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+# --- shared flag types: each checks a flag with the same rules as its config key -------------
+def config_flag(key: str, parse: type = int) -> Any:
+    """An argparse ``type`` that parses a flag and checks it with config key ``key``'s rules, so
+    ``--seed -1`` is refused by the same rule as ``{"seed": -1}`` in a config file."""
+    from nexlify.config import check_value
+
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            kind = "a whole number" if parse is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        try:
+            return check_value(key, value, label="")
+        except ConfigError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = key  # argparse names the type in some messages
+    return convert
 
 
-def _positive_float(text: str) -> float:
+# --- shared flag groups (train, evaluate and later subcommands reuse them) ------------------
+def add_data_flags(parser: argparse.ArgumentParser, days: bool = True) -> None:
+    """--data / --exchange / --symbol / --timeframe (and --data-days)."""
+    parser.add_argument("--data", metavar="FILE", help="OHLCV CSV/Parquet file (default: bundled BTC/USDT 1h)")
+    if days:
+        parser.add_argument("--data-days", type=config_flag("data_days"),
+                            help="use the most recent N days of data (default 180)")
+    parser.add_argument("--exchange", help="download candles from this ccxt exchange first (e.g. binance)")
+    parser.add_argument("--symbol", default=None, help="market symbol for --exchange (default BTC/USDT)")
+    parser.add_argument("--timeframe", default=None, help="candle timeframe for --exchange (default 1h)")
+
+
+def add_run_folder_flags(parser: argparse.ArgumentParser, default: str = "models/adaptive_rl") -> None:
+    """--checkpoint-dir and --overwrite: where a run writes, and permission to replace an old run."""
+    parser.add_argument("--checkpoint-dir", default=default, help=f"where every output goes (default {default})")
+    parser.add_argument("--overwrite", action="store_true", help="delete a previous run's outputs in "
+                        "--checkpoint-dir first (without it such a folder is refused)")
+
+
+def check_data_flags(args: argparse.Namespace) -> None:
+    """One data source, and download options only with a download."""
+    if args.data and args.exchange:
+        raise ConfigError("--data and --exchange both name a data source; give one of them")
+    if (args.symbol or args.timeframe) and not args.exchange:
+        raise ConfigError("--symbol and --timeframe need --exchange (or use --data FILE)")
+    if args.data:
+        check_input_file("--data", args.data)
+
+
+def check_input_file(flag: str, path: str | Path) -> Path:
+    """``path`` if it is an existing regular file, else ConfigError naming ``flag``."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{flag} file not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"{flag} {path} is not a file; give the path of a file")
+    return path
+
+
+def check_output_dir(flag: str, path: str | Path) -> Path:
+    """``path`` if it is a folder that exists or can be created and written, else ConfigError."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} exists and is not a folder; choose a folder path")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {path} is inside {existing}, which is a file; choose a folder path")
+    try:  # os.access says yes to root on /proc; only a real write tells
+        os.rmdir(tempfile.mkdtemp(prefix=".nexlify-probe-", dir=existing))
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot write in {existing} ({exc.strerror or exc}); "
+                          "choose a folder you can write to") from None
+    return path
+
+
+def add_device_flag(parser: argparse.ArgumentParser, default: str | None = None, help_text: str = "") -> None:
+    parser.add_argument("--device", default=default, type=_device_flag,
+                        help=help_text or "device: cpu, cuda, cuda:N or mps")
+
+
+def _device_flag(text: str) -> str:
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+        _check_device(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--device ")) from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,25 +126,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     train = sub.add_parser("train", help="train on market data with a plan fitted to this machine")
-    train.add_argument("--episodes", type=_positive_int, help="episodes to train (one pass of one account over "
-                       "the training split each; default 1000)")
-    train.add_argument("--data-days", type=_positive_int, help="use the most recent N days of data (default 180)")
-    train.add_argument("--balance", type=_positive_float, help="initial balance in quote currency (default 10000)")
+    train.add_argument("--episodes", type=config_flag("episodes"), help="episodes to train (one pass of one "
+                       "account over the training split each; default 1000)")
+    train.add_argument("--balance", type=config_flag("initial_balance", float),
+                       help="initial balance in quote currency (default 10000)")
     train.add_argument("--model-size", choices=MODEL_SIZES, help="override the planned model size")
-    train.add_argument("--batch-size", type=_positive_int, help="override the planned batch size")
-    train.add_argument("--checkpoint-dir", default="models/adaptive_rl", help="where every output goes "
-                       "(default models/adaptive_rl)")
-    train.add_argument("--save-interval", type=_positive_int, help="episodes between checkpoint_ep{N}.pth "
-                       "(default 50)")
-    train.add_argument("--data", metavar="FILE", help="OHLCV CSV/Parquet file (default: bundled BTC/USDT 1h)")
-    train.add_argument("--exchange", help="download candles from this ccxt exchange first (e.g. binance)")
-    train.add_argument("--symbol", default=None, help="market symbol for --exchange (default BTC/USDT)")
-    train.add_argument("--timeframe", default=None, help="candle timeframe for --exchange (default 1h)")
-    train.add_argument("--seed", type=int, help="random seed (default 42)")
+    train.add_argument("--batch-size", type=config_flag("batch_size"), help="override the planned batch size")
+    add_run_folder_flags(train)
+    train.add_argument("--save-interval", type=config_flag("save_interval"),
+                       help="episodes between checkpoint_ep{N}.pth (default 50)")
+    add_data_flags(train)
+    train.add_argument("--seed", type=config_flag("seed"), help="random seed, 0 to 2**32-1 (default 42)")
     train.add_argument("--resume", nargs="?", const="latest", metavar="PATH",
                        help="continue from a checkpoint (no PATH: the newest in --checkpoint-dir)")
-    train.add_argument("--device", help="override the planned device: cpu, cuda, cuda:N or mps")
-    train.add_argument("--parallel-envs", type=_positive_int, help="override the planned parallel environments")
+    add_device_flag(train, help_text="override the planned device: cpu, cuda, cuda:N or mps")
+    train.add_argument("--parallel-envs", type=config_flag("parallel_envs"),
+                       help="override the planned parallel environments")
     train.add_argument("--config", metavar="FILE", help="JSON file of config keys applied over the plan")
     train.add_argument("--tensorboard", action="store_true", help="log scalars to CHECKPOINT_DIR/tensorboard")
     train.add_argument("--reprofile", action="store_true", help="measure the hardware again, ignoring the cache")
@@ -82,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", metavar="FILE", help="data to backtest on (default: the held-out test "
                           "split of the model's training data)")
     evaluate.add_argument("--out", metavar="DIR", help="output folder (default: MODEL_DIR/evaluation)")
-    evaluate.add_argument("--device", default="cpu", help="device to run the model on (default cpu)")
+    add_device_flag(evaluate, default="cpu", help_text="device to run the model on (default cpu)")
 
     profile = sub.add_parser("profile", help="show the detected hardware and the training plan with reasons")
     profile.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -93,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--exchange", default="binance", help="ccxt exchange id (default binance)")
     download.add_argument("--symbol", default="BTC/USDT", help="market symbol (default BTC/USDT)")
     download.add_argument("--timeframe", default="1h", help="candle timeframe (default 1h)")
-    download.add_argument("--days", type=_positive_int, default=180, help="days of history (default 180)")
+    download.add_argument("--days", type=config_flag("data_days"), default=180, help="days of history (default 180)")
     download.add_argument("--out", metavar="FILE", help="write to this CSV/Parquet file (default: print "
                           "where the cache file is)")
     return parser
@@ -111,6 +181,13 @@ def main(argv: list[str] | None = None) -> int:
         return handler[args.command](args, console)
     except NexlifyError as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:
+        # The machine refused a read or write (disk full, permissions, a folder vanished). Writes are
+        # atomic, so every file written before is still whole.
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"error: {error.strerror or error}{where}; free disk space or fix the permissions, or choose "
+              "another folder (files written before are intact)", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -175,48 +252,54 @@ def _check_device(device: str) -> None:
 
 def _latest_checkpoint(folder: Path) -> Path:
     """The most recently written checkpoint_*.pth (periodic or interrupted) in ``folder``."""
-    candidates = list(folder.glob("checkpoint_*.pth"))
+    candidates = list(folder.glob("checkpoint_*.pth")) if folder.is_dir() else []
     if not candidates:
         raise ConfigError(f"--resume: no checkpoint_*.pth in {folder}; give the checkpoint path")
     return max(candidates, key=lambda p: p.stat().st_mtime)
 
 
-def _train(args: argparse.Namespace, console: Console) -> int:
-    from nexlify.config import read_config_file
-    from nexlify.hardware.profiler import HardwareProfiler
-    from nexlify.training.pipeline import run_training
+def _validated_overrides(file_values: dict[str, Any] | None, args: argparse.Namespace) -> dict[str, Any]:
+    """The --config file's keys and the flags, each checked (type, range, finite) before anything runs."""
+    from nexlify.config import TrainingConfig
 
-    if args.data and args.exchange:
-        raise ConfigError("--data and --exchange both name a data source; give one of them")
-    if (args.symbol or args.timeframe) and not args.exchange:
-        raise ConfigError("--symbol and --timeframe need --exchange (or use --data FILE)")
-    output_dir = Path(args.checkpoint_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ConfigError(f"--checkpoint-dir {output_dir} exists and is not a folder")
-    data: Any = None
-    if args.data:
-        if not Path(args.data).exists():
-            raise ConfigError(f"--data file not found: {args.data}")
-        data = args.data
+    overrides = {**(file_values or {}), **_config_overrides(args)}
+    TrainingConfig().with_overrides(overrides)  # raises ConfigError naming the first bad key
+    if "device" in overrides:
+        _check_device(overrides["device"])
+    return overrides
+
+
+def _train(args: argparse.Namespace, console: Console) -> int:
+    from nexlify.config import TrainingConfig, read_config_file
+    from nexlify.training.pipeline import load_training_data, run_training
+    from nexlify.training.run_folder import check_previous_run
+
+    # Everything the user gave is checked first: flags, files, config, data; then the hardware is
+    # measured, and only then is a folder created or written.
+    check_data_flags(args)
+    output_dir = check_output_dir("--checkpoint-dir", args.checkpoint_dir)
     resume = None
     if args.resume:
-        resume = _latest_checkpoint(output_dir) if args.resume == "latest" else Path(args.resume)
-        if not resume.exists():
-            raise ConfigError(f"--resume: checkpoint not found: {resume}")
-    file_values = read_config_file(args.config) if args.config else None  # before the profile: fail fast
+        resume = _latest_checkpoint(output_dir) if args.resume == "latest" else check_input_file("--resume",
+                                                                                                  args.resume)
+    check_previous_run(output_dir, resume=resume is not None and _same_folder(resume.parent, output_dir),
+                       overwrite=args.overwrite)
+    file_values = read_config_file(args.config) if args.config else None
+    early = _validated_overrides(file_values, args)
+    splits = load_training_data(args.data, early.get("data_days", TrainingConfig().data_days), args.exchange,
+                                args.symbol, args.timeframe)
+
+    from nexlify.hardware.profiler import HardwareProfiler
+
     profiler = HardwareProfiler(output_dir=str(output_dir), reprofile=args.reprofile)
     config, overrides = resolve_config(args, profiler.config, file_values)
-    if args.exchange:
-        from nexlify.data.exchange import download_ohlcv
-
-        data = download_ohlcv(args.exchange, args.symbol or "BTC/USDT", args.timeframe or "1h",
-                              days=config.data_days or 180)
     console.print(f"[bold]Nexlify[/bold]: {config.model_size} model on {config.device}, batch "
                   f"{config.batch_size} x {config.gradient_accumulation_steps}, {config.parallel_envs} parallel "
                   f"envs, {config.episodes} episodes -> {output_dir}", soft_wrap=True)
-    results = run_training(config, data=data, output_dir=output_dir, profile=profiler.profile,
+    results = run_training(config, splits=splits, output_dir=output_dir, profile=profiler.profile,
                            reasons=profiler.explain(), overrides=overrides, resume_from=resume,
-                           tensorboard=args.tensorboard, console=console, quiet=args.quiet)
+                           tensorboard=args.tensorboard, console=console, quiet=args.quiet,
+                           overwrite=args.overwrite)
     summary = (output_dir / "training_summary.txt").read_text()
     print(summary)
     run = results["run"]
@@ -225,16 +308,19 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _same_folder(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
 def _evaluate(args: argparse.Namespace, console: Console) -> int:
     from nexlify.evaluation.report import metrics_table
     from nexlify.training.pipeline import evaluate_model
 
-    if not Path(args.model).exists():
-        raise ConfigError(f"--model file not found: {args.model}")
-    if args.data and not Path(args.data).exists():
-        raise ConfigError(f"--data file not found: {args.data}")
-    _check_device(args.device)
-    results = evaluate_model(args.model, data=args.data, out_dir=args.out, device=args.device)
+    model = check_input_file("--model", args.model)
+    if args.data:
+        check_input_file("--data", args.data)
+    out = check_output_dir("--out", args.out) if args.out else None
+    results = evaluate_model(model, data=args.data, out_dir=out, device=args.device)
     print(f"Backtest on {results['data']} ({results['rows']} rows)\n" + metrics_table(results["test"]))
     return 0
 

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from nexlify.errors import ConfigError
 
@@ -122,53 +126,17 @@ class TrainingConfig:
 
     # --- validation ----------------------------------------------------------------------
     def validate(self) -> None:
-        """Raise ConfigError naming the field and the valid values when anything is off."""
-        _choice("model_size", self.model_size, MODEL_SIZES)
-        _choice("precision", self.precision, PRECISIONS)
-        _choice("optimization_level", self.optimization_level, OPTIMIZATION_LEVELS)
-        _choice("target_update", self.target_update, TARGET_UPDATE_MODES)
-        _choice("reward_mode", self.reward_mode, REWARD_MODES)
-        _choice("replay_state_dtype", self.replay_state_dtype, REPLAY_STATE_DTYPES)
-        _choice("validation_metric", self.validation_metric, VALIDATION_METRICS)
-        _choice("env_backend", self.env_backend, ENV_BACKENDS)
-        for name in (
-            "batch_size",
-            "gradient_accumulation_steps",
-            "train_frequency",
-            "target_update_interval",
-            "n_step",
-            "buffer_size",
-            "num_workers",
-            "parallel_envs",
-            "episodes",
-            "eval_interval",
-            "save_interval",
-        ):
-            _positive_int(name, getattr(self, name))
-        if not isinstance(self.learning_starts, int) or self.learning_starts < 0:
-            raise ConfigError(f"learning_starts must be an integer >= 0, got {self.learning_starts!r}")
-        if self.data_days is not None:
-            _positive_int("data_days", self.data_days)
-        if self.epsilon_decay_steps is not None:
-            _positive_int("epsilon_decay_steps", self.epsilon_decay_steps)
-        _in_range("learning_rate", self.learning_rate, 0.0, 1.0, low_open=True)
-        _in_range("gamma", self.gamma, 0.0, 1.0)
-        _in_range("tau", self.tau, 0.0, 1.0, low_open=True)
-        _in_range("epsilon_start", self.epsilon_start, 0.0, 1.0)
-        _in_range("epsilon_end", self.epsilon_end, 0.0, 1.0)
-        _in_range("exploration_fraction", self.exploration_fraction, 0.0, 1.0, low_open=True)
-        _in_range("priority_alpha", self.priority_alpha, 0.0, 1.0)
-        _in_range("priority_beta", self.priority_beta, 0.0, 1.0)
-        _in_range("fee", self.fee, 0.0, 0.1)
-        _in_range("slippage", self.slippage, 0.0, 0.1)
+        """Raise ConfigError naming the key, what it must be, and what it got, when anything is off.
+
+        Every key is checked for type (JSON ``"64"``, ``null`` or ``"no"`` are refused, not
+        coerced), finiteness and range; numpy numbers from the planner are normalised to Python ones.
+        """
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _checked(f.name, getattr(self, f.name)))
         if self.epsilon_end > self.epsilon_start:
-            raise ConfigError("epsilon_end must not exceed epsilon_start")
-        if not self.max_grad_norm > 0:
-            raise ConfigError(f"max_grad_norm must be > 0, got {self.max_grad_norm!r}")
-        if not self.initial_balance > 0:
-            raise ConfigError(f"initial_balance must be > 0, got {self.initial_balance!r}")
-        if self.memory_reserve_gb < 0:
-            raise ConfigError("memory_reserve_gb must be >= 0")
+            raise ConfigError(
+                f"config key epsilon_end ({self.epsilon_end}) must not exceed epsilon_start ({self.epsilon_start})"
+            )
         if self.use_mixed_precision != (self.precision != "fp32"):
             # Keep the guide's boolean and the precision name telling the same story.
             if self.use_mixed_precision and self.precision == "fp32":
@@ -178,8 +146,8 @@ class TrainingConfig:
             raise ConfigError(
                 f"precision {self.precision!r} is mixed precision; set use_mixed_precision=True"
             )
-        if not isinstance(self.device, str) or self.device.split(":")[0] not in ("cpu", "cuda", "mps"):
-            raise ConfigError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
+        if self.device.split(":")[0] not in ("cpu", "cuda", "mps") or not _device_index_ok(self.device):
+            raise ConfigError(f"config key device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
 
     # --- conversion ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -227,17 +195,36 @@ class TrainingConfig:
         return cls.from_dict(read_config_file(path))
 
 
+MAX_CONFIG_FILE_BYTES = 1 << 20  # a config is a few hundred bytes; anything this big is a wrong file
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The JSON object of config keys in ``path``; ConfigError saying what is wrong otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--config {path} is a folder; pass a JSON file such as config.json")
     try:
-        values = json.loads(Path(path).read_text())
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_FILE_BYTES:
+        raise ConfigError(f"config file {path} is over 1 MB; a config is a small JSON object like "
+                          '{"batch_size": 64}')
+    try:
+        values = json.loads(raw.decode("utf-8-sig"), parse_constant=_refuse_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a JSON object of config keys, like {{\"batch_size\": 64}}")
     return values
+
+
+def _refuse_constant(name: str) -> Any:
+    """JSON has no NaN or Infinity; Python's reader would accept them, so they are refused here."""
+    raise json.JSONDecodeError(f"{name} is not a JSON number", name, 0)
 
 
 def config_keys() -> list[str]:
@@ -245,19 +232,104 @@ def config_keys() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainingConfig)]
 
 
-def _choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ConfigError(f"{name} must be one of {', '.join(valid)}; got {value!r}")
+# --- per-key rules: (kind, low, high, low_open) or a tuple of choices ---------------------------
+_INT, _FLOAT, _BOOL, _STR = "integer", "number", "boolean (true or false)", "string"
+MAX_SEED = 2**32 - 1  # numpy and torch both take seeds in [0, 2**32) everywhere
+_RULES: dict[str, tuple[Any, ...]] = {
+    "model_size": MODEL_SIZES,
+    "dueling": (_BOOL,),
+    "batch_size": (_INT, 1, 1 << 20),
+    "gradient_accumulation_steps": (_INT, 1, 4096),
+    "learning_rate": (_FLOAT, 0.0, 1.0, True),
+    "gamma": (_FLOAT, 0.0, 1.0),
+    "max_grad_norm": (_FLOAT, 0.0, 1e9, True),
+    "train_frequency": (_INT, 1, 1 << 24),
+    "learning_starts": (_INT, 0, 10**12),
+    "target_update": TARGET_UPDATE_MODES,
+    "target_update_interval": (_INT, 1, 10**9),
+    "tau": (_FLOAT, 0.0, 1.0, True),
+    "epsilon_start": (_FLOAT, 0.0, 1.0),
+    "epsilon_end": (_FLOAT, 0.0, 1.0),
+    "epsilon_decay_steps": (_INT, 1, 10**15, False, True),
+    "exploration_fraction": (_FLOAT, 0.0, 1.0, True),
+    "n_step": (_INT, 1, 100),
+    "prioritized_replay": (_BOOL,),
+    "priority_alpha": (_FLOAT, 0.0, 1.0),
+    "priority_beta": (_FLOAT, 0.0, 1.0),
+    "buffer_size": (_INT, 1, 10**10),
+    "replay_state_dtype": REPLAY_STATE_DTYPES,
+    "device": (_STR,),
+    "use_mixed_precision": (_BOOL,),
+    "precision": PRECISIONS,
+    "num_workers": (_INT, 1, 4096),
+    "parallel_envs": (_INT, 1, 1 << 20),
+    "env_backend": ENV_BACKENDS,
+    "checkpoint_compression": (_BOOL,),
+    "optimization_level": OPTIMIZATION_LEVELS,
+    "memory_reserve_gb": (_FLOAT, 0.0, 1e6),
+    "initial_balance": (_FLOAT, 0.0, 1e15, True),
+    "fee": (_FLOAT, 0.0, 0.1),
+    "slippage": (_FLOAT, 0.0, 0.1),
+    "reward_mode": REWARD_MODES,
+    "episodes": (_INT, 1, 10**9),
+    "data_days": (_INT, 1, 36_500, False, True),  # up to a century of candles; None = all of them
+    "eval_interval": (_INT, 1, 10**9),
+    "save_interval": (_INT, 1, 10**9),
+    "validation_metric": VALIDATION_METRICS,
+    "seed": (_INT, 0, MAX_SEED),
+}
 
 
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})" if not isinstance(value, (int, float)) else repr(value)
 
 
-def _in_range(name: str, value: Any, low: float, high: float, low_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and (low < value if low_open else low <= value) and value <= high
+def _checked(name: str, value: Any, label: str | None = None) -> Any:
+    """``value`` if it obeys ``_RULES[name]`` (numpy numbers become Python ones), else ConfigError.
+
+    Messages start with ``label`` (default ``config key NAME``).
+    """
+    what = f"config key {name}" if label is None else label
+    rule = _RULES[name]
+    if rule[0] not in (_INT, _FLOAT, _BOOL, _STR):  # a tuple of allowed names
+        if not isinstance(value, str) or value not in rule:
+            raise ConfigError(f"{what} must be one of {', '.join(rule)}; got {_describe(value)}")
+        return value
+    kind, *bounds = rule
+    if kind == _BOOL:
+        if not isinstance(value, (bool, np.bool_)):
+            raise ConfigError(f"{what} must be true or false; got {_describe(value)}")
+        return bool(value)
+    if kind == _STR:
+        if not isinstance(value, str):
+            raise ConfigError(f"{what} must be a string; got {_describe(value)}")
+        return value
+    low, high, low_open, optional = (*bounds, False, False)[:4]
+    if value is None and optional:
+        return None
+    is_int = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    is_real = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if kind == _INT:
+        if not is_int or not low <= value <= high:
+            raise ConfigError(f"{what} must be a whole number from {low:,} to {high:,}"
+                              f"{' (or null for all)' if optional else ''}; got {_describe(value)}")
+        return int(value)
+    ok = is_real and math.isfinite(value) and (value > low if low_open else value >= low) and value <= high
     if not ok:
         bracket = "(" if low_open else "["
-        raise ConfigError(f"{name} must be a number in {bracket}{low}, {high}], got {value!r}")
+        raise ConfigError(f"{what} must be a finite number in {bracket}{low:g}, {high:g}]; got {_describe(value)}")
+    return float(value)
+
+
+def check_value(name: str, value: Any, label: str) -> Any:
+    """``value`` checked against the rules of config key ``name`` (for CLI flags and other front ends)."""
+    try:
+        return _checked(name, value, label)
+    except ConfigError as error:
+        raise ConfigError(str(error).strip()) from None
+
+
+def _device_index_ok(device: str) -> bool:
+    """'cuda' or 'cuda:N' with a whole N >= 0 (and no index on the others)."""
+    kind, _, index = device.partition(":")
+    return not index or (kind == "cuda" and index.isdigit())

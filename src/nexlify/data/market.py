@@ -268,6 +268,8 @@ def _read_file(path: Path) -> tuple[pd.DataFrame, _Rows]:
         raise DataError(f"{label}: file not found. Fix: check the path, or omit it to use the bundled data.")
     if not path.is_file():
         raise DataError(f"{label}: not a file. Fix: pass a CSV (.csv, .csv.gz) or Parquet file.")
+    if path.stat().st_size == 0:
+        raise DataError(f"{label}: the file is empty. Fix: pass a file with OHLCV candles.")
     if name.endswith(_PARQUET_SUFFIXES):
         try:
             frame = pd.read_parquet(path)
@@ -665,6 +667,35 @@ class MarketSplits:
     periods_per_year: float
     gaps: tuple[Gap, ...] = field(default_factory=tuple)
     source: str = ""
+    # How to find the data again: "bundled", an absolute file path, or None (a DataFrame in memory).
+    origin: str | None = None
+    # First and last candle of the selected window (warm-up included), ISO 8601 UTC: with ``origin``
+    # this rebuilds exactly these splits (``prepare_market(origin, window=...)``).
+    window: tuple[str, str] = ("", "")
+
+    def record(self) -> dict[str, Any]:
+        """JSON-safe description saved with a model: where the data is, its window and split sizes."""
+        return {
+            "data_source": self.source,
+            "data_origin": self.origin,
+            "data_window": list(self.window),
+            "split_rows": {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)},
+            "test_window": [_iso(self.test.timestamps[0]), _iso(self.test.timestamps[-1])],
+        }
+
+
+def _iso(stamp: np.datetime64 | pd.Timestamp) -> str:
+    ts = pd.Timestamp(stamp)
+    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).isoformat()
+
+
+def data_origin(source: str | Path | pd.DataFrame | None) -> str | None:
+    """How to find ``source`` again: "bundled", an absolute file path, or None (in memory)."""
+    if source is None:
+        return "bundled"
+    if isinstance(source, (str, Path)):
+        return str(Path(source).expanduser().resolve())
+    return None
 
 
 def periods_per_year(timeframe: pd.Timedelta) -> float:
@@ -704,8 +735,10 @@ def prepare_market(
     validation_fraction: float = 0.15,
     *,
     max_gap_bars: int | None = DEFAULT_MAX_GAP_BARS,
+    window: tuple[str, str] | list[str] | None = None,
 ) -> MarketSplits:
-    """Load, keep the last ``data_days``, compute features once, drop warm-up, split, and scale.
+    """Load, keep the last ``data_days`` (or exactly ``window``: first and last candle, ISO 8601),
+    compute features once, drop warm-up, split, and scale.
 
     Features are causal, so computing them on the whole window leaks nothing forward; the scaler is
     fitted on the train part only and applied to all three.
@@ -714,22 +747,25 @@ def prepare_market(
     # The gap policy is applied to the selected window below, not to history the run never uses.
     frame = load_ohlcv(source, max_gap_bars=None, log_gaps=False)
     label = frame.attrs["source"]
-    window = select_recent_days(frame, data_days)
-    if len(window) < needed:
+    selected = select_recent_days(frame, data_days) if window is None else select_window(frame, window)
+    if len(selected) < needed:
         tf = detect_timeframe(frame)
         days_needed = math.ceil(needed * tf / pd.Timedelta(days=1))
+        if len(frame) >= needed:
+            fix = f"use a larger --data-days (at least {days_needed})"
+        else:
+            fix = f"use a longer file (this one has {len(frame)} candles in all)"
         raise DataError(
-            f"{label}: the selected window has {len(window)} candles but at least {needed} are needed "
-            f"({WARMUP_BARS} warm-up + {MIN_SPLIT_ROWS} or more per split). Fix: use a larger "
-            f"--data-days (at least {days_needed}) or a longer file."
+            f"{label}: the selected window has {len(selected)} candles but at least {needed} are needed "
+            f"({WARMUP_BARS} warm-up + {MIN_SPLIT_ROWS} or more per split). Fix: {fix}."
         )
-    report = gap_report(window, max_gap_bars)
-    report.enforce(window, label)
+    report = gap_report(selected, max_gap_bars)
+    report.enforce(selected, label)
     if report.gaps:
         logger.warning("%s (selected window): %s", label, report.summary())
 
-    features = compute_market_features(window)[WARMUP_BARS:]
-    usable = window.iloc[WARMUP_BARS:]
+    features = compute_market_features(selected)[WARMUP_BARS:]
+    usable = selected.iloc[WARMUP_BARS:]
     parts = split_chronological(len(usable), train_fraction, validation_fraction)
     scaler = FeatureScaler().fit(features[parts[0]])
     scaled = scaler.transform(features)
@@ -743,4 +779,25 @@ def prepare_market(
         periods_per_year=periods_per_year(report.timeframe),
         gaps=report.gaps,
         source=label,
+        origin=data_origin(source),
+        window=(_iso(selected.index[0]), _iso(selected.index[-1])),
     )
+
+
+def select_window(frame: pd.DataFrame, window: tuple[str, str] | list[str]) -> pd.DataFrame:
+    """Exactly the candles from ``window[0]`` to ``window[1]`` (inclusive); DataError if the data no
+    longer holds both ends (the file was cut or replaced)."""
+    try:
+        start, end = (pd.Timestamp(t) for t in window)
+    except (TypeError, ValueError):
+        raise DataError(f"invalid recorded data window {window!r}") from None
+    index = _index_of(frame)
+    if not (len(index) and start in index and end in index):
+        span = f"{_fmt_ts(index[0])} .. {_fmt_ts(index[-1])}" if len(index) else "no candles"
+        raise DataError(
+            f"{frame.attrs.get('source', 'data')}: the recorded window {_fmt_ts(start)} .. {_fmt_ts(end)} "
+            f"is no longer in the data (it holds {span}). Fix: use the data the model was trained on."
+        )
+    selected = frame.loc[start:end].copy()
+    selected.attrs = dict(frame.attrs)
+    return selected

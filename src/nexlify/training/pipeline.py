@@ -15,6 +15,7 @@ from nexlify.config import TrainingConfig
 from nexlify.data.features import FeatureScaler
 from nexlify.data.market import (
     MarketSlice,
+    MarketSplits,
     detect_timeframe,
     load_ohlcv,
     market_slice_from_frame,
@@ -26,6 +27,7 @@ from nexlify.evaluation.backtest import BacktestResult, run_baselines
 from nexlify.evaluation.report import metrics_table, write_report_png, write_results_json, write_summary
 from nexlify.io import write_text_atomic
 from nexlify.training.monitor import TrainingMonitor
+from nexlify.training.run_folder import RunFolderLock, check_previous_run, remove_previous_run
 from nexlify.training.trainer import BEST_MODEL, Trainer, evaluate_agent
 
 HARDWARE_PROFILE = "hardware_profile.json"
@@ -34,13 +36,14 @@ SUMMARY = "training_summary.txt"
 REPORT = "training_report.png"
 
 
-def data_origin(data: Any) -> str | None:
-    """How to find the training data again: 'bundled', an absolute file path, or None (in memory)."""
-    if data is None:
-        return "bundled"
-    if isinstance(data, (str, Path)):
-        return str(Path(data).resolve())
-    return None
+def load_training_data(data: Any = None, data_days: int | None = 180, exchange: str | None = None,
+                       symbol: str | None = None, timeframe: str | None = None) -> MarketSplits:
+    """The run's splits from a file/frame (None: the bundled candles) or a fresh exchange download."""
+    if exchange:
+        from nexlify.data.exchange import download_ohlcv
+
+        data = download_ohlcv(exchange, symbol or "BTC/USDT", timeframe or "1h", days=data_days or 180)
+    return prepare_market(data, data_days=data_days)
 
 
 def timeframe_label(seconds: float) -> str:
@@ -80,16 +83,38 @@ def run_training(
     tensorboard: bool = False,
     console: Console | None = None,
     quiet: bool = False,
+    splits: MarketSplits | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Train per ``config`` on ``data`` (None: the bundled BTC/USDT candles) and write every output."""
+    """Train per ``config`` on ``splits`` (or ``data``; None: the bundled BTC/USDT candles) and write
+    every output into ``output_dir``, which is locked for the run (see ``run_folder``).
+
+    A folder holding another run's outputs is refused unless this run resumes from it or
+    ``overwrite`` is set (then those outputs are deleted first).
+    """
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     console = console or Console(stderr=True)
     started = time.perf_counter()
-    splits = prepare_market(data, data_days=config.data_days)
+    if splits is None:
+        splits = prepare_market(data, data_days=config.data_days)
+    continuing = resume_from is not None and Path(resume_from).resolve().parent == output_dir.resolve()
+    with RunFolderLock(output_dir):
+        check_previous_run(output_dir, resume=continuing, overwrite=overwrite)
+        if overwrite and not continuing:
+            removed = remove_previous_run(output_dir)
+            if removed:
+                console.print(f"--overwrite: removed the previous run's {', '.join(removed)} from {output_dir}",
+                              soft_wrap=True)
+        return _train_locked(config, splits, output_dir, profile, reasons, overrides, resume_from, tensorboard,
+                             console, quiet, started)
+
+
+def _train_locked(config: TrainingConfig, splits: MarketSplits, output_dir: Path, profile: dict[str, Any] | None,
+                  reasons: list[str] | None, overrides: dict[str, Any] | None, resume_from: str | Path | None,
+                  tensorboard: bool, console: Console, quiet: bool, started: float) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     source = splits.source
-    metadata = {"data_source": source, "data_origin": data_origin(data), "data_days": config.data_days}
+    metadata = {**splits.record(), "data_days": config.data_days}
     tb_dir = str(output_dir / "tensorboard") if tensorboard else None
     with TrainingMonitor(config.episodes, console=console, tensorboard_dir=tb_dir, quiet=quiet) as monitor:
         trainer = Trainer(config, splits, output_dir, monitor=monitor, resume_from=resume_from, metadata=metadata)
