@@ -366,3 +366,32 @@ def test_learning_rate_and_gradient_clipping_take_effect() -> None:
     # Adam's first step moves each weight by lr x g/|g| = lr, whatever the clipped gradient's size.
     largest_move = max(float((a - b).abs().max()) for a, b in zip(params(agent.q_network), before, strict=True))
     assert largest_move == pytest.approx(1e-2, rel=1e-3)
+
+
+# --- weight decay ------------------------------------------------------------------------------
+def test_weight_decay_shrinks_weights_by_lr_times_decay() -> None:
+    # AdamW: p <- p - lr * wd * p, then the same Adam step as without decay (same gradients from the
+    # same weights and batch), so the two agents differ by exactly lr * wd * p0 after one step.
+    plain, decayed = make_agent(), make_agent(weight_decay=0.1)
+    assert isinstance(decayed.optimizer, torch.optim.AdamW)
+    start = params(plain.q_network)
+    for agent in (plain, decayed):
+        fill(agent)
+        agent.learn()
+    lr = plain.config.learning_rate
+    for p0, a, b in zip(start, plain.q_network.parameters(), decayed.q_network.parameters(), strict=True):
+        torch.testing.assert_close(a.detach() - b.detach(), lr * 0.1 * p0, rtol=1e-3, atol=1e-7)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, float("nan"), "0.1"])
+def test_weight_decay_and_feature_set_are_validated(value) -> None:
+    from nexlify.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="weight_decay must be a number in"):
+        TrainingConfig(weight_decay=value)
+    with pytest.raises(ConfigError, match="feature_set must be one of basic, trend"):
+        TrainingConfig(feature_set="fancy")
+    # Configs saved before these keys existed load with the old behaviour.
+    old = {k: v for k, v in TrainingConfig().to_dict().items() if k not in ("weight_decay", "feature_set")}
+    assert TrainingConfig.from_dict(old).feature_set == "basic"
+    assert TrainingConfig.from_dict(old).weight_decay == 0.0

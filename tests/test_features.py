@@ -16,10 +16,15 @@ from nexlify.data.features import (
     LIVE_HISTORY_BARS,
     MARKET_FEATURE_NAMES,
     STATE_SIZE,
+    TREND_WARMUP_BARS,
     WARMUP_BARS,
     FeatureScaler,
     compute_market_features,
+    feature_names,
+    feature_set_of,
+    live_history_bars,
     market_state_from_candles,
+    warmup_bars,
 )
 from nexlify.errors import DataError
 
@@ -171,3 +176,87 @@ def test_market_state_from_candles_matches_batch_features() -> None:
     broken.iloc[-1, broken.columns.get_loc("high")] = 1e-3
     with pytest.raises(DataError, match="below low"):
         market_state_from_candles(broken, scaler)
+
+
+# --- the trend feature set -------------------------------------------------------------------
+TREND = {name: i for i, name in enumerate(feature_names("trend"))}
+
+
+def test_feature_sets_names_warmup_and_lookup() -> None:
+    assert feature_names("basic") == MARKET_FEATURE_NAMES
+    assert feature_names("trend")[:9] == MARKET_FEATURE_NAMES and len(feature_names("trend")) == 15
+    assert warmup_bars("basic") == WARMUP_BARS and warmup_bars("trend") == TREND_WARMUP_BARS == 720
+    assert feature_set_of(list(feature_names("trend"))) == "trend"
+    with pytest.raises(DataError, match="match no known feature set"):
+        feature_set_of(["log_return_1"])
+    with pytest.raises(DataError, match="unknown feature set 'fancy'"):
+        compute_market_features(ohlcv(np.full(60, 1.0)), "fancy")
+
+
+def test_trend_features_hand_computed() -> None:
+    # Geometric path c_t = 100 * g^t: k-bar returns are k ln g; the k-bar SMA of g^(t-k+1..t) is a
+    # geometric sum, so ln(c / SMA_k) = -ln(mean(g^-j, j=0..k-1)); a rising path has no drawdown;
+    # vol is 0 on both horizons -> regime ln(floor / floor) = 0.
+    g, n = 1.001, 900
+    close = 100 * g ** np.arange(n)
+    feats = compute_market_features(ohlcv(close), "trend")
+    assert feats.shape == (n, 15)
+    assert np.isnan(feats[:720]).all() and np.isfinite(feats[720:]).all()
+    basic = compute_market_features(ohlcv(close))
+    np.testing.assert_array_equal(feats[720:, :9], basic[720:])
+    last = feats[-1]
+    assert last[TREND["log_return_168"]] == pytest.approx(168 * math.log(g), rel=1e-4)
+    assert last[TREND["log_return_720"]] == pytest.approx(720 * math.log(g), rel=1e-4)
+    for k in (168, 720):
+        expected = -math.log(np.mean(g ** -np.arange(k)))
+        assert last[TREND[f"ma_distance_{k}"]] == pytest.approx(expected, rel=1e-4)
+    assert last[TREND["drawdown_720"]] == pytest.approx(0.0, abs=1e-7)
+    assert last[TREND["volatility_regime"]] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_trend_drawdown_and_volatility_regime_hand_computed() -> None:
+    # Flat at 100 for 800 bars, then one drop to 80: drawdown from the month's high is -20%.
+    close = np.full(801, 100.0)
+    close[-1] = 80.0
+    last = compute_market_features(ohlcv(close), "trend")[-1]
+    assert last[TREND["drawdown_720"]] == pytest.approx(-0.2, rel=1e-6)
+    # Returns: 696 quiet bars of +-0.001 then 24 of +-0.01 (alternating): vol24 = 0.01, vol720 is
+    # the population std of all 720 -> regime = ln(0.01 / sqrt((696e-6 + 24e-4) / 720)).
+    signs = np.tile([1.0, -1.0], 400)[:800]
+    steps = np.concatenate([signs[:776] * 0.001, signs[776:] * 0.01])
+    close = 100 * np.exp(np.concatenate([[0.0], np.cumsum(steps)]))
+    last = compute_market_features(ohlcv(close), "trend")[-1]
+    vol720 = math.sqrt((696 * 1e-6 + 24 * 1e-4) / 720 - (np.mean(steps[-720:])) ** 2)
+    assert last[TREND["volatility_regime"]] == pytest.approx(math.log(0.01 / vol720), rel=1e-3)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(TREND_WARMUP_BARS + 5, 900), t_frac=st.floats(0.0, 1.0))
+def test_trend_features_no_look_ahead(seed: int, n: int, t_frac: float) -> None:
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
+    volume = rng.uniform(0, 100, n)
+    t = int(t_frac * (n - 2))
+    before = compute_market_features(ohlcv(close, volume), "trend")
+    close2 = close.copy()
+    close2[t + 1 :] = 100 * np.exp(np.cumsum(rng.normal(0.05, 0.1, n - t - 1)))
+    volume2 = volume.copy()
+    volume2[t + 1 :] = rng.uniform(0, 1000, n - t - 1)
+    after = compute_market_features(ohlcv(close2, volume2), "trend")
+    np.testing.assert_array_equal(before[: t + 1], after[: t + 1])
+    assert not np.array_equal(before[t + 1 :], after[t + 1 :], equal_nan=True)
+
+
+def test_live_state_uses_the_scalers_feature_set() -> None:
+    rng = np.random.default_rng(3)
+    frame = ohlcv(100 * np.exp(np.cumsum(rng.normal(0, 0.01, 1000))), rng.uniform(1, 5, 1000))
+    full = compute_market_features(frame, "trend")
+    scaler = FeatureScaler(feature_names=feature_names("trend")).fit(full[720:])
+    state = market_state_from_candles(frame.iloc[-live_history_bars("trend") :], scaler)
+    assert state.shape == (15,)
+    # Every column but the recursive MACD matches the long-history value exactly.
+    expected = scaler.transform(full[-1])
+    keep = [i for i, name in enumerate(feature_names("trend")) if name != "macd_hist"]
+    np.testing.assert_allclose(state[keep], expected[keep], rtol=1e-5, atol=1e-5)
+    with pytest.raises(DataError, match="at least 721"):
+        market_state_from_candles(frame.iloc[-720:], scaler)

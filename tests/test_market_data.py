@@ -323,3 +323,23 @@ def test_prepare_market_refuses_short_windows() -> None:
         prepare_market(data_days=0)
     with pytest.raises(DataError, match="at least"):
         prepare_market(_hourly(120), data_days=None)
+
+
+def test_trend_feature_set_reads_its_warm_up_before_the_window(splits) -> None:
+    trend = prepare_market(data_days=180, feature_set="trend")
+    # Same usable rows as the basic set: the extra 672 warm-up candles come from before the window.
+    for basic_part, trend_part in zip((splits.train, splits.validation, splits.test),
+                                      (trend.train, trend.validation, trend.test), strict=True):
+        np.testing.assert_array_equal(trend_part.timestamps, basic_part.timestamps)
+        assert trend_part.features.shape == (len(basic_part), 15) and np.isfinite(trend_part.features).all()
+    assert trend.scaler.feature_names[9:] == ("log_return_168", "log_return_720", "ma_distance_168",
+                                               "ma_distance_720", "drawdown_720", "volatility_regime")
+    # The trend scaler is fitted on the train rows only, like the basic one.
+    assert abs(float(trend.train.features[:, 10].mean())) < 1e-3
+    assert list(trend.test.to_frame(include_features=True).columns)[-1] == "volatility_regime"
+    # Without history before the window (all data), the warm-up is taken from inside it.
+    frame = load_ohlcv().iloc[-1500:]
+    whole = prepare_market(frame, data_days=None, feature_set="trend")
+    assert len(whole.train) + len(whole.validation) + len(whole.test) == 1500 - 720
+    with pytest.raises(DataError, match="'trend' features need 720 candles of warm-up"):
+        prepare_market(frame.iloc[-800:], data_days=None, feature_set="trend")

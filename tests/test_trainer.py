@@ -207,3 +207,17 @@ def test_one_round_of_many_accounts_still_validates_every_eval_interval(tmp_path
     best = AdaptiveDQNAgent.from_checkpoint(tmp_path / "best_model.pth")
     assert best.checkpoint_metadata["episodes_done"] == state.best_episode
     assert "trainer_state" not in best.checkpoint_metadata  # a model, not a resume point
+
+
+def test_trend_feature_set_trains_and_its_model_evaluates_on_new_data(tmp_path):
+    from nexlify.training.pipeline import evaluate_model
+
+    frame = synthetic_frame(1300, seed=2)
+    results = run_training(tiny_config(episodes=2, feature_set="trend"), data=frame.iloc[:1200],
+                           output_dir=tmp_path, quiet=True)
+    agent = AdaptiveDQNAgent.from_checkpoint(tmp_path / "best_model.pth")
+    assert agent.state_size == 15 + 3 and agent.config.feature_set == "trend"
+    assert results["run"]["rows"]["train"] == int((1200 - 720) * 0.7)
+    # A file the model never saw: the trend features are rebuilt from the scaler's feature names.
+    evaluation = evaluate_model(tmp_path / "best_model.pth", data=frame, out_dir=tmp_path / "eval")
+    assert evaluation["rows"] == 1300 - 720

@@ -287,7 +287,7 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     file_values = read_config_file(args.config) if args.config else None
     early = _validated_overrides(file_values, args)
     splits = load_training_data(args.data, early.get("data_days", TrainingConfig().data_days), args.exchange,
-                                args.symbol, args.timeframe)
+                                args.symbol, args.timeframe, early.get("feature_set", TrainingConfig().feature_set))
 
     from nexlify.hardware.profiler import HardwareProfiler
 

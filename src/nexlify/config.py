@@ -45,6 +45,9 @@ def replay_bytes_per_transition(state_size: int, state_dtype: str = "float32") -
         raise ValueError(f"state_dtype must be one of {', '.join(REPLAY_STATE_DTYPES)}, got {state_dtype!r}")
     return 2 * state_size * _STATE_ITEM_BYTES[state_dtype] + 8 + 4 + 4 + 1
 VALIDATION_METRICS: tuple[str, ...] = ("sharpe", "final_equity")
+# The agent's market features (nexlify.data.features.FEATURE_SETS): "basic" looks back 48 bars,
+# "trend" adds week/month returns, moving-average distances, drawdown and a volatility regime.
+FEATURE_SETS: tuple[str, ...] = ("basic", "trend")
 ENV_BACKENDS: tuple[str, ...] = ("auto", "numpy", "torch")
 STANDALONE_EPSILON_DECAY_STEPS = 100_000
 
@@ -77,6 +80,8 @@ class TrainingConfig:
     prioritized_replay: bool = False
     priority_alpha: float = 0.6
     priority_beta: float = 0.4
+    # Decoupled (AdamW) weight decay of the Q-network's weights; 0 is plain Adam.
+    weight_decay: float = 0.0
     # --- replay memory ---
     buffer_size: int = 100_000
     replay_state_dtype: str = "float32"
@@ -97,6 +102,7 @@ class TrainingConfig:
     fee: float = 0.001
     slippage: float = 0.0005
     reward_mode: str = "log_return"
+    feature_set: str = "basic"
     # --- run ---
     episodes: int = 1000
     data_days: int | None = 180
@@ -256,6 +262,7 @@ _RULES: dict[str, tuple[Any, ...]] = {
     "prioritized_replay": (_BOOL,),
     "priority_alpha": (_FLOAT, 0.0, 1.0),
     "priority_beta": (_FLOAT, 0.0, 1.0),
+    "weight_decay": (_FLOAT, 0.0, 1.0),
     "buffer_size": (_INT, 1, 10**10),
     "replay_state_dtype": REPLAY_STATE_DTYPES,
     "device": (_STR,),
@@ -271,6 +278,7 @@ _RULES: dict[str, tuple[Any, ...]] = {
     "fee": (_FLOAT, 0.0, 0.1),
     "slippage": (_FLOAT, 0.0, 0.1),
     "reward_mode": REWARD_MODES,
+    "feature_set": FEATURE_SETS,
     "episodes": (_INT, 1, 10**9),
     "data_days": (_INT, 1, 36_500, False, True),  # up to a century of candles; None = all of them
     "eval_interval": (_INT, 1, 10**9),

@@ -40,12 +40,15 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _make_adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
-    """Adam with the fused kernel where this torch build supports it, else the foreach one."""
+def _make_adam(params: list[torch.nn.Parameter], lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """Adam (AdamW when ``weight_decay`` > 0) with the fused kernel where this torch build supports
+    it, else the foreach one."""
+    optimizer: Any = torch.optim.AdamW if weight_decay > 0 else torch.optim.Adam
+    kwargs: dict[str, Any] = {"weight_decay": weight_decay} if weight_decay > 0 else {}
     try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
+        return optimizer(params, lr=lr, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=lr, foreach=True)
+        return optimizer(params, lr=lr, foreach=True, **kwargs)
 
 
 def replay_device(config: TrainingConfig, device: torch.device) -> torch.device:
@@ -90,7 +93,7 @@ class AdaptiveDQNAgent:
         self.target_network.eval()
         self._online_params = list(self.q_network.parameters())
         self._target_params = list(self.target_network.parameters())
-        self.optimizer = _make_adam(self._online_params, config.learning_rate)
+        self.optimizer = _make_adam(self._online_params, config.learning_rate, config.weight_decay)
 
         # Mixed precision: fp16 (+GradScaler) or bf16 on CUDA; bf16 on CPU only when asked for.
         self._amp_dtype: torch.dtype | None = None

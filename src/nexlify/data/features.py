@@ -1,7 +1,13 @@
 """Market features: computed once per dataset, vectorised, causal, float32.
 
-The agent's state is ``STATE_SIZE = 12`` numbers: the 9 market features below plus the 3 account
-features (``ACCOUNT_FEATURE_NAMES``) that the trading environment computes from its own position.
+Two feature sets (config key ``feature_set``); a checkpoint's scaler records the names it was
+fitted on, so a model always gets the set it was trained with (``feature_set_of``).
+
+* ``basic`` (default): the 9 market features below. The agent's state is then
+  ``STATE_SIZE = 12`` numbers: these plus the 3 account features (``ACCOUNT_FEATURE_NAMES``) that
+  the trading environment computes from its own position.
+* ``trend``: the 9 basic features plus 6 trend and regime features that look back up to a month of
+  hourly bars (``TREND_FEATURE_NAMES``, below); warm-up ``TREND_WARMUP_BARS``.
 
 The 9 market features of candle ``t`` use only candles ``<= t`` (no look-ahead; a property test
 checks this). With ``c`` = close, ``h`` = high, ``l`` = low, ``v`` = volume and
@@ -20,7 +26,17 @@ checks this). With ``c`` = close, ``h`` = high, ``l`` = low, ``v`` = volume and
 8. ``zscore_48``      ``(c_t - mean_48(c)) / std_48(c)`` over the last 48 closes; 0 if they are all equal.
 9. ``range_pct``      ``(h_t - l_t) / c_t``: the bar's range relative to its price.
 
-The first ``WARMUP_BARS`` rows are NaN (their windows are not yet full); every later row is finite for
+The trend set adds, with ``SMA_k`` the mean of the last ``k`` closes (including ``c_t``):
+
+10. ``log_return_168``   ``ln(c_t / c_{t-168})``: a week's move on hourly bars.
+11. ``log_return_720``   ``ln(c_t / c_{t-720})``: a month's (30 days) move on hourly bars.
+12. ``ma_distance_168``  ``ln(c_t / SMA_168)``: distance from the weekly moving average.
+13. ``ma_distance_720``  ``ln(c_t / SMA_720)``: distance from the monthly moving average.
+14. ``drawdown_720``     ``c_t / max(c_{t-719..t}) - 1``: fall from the month's highest close (<= 0).
+15. ``volatility_regime`` ``ln(volatility_24 / volatility_720)`` clipped to [-5, 5]: today's
+                         realised volatility against the month's (0 when both are zero).
+
+The first ``warmup_bars(feature_set)`` rows are NaN (their windows are not yet full); every later row is finite for
 validated data. Rows are treated as consecutive bars even across a reported data gap (the loader's
 gap policy keeps short gaps as they are instead of inventing candles).
 
@@ -54,6 +70,18 @@ MARKET_FEATURE_NAMES: tuple[str, ...] = (
 ACCOUNT_FEATURE_NAMES: tuple[str, ...] = ("position", "unrealized_pnl", "drawdown")
 N_MARKET_FEATURES: int = len(MARKET_FEATURE_NAMES)
 STATE_SIZE: int = N_MARKET_FEATURES + len(ACCOUNT_FEATURE_NAMES)
+TREND_FEATURE_NAMES: tuple[str, ...] = (
+    "log_return_168",
+    "log_return_720",
+    "ma_distance_168",
+    "ma_distance_720",
+    "drawdown_720",
+    "volatility_regime",
+)
+FEATURE_SETS: dict[str, tuple[str, ...]] = {
+    "basic": MARKET_FEATURE_NAMES,
+    "trend": MARKET_FEATURE_NAMES + TREND_FEATURE_NAMES,
+}
 
 # The longest window (z-score, 48 closes) first fills at row 47; one more bar of warm-up means a
 # caller needs WARMUP_BARS + 1 candles for one valid row, and gives the EMAs a little burn-in.
@@ -61,6 +89,9 @@ WARMUP_BARS: int = 48
 # MACD's EMAs are recursive, so their value depends (ever less) on how much history precedes them.
 # With this many candles the live value matches a long-history value to ~1e-9 relative.
 LIVE_HISTORY_BARS: int = 400
+# The trend set's longest windows (720-bar return and volatility) first fill at row 720.
+TREND_WARMUP_BARS: int = 720
+_WARMUP = {"basic": WARMUP_BARS, "trend": TREND_WARMUP_BARS}
 
 _VOLUME_EPS = 1e-8
 _VOLUME_RATIO_CLIP = 5.0
@@ -90,12 +121,44 @@ def _shift_ratio_log(log_close: np.ndarray, lag: int) -> np.ndarray:
     return out
 
 
-def compute_market_features(frame: pd.DataFrame) -> np.ndarray:
-    """Return the ``[T, 9]`` float32 market features of a validated OHLCV frame.
+def _check_feature_set(feature_set: str) -> None:
+    if feature_set not in FEATURE_SETS:
+        raise DataError(f"unknown feature set {feature_set!r}; choose one of {', '.join(FEATURE_SETS)}.")
 
-    Rows before ``WARMUP_BARS`` are NaN. The frame should come from ``load_ohlcv`` (positive prices,
-    non-negative volume); columns ``high``, ``low``, ``close``, ``volume`` are used.
+
+def feature_names(feature_set: str = "basic") -> tuple[str, ...]:
+    """The market feature names of ``feature_set``, in column order."""
+    _check_feature_set(feature_set)
+    return FEATURE_SETS[feature_set]
+
+
+def warmup_bars(feature_set: str = "basic") -> int:
+    """Rows at the start of a dataset whose ``feature_set`` features are NaN (windows not yet full)."""
+    _check_feature_set(feature_set)
+    return _WARMUP[feature_set]
+
+
+def live_history_bars(feature_set: str = "basic") -> int:
+    """Candles to pass for a live state of ``feature_set`` (MACD burn-in, or the trend warm-up)."""
+    return max(LIVE_HISTORY_BARS, warmup_bars(feature_set) + 1)
+
+
+def feature_set_of(names: tuple[str, ...] | list[str]) -> str:
+    """The feature set whose names are ``names`` (a scaler's), or DataError if none matches."""
+    for name, columns in FEATURE_SETS.items():
+        if tuple(names) == columns:
+            return name
+    raise DataError(f"the feature names {list(names)} match no known feature set "
+                    f"({', '.join(FEATURE_SETS)}); the model was saved by another Nexlify version.")
+
+
+def compute_market_features(frame: pd.DataFrame, feature_set: str = "basic") -> np.ndarray:
+    """Return the ``[T, n]`` float32 market features of ``feature_set`` for a validated OHLCV frame.
+
+    Rows before ``warmup_bars(feature_set)`` are NaN. The frame should come from ``load_ohlcv``
+    (positive prices, non-negative volume); columns ``high``, ``low``, ``close``, ``volume`` are used.
     """
+    _check_feature_set(feature_set)
     missing = [c for c in ("high", "low", "close", "volume") if c not in frame.columns]
     if missing:
         raise DataError(
@@ -144,9 +207,28 @@ def compute_market_features(frame: pd.DataFrame) -> np.ndarray:
 
     range_pct = (high - low) / close
 
-    features = np.column_stack([ret1, ret4, ret24, vol24, rsi, hist, vol_ratio, zscore, range_pct])
-    features[: min(WARMUP_BARS, n)] = np.nan
+    columns = [ret1, ret4, ret24, vol24, rsi, hist, vol_ratio, zscore, range_pct]
+    if feature_set == "trend":
+        columns += _trend_features(log_close, ret1, vol24)
+    features = np.column_stack(columns)
+    features[: min(_WARMUP[feature_set], n)] = np.nan
     return features.astype(np.float32)
+
+
+def _trend_features(log_close: np.ndarray, ret1: np.ndarray, vol24: np.ndarray) -> list[np.ndarray]:
+    """The trend set's 6 columns (see the module docstring). Trailing pandas windows: the value of
+    row ``t`` is computed from rows ``<= t`` only, so later rows never change it."""
+    close = pd.Series(np.exp(log_close))
+    columns = [_shift_ratio_log(log_close, 168), _shift_ratio_log(log_close, 720)]
+    for window in (168, 720):
+        sma = close.rolling(window, min_periods=window).mean().to_numpy()
+        columns.append(log_close - np.log(sma))
+    columns.append((close / close.rolling(720, min_periods=720).max()).to_numpy() - 1.0)
+    vol720 = pd.Series(ret1).rolling(720, min_periods=720).std(ddof=0).to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        regime = np.log((vol24 + _STD_FLOOR) / (vol720 + _STD_FLOOR))
+    columns.append(np.clip(regime, -_VOLUME_RATIO_CLIP, _VOLUME_RATIO_CLIP))
+    return columns
 
 
 class FeatureScaler:
@@ -239,21 +321,22 @@ class FeatureScaler:
 
 
 def market_state_from_candles(recent: pd.DataFrame, scaler: FeatureScaler) -> np.ndarray:
-    """Normalised 9-number market state of the last candle in ``recent`` (live use).
+    """Normalised market state of the last candle in ``recent`` (live use), in the scaler's feature set.
 
     ``recent`` goes through the loader's normalisation and validation and needs at least
-    ``WARMUP_BARS + 1`` rows; pass ``LIVE_HISTORY_BARS`` or more so MACD matches training closely.
+    ``warmup_bars + 1`` rows; pass ``live_history_bars`` or more so MACD matches training closely.
     """
     from nexlify.data.market import load_ohlcv  # local: market imports this module
 
-    needed = WARMUP_BARS + 1
+    feature_set = feature_set_of(scaler.feature_names)
+    needed = warmup_bars(feature_set) + 1
     if len(recent) < needed:
         raise DataError(
             f"live market state needs at least {needed} recent candles, got {len(recent)}. "
-            f"Fix: pass the last {LIVE_HISTORY_BARS} candles (at least {needed})."
+            f"Fix: pass the last {live_history_bars(feature_set)} candles (at least {needed})."
         )
     frame = load_ohlcv(recent, min_rows=needed, max_gap_bars=None)
-    features = compute_market_features(frame)
+    features = compute_market_features(frame, feature_set)
     last = features[-1]
     if not np.isfinite(last).all():
         raise DataError("live market state is not finite; check the recent candles for bad values.")

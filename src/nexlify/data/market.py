@@ -44,10 +44,13 @@ import numpy as np
 import pandas as pd
 
 from nexlify.data.features import (
-    MARKET_FEATURE_NAMES,
+    FEATURE_SETS,
     WARMUP_BARS,
     FeatureScaler,
     compute_market_features,
+    feature_names,
+    feature_set_of,
+    warmup_bars,
 )
 from nexlify.errors import ConfigError, DataError
 
@@ -621,7 +624,8 @@ class MarketSlice:
     """One contiguous stretch of candles as numpy arrays, ready for the environment.
 
     ``timestamps`` is ``datetime64[ns]`` holding UTC wall time without a timezone (numpy has none).
-    Prices/volume are float64; ``features`` is float32 ``[T, 9]``, already normalised.
+    Prices/volume are float64; ``features`` is float32 ``[T, n]`` (n = the feature set's width:
+    9 basic, 15 trend), already normalised.
     """
 
     timestamps: np.ndarray
@@ -637,10 +641,10 @@ class MarketSlice:
         for name in OHLCV_COLUMNS:
             if getattr(self, name).shape != (n,):
                 raise ValueError(f"MarketSlice.{name} has shape {getattr(self, name).shape}, expected ({n},)")
-        if self.features.shape != (n, len(MARKET_FEATURE_NAMES)):
+        widths = sorted({len(names) for names in FEATURE_SETS.values()})
+        if self.features.ndim != 2 or self.features.shape[0] != n or self.features.shape[1] not in widths:
             raise ValueError(
-                f"MarketSlice.features has shape {self.features.shape}, "
-                f"expected ({n}, {len(MARKET_FEATURE_NAMES)})"
+                f"MarketSlice.features has shape {self.features.shape}, expected ({n}, one of {widths})"
             )
 
     def __len__(self) -> int:
@@ -651,7 +655,8 @@ class MarketSlice:
         index = pd.DatetimeIndex(self.timestamps).tz_localize("UTC").rename("timestamp")
         data: dict[str, np.ndarray] = {c: getattr(self, c) for c in OHLCV_COLUMNS}
         if include_features:
-            data.update({name: self.features[:, i] for i, name in enumerate(MARKET_FEATURE_NAMES)})
+            names = next(v for v in FEATURE_SETS.values() if len(v) == self.features.shape[1])
+            data.update({name: self.features[:, i] for i, name in enumerate(names)})
         return pd.DataFrame(data, index=index)
 
 
@@ -714,11 +719,13 @@ def _slice(frame: pd.DataFrame, features: np.ndarray) -> MarketSlice:
 def market_slice_from_frame(
     frame: pd.DataFrame, scaler: FeatureScaler, *, max_gap_bars: int | None = DEFAULT_MAX_GAP_BARS
 ) -> MarketSlice:
-    """Evaluate-on-any-data helper: validate ``frame``, compute features, drop the warm-up rows and
-    normalise with a saved ``scaler``."""
-    frame = load_ohlcv(frame, min_rows=WARMUP_BARS + 1, max_gap_bars=max_gap_bars)
-    features = compute_market_features(frame)
-    return _slice(frame.iloc[WARMUP_BARS:], scaler.transform(features[WARMUP_BARS:]))
+    """Evaluate-on-any-data helper: validate ``frame``, compute the scaler's feature set, drop the
+    warm-up rows and normalise with a saved ``scaler``."""
+    feature_set = feature_set_of(scaler.feature_names)
+    warmup = warmup_bars(feature_set)
+    frame = load_ohlcv(frame, min_rows=warmup + 1, max_gap_bars=max_gap_bars)
+    features = compute_market_features(frame, feature_set)
+    return _slice(frame.iloc[warmup:], scaler.transform(features[warmup:]))
 
 
 def _rows_needed(train_fraction: float, validation_fraction: float) -> int:
@@ -726,6 +733,21 @@ def _rows_needed(train_fraction: float, validation_fraction: float) -> int:
     while min(_split_sizes(n, train_fraction, validation_fraction)) < MIN_SPLIT_ROWS:
         n += 1
     return n + WARMUP_BARS
+
+
+def with_lead_in(frame: pd.DataFrame, window: pd.DataFrame, feature_set: str) -> pd.DataFrame:
+    """``window`` preceded by the extra history a long-look-back ``feature_set`` needs, when ``frame``
+    has it: with ``basic`` the window is returned as is (its first ``WARMUP_BARS`` rows are the
+    warm-up); with ``trend`` up to ``warmup_bars("trend") - WARMUP_BARS`` earlier rows are prepended,
+    so the same rows of the window stay usable."""
+    extra = warmup_bars(feature_set) - WARMUP_BARS
+    if extra <= 0 or len(window) == 0:
+        return window
+    start = int(frame.index.get_loc(window.index[0]))
+    lead_in = frame.iloc[max(0, start - extra) : start]
+    combined = pd.concat([lead_in, window])
+    combined.attrs = dict(window.attrs)
+    return combined
 
 
 def prepare_market(
@@ -736,12 +758,14 @@ def prepare_market(
     *,
     max_gap_bars: int | None = DEFAULT_MAX_GAP_BARS,
     window: tuple[str, str] | list[str] | None = None,
+    feature_set: str = "basic",
 ) -> MarketSplits:
     """Load, keep the last ``data_days`` (or exactly ``window``: first and last candle, ISO 8601),
     compute features once, drop warm-up, split, and scale.
 
     Features are causal, so computing them on the whole window leaks nothing forward; the scaler is
-    fitted on the train part only and applied to all three.
+    fitted on the train part only and applied to all three. A ``feature_set`` with a longer warm-up
+    reads it from history before the window where the data has it (``with_lead_in``).
     """
     needed = _rows_needed(train_fraction, validation_fraction)
     # The gap policy is applied to the selected window below, not to history the run never uses.
@@ -764,10 +788,18 @@ def prepare_market(
     if report.gaps:
         logger.warning("%s (selected window): %s", label, report.summary())
 
-    features = compute_market_features(selected)[WARMUP_BARS:]
-    usable = selected.iloc[WARMUP_BARS:]
+    history = with_lead_in(frame, selected, feature_set)
+    warmup = warmup_bars(feature_set)
+    if len(history) - warmup < needed - WARMUP_BARS:
+        raise DataError(
+            f"{label}: the {feature_set!r} features need {warmup} candles of warm-up and "
+            f"{needed - WARMUP_BARS} more to split, but the selected window and the history before it "
+            f"hold {len(history)}. Fix: use a longer file or feature_set 'basic'."
+        )
+    features = compute_market_features(history, feature_set)[warmup:]
+    usable = history.iloc[warmup:]
     parts = split_chronological(len(usable), train_fraction, validation_fraction)
-    scaler = FeatureScaler().fit(features[parts[0]])
+    scaler = FeatureScaler(feature_names=feature_names(feature_set)).fit(features[parts[0]])
     scaled = scaler.transform(features)
     train, validation, test = (_slice(usable.iloc[p], scaled[p]) for p in parts)
     return MarketSplits(

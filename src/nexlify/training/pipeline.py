@@ -37,13 +37,15 @@ REPORT = "training_report.png"
 
 
 def load_training_data(data: Any = None, data_days: int | None = 180, exchange: str | None = None,
-                       symbol: str | None = None, timeframe: str | None = None) -> MarketSplits:
-    """The run's splits from a file/frame (None: the bundled candles) or a fresh exchange download."""
+                       symbol: str | None = None, timeframe: str | None = None,
+                       feature_set: str = "basic") -> MarketSplits:
+    """The run's splits from a file/frame (None: the bundled candles) or a fresh exchange download,
+    with the features of ``feature_set``."""
     if exchange:
         from nexlify.data.exchange import download_ohlcv
 
         data = download_ohlcv(exchange, symbol or "BTC/USDT", timeframe or "1h", days=data_days or 180)
-    return prepare_market(data, data_days=data_days)
+    return prepare_market(data, data_days=data_days, feature_set=feature_set)
 
 
 def timeframe_label(seconds: float) -> str:
@@ -96,7 +98,7 @@ def run_training(
     console = console or Console(stderr=True)
     started = time.perf_counter()
     if splits is None:
-        splits = prepare_market(data, data_days=config.data_days)
+        splits = prepare_market(data, data_days=config.data_days, feature_set=config.feature_set)
     continuing = resume_from is not None and Path(resume_from).resolve().parent == output_dir.resolve()
     with RunFolderLock(output_dir):
         check_previous_run(output_dir, resume=continuing, overwrite=overwrite)
@@ -169,7 +171,8 @@ def evaluate_model(model_path: str | Path, data: Any = None, out_dir: str | Path
         if origin is None:
             raise ConfigError(f"{model_path} was trained on downloaded or in-memory candles that cannot be "
                               "found again; pass --data FILE to choose what to backtest on")
-        splits = prepare_market(None if origin == "bundled" else origin, data_days=meta.get("data_days"))
+        splits = prepare_market(None if origin == "bundled" else origin, data_days=meta.get("data_days"),
+                                feature_set=agent.config.feature_set)
         market, ppy, label = splits.test, splits.periods_per_year, f"test split of {meta.get('data_source')}"
     else:
         frame = load_ohlcv(data)
