@@ -1,0 +1,66 @@
+"""Ensembles across seeds: hand-computed mean-Q and vote decisions, determinism, refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import random_walk_slice
+from nexlify.agent.dqn import AdaptiveDQNAgent
+from nexlify.config import TrainingConfig
+from nexlify.errors import ConfigError
+from nexlify.evaluation.backtest import run_policy
+from nexlify.evaluation.ensemble import combine_q_values, ensemble_policy
+
+
+def test_mean_q_and_vote_by_hand() -> None:
+    # Three members, two states, three actions.
+    q = np.array([
+        [[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]],
+        [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]],
+        [[0.0, 5.0, 0.0], [0.0, 0.0, 1.5]],
+    ])
+    # Mean Q: state 0 -> [2/3, 5/3, 0] -> action 1; state 1 -> [0, 2/3, 5/6] -> action 2.
+    np.testing.assert_array_equal(combine_q_values(q, "mean_q"), [1, 2])
+    # Votes: state 0 -> action 0 twice, action 1 once -> 0 (against the mean-Q choice);
+    # state 1 -> action 1 once, action 2 twice -> 2.
+    np.testing.assert_array_equal(combine_q_values(q, "vote"), [0, 2])
+
+
+def test_vote_ties_go_to_the_higher_mean_q_then_the_lower_action() -> None:
+    q = np.array([
+        [[3.0, 0.0, 0.0], [1.0, 0.0, 0.0]],
+        [[0.0, 0.0, 4.0], [0.0, 1.0, 0.0]],
+    ])
+    # State 0: one vote each for 0 and 2; mean Q 1.5 vs 2.0 -> 2. State 1: tie on votes and on
+    # mean Q (0.5 each) -> the lower index, 0.
+    np.testing.assert_array_equal(combine_q_values(q, "vote"), [2, 0])
+    with pytest.raises(ConfigError, match="ensemble mode must be one of mean_q, vote"):
+        combine_q_values(q, "median")
+
+
+def _agents(seeds, state_size=12, action_size=3):
+    return [AdaptiveDQNAgent(state_size, action_size, TrainingConfig(model_size="tiny", seed=s)) for s in seeds]
+
+
+@pytest.mark.parametrize("mode", ["mean_q", "vote"])
+def test_ensemble_backtest_is_deterministic_for_its_seeds(mode) -> None:
+    market = random_walk_slice(200, seed=3)
+    first = run_policy(market, ensemble_policy(_agents([1, 2, 3]), mode), "ensemble", 8760.0)
+    again = run_policy(market, ensemble_policy(_agents([1, 2, 3]), mode), "ensemble", 8760.0)
+    np.testing.assert_array_equal(first.actions, again.actions)
+    np.testing.assert_array_equal(first.equity, again.equity)
+    # It is the members' Q-values that decide: the policy equals combine_q_values on them.
+    members = _agents([1, 2, 3])
+    obs = np.random.default_rng(0).standard_normal((50, 12)).astype(np.float32)
+    q = np.stack([m.host_q_function()(obs) for m in members])
+    np.testing.assert_array_equal(ensemble_policy(members, mode)(obs, 0), combine_q_values(q, mode))
+    # A one-member ensemble is that member's greedy policy.
+    np.testing.assert_array_equal(ensemble_policy(members[:1], mode)(obs, 0), members[0].greedy_actions(obs))
+
+
+def test_members_must_match() -> None:
+    with pytest.raises(ConfigError, match="differ in"):
+        ensemble_policy(_agents([1]) + _agents([2], state_size=18))
+    with pytest.raises(ConfigError, match="at least one"):
+        ensemble_policy([])
