@@ -387,9 +387,9 @@ def test_weight_decay_shrinks_weights_by_lr_times_decay() -> None:
 def test_weight_decay_and_feature_set_are_validated(value) -> None:
     from nexlify.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="weight_decay must be a number in"):
+    with pytest.raises(ConfigError, match="config key weight_decay must be a finite number in"):
         TrainingConfig(weight_decay=value)
-    with pytest.raises(ConfigError, match="feature_set must be one of basic, trend"):
+    with pytest.raises(ConfigError, match="config key feature_set must be one of basic, trend"):
         TrainingConfig(feature_set="fancy")
     # Configs saved before these keys existed load with the old behaviour.
     old = {k: v for k, v in TrainingConfig().to_dict().items() if k not in ("weight_decay", "feature_set")}
