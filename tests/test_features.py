@@ -23,9 +23,9 @@ from nexlify.data.features import (
     feature_names,
     feature_set_of,
     live_history_bars,
-    market_state_from_candles,
     warmup_bars,
 )
+from nexlify.data.market import market_state_from_candles
 from nexlify.errors import DataError
 
 COL = {name: i for i, name in enumerate(MARKET_FEATURE_NAMES)}

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nexlify.data.features import FeatureScaler, market_state_from_candles
+from nexlify.data.features import FeatureScaler
+from nexlify.data.market import market_state_from_candles
 from nexlify.env.trading import ACTION_NAMES
 from nexlify.errors import CheckpointError
 

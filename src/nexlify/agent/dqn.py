@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from nexlify.agent.networks import HostQFunction, QNetwork, build_q_network, count_parameters
 from nexlify.agent.replay import NStepAccumulator, PrioritizedReplayBuffer, ReplayBuffer, ReplaySample
 from nexlify.config import STANDALONE_EPSILON_DECAY_STEPS, TrainingConfig
-from nexlify.errors import ConfigError
+from nexlify.errors import CheckpointError, ConfigError
+from nexlify.serialization import read_checkpoint, write_checkpoint
 
 _STATS_WINDOW = 100  # learn() calls averaged by get_performance_stats
 
@@ -57,6 +58,23 @@ def replay_device(config: TrainingConfig, device: torch.device) -> torch.device:
     if config.optimization_level == "gpu_conserve" and device.type != "cpu":
         return torch.device("cpu")
     return device
+
+
+def _reserve_replay(replay_cls: type[ReplayBuffer], capacity: int, state_size: int, **kwargs: Any) -> ReplayBuffer:
+    """The replay memory, or ConfigError naming ``buffer_size`` when this machine cannot hold it."""
+    device = torch.device(kwargs["device"])
+    needed = capacity * ReplayBuffer.bytes_per_transition(state_size, kwargs["state_dtype"])
+    total = psutil.virtual_memory().total if device.type == "cpu" else None
+    message = (f"config key buffer_size {capacity:,} needs {needed / 2**30:,.1f} GB of replay memory, more than "
+               f"{device.type} can hold here; lower buffer_size")
+    if total is not None and needed > total:
+        raise ConfigError(message)
+    try:
+        return replay_cls(capacity, state_size, **kwargs)
+    except RuntimeError as exc:  # the allocator refused (CPU overcommit limit, GPU out of memory)
+        if "memory" not in str(exc).lower() and "allocate" not in str(exc).lower():
+            raise
+        raise ConfigError(message) from None
 
 
 class AdaptiveDQNAgent:
@@ -108,7 +126,8 @@ class AdaptiveDQNAgent:
         kwargs: dict[str, Any] = {}
         if config.prioritized_replay:
             kwargs = {"alpha": config.priority_alpha, "beta": config.priority_beta}
-        self.replay: ReplayBuffer = replay_cls(
+        self.replay: ReplayBuffer = _reserve_replay(
+            replay_cls,
             config.buffer_size,
             state_size,
             device=replay_device(config, self.device),
@@ -418,34 +437,165 @@ class AdaptiveDQNAgent:
             overrides["gradient_accumulation_steps"] = gradient_accumulation_steps
         self.config = self.config.with_overrides(overrides)
 
-    # --- checkpoints -----------------------------------------------------------------------
+    # --- state and checkpoints -------------------------------------------------------------
+    def state_dict(self, include_replay: bool = False) -> dict[str, Any]:
+        """Everything needed to rebuild this agent (tensors and plain containers only); with the
+        replay memory and n-step windows it resumes bit-exactly."""
+        return {
+            "state_size": self.state_size,
+            "action_size": self.action_size,
+            "config": self.config.to_dict(),
+            "q_network": self.q_network.state_dict(),
+            "target_network": self.target_network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "counters": {"steps": self.steps, "updates": self.updates, "epsilon_progress": self._epsilon_progress},
+            "epsilon": self._epsilon,
+            "rng": {
+                "explore": self._explore_rng.bit_generator.state,
+                "replay": self.replay.generator.get_state(),
+                "replay_device_type": self.replay.generator.device.type,
+                "device_explore": self._device_rng.get_state().cpu(),
+                "device_type": self.device.type,
+            },
+            "replay": self.replay.state_dict() if include_replay else None,
+            "nstep": {n: acc.state_dict() for n, acc in self._nstep.items()} if include_replay else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()`` into this agent, whose sizes and network must match it.
+
+        Kernel choices (fused/foreach Adam) and the device stay this machine's. A state that does not
+        fit raises ValueError naming what differs.
+        """
+        sizes = (state.get("state_size"), state.get("action_size"))
+        if sizes != (self.state_size, self.action_size):
+            raise ValueError(f"state is for state_size={sizes[0]}, action_size={sizes[1]}; this agent has "
+                             f"{self.state_size}, {self.action_size}")
+        replay = state.get("replay")
+        if replay is not None:
+            _check_replay_state(replay, self.state_size, self.config.buffer_size)
+        self.q_network.load_state_dict(state["q_network"])
+        self.target_network.load_state_dict(state["target_network"])
+        flags = {k: self.optimizer.param_groups[0].get(k) for k in ("fused", "foreach")}
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:
+            group.update(flags)  # kernels are this machine's choice, not the saving machine's
+        if self.scaler is not None and state.get("grad_scaler"):
+            self.scaler.load_state_dict(state["grad_scaler"])
+        counters = state["counters"]
+        self.steps, self.updates = int(counters["steps"]), int(counters["updates"])
+        self._epsilon_progress = int(counters["epsilon_progress"])
+        self.epsilon = float(state["epsilon"])
+        rng = state["rng"]
+        self._explore_rng.bit_generator.state = rng["explore"]
+        if replay is not None:
+            self.replay.load_state_dict(replay)
+        self.replay.set_generator_state(rng["replay"], rng.get("replay_device_type", "cpu"))
+        if rng.get("device_explore") is not None and rng.get("device_type") == self.device.type:
+            self._device_rng.set_state(rng["device_explore"])  # fits only a generator of the same device type
+        self._nstep = {}
+        for num_envs, acc_state in (state.get("nstep") or {}).items():
+            self._push_nstep_accumulator(int(num_envs)).load_state_dict(acc_state)
+        self._host_q = None
+
     def save(
         self, path: str | Path, extra_metadata: dict[str, Any] | None = None, include_replay: bool = False
     ) -> int:
-        """Write a safe checkpoint (see ``nexlify.training.checkpoint``); returns its size in bytes."""
-        from nexlify.training.checkpoint import save_agent
+        """Write a verified checkpoint (``nexlify.serialization``); returns its size in bytes.
 
-        return save_agent(self, path, extra_metadata=extra_metadata, include_replay=include_replay)
-
-    def load(self, path: str | Path, check_sizes: bool = False) -> dict[str, Any]:
-        """Become the checkpoint's agent: its model size, widths, weights, optimizer and counters.
-
-        The network is rebuilt from the file's own config (an agent created 'tiny' loading an
-        'xlarge' file becomes xlarge) on this agent's device and thread count. With
-        ``check_sizes`` a state/action size different from this agent's raises CheckpointError.
-        Returns the file's ``extra_metadata``.
+        ``extra_metadata`` (JSON-safe) comes back as ``checkpoint_metadata`` of the loaded agent.
         """
-        from nexlify.training.checkpoint import load_into_agent
-
-        metadata = load_into_agent(self, path, check_sizes=check_sizes)
-        self.checkpoint_metadata = metadata
-        return metadata
+        meta = {"agent": type(self).__name__, "state_size": self.state_size, "action_size": self.action_size,
+                "model_size": self.config.model_size, "config": self.config.to_dict(),
+                "metadata": dict(extra_metadata or {})}
+        return write_checkpoint(path, meta, self.state_dict(include_replay), self.config.checkpoint_compression)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | None = None, **config_overrides: Any
                         ) -> AdaptiveDQNAgent:
-        """A new agent built entirely from a checkpoint; ``device`` None = the file's device if
-        available here, else the CPU. ``config_overrides`` replace settings of the file's config."""
-        from nexlify.training.checkpoint import agent_from_checkpoint
+        """A new agent built from a checkpoint: the file's sizes, model and weights; ``device`` None =
+        the file's device if available here, else the CPU. ``config_overrides`` replace settings of
+        the file's config (e.g. this machine's thread count). Any problem raises CheckpointError."""
+        checkpoint = read_checkpoint(path)
+        meta = checkpoint.meta
+        state_size, action_size = _checked_sizes(meta, path)
+        saved = meta.get("config")
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"checkpoint {path} is corrupt: its config is not a JSON object")
+        target = device if device is not None else _device_if_available(str(saved.get("device", "cpu")))
+        try:
+            config = TrainingConfig.from_dict({**saved, **config_overrides, "device": target})
+            agent = cls(state_size, action_size, config)
+        except ConfigError as exc:
+            raise CheckpointError(f"checkpoint {path} cannot be used here: {exc}") from None
+        try:
+            agent.load_state_dict(checkpoint.state)
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CheckpointError(f"checkpoint {path}: its state does not fit the network it describes: "
+                                  f"{first_line}") from None
+        metadata = meta.get("metadata", {})
+        if not isinstance(metadata, dict):
+            raise CheckpointError(f"checkpoint {path} is corrupt: its metadata is not a JSON object")
+        agent.checkpoint_metadata = metadata
+        return agent
 
-        return agent_from_checkpoint(cls, path, device=device, **config_overrides)
+    def load(self, path: str | Path, check_sizes: bool = False) -> dict[str, Any]:
+        """Become the checkpoint's agent: its sizes, model size, weights, optimizer and counters, on this
+        agent's device and thread count (an agent created 'tiny' loading an 'xlarge' file becomes
+        xlarge). With ``check_sizes`` another state/action size raises CheckpointError. A bad file
+        raises CheckpointError and leaves this agent as it was. Returns the file's metadata."""
+        loaded = type(self).from_checkpoint(path, device=self.config.device, num_workers=self.config.num_workers)
+        if check_sizes and (loaded.state_size, loaded.action_size) != (self.state_size, self.action_size):
+            raise CheckpointError(
+                f"checkpoint {path} was trained with state_size={loaded.state_size}, action_size="
+                f"{loaded.action_size} but this agent has state_size={self.state_size}, action_size="
+                f"{self.action_size}; the features or actions changed since it was saved")
+        self._build(loaded.state_size, loaded.action_size, loaded.config)
+        self.load_state_dict(loaded.state_dict(include_replay=True))
+        self.checkpoint_metadata = loaded.checkpoint_metadata
+        return self.checkpoint_metadata
+
+
+MAX_STATE_SIZE = 100_000  # far above any feature set; stops a crafted header from sizing huge networks
+MAX_ACTION_SIZE = 1_000
+
+
+def _checked_sizes(meta: dict[str, Any], path: str | Path) -> tuple[int, int]:
+    sizes = []
+    for key, high in (("state_size", MAX_STATE_SIZE), ("action_size", MAX_ACTION_SIZE)):
+        value = meta.get(key)
+        if type(value) is not int or not 1 <= value <= high:
+            raise CheckpointError(f"checkpoint {path} is corrupt: {key} must be a whole number from 1 to {high:,}, "
+                                  f"got {value!r}")
+        sizes.append(value)
+    return sizes[0], sizes[1]
+
+
+def _check_replay_state(replay: Any, state_size: int, buffer_size: int) -> None:
+    """ValueError unless a saved replay is self-consistent (sizes, shapes) and no larger than the
+    config's ``buffer_size``, before anything is allocated or copied."""
+    size, capacity, allocated = replay.get("size"), replay.get("capacity"), replay.get("allocated")
+    counts = (size, capacity, allocated)
+    if any(type(v) is not int for v in counts) or not 0 <= size <= capacity <= allocated <= buffer_size:
+        raise ValueError(f"replay size {size!r} / capacity {capacity!r} / allocated {allocated!r} do not fit "
+                         f"buffer_size {buffer_size}")
+    for name in ("states", "next_states"):
+        tensor = replay.get(name)
+        if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != (size, state_size):
+            raise ValueError(f"replay {name} has shape {getattr(tensor, 'shape', None)}, expected ({size}, "
+                             f"{state_size})")
+    for name in ("actions", "rewards", "dones", "horizons"):
+        tensor = replay.get(name)
+        if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != (size,):
+            raise ValueError(f"replay {name} has shape {getattr(tensor, 'shape', None)}, expected ({size},)")
+
+
+def _device_if_available(name: str) -> str:
+    """``name`` if that kind of device exists here, else 'cpu' (a GPU checkpoint on a laptop)."""
+    try:
+        resolve_device(name)
+    except ConfigError:
+        return "cpu"
+    return name

@@ -50,6 +50,7 @@ from nexlify.data.features import (
     compute_market_features,
     feature_names,
     feature_set_of,
+    live_history_bars,
     warmup_bars,
 )
 from nexlify.errors import ConfigError, DataError
@@ -833,3 +834,24 @@ def select_window(frame: pd.DataFrame, window: tuple[str, str] | list[str]) -> p
     selected = frame.loc[start:end].copy()
     selected.attrs = dict(frame.attrs)
     return selected
+
+
+def market_state_from_candles(recent: pd.DataFrame, scaler: FeatureScaler) -> np.ndarray:
+    """Normalised market state of the last candle in ``recent`` (live use), in the scaler's feature set.
+
+    ``recent`` goes through the loader's normalisation and validation and needs at least
+    ``warmup_bars + 1`` rows; pass ``live_history_bars`` or more so MACD matches training closely.
+    """
+    feature_set = feature_set_of(scaler.feature_names)
+    needed = warmup_bars(feature_set) + 1
+    if len(recent) < needed:
+        raise DataError(
+            f"live market state needs at least {needed} recent candles, got {len(recent)}. "
+            f"Fix: pass the last {live_history_bars(feature_set)} candles (at least {needed})."
+        )
+    frame = load_ohlcv(recent, min_rows=needed, max_gap_bars=None)
+    features = compute_market_features(frame, feature_set)
+    last = features[-1]
+    if not np.isfinite(last).all():
+        raise DataError("live market state is not finite; check the recent candles for bad values.")
+    return scaler.transform(last)
