@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -271,8 +272,9 @@ def _validated_overrides(file_values: dict[str, Any] | None, args: argparse.Name
 
 def _train(args: argparse.Namespace, console: Console) -> int:
     from nexlify.config import TrainingConfig, read_config_file
-    from nexlify.training.pipeline import load_training_data, run_training
+    from nexlify.training.pipeline import load_training_data, resume_checks, run_training
     from nexlify.training.run_folder import check_previous_run
+    from nexlify.training.trainer import INTERRUPTED_CHECKPOINT
 
     # Everything the user gave is checked first: flags, files, config, data; then the hardware is
     # measured, and only then is a folder created or written.
@@ -286,20 +288,33 @@ def _train(args: argparse.Namespace, console: Console) -> int:
                        overwrite=args.overwrite)
     file_values = read_config_file(args.config) if args.config else None
     early = _validated_overrides(file_values, args)
-    splits = load_training_data(args.data, early.get("data_days", TrainingConfig().data_days), args.exchange,
-                                args.symbol, args.timeframe, early.get("feature_set", TrainingConfig().feature_set))
+    if resume is not None:  # exactly the checkpoint's data and set-up, or a refusal
+        splits, episodes = resume_checks(resume, early, args.data, args.exchange)
+    else:
+        splits = load_training_data(args.data, early.get("data_days", TrainingConfig().data_days), args.exchange,
+                                    args.symbol, args.timeframe, early.get("feature_set", TrainingConfig().feature_set))
 
     from nexlify.hardware.profiler import HardwareProfiler
 
     profiler = HardwareProfiler(output_dir=str(output_dir), reprofile=args.reprofile)
     config, overrides = resolve_config(args, profiler.config, file_values)
+    if resume is not None:
+        config = config.with_overrides({"episodes": episodes})
     console.print(f"[bold]Nexlify[/bold]: {config.model_size} model on {config.device}, batch "
                   f"{config.batch_size} x {config.gradient_accumulation_steps}, {config.parallel_envs} parallel "
                   f"envs, {config.episodes} episodes -> {output_dir}", soft_wrap=True)
-    results = run_training(config, splits=splits, output_dir=output_dir, profile=profiler.profile,
-                           reasons=profiler.explain(), overrides=overrides, resume_from=resume,
-                           tensorboard=args.tensorboard, console=console, quiet=args.quiet,
-                           overwrite=args.overwrite)
+    started = time.time()
+    try:
+        results = run_training(config, splits=splits, output_dir=output_dir, profile=profiler.profile,
+                               reasons=profiler.explain(), overrides=overrides, resume_from=resume,
+                               tensorboard=args.tensorboard, console=console, quiet=args.quiet,
+                               overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        saved = output_dir / INTERRUPTED_CHECKPOINT
+        # Said even with --quiet: it is the only way back into the run.
+        if saved.exists() and saved.stat().st_mtime >= started:
+            print(f"interrupted: saved {saved}; continue with --resume {saved}", file=sys.stderr)
+        raise
     summary = (output_dir / "training_summary.txt").read_text()
     print(summary)
     run = results["run"]

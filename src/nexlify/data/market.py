@@ -33,6 +33,7 @@ Gap policy
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -60,6 +61,10 @@ logger = logging.getLogger(__name__)
 OHLCV_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 DEFAULT_MAX_GAP_BARS = 24
+# Epoch seconds below this (2001-09-09) predate every crypto market: such "timestamps" are row numbers.
+ROW_NUMBER_LIMIT = 1e9
+# Prices above this are no market's (and overflow equity arithmetic to infinity): a corrupted value.
+MAX_PRICE = 1e15
 # Each of train/validation/test must hold at least this many candles after the warm-up.
 MIN_SPLIT_ROWS = 32
 BUNDLED_FILE = "BTCUSDT_1h.csv.gz"
@@ -388,6 +393,11 @@ def _parse_timestamps(series: pd.Series, rows: _Rows) -> pd.DatetimeIndex:
         )
         numeric_ok = numeric.notna().to_numpy()
         if numeric_ok.all():
+            values = numeric.to_numpy(dtype=np.float64)
+            if len(values) and np.nanmax(np.abs(values)) < ROW_NUMBER_LIMIT:
+                rows.fail(np.arange(len(values)), f"timestamps {values[0]:g} .. {values[-1]:g} look like row "
+                          "numbers, not times (as epoch seconds they fall in the 1970s-1990s, before any "
+                          "crypto market)", fix)
             index = _epoch_to_index(numeric.to_numpy(), rows)
         elif numeric_ok.any():
             rows.fail(
@@ -467,6 +477,14 @@ def _normalise(raw: pd.DataFrame, rows: _Rows) -> pd.DataFrame:
             rows.fail(
                 np.flatnonzero(bad),
                 f"{col} price {float(data[col][bad][0])!r} is not positive",
+                "correct or remove that row",
+                stamps,
+            )
+        bad = data[col] > MAX_PRICE
+        if bad.any():
+            rows.fail(
+                np.flatnonzero(bad),
+                f"{col} price {float(data[col][bad][0])!r} is implausibly large (over {MAX_PRICE:g})",
                 "correct or remove that row",
                 stamps,
             )
@@ -678,6 +696,7 @@ class MarketSplits:
     # First and last candle of the selected window (warm-up included), ISO 8601 UTC: with ``origin``
     # this rebuilds exactly these splits (``prepare_market(origin, window=...)``).
     window: tuple[str, str] = ("", "")
+    window_sha256: str = ""  # of the window's timestamps and OHLCV values: any edited candle shows
 
     def record(self) -> dict[str, Any]:
         """JSON-safe description saved with a model: where the data is, its window and split sizes."""
@@ -685,6 +704,7 @@ class MarketSplits:
             "data_source": self.source,
             "data_origin": self.origin,
             "data_window": list(self.window),
+            "data_sha256": self.window_sha256,
             "split_rows": {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)},
             "test_window": [_iso(self.test.timestamps[0]), _iso(self.test.timestamps[-1])],
         }
@@ -724,7 +744,8 @@ def market_slice_from_frame(
     warm-up rows and normalise with a saved ``scaler``."""
     feature_set = feature_set_of(scaler.feature_names)
     warmup = warmup_bars(feature_set)
-    frame = load_ohlcv(frame, min_rows=warmup + 1, max_gap_bars=max_gap_bars)
+    # A frame that went through load_ohlcv already (it carries its gaps) has had its gaps logged.
+    frame = load_ohlcv(frame, min_rows=warmup + 1, max_gap_bars=max_gap_bars, log_gaps="gaps" not in frame.attrs)
     features = compute_market_features(frame, feature_set)
     return _slice(frame.iloc[warmup:], scaler.transform(features[warmup:]))
 
@@ -814,7 +835,15 @@ def prepare_market(
         source=label,
         origin=data_origin(source),
         window=(_iso(selected.index[0]), _iso(selected.index[-1])),
+        window_sha256=candles_sha256(history),  # the window and any lead-in the features read
     )
+
+
+def candles_sha256(frame: pd.DataFrame) -> str:
+    """sha256 of a loaded frame's timestamps and OHLCV values (float64): the identity of its candles."""
+    digest = hashlib.sha256(_index_of(frame).asi8.tobytes())
+    digest.update(np.ascontiguousarray(frame[list(OHLCV_COLUMNS)].to_numpy(dtype=np.float64)).tobytes())
+    return digest.hexdigest()
 
 
 def select_window(frame: pd.DataFrame, window: tuple[str, str] | list[str]) -> pd.DataFrame:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,20 @@ METRIC_ROWS = (
 
 
 def write_results_json(path: str | Path, results: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(results, indent=2, default=_json_default))
+    """Strict JSON (no NaN or Infinity, which JSON does not have): a non-finite number is written as null."""
+    write_text_atomic(path, json.dumps(_finite_or_none(results), indent=2, default=_json_default, allow_nan=False))
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return _finite_or_none(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _json_default(value: Any) -> Any:

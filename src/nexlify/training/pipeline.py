@@ -7,28 +7,32 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 
 from nexlify.agent.dqn import AdaptiveDQNAgent
 from nexlify.config import TrainingConfig
-from nexlify.data.features import FeatureScaler
+from nexlify.data.features import FeatureScaler, feature_set_of, warmup_bars
 from nexlify.data.market import (
+    MIN_SPLIT_ROWS,
     MarketSlice,
     MarketSplits,
+    data_origin,
     detect_timeframe,
     load_ohlcv,
     market_slice_from_frame,
     periods_per_year,
     prepare_market,
 )
-from nexlify.errors import CheckpointError, ConfigError
+from nexlify.errors import CheckpointError, ConfigError, DataError
 from nexlify.evaluation.backtest import BacktestResult, run_baselines
 from nexlify.evaluation.report import metrics_table, write_report_png, write_results_json, write_summary
 from nexlify.io import write_text_atomic
+from nexlify.serialization import read_checkpoint_meta
 from nexlify.training.monitor import TrainingMonitor
 from nexlify.training.run_folder import RunFolderLock, check_previous_run, remove_previous_run
-from nexlify.training.trainer import BEST_MODEL, Trainer, evaluate_agent
+from nexlify.training.trainer import BEST_MODEL, MACHINE_SETTINGS, Trainer, evaluate_agent
 
 HARDWARE_PROFILE = "hardware_profile.json"
 RESULTS = "training_results.json"
@@ -97,7 +101,10 @@ def run_training(
     output_dir = Path(output_dir)
     console = console or Console(stderr=True)
     started = time.perf_counter()
-    if splits is None:
+    if splits is None and resume_from is not None:  # a resume runs on the checkpoint's own data
+        metadata = read_checkpoint_meta(resume_from).get("metadata")
+        splits = recorded_splits(metadata if isinstance(metadata, dict) else {}, data, f"checkpoint {resume_from}")
+    elif splits is None:
         splits = prepare_market(data, data_days=config.data_days, feature_set=config.feature_set)
     continuing = resume_from is not None and Path(resume_from).resolve().parent == output_dir.resolve()
     with RunFolderLock(output_dir):
@@ -120,6 +127,7 @@ def _train_locked(config: TrainingConfig, splits: MarketSplits, output_dir: Path
     tb_dir = str(output_dir / "tensorboard") if tensorboard else None
     with TrainingMonitor(config.episodes, console=console, tensorboard_dir=tb_dir, quiet=quiet) as monitor:
         trainer = Trainer(config, splits, output_dir, monitor=monitor, resume_from=resume_from, metadata=metadata)
+        trainer.metadata["data_days"] = trainer.config.data_days  # on resume: the checkpoint's, not the flag's
         # Written once the trainer exists: on resume the config in force comes from the checkpoint.
         write_hardware_profile(output_dir, profile, trainer.config, reasons or [], overrides or {})
         state = trainer.train()
@@ -153,13 +161,80 @@ def _train_locked(config: TrainingConfig, splits: MarketSplits, output_dir: Path
     return results
 
 
+def recorded_splits(metadata: dict[str, Any], data: Any = None, what: str = "the model") -> MarketSplits:
+    """Exactly the splits a model was trained on: rebuilt from its recorded data (or ``data``, a file
+    holding the same candles) and window, and checked against its saved feature scaler.
+
+    ConfigError/DataError when that data cannot be found again or has changed inside the window.
+    """
+    window, scaler = metadata.get("data_window"), metadata.get("scaler")
+    if not isinstance(window, list) or len(window) != 2 or not isinstance(scaler, dict):
+        raise CheckpointError(f"{what} records no data window or feature scaler; it was not written by "
+                              "`nexlify train`")
+    origin = metadata.get("data_origin")
+    if data is None:
+        if origin is None:
+            raise ConfigError(f"{what} was trained on downloaded or in-memory candles that cannot be found "
+                              "again; pass --data FILE holding those candles")
+        data = None if origin == "bundled" else origin
+        if data is not None and not Path(data).is_file():
+            raise DataError(f"{what} was trained on {data}, which no longer exists; restore that file or pass "
+                            "--data FILE holding the same candles")
+    saved = FeatureScaler.from_dict(scaler)
+    splits = prepare_market(data, window=window, feature_set=feature_set_of(saved.feature_names))
+    same = (splits.window_sha256 == metadata.get("data_sha256") and np.array_equal(saved.mean, splits.scaler.mean)
+            and np.array_equal(saved.std, splits.scaler.std))
+    if not same:
+        raise DataError(f"{splits.source}: the candles from {window[0]} to {window[1]} are not the ones {what} "
+                        "was trained on (their sha256 differs from the recorded one). Fix: use the original data")
+    return splits
+
+
+# Keys a resumed run may take from this command: the machine's own settings and the episode target.
+RESUME_MAY_CHANGE = (*MACHINE_SETTINGS, "episodes")
+
+
+def resume_checks(checkpoint: str | Path, overrides: dict[str, Any], data: Any = None,
+                  exchange: str | None = None) -> tuple[MarketSplits, int]:
+    """Before a resume: the checkpoint is whole and resumable, no flag contradicts the run it
+    continues, and its exact data is at hand. Returns (that data's splits, the episode target)."""
+    checkpoint = Path(checkpoint)
+    meta = read_checkpoint_meta(checkpoint)
+    metadata, saved = meta.get("metadata"), meta.get("config")
+    trainer_state = metadata.get("trainer_state") if isinstance(metadata, dict) else None
+    if not isinstance(trainer_state, dict) or not isinstance(saved, dict):
+        raise CheckpointError(f"{checkpoint} holds a model but no training state; resume from a "
+                              "checkpoint_ep*.pth or checkpoint_interrupted.pth file")
+    what = f"checkpoint {checkpoint}"
+    if exchange:
+        raise ConfigError(f"--resume continues on the data of {what}; --exchange would download other candles: "
+                          "drop --exchange")
+    if data is not None and metadata.get("data_origin") is not None and data_origin(data) != metadata["data_origin"]:
+        raise ConfigError(f"--data {data} is not the data {what} was trained on ({metadata.get('data_source')}); "
+                          "drop --data to continue on that data, or start a new run")
+    for key, value in overrides.items():
+        if key not in RESUME_MAY_CHANGE and saved.get(key) != value:
+            raise ConfigError(f"--resume continues the run as it was set up: {key}={value!r} contradicts its "
+                              f"{key}={saved.get(key)!r}; drop that flag or config key, or start a new run")
+    done = int(trainer_state.get("episodes_done", 0))
+    episodes = int(overrides.get("episodes", saved.get("episodes", 0)))
+    if episodes <= done:
+        raise ConfigError(f"{what} has {done} episode(s) done already and the target is {episodes}; pass "
+                          f"--episodes N with N > {done} to train further")
+    return recorded_splits(metadata, data, what), episodes
+
+
+MIN_BACKTEST_ROWS = MIN_SPLIT_ROWS  # candles after the warm-up; fewer make no meaningful backtest
+
+
 def evaluate_model(model_path: str | Path, data: Any = None, out_dir: str | Path | None = None,
                    device: str = "cpu") -> dict[str, Any]:
     """Backtest a saved model against the baselines.
 
-    Without ``data``: the held-out test split of the data the model was trained on (rebuilt from the
-    source and window recorded in the model). With ``data``: the whole of that file or frame.
-    Features are normalised with the scaler saved in the model, never refitted on the test data.
+    Without ``data``: exactly the held-out test split the model was trained with (the recorded
+    source, window and test window, checked against the saved scaler), or a refusal. With ``data``:
+    the whole of that file or frame after the feature warm-up. Features are normalised with the
+    scaler saved in the model, never refitted on the test data.
     """
     agent = AdaptiveDQNAgent.from_checkpoint(model_path, device=device)
     meta = agent.checkpoint_metadata
@@ -167,15 +242,13 @@ def evaluate_model(model_path: str | Path, data: Any = None, out_dir: str | Path
         raise CheckpointError(f"{model_path} has no feature scaler; it was not saved by `nexlify train`")
     scaler = FeatureScaler.from_dict(meta["scaler"])
     if data is None:
-        origin = meta.get("data_origin")
-        if origin is None:
-            raise ConfigError(f"{model_path} was trained on downloaded or in-memory candles that cannot be "
-                              "found again; pass --data FILE to choose what to backtest on")
-        splits = prepare_market(None if origin == "bundled" else origin, data_days=meta.get("data_days"),
-                                feature_set=agent.config.feature_set)
+        splits = recorded_splits(meta, what=f"model {model_path}")
+        if splits.record()["test_window"] != meta.get("test_window"):
+            raise DataError(f"the rebuilt test split of {model_path} is not the recorded one "
+                            f"{meta.get('test_window')}; pass --data FILE to choose what to backtest on")
         market, ppy, label = splits.test, splits.periods_per_year, f"test split of {meta.get('data_source')}"
     else:
-        frame = load_ohlcv(data)
+        frame = load_ohlcv(data, min_rows=warmup_bars(feature_set_of(scaler.feature_names)) + MIN_BACKTEST_ROWS)
         market = market_slice_from_frame(frame, scaler)
         ppy, label = periods_per_year(detect_timeframe(frame)), str(data)
     config = agent.config
