@@ -235,3 +235,32 @@ def test_a_disk_that_fills_up_mid_run_is_one_line(workspace, capsys, monkeypatch
     assert code == 2 and err[-1].startswith("error: No space left on device") and "free disk space" in err[-1]
     assert tree_digest(workspace / "models") == before
     assert json.loads((workspace / "models/adaptive_rl/training_results.json").read_text()) == {"run": "previous"}
+
+
+# --- hostile files: bounded memory ---------------------------------------------------------------
+def test_a_1gb_file_without_newlines_is_refused_early_with_little_memory(tmp_path):
+    """Measured in a child process: its peak RSS stays far below the 7 GB the CSV reader once took."""
+    import subprocess
+    import sys
+
+    hostile = tmp_path / "one_line.csv"
+    with hostile.open("wb") as handle:
+        handle.truncate(1 << 30)  # 1 GB of zero bytes and no newline (sparse: costs no disk)
+    child = ("import resource, sys; from nexlify.cli import main; "
+             f"code = main(['train', '--data', {str(hostile)!r}, '--checkpoint-dir', {str(tmp_path / 'run')!r}]); "
+             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    peak_mb = int(result.stdout.strip().splitlines()[-1]) / 1024  # Linux reports KiB
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "longer than 4,096 bytes" in result.stderr
+    assert peak_mb < 1000, f"peak RSS {peak_mb:.0f} MB"
+    assert not (tmp_path / "run").exists()
+
+
+def test_too_many_lines_are_refused_before_parsing(tmp_path, capsys, monkeypatch):
+    import nexlify.data.market as market
+
+    monkeypatch.setattr(market, "MAX_ROWS", 100)
+    synthetic_frame(150).to_csv(tmp_path / "long.csv")
+    assert_refused(["train", "--data", str(tmp_path / "long.csv"), "--checkpoint-dir", str(tmp_path / "run")],
+                   tmp_path, capsys, "more than 100 lines", "shorter span")

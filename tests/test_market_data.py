@@ -225,8 +225,13 @@ def test_short_gap_kept_reported_and_logged(caplog: pytest.LogCaptureFixture) ->
 
 def test_long_gap_refused_unless_window_avoids_it() -> None:
     frame = _hourly(24 * 10, drop=list(range(30, 60)))  # 30 missing bars > 24
-    with pytest.raises(DataError, match=r"30 candles are missing.*--data-days 7 or less"):
+    # A whole file has no day count to choose its span (evaluate has no --data-days flag).
+    with pytest.raises(DataError, match=r"30 candles are missing.*data that starts after 2024-01-03 11:00") as info:
         load_ohlcv(frame)
+    assert "--data-days" not in str(info.value)
+    # A training window is chosen by --data-days, so that is what the message suggests there.
+    with pytest.raises(DataError, match=r"30 candles are missing.*--data-days 17 or less"):
+        prepare_market(_hourly(24 * 20, drop=list(range(30, 60))), data_days=None)
     loaded = load_ohlcv(frame, max_gap_bars=None)
     assert loaded.attrs["gaps"][0]["missing_bars"] == 30
     assert select_recent_days(loaded, 7).attrs["gaps"] == []

@@ -110,6 +110,11 @@ _CSV_SUFFIXES = (".csv", ".csv.gz", ".txt", ".txt.gz")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _MISSING_TOKENS = ("", "nan", "null", "none", "na", "n/a", "nat")
 _HEADER_HINT = "timestamp,open,high,low,close,volume"
+# Hostile-file limits: a candle row is < 300 bytes; 10 million rows are 19 years of 1-minute candles.
+MAX_LINE_BYTES = 4096
+MAX_ROWS = 10_000_000
+_SCAN_CHUNK_BYTES = 1 << 20
+_FIRST_LINE_SEARCH = 1000  # blank lines tolerated before the header
 
 T = TypeVar("T")
 
@@ -193,14 +198,18 @@ class GapReport:
             f"{worst.missing_bars} bar(s) from {_fmt_ts(worst.start)}; kept as is, no candles invented"
         )
 
-    def enforce(self, frame: pd.DataFrame, source: str) -> None:
-        """Raise DataError for a gap longer than the limit, suggesting a span without it."""
+    def enforce(self, frame: pd.DataFrame, source: str, suggest_days: bool = True) -> None:
+        """Raise DataError for a gap longer than the limit, suggesting a span without it
+        (``--data-days N`` where a day count chooses the span, else a file that starts after it)."""
         if not self.too_long:
             return
         gap = self.too_long[-1]  # the most recent one decides which recent span is clean
         after = frame.index[frame.index > gap.end]
         days = int((after[-1] - after[0] + self.timeframe) / pd.Timedelta(days=1)) if len(after) else 0
-        hint = f"--data-days {days} or less" if days >= 1 else "a span that ends before it"
+        if not suggest_days:
+            hint = f"data that starts after {_fmt_ts(gap.end)}"
+        else:
+            hint = f"--data-days {days} or less" if days >= 1 else "a span that ends before it"
         raise DataError(
             f"{source}: {gap.missing_bars} candles are missing from {_fmt_ts(gap.start)} "
             f"to {_fmt_ts(gap.end)}, "
@@ -261,12 +270,33 @@ def _bundled_path() -> Path:
     return Path(str(resources.files("nexlify.data").joinpath("bundled", BUNDLED_FILE)))
 
 
-def _first_line(path: Path) -> str:
+def _scan_csv(path: Path, label: str) -> str:
+    """The first non-blank line, after one streaming pass (constant memory) that refuses a file with
+    a line longer than ``MAX_LINE_BYTES`` or more than ``MAX_ROWS`` lines before pandas reads it.
+
+    Without it a 1 GB file with no newline is one "line" that the CSV reader holds several times over.
+    """
     opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8-sig") as handle:  # type: ignore[operator]
-        for line in handle:
+    too_long = DataError(f"{label}: a line is longer than {MAX_LINE_BYTES:,} bytes, which no candle row is; "
+                         "this is not a CSV of candles. Fix: pass an OHLCV CSV file.")
+    lines, current = 0, 0
+    with opener(path, "rb") as handle:  # type: ignore[operator]
+        while chunk := handle.read(_SCAN_CHUNK_BYTES):
+            parts = chunk.split(b"\n")
+            longest_inside = max(map(len, parts[1:-1]), default=0)
+            if current + len(parts[0]) > MAX_LINE_BYTES or longest_inside > MAX_LINE_BYTES:
+                raise too_long
+            current = len(parts[-1]) + (current if len(parts) == 1 else 0)
+            if current > MAX_LINE_BYTES:
+                raise too_long
+            lines += len(parts) - 1
+            if lines > MAX_ROWS:
+                raise DataError(f"{label}: more than {MAX_ROWS:,} lines, more candles than Nexlify trains on. "
+                                "Fix: pass a shorter span of the data.")
+        handle.seek(0)
+        for line in handle:  # every line is short now
             if line.strip():
-                return line
+                return line.decode("utf-8-sig", errors="replace")
     return ""
 
 
@@ -292,7 +322,7 @@ def _read_file(path: Path) -> tuple[pd.DataFrame, _Rows]:
     if not name.endswith(_CSV_SUFFIXES):
         raise DataError(f"{label}: unsupported file type. Fix: use .csv, .csv.gz or .parquet.")
     try:
-        first = _first_line(path)
+        first = _scan_csv(path, label)
         fields = [f.strip().strip('"').lower() for f in first.split(",")]
         has_header = any(f in _ALL_ALIASES for f in fields)
         # Strings in, our own parsing after: that is what lets errors name the exact line and value.
@@ -564,7 +594,7 @@ def load_ohlcv(
     frame.attrs["gaps"] = []
     if len(frame) >= 2:
         report = gap_report(frame, max_gap_bars)
-        report.enforce(frame, source_label)
+        report.enforce(frame, source_label, suggest_days=False)  # a whole file: no day count chooses its span
         frame.attrs["gaps"] = [g.to_dict() for g in report.gaps]
         if report.gaps and log_gaps:
             logger.warning("%s: %s", source_label, report.summary())
