@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,32 @@ def _verdict(test: dict[str, dict[str, Any]]) -> str:
             f"{' (' + ', '.join(beaten) + ')' if beaten else ''}.")
 
 
+@dataclass(frozen=True)
+class TrainingRound:
+    """Episodes that ran side by side (they share the round's loss and epsilon)."""
+
+    end_episode: int
+    returns: tuple[float, ...]
+    loss: float | None
+    epsilon: float
+
+
+def training_rounds(episodes: list[dict[str, Any]]) -> list[TrainingRound]:
+    """Group consecutive episode records into the rounds they ran in: a round's records carry the
+    same loss, epsilon and speed (measured once per round)."""
+    rounds: list[TrainingRound] = []
+    key = None
+    for record in episodes:
+        this = (record["loss"], record["epsilon"], record.get("transitions_per_sec"))
+        if rounds and this == key:
+            last = rounds[-1]
+            rounds[-1] = TrainingRound(record["episode"], (*last.returns, record["return"]), last.loss, last.epsilon)
+        else:
+            rounds.append(TrainingRound(record["episode"], (record["return"],), record["loss"], record["epsilon"]))
+        key = this
+    return rounds
+
+
 def write_report_png(
     path: str | Path,
     results: dict[str, Any],
@@ -127,29 +154,39 @@ def write_report_png(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    episodes = results["episodes"]
     fig, axes = plt.subplots(2, 2, figsize=(13, 8))
-    ep = [e["episode"] for e in episodes]
+    rounds = training_rounds(results["episodes"])
+    widest = max((len(r.returns) for r in rounds), default=1)
+    ends = [r.end_episode for r in rounds]
     ax = axes[0, 0]
-    ax.plot(ep, [e["return"] * 100 for e in episodes], lw=0.8, alpha=0.6, label="episode return")
-    if len(ep) >= 10:
-        window = max(len(ep) // 20, 5)
-        smooth = np.convolve([e["return"] * 100 for e in episodes], np.ones(window) / window, mode="valid")
-        ax.plot(ep[window - 1:], smooth, lw=1.5, label=f"mean of {window}")
-    ax.set_title("Training episodes (with exploration)")
-    ax.set_xlabel("episode")
+    if widest == 1:  # one episode at a time: each point is an episode
+        returns = [r.returns[0] * 100 for r in rounds]
+        ax.plot(ends, returns, lw=0.8, alpha=0.6, label="episode return")
+        if len(ends) >= 10:
+            window = max(len(ends) // 20, 5)
+            smooth = np.convolve(returns, np.ones(window) / window, mode="valid")
+            ax.plot(ends[window - 1:], smooth, lw=1.5, label=f"mean of {window}")
+        ax.set_title("Training episodes (with exploration)")
+    else:  # parallel episodes share a round's loss and epsilon: one point per round, not N copies
+        ax.fill_between(ends, [min(r.returns) * 100 for r in rounds], [max(r.returns) * 100 for r in rounds],
+                        alpha=0.25, label="min-max of the round")
+        ax.plot(ends, [float(np.mean(r.returns)) * 100 for r in rounds], marker="o", ms=3, lw=1.2,
+                label="mean of the round")
+        ax.set_title(f"Training: {len(rounds)} round(s) of up to {widest} parallel episodes (with exploration)")
+    ax.set_xlabel("episodes completed")
     ax.set_ylabel("return %")
     ax.legend(fontsize=8)
     ax = axes[0, 1]
-    losses = [(e["episode"], e["loss"]) for e in episodes if e["loss"] is not None]
+    losses = [(r.end_episode, r.loss) for r in rounds if r.loss is not None]
+    marker = "o" if len(rounds) < 50 else None
     if losses:
-        ax.plot(*zip(*losses, strict=True), lw=1.0, color="tab:red")
+        ax.plot(*zip(*losses, strict=True), lw=1.0, color="tab:red", marker=marker, ms=3)
         ax.set_yscale("log")
     ax2 = ax.twinx()
-    ax2.plot(ep, [e["epsilon"] for e in episodes], color="tab:gray", lw=1.0, ls="--")
+    ax2.plot(ends, [r.epsilon for r in rounds], color="tab:gray", lw=1.0, ls="--", marker=marker, ms=3)
     ax2.set_ylabel("epsilon")
-    ax.set_title("Loss (log) and epsilon")
-    ax.set_xlabel("episode")
+    ax.set_title("Loss (log) and epsilon" + (" at the end of each round" if widest > 1 else ""))
+    ax.set_xlabel("episodes completed")
     ax = axes[1, 0]
     validation = results["validation"]
     if validation:
