@@ -183,3 +183,31 @@ def test_row_numbers_as_timestamps_are_refused(workspace, capsys):
     frame.to_csv(workspace / "rows.csv")
     assert_refused(["train", "--data", "rows.csv", "--checkpoint-dir", "fresh"], workspace, capsys,
                    "look like row numbers")
+
+
+@pytest.mark.parametrize("case", ["state_size_-1", "state_size_abc", "state_size_1e6", "meta_a_list", "legacy_v1"])
+def test_crafted_and_old_checkpoints_are_one_line_in_every_command(case, workspace, capsys):
+    import hashlib
+
+    import torch
+
+    from nexlify import serialization
+
+    path = workspace / "run/best_model.pth"
+    data = path.read_bytes()
+    start = len(serialization.MAGIC) + 8
+    length = int.from_bytes(data[len(serialization.MAGIC):start], "little")
+    header, payload = json.loads(data[start:start + length]), data[start + length + 32:]
+    meta = header["meta"]
+    changed = {"state_size_-1": {**header, "meta": {**meta, "state_size": -1}},
+               "state_size_abc": {**header, "meta": {**meta, "state_size": "abc"}},
+               "state_size_1e6": {**header, "meta": {**meta, "state_size": 10**6}},
+               "meta_a_list": {**header, "meta": [meta]}}.get(case)
+    if changed is None:
+        torch.save({"model_state_dict": {}}, path)  # what a format-1 file starts like: a torch zip
+    else:
+        head = json.dumps(changed).encode()
+        digest = hashlib.sha256(head + payload).digest()
+        path.write_bytes(serialization.MAGIC + len(head).to_bytes(8, "little") + head + digest + payload)
+    expected = "earlier Nexlify" if case == "legacy_v1" else "corrupt"
+    assert_refused(["evaluate", "--model", "run/best_model.pth", "--out", "eval"], workspace, capsys, expected)
