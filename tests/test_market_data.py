@@ -348,3 +348,12 @@ def test_trend_feature_set_reads_its_warm_up_before_the_window(splits) -> None:
     assert len(whole.train) + len(whole.validation) + len(whole.test) == 1500 - 720
     with pytest.raises(DataError, match="'trend' features need 720 candles of warm-up"):
         prepare_market(frame.iloc[-800:], data_days=None, feature_set="trend")
+
+
+def test_a_loaded_frame_logs_its_gaps_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Loading, then slicing for an environment or a backtest, warns about a gap once, not twice."""
+    scaler = prepare_market(_hourly(24 * 20), data_days=None).scaler
+    with caplog.at_level(logging.WARNING):
+        frame = load_ohlcv(_hourly(24 * 20, drop=[100, 101]))
+        market_slice_from_frame(frame, scaler)
+    assert caplog.text.count("no candles invented") == 1

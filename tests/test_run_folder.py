@@ -77,3 +77,19 @@ def test_resuming_into_another_runs_folder_is_refused(tmp_path):
         check_previous_run(tmp_path / "b", resume=False, overwrite=False)
     check_previous_run(tmp_path / "empty", resume=False, overwrite=False)
     assert not Path(tmp_path / "empty").exists()
+
+
+def test_quiet_still_says_where_the_interrupt_checkpoint_went(tmp_path, capsys, monkeypatch):
+    from nexlify.training import pipeline
+    from nexlify.training.trainer import INTERRUPTED_CHECKPOINT
+
+    def interrupted(self):
+        (self.output_dir / INTERRUPTED_CHECKPOINT).write_bytes(b"saved by the trainer")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.Trainer, "train", interrupted)
+    synthetic_frame(500).to_csv(tmp_path / "c.csv")
+    code = main(["train", "--data", str(tmp_path / "c.csv"), "--checkpoint-dir", str(tmp_path / "run"), *FAST])
+    assert code == 130
+    saved = tmp_path / "run" / INTERRUPTED_CHECKPOINT
+    assert f"continue with --resume {saved}" in capsys.readouterr().err
