@@ -8,17 +8,15 @@ from types import SimpleNamespace
 
 import pytest
 
+from nexlify.hardware.cgroups import cgroup_cpu_limit
+from nexlify.hardware.cpu import detect_cpu
+from nexlify.hardware.detect import Profile
+from nexlify.hardware.environment import detect_environment
+from nexlify.hardware.gpu import detect_gpu, nvidia_tensor_cores
 from nexlify.hardware.plan import plan_training
-from nexlify.hardware.profile import (
-    cgroup_cpu_limit,
-    detect_cpu,
-    detect_environment,
-    detect_gpu,
-    detect_ram,
-    detect_storage,
-    nvidia_tensor_cores,
-    parse_cpu_list,
-)
+from nexlify.hardware.ram import detect_ram
+from nexlify.hardware.storage import detect_storage
+from nexlify.hardware.sysfs import parse_cpu_list
 
 GIB = 1 << 30
 
@@ -62,10 +60,10 @@ def test_cpu_brand_cores_freq_flags(host64: tuple[Path, Path, Path], tmp_path: P
     proc, sys_, cg = host64
     write(proc / "cpuinfo", cpuinfo(2, 4, 2, flags="fpu avx avx2 avx512f fma", brand="Intel Xeon"))
     cpu = detect_cpu(str(proc), str(sys_), str(cg), affinity=16, machine="x86_64")
-    assert cpu["brand"] == "Intel Xeon"
-    assert (cpu["physical_cores"], cpu["logical_cores"], cpu["usable_cores"]) == (8, 16, 16)
-    assert cpu["max_freq_mhz"] == 4300.0 and cpu["current_freq_mhz"] == 2900.0
-    assert cpu["simd"]["avx2"] and cpu["simd"]["avx512f"] and not cpu["simd"]["neon"]
+    assert cpu.brand == "Intel Xeon"
+    assert (cpu.physical_cores, cpu.logical_cores, cpu.usable_cores) == (8, 16, 16)
+    assert cpu.max_freq_mhz == 4300.0 and cpu.current_freq_mhz == 2900.0
+    assert cpu.simd["avx2"] and cpu.simd["avx512f"] and not cpu.simd["neon"]
 
 
 def test_arm_features_give_neon(tmp_path: Path) -> None:
@@ -73,12 +71,12 @@ def test_arm_features_give_neon(tmp_path: Path) -> None:
     write(proc / "cpuinfo", "processor\t: 0\nFeatures\t: fp asimd evtstrm aes\nCPU part\t: 0xd0c\n\n"
                             "processor\t: 1\nFeatures\t: fp asimd evtstrm aes\n\nHardware\t: Graviton\n")
     cpu = detect_cpu(str(proc), str(tmp_path / "sys"), str(tmp_path / "cg"), affinity=2, machine="aarch64")
-    assert cpu["simd"]["neon"] and cpu["logical_cores"] == 2 and cpu["brand"] == "Graviton"
+    assert cpu.simd["neon"] and cpu.logical_cores == 2 and cpu.brand == "Graviton"
 
 
 def test_affinity_limits_usable(host64: tuple[Path, Path, Path]) -> None:
     proc, sys_, cg = host64
-    assert detect_cpu(str(proc), str(sys_), str(cg), affinity=6)["usable_cores"] == 6
+    assert detect_cpu(str(proc), str(sys_), str(cg), affinity=6).usable_cores == 6
 
 
 def test_parse_cpu_list() -> None:
@@ -104,30 +102,30 @@ def test_cgroup_v2_limits_64_core_host_to_2_cpus_and_4gb(host64: tuple[Path, Pat
     cgroup_v2(proc, cg, "200000 100000", str(4 * GIB), current=GIB, inactive=GIB // 2)
     cpu = detect_cpu(str(proc), str(sys_), str(cg), affinity=64)
     ram = detect_ram(str(proc), str(cg))
-    assert cpu["logical_cores"] == 64 and cpu["usable_cores"] == 2
-    assert ram["host_total_gb"] == 256 and ram["limit_gb"] == 4
-    assert ram["total_gb"] == 4 and ram["available_gb"] == 3.5  # limit - (usage - page cache)
-    cfg, _ = plan_training({"cpu": cpu, "ram": ram, "gpu": {"available": False}})
+    assert cpu.logical_cores == 64 and cpu.usable_cores == 2
+    assert ram.host_total_gb == 256 and ram.limit_gb == 4
+    assert ram.total_gb == 4 and ram.available_gb == 3.5  # limit - (usage - page cache)
+    cfg, _ = plan_training(Profile(cpu=cpu, ram=ram))
     assert cfg.model_size == "tiny" and cfg.num_workers <= 2 and cfg.buffer_size == 25_000
 
 
 def test_cgroup_v2_fractional_quota_rounds_up_and_max_means_none(host64: tuple[Path, Path, Path]) -> None:
     proc, sys_, cg = host64
     cgroup_v2(proc, cg, "150000 100000", "max")
-    assert cgroup_cpu_limit(str(proc), str(cg))["quota_cores"] == 2
-    assert detect_ram(str(proc), str(cg))["limit_gb"] is None
+    assert cgroup_cpu_limit(str(proc), str(cg)).quota_cores == 2
+    assert detect_ram(str(proc), str(cg)).limit_gb is None
     cgroup_v2(proc, cg, "50000 100000", "max")
-    assert cgroup_cpu_limit(str(proc), str(cg))["quota_cores"] == 1
+    assert cgroup_cpu_limit(str(proc), str(cg)).quota_cores == 1
     cgroup_v2(proc, cg, "max 100000", "max", cpuset="0-3,8")
     cpu = detect_cpu(str(proc), str(sys_), str(cg), affinity=64)
-    assert cpu["cgroup_quota_cores"] is None and cpu["usable_cores"] == 5
+    assert cpu.cgroup_quota_cores is None and cpu.usable_cores == 5
 
 
 def test_cgroup_v2_parent_limit_applies(host64: tuple[Path, Path, Path]) -> None:
     proc, sys_, cg = host64
     cgroup_v2(proc, cg, "max 100000", "max")
     write(cg / "system.slice/cpu.max", "300000 100000\n")
-    assert detect_cpu(str(proc), str(sys_), str(cg), affinity=64)["usable_cores"] == 3
+    assert detect_cpu(str(proc), str(sys_), str(cg), affinity=64).usable_cores == 3
 
 
 # --- cgroup v1 -------------------------------------------------------------------------------------
@@ -145,9 +143,9 @@ def test_cgroup_v1_quota_cpuset_and_memory(host64: tuple[Path, Path, Path]) -> N
     write(mem / "memory.stat", "total_inactive_file 0\n")
     cpu = detect_cpu(str(proc), str(sys_), str(cg), affinity=64)
     ram = detect_ram(str(proc), str(cg))
-    assert cpu["cgroup_quota_cores"] == 2 and cpu["cgroup_cpuset_cores"] == 5 and cpu["usable_cores"] == 2
-    assert (ram["total_gb"], ram["available_gb"], ram["limit_gb"]) == (4, 3, 4)
-    cfg, _ = plan_training({"cpu": cpu, "ram": ram, "gpu": {"available": False}})
+    assert cpu.cgroup_quota_cores == 2 and cpu.cgroup_cpuset_cores == 5 and cpu.usable_cores == 2
+    assert (ram.total_gb, ram.available_gb, ram.limit_gb) == (4, 3, 4)
+    cfg, _ = plan_training(Profile(cpu=cpu, ram=ram))
     assert cfg.model_size == "tiny" and cfg.num_workers <= 2
 
 
@@ -158,8 +156,8 @@ def test_cgroup_v1_unlimited_memory_is_ignored(host64: tuple[Path, Path, Path]) 
     write(cg / "cpu,cpuacct/cpu.cfs_quota_us", "-1\n")
     write(cg / "cpu,cpuacct/cpu.cfs_period_us", "100000\n")
     ram = detect_ram(str(proc), str(cg))
-    assert ram["limit_gb"] is None and ram["total_gb"] == 256 and ram["available_gb"] == 250
-    assert detect_cpu(str(proc), str(sys_), str(cg), affinity=64)["usable_cores"] == 64
+    assert ram.limit_gb is None and ram.total_gb == 256 and ram.available_gb == 250
+    assert detect_cpu(str(proc), str(sys_), str(cg), affinity=64).usable_cores == 64
 
 
 # --- GPU -------------------------------------------------------------------------------------------
@@ -210,10 +208,10 @@ def props(name: str, gib: float, cc: tuple[int, int], uuid: str | None = None,
 def test_cuda_card_with_cpu_only_torch_is_unusable() -> None:
     nvml = FakeNvml([("NVIDIA GeForce RTX 3080", 10, 9, (8, 6), "GPU-1")])
     gpu = detect_gpu(fake_torch(cuda_version=None), nvml)
-    assert gpu["available"] is False and gpu["devices"] == [] and gpu["backend"] is None
-    bad = gpu["unusable_devices"][0]
-    assert bad["name"] == "NVIDIA GeForce RTX 3080" and "CPU-only build" in bad["reason"]
-    cfg, _ = plan_training({"cpu": {"logical_cores": 8}, "ram": {"total_gb": 32}, "gpu": gpu})
+    assert gpu.available is False and gpu.devices == () and gpu.backend is None
+    bad = gpu.unusable_devices[0]
+    assert bad.name == "NVIDIA GeForce RTX 3080" and "CPU-only build" in bad.reason
+    cfg, _ = plan_training({"cpu": {"logical_cores": 8}, "ram": {"total_gb": 32}, "gpu": gpu.to_dict()})
     assert cfg.device == "cpu"
 
 
@@ -223,32 +221,32 @@ def test_cuda_devices_with_nvml_free_memory_by_uuid() -> None:
     torch = fake_torch([props("NVIDIA GeForce GTX 1660", 5.8, (7, 5), uuid="a"),
                         props("NVIDIA GeForce RTX 4090", 23.6, (8, 9), uuid="b")])
     gpu = detect_gpu(torch, nvml)
-    assert gpu["available"] and gpu["backend"] == "cuda" and gpu["count"] == 2
-    first, second = gpu["devices"]
-    assert first["name"] == gpu["name"] == "NVIDIA GeForce GTX 1660"
-    assert first["vram_free_gb"] == 5 and not first["tensor_cores"] and not first["bf16"]
-    assert second["vram_free_gb"] == 20 and second["tensor_cores"] and second["bf16"]
-    assert second["compute_capability"] == [8, 9] and second["multiprocessors"] == 68
+    assert gpu.available and gpu.backend == "cuda" and len(gpu.devices) == 2
+    first, second = gpu.devices
+    assert first.name == gpu.primary.name == "NVIDIA GeForce GTX 1660"
+    assert first.vram_free_gb == 5 and not first.tensor_cores and not first.bf16
+    assert second.vram_free_gb == 20 and second.tensor_cores and second.bf16
+    assert second.compute_capability == (8, 9) and second.multiprocessors == 68
 
 
 def test_cuda_without_nvml_uses_mem_get_info() -> None:
     gpu = detect_gpu(fake_torch([props("Tesla T4", 15, (7, 5))]), None)
-    assert gpu["vram_free_gb"] == 7.5 and gpu["tensor_cores"] is True and gpu["bf16"] is False
+    assert gpu.primary.vram_free_gb == 7.5 and gpu.primary.tensor_cores is True and gpu.primary.bf16 is False
 
 
 def test_rocm_reports_amd_under_cuda_api() -> None:
     torch = fake_torch([props("AMD Radeon RX 7900 XTX", 24, (11, 0), gcnArchName="gfx1100")], hip="6.0")
     gpu = detect_gpu(torch, None)
-    assert gpu["backend"] == "rocm" and gpu["vendor"] == "AMD" and gpu["bf16"] and gpu["tensor_cores"]
-    cfg, _ = plan_training({"cpu": {"logical_cores": 16}, "ram": {"total_gb": 32}, "gpu": gpu})
+    assert gpu.backend == "rocm" and gpu.primary.vendor == "AMD" and gpu.primary.bf16 and gpu.primary.tensor_cores
+    cfg, _ = plan_training({"cpu": {"logical_cores": 16}, "ram": {"total_gb": 32}, "gpu": gpu.to_dict()})
     assert cfg.device == "cuda" and cfg.precision == "bf16"
 
 
 def test_apple_mps() -> None:
     gpu = detect_gpu(fake_torch(mps=True), None, total_ram_gb=16)
-    assert gpu["backend"] == "mps" and gpu["vendor"] == "Apple"
-    assert gpu["vram_gb"] == 12 and gpu["vram_free_gb"] == 11
-    assert detect_gpu(None, None)["available"] is False
+    assert gpu.backend == "mps" and gpu.primary.vendor == "Apple"
+    assert gpu.primary.vram_gb == 12 and gpu.primary.vram_free_gb == 11
+    assert detect_gpu(None, None).available is False
 
 
 @pytest.mark.parametrize(("name", "cc", "expected"), [
@@ -305,8 +303,8 @@ def test_storage_kind_from_mount_and_block_device(tmp_path: Path, fstype: str, d
         block_tree(sys_, dev, *tree)
     out = data / "models" / "run1"  # does not exist: detection must not create it
     st = detect_storage(out, str(proc), str(sys_))
-    assert st["kind"] == kind and st["mount_point"] == str(data) and st["fstype"] == fstype
-    assert st["free_gb"] is not None and st["free_gb"] > 0 and st["total_gb"] >= st["free_gb"]
+    assert st.kind == kind and st.mount_point == str(data) and st.fstype == fstype
+    assert st.free_gb is not None and st.free_gb > 0 and st.total_gb >= st.free_gb
     assert not (data / "models").exists()
 
 
@@ -321,7 +319,7 @@ def test_storage_dm_device_walks_to_slave_disk(tmp_path: Path) -> None:
     (sys_ / "dev/block/253:0").symlink_to(os.path.relpath(dm, sys_ / "dev/block"))
     root = Path(os.path.realpath(tmp_path))
     write(proc / "self/mountinfo", mount_line(20, "253:0", str(root), "ext4", "/dev/mapper/vg-root"))
-    assert detect_storage(root, str(proc), str(sys_))["kind"] == "nvme"
+    assert detect_storage(root, str(proc), str(sys_)).kind == "nvme"
 
 
 # --- environment -----------------------------------------------------------------------------------
@@ -332,6 +330,20 @@ def test_environment_flags(tmp_path: Path) -> None:
     write(root / ".dockerenv", "")
     env = detect_environment(str(proc), str(root), {"COLAB_GPU": "1", "KAGGLE_KERNEL_RUN_TYPE": "Batch"},
                              battery=lambda: SimpleNamespace(power_plugged=False, percent=50))
-    assert env["colab"] and env["kaggle"] and env["wsl"] and env["container"] and env["on_battery"] is True
+    assert env.colab and env.kaggle and env.wsl and env.container and env.on_battery is True
     bare = detect_environment(str(proc), str(tmp_path / "empty"), {}, battery=lambda: None)
-    assert not bare["colab"] and not bare["kaggle"] and not bare["container"] and bare["on_battery"] is None
+    assert not bare.colab and not bare.kaggle and not bare.container and bare.on_battery is None
+
+
+# --- devices: the one availability check --------------------------------------------------------------
+def test_device_available_and_require_device() -> None:
+    from nexlify.devices import device_available, require_device, usable_device_or_cpu
+    from nexlify.errors import ConfigError
+
+    cuda = fake_torch([props("Tesla T4", 15, (7, 5))])
+    assert device_available("cuda:0", cuda) and not device_available("mps", cuda)
+    assert device_available("mps", fake_torch(mps=True)) and device_available("cpu", fake_torch())
+    assert not device_available("cuda", fake_torch())
+    assert require_device("cpu") == "cpu" and usable_device_or_cpu("cpu") == "cpu"
+    with pytest.raises(ConfigError, match="cpu, cuda, cuda:N or mps"):
+        require_device("tpu")

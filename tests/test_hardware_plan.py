@@ -9,15 +9,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nexlify.config import TrainingConfig, config_keys
+from nexlify.hardware.detect import Gpu, GpuDevice, Profile, Ram, Storage
 from nexlify.hardware.plan import (
-    GB,
     REPLAY_RATIO,
+    STATE_SIZE,
     TARGET_REFRESH_TRANSITIONS,
+    DeviceChoice,
+    ModelChoice,
     bytes_per_transition,
-    complete_profile,
+    choose_buffer,
+    choose_cadence,
+    choose_compression,
+    choose_device,
+    choose_parallel_envs,
+    choose_precision,
     plan_training,
     projected_training_seconds,
 )
+from nexlify.hardware.units import GB
 
 
 def nvidia(name: str, vram: float, cc: tuple[int, int], **extra: object) -> dict:
@@ -100,7 +109,7 @@ def test_example5_gtx1050_strong_cpu() -> None:
 def test_matrix_rows(profile: dict, expected: tuple) -> None:
     cfg, _ = plan_training(profile)
     assert core(cfg) == expected
-    assert cfg.num_workers <= complete_profile(profile)["cpu"]["usable_cores"]
+    assert cfg.num_workers <= Profile.from_dict(profile).cpu.usable_cores
 
 
 def test_rtx2080_uses_fp16_with_tensor_cores() -> None:
@@ -185,7 +194,7 @@ def test_buffer_capped_by_bytes_and_switches_to_float16() -> None:
     cfg, decisions = plan_training(machine(8, 16, 32, 0.002))
     cap = 0.25 * 0.002 * GB
     assert cfg.replay_state_dtype == "float16"
-    assert cfg.buffer_size * bytes_per_transition(12, "float16") <= cap
+    assert cfg.buffer_size * bytes_per_transition(STATE_SIZE, "float16") <= cap
     assert cfg.buffer_size < 25_000 and cfg.learning_starts <= cfg.buffer_size
     assert "capped" in next(d for d in decisions if d.key == "buffer_size").reason
 
@@ -193,7 +202,7 @@ def test_buffer_capped_by_bytes_and_switches_to_float16() -> None:
 def test_buffer_capped_by_free_vram() -> None:
     gpu = nvidia("NVIDIA GeForce RTX 4090", 24, (8, 9), vram_free_gb=0.04)
     cfg, _ = plan_training(machine(64, 128, 64, gpus=[gpu]))
-    assert cfg.buffer_size * bytes_per_transition(12, cfg.replay_state_dtype) <= 0.25 * 0.04 * GB
+    assert cfg.buffer_size * bytes_per_transition(STATE_SIZE, cfg.replay_state_dtype) <= 0.25 * 0.04 * GB
 
 
 # --- learning cadence -------------------------------------------------------------------------------
@@ -307,13 +316,14 @@ def test_plan_is_pure_and_reasons_cover_each_key_once() -> None:
         assert getattr(cfg1, d.key) == d.value and d.reason
 
 
-def test_complete_profile_builds_device_from_top_level_keys() -> None:
-    p = complete_profile({"gpu": {"available": True, "name": "NVIDIA GeForce RTX 3060", "vram_gb": 12,
-                                  "compute_capability": [8, 6]}})
-    dev = p["gpu"]["devices"][0]
-    assert dev["tensor_cores"] and dev["bf16"] and p["gpu"]["backend"] == "cuda"
-    assert p["ram"]["available_gb"] == pytest.approx(6.0)
-    assert p["cpu"]["usable_cores"] == 1
+def test_partial_profile_builds_device_from_top_level_keys() -> None:
+    p = Profile.from_dict({"gpu": {"available": True, "name": "NVIDIA GeForce RTX 3060", "vram_gb": 12,
+                                   "compute_capability": [8, 6]}})
+    dev = p.gpu.devices[0]
+    assert dev.tensor_cores and dev.bf16 and p.gpu.backend == "cuda"
+    assert dev.vram_free_gb == pytest.approx(0.9 * 12)
+    assert p.ram.available_gb == pytest.approx(6.0)
+    assert p.cpu.usable_cores == 1
 
 
 # --- invariants over random hardware ----------------------------------------------------------------
@@ -353,13 +363,13 @@ def random_profile(draw: st.DrawFn) -> dict:
 def test_never_oversubscribes_and_respects_memory(profile: dict) -> None:
     cfg, decisions = plan_training(profile)
     cfg.validate()
-    full = complete_profile(profile)
-    assert cfg.num_workers <= full["cpu"]["usable_cores"]
-    used = cfg.buffer_size * bytes_per_transition(12, cfg.replay_state_dtype)
-    assert used <= 0.25 * full["ram"]["available_gb"] * GB
+    full = Profile.from_dict(profile)
+    assert cfg.num_workers <= full.cpu.usable_cores
+    used = cfg.buffer_size * bytes_per_transition(STATE_SIZE, cfg.replay_state_dtype)
+    assert used <= 0.25 * full.ram.available_gb * GB
     if cfg.device != "cpu":
-        dev = full["gpu"]["devices"][0 if cfg.device == "cuda" else int(cfg.device.split(":")[1])]
-        assert used <= 0.25 * dev["vram_free_gb"] * GB
+        dev = full.gpu.devices[0 if cfg.device == "cuda" else int(cfg.device.split(":")[1])]
+        assert used <= 0.25 * dev.vram_free_gb * GB
     assert cfg.replay_ratio == REPLAY_RATIO
     assert cfg.learning_starts <= cfg.buffer_size
     assert len({d.key for d in decisions}) == len(decisions)
@@ -374,3 +384,50 @@ def test_vendor_names_are_case_insensitive():
                        "compute_capability": [9, 0]}}
     config = HardwareProfiler.from_profile(profile).config
     assert config.device == "cuda" and config.precision == "bf16"
+
+
+# --- each decision on its own (pure functions, hand-checked) ----------------------------------------
+def test_state_size_is_what_the_environment_observes() -> None:
+    from nexlify.env.vector import VectorTradingEnv
+
+    assert VectorTradingEnv(num_envs=1).single_observation_space.shape == (STATE_SIZE,)
+
+
+def test_choose_device_takes_the_largest_card_and_names_the_reason() -> None:
+    small = GpuDevice.create("NVIDIA", "GTX 1050", 2, compute_capability=(6, 1))
+    big = GpuDevice.create("NVIDIA", "RTX 3090", 24, compute_capability=(8, 6))
+    dev, decision = choose_device(Profile(gpu=Gpu("cuda", (small, big))))
+    assert (dev.device, dev.gpu, decision.value) == ("cuda:1", big, "cuda:1")
+    assert decision.reason == "RTX 3090 with 24 GB VRAM" and not dev.conserve
+    tiny = GpuDevice.create("NVIDIA", "GT 710", 0.5)
+    dev, decision = choose_device(Profile(gpu=Gpu("cuda", (tiny,))))
+    assert dev.device == "cpu" and "under 0.75 GB" in decision.reason
+
+
+def test_choose_cadence_keeps_the_replay_ratio() -> None:
+    cpu = DeviceChoice("cpu")
+    accumulation, frequency = choose_cadence(ModelChoice("tiny", 16, 0), cpu)
+    assert (accumulation.value, frequency.value) == (4, 8)  # 16 x 4 = 64 samples / ratio 8
+    accumulation, frequency = choose_cadence(ModelChoice("large", 256, 3), cpu)
+    assert (accumulation.value, frequency.value) == (1, 32)  # 256 / 8
+
+
+def test_choose_buffer_hand_checked() -> None:
+    # 32 GB RAM, 1.5 GB free: the available tier is budget (25K), 25K x 113 B = 2.8 MB fits 25% of 1.5 GB.
+    profile = Profile(ram=Ram(total_gb=32, available_gb=1.5))
+    decisions = {d.key: d.value for d in choose_buffer(profile, DeviceChoice("cpu"), ModelChoice("large", 128, 3),
+                                                         128, 16)}
+    assert decisions == {"buffer_size": 25_000, "replay_state_dtype": "float32", "memory_reserve_gb": 2.0,
+                         "learning_starts": 10_000, "target_update_interval": 125}
+
+
+def test_choose_precision_parallel_envs_and_compression() -> None:
+    ada = GpuDevice.create("NVIDIA", "RTX 4090", 24, compute_capability=(8, 9))
+    turing = GpuDevice.create("NVIDIA", "GeForce GTX 1660", 6, compute_capability=(7, 5))
+    assert [d.value for d in choose_precision(DeviceChoice("cuda", "cuda", ada))] == [True, "bf16"]
+    assert [d.value for d in choose_precision(DeviceChoice("cuda", "cuda", turing))] == [False, "fp32"]
+    assert choose_parallel_envs(DeviceChoice("cpu"), ModelChoice("small", 64, 1), 8).value == 16
+    assert choose_parallel_envs(DeviceChoice("cpu"), ModelChoice("large", 1024, 3), 128).value == 64
+    assert choose_compression(Profile(storage=Storage(kind="hdd", free_gb=500)), ModelChoice("large", 256, 3)).value
+    assert not choose_compression(Profile(storage=Storage(kind="nvme", free_gb=500)),
+                                  ModelChoice("large", 256, 3)).value

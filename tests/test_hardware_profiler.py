@@ -6,6 +6,7 @@ import copy
 import io
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from rich.console import Console
 
 from nexlify.config import TrainingConfig
+from nexlify.hardware.detect import Gpu, GpuDevice, Profile
 from nexlify.hardware.profiler import (
     HardwareProfiler,
     detect_remembering_gpu,
@@ -32,19 +34,18 @@ class FakeMachine:
 
     def __init__(self) -> None:
         self.available_gb = 20.0
-        self.gpu_name = "none"
         self.bench_calls = 0
 
-    def detect(self, output_dir: Any) -> dict[str, Any]:
-        return {
+    def detect(self, output_dir: Any) -> Profile:
+        return Profile.from_dict({
             "cpu": {"brand": "Fake CPU", "physical_cores": 2, "logical_cores": 2, "usable_cores": 2},
             "ram": {"total_gb": 24.0, "available_gb": self.available_gb},
-            "gpu": {"available": False, "backend": None, "devices": [], "name": self.gpu_name},
+            "gpu": {"available": False, "backend": None, "devices": []},
             "storage": {"path": str(output_dir), "free_gb": 100.0, "total_gb": 200.0, "kind": "ssd"},
             "environment": {"torch": "2.13.0+cpu"},
-        }
+        })
 
-    def benchmark(self, profile: dict[str, Any]) -> dict[str, Any]:
+    def benchmark(self, profile: Profile) -> dict[str, Any]:
         self.bench_calls += 1
         time.sleep(0.3)  # stands in for the real ~2 s so a cache hit is visibly faster
         return {"threads": 2, "update_throughput": {"cpu": {"tiny": {"256": 140_000.0},
@@ -96,14 +97,10 @@ def test_cache_hit_is_fast_and_refreshes_volatile_bits(cache_dir: Path, tmp_path
 def test_new_hardware_misses_cache(cache_dir: Path, tmp_path: Path) -> None:
     fake = FakeMachine()
     HardwareProfiler(tmp_path, detect=fake.detect, benchmark=fake.benchmark)
-    fake.gpu_name = "irrelevant"  # top-level name alone does not change the device list
     base = fake.detect(tmp_path)
-    changed = copy.deepcopy(base)
-    changed["gpu"]["devices"] = [{"name": "NVIDIA GeForce RTX 3080", "vram_gb": 10}]
+    changed = replace(base, gpu=Gpu("cuda", (GpuDevice.create("NVIDIA", "NVIDIA GeForce RTX 3080", 10),)))
     assert hardware_fingerprint(base) != hardware_fingerprint(changed)
-    volatile = copy.deepcopy(base)
-    volatile["ram"]["available_gb"] = 1.0
-    volatile["storage"]["free_gb"] = 1.0
+    volatile = replace(base, ram=replace(base.ram, available_gb=1.0), storage=replace(base.storage, free_gb=1.0))
     assert hardware_fingerprint(base) == hardware_fingerprint(volatile)
 
 
@@ -187,14 +184,12 @@ def test_gpu_detection_is_remembered_so_a_cached_profile_needs_no_torch(tmp_path
     torch = fake_torch([props("NVIDIA GeForce RTX 4090", 23.6, (8, 9), uuid="b")])
     env = {"CUDA_VISIBLE_DEVICES": "0"}
     first = detect_remembering_gpu(tmp_path, tmp_path / "cache", torch_module=torch, nvml=nvml, environ=env)
-    assert first["gpu"]["available"] and first["gpu"]["vram_free_gb"] == 20
+    assert first.gpu.available and first.gpu.primary.vram_free_gb == 20
     cards[0][2] = 7  # another process took VRAM meanwhile
     again = detect_remembering_gpu(tmp_path, tmp_path / "cache", torch_module=ExplodingTorch(), nvml=nvml,
                                    environ=env)
-    assert again["gpu"]["devices"][0]["name"] == "NVIDIA GeForce RTX 4090"
-    assert again["gpu"]["vram_free_gb"] == again["gpu"]["devices"][0]["vram_free_gb"] == 7
-    assert {k: v for k, v in again["gpu"].items() if k != "vram_free_gb" and k != "devices"} == \
-        {k: v for k, v in first["gpu"].items() if k != "vram_free_gb" and k != "devices"}
+    assert again.gpu.primary.name == "NVIDIA GeForce RTX 4090" and again.gpu.primary.vram_free_gb == 7
+    assert again.gpu == replace(first.gpu, devices=(replace(first.gpu.primary, vram_free_gb=7),))
     # Other visible devices, or --reprofile, ask torch again.
     with pytest.raises(AssertionError, match="torch"):
         detect_remembering_gpu(tmp_path, tmp_path / "cache", torch_module=ExplodingTorch(), nvml=nvml,
@@ -218,7 +213,8 @@ def test_benchmarks_measure_the_gpu_first_at_gpu_batch_sizes(monkeypatch: pytest
     monkeypatch.setattr(bench, "measure_matmul_gflops", lambda *a, **k: 1.0)
     monkeypatch.setattr(bench, "measure_memory_bandwidth", lambda *a, **k: 1.0)
     monkeypatch.setattr(bench, "measure_device_bandwidth", lambda *a, **k: 1.0)
-    profile = {"cpu": {"usable_cores": 2}, "gpu": {"available": True, "backend": "cuda"}}
+    profile = Profile.from_dict({"cpu": {"usable_cores": 2},
+                                 "gpu": {"available": True, "name": "NVIDIA L4", "vram_gb": 24}})
     result = bench.run_benchmarks(profile, budget_s=60, model_sizes=["tiny", "small"])
     gpu_calls = [c for c in calls if c[0] == "cuda"]
     assert calls[: len(gpu_calls)] == gpu_calls  # the GPU is measured before the CPU
@@ -244,11 +240,12 @@ def test_the_planned_gpu_model_is_measured_first_and_in_full_even_out_of_time(
     monkeypatch.setattr(bench, "measure_memory_bandwidth", lambda *a, **k: 1.0)
     monkeypatch.setattr(bench, "measure_device_bandwidth", lambda *a, **k: 1.0)
     # An H100 with 128 GB RAM plans the xlarge model; a budget already spent measures nothing else.
-    profile = {"cpu": {"usable_cores": 16, "physical_cores": 16, "logical_cores": 32},
-               "ram": {"total_gb": 128, "available_gb": 120},
-               "gpu": {"available": True, "backend": "cuda",
-                       "devices": [{"vendor": "NVIDIA", "name": "NVIDIA H100 80GB HBM3", "vram_gb": 80,
-                                    "compute_capability": [9, 0]}]}}
+    profile = Profile.from_dict({
+        "cpu": {"usable_cores": 16, "physical_cores": 16, "logical_cores": 32},
+        "ram": {"total_gb": 128, "available_gb": 120},
+        "gpu": {"available": True, "backend": "cuda",
+                "devices": [{"vendor": "NVIDIA", "name": "NVIDIA H100 80GB HBM3", "vram_gb": 80,
+                             "compute_capability": [9, 0]}]}})
     result = bench.run_benchmarks(profile, budget_s=0.0)
     assert calls == [("cuda", "xlarge", b) for b in bench.GPU_BENCH_BATCH_SIZES]
     assert result["incomplete"] and set(result["update_throughput"]["cuda"]) == {"xlarge"}

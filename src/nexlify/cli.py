@@ -239,16 +239,12 @@ def _keep_learning_pace(planned: Any, overrides: dict[str, Any]) -> dict[str, An
 
 
 def _check_device(device: str) -> None:
-    import torch
+    from nexlify.devices import require_device
 
-    kind = device.split(":")[0]
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: this torch build sees no CUDA GPU (torch.cuda.is_available() is "
-                          "False); install a CUDA build of torch or use --device cpu")
-    if kind == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ConfigError("--device mps: Apple MPS is not available here; use --device cpu")
-    if kind not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"--device must be cpu, cuda, cuda:N or mps; got {device!r}")
+    try:
+        require_device(device)
+    except ConfigError as exc:
+        raise ConfigError(f"--{exc}") from None  # the flag's name, as the user typed it
 
 
 def _latest_checkpoint(folder: Path) -> Path:

@@ -1,10 +1,16 @@
-"""Atomic file writes: a crash mid-write leaves the previous file intact."""
+"""Atomic file writes (a crash mid-write leaves the previous file intact) and Nexlify's cache folder."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+
+def default_cache_dir() -> Path:
+    """``$NEXLIFY_CACHE_DIR`` when set, else ``~/.cache/nexlify`` (profiles, downloaded candles)."""
+    env = os.environ.get("NEXLIFY_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "nexlify"
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from nexlify.agent.networks import HostQFunction, QNetwork, build_q_network, count_parameters
 from nexlify.agent.replay import NStepAccumulator, PrioritizedReplayBuffer, ReplayBuffer, ReplaySample
 from nexlify.config import STANDALONE_EPSILON_DECAY_STEPS, TrainingConfig
+from nexlify.devices import require_device, usable_device_or_cpu
 from nexlify.errors import CheckpointError, ConfigError
 from nexlify.serialization import read_checkpoint, write_checkpoint
 
@@ -33,12 +34,7 @@ _STATS_WINDOW = 100  # learn() calls averaged by get_performance_stats
 
 def resolve_device(name: str) -> torch.device:
     """``torch.device`` for a config device name; ConfigError if that device is not available here."""
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available; use device='cpu'")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device {name!r} requested but MPS is not available; use device='cpu'")
-    return device
+    return torch.device(require_device(name))
 
 
 def _make_adam(params: list[torch.nn.Parameter], lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
@@ -523,7 +519,7 @@ class AdaptiveDQNAgent:
         saved = meta.get("config")
         if not isinstance(saved, dict):
             raise CheckpointError(f"checkpoint {path} is corrupt: its config is not a JSON object")
-        target = device if device is not None else _device_if_available(str(saved.get("device", "cpu")))
+        target = device if device is not None else usable_device_or_cpu(str(saved.get("device", "cpu")))
         try:
             config = TrainingConfig.from_dict({**saved, **config_overrides, "device": target})
             agent = cls(state_size, action_size, config)
@@ -590,12 +586,3 @@ def _check_replay_state(replay: Any, state_size: int, buffer_size: int) -> None:
         tensor = replay.get(name)
         if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != (size,):
             raise ValueError(f"replay {name} has shape {getattr(tensor, 'shape', None)}, expected ({size},)")
-
-
-def _device_if_available(name: str) -> str:
-    """``name`` if that kind of device exists here, else 'cpu' (a GPU checkpoint on a laptop)."""
-    try:
-        resolve_device(name)
-    except ConfigError:
-        return "cpu"
-    return name

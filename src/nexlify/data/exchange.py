@@ -21,7 +21,6 @@ from __future__ import annotations
 import gzip
 import io
 import logging
-import os
 import re
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ import pandas as pd
 
 from nexlify.data.market import OHLCV_COLUMNS, load_ohlcv
 from nexlify.errors import DataError, ExchangeError
-from nexlify.io import write_bytes_atomic
+from nexlify.io import default_cache_dir, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +40,6 @@ DEFAULT_MAX_RETRIES = 5
 _MAX_BACKOFF_S = 60.0
 _DAY_MS = 86_400_000
 _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": _DAY_MS, "w": 7 * _DAY_MS}
-
-
-def default_cache_dir() -> Path:
-    """``$NEXLIFY_CACHE_DIR`` if set, else ``~/.cache/nexlify``."""
-    env = os.environ.get("NEXLIFY_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "nexlify"
 
 
 def timeframe_to_ms(timeframe: str) -> int:

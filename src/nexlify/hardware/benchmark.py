@@ -13,11 +13,13 @@ import math
 import statistics
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from nexlify.config import MODEL_WIDTHS
+from nexlify.hardware.detect import Gpu, Profile
 
 STATE_SIZE = 12
 ACTION_SIZE = 3
@@ -177,22 +179,22 @@ def measure_update_throughput(model_size: str, batch_size: int, device: str = "c
     return round(batch_size / statistics.median(times), 1)
 
 
-def _planned_gpu_model(profile: dict[str, Any]) -> str | None:
+def _planned_gpu_model(profile: Profile) -> str | None:
     """The model size the planner gives this machine's GPU (from memory tiers, before any benchmark)."""
     from nexlify.hardware.plan import plan_training
 
     try:
-        config, _ = plan_training({key: value for key, value in profile.items() if key != "benchmarks"})
+        config, _ = plan_training(replace(profile, benchmarks={}))
     except Exception:
         return None
     return config.model_size if config.device != "cpu" else None
 
 
-def candidate_devices(gpu: dict[str, Any] | None) -> list[str]:
+def candidate_devices(gpu: Gpu) -> list[str]:
     """Devices worth measuring: the CPU always, plus the primary usable GPU."""
     devices = ["cpu"]
-    if gpu and gpu.get("available"):
-        devices.append("mps" if gpu.get("backend") == "mps" else "cuda")
+    if gpu.available:
+        devices.append("mps" if gpu.backend == "mps" else "cuda")
     return devices
 
 
@@ -217,7 +219,7 @@ def pick_threads(usable: int, budget_s: float = 0.2, model_size: str = "medium",
     return {"threads": threads, "scaling": scaling}
 
 
-def run_benchmarks(profile: dict[str, Any], budget_s: float = 2.0,
+def run_benchmarks(profile: Profile, budget_s: float = 2.0,
                    model_sizes: Sequence[str] | None = None,
                    batch_sizes: Sequence[int] = BENCH_BATCH_SIZES,
                    gpu_batch_sizes: Sequence[int] = GPU_BENCH_BATCH_SIZES) -> dict[str, Any]:
@@ -232,7 +234,7 @@ def run_benchmarks(profile: dict[str, Any], budget_s: float = 2.0,
     from nexlify.hardware.plan import PLAN_TIME_BUDGET_S, projected_training_seconds
 
     start = time.perf_counter()
-    cores = int((profile.get("cpu") or {}).get("usable_cores") or 1)
+    cores = profile.cpu.usable_cores
     sizes = list(model_sizes or MODEL_WIDTHS)
     result: dict[str, Any] = {"threads": cores, "batch_sizes": list(batch_sizes),
                               "gpu_batch_sizes": list(gpu_batch_sizes)}
@@ -241,8 +243,7 @@ def run_benchmarks(profile: dict[str, Any], budget_s: float = 2.0,
         result["threads"], result["thread_scaling"] = probe["threads"], probe["scaling"]
         result["cpu_gflops"] = measure_matmul_gflops("cpu", budget_s=0.06 * budget_s)
         result["memory_bandwidth_gbs"] = measure_memory_bandwidth(budget_s=0.04 * budget_s)
-        gpu = profile.get("gpu") or {}
-        devices = candidate_devices(gpu)
+        devices = candidate_devices(profile.gpu)
         if len(devices) > 1:
             dev = devices[1]
             with contextlib.suppress(Exception):

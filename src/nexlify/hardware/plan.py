@@ -1,4 +1,4 @@
-"""The training plan: a pure function from a hardware profile dict to a ``TrainingConfig`` plus reasons.
+"""The training plan: a pure function from a hardware ``Profile`` to a ``TrainingConfig`` plus reasons.
 
 ``plan_training(profile)`` reads nothing but its argument (no detection, no clock, no randomness),
 so the same profile always gives the same plan and the guide's examples are plain unit tests.
@@ -66,15 +66,17 @@ Derived rules (the worked examples win where the guide contradicts itself):
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from nexlify.config import MODEL_SIZES, TrainingConfig, replay_bytes_per_transition
+from nexlify.data.features import ACCOUNT_FEATURE_NAMES, MARKET_FEATURE_NAMES
 from nexlify.errors import ConfigError
+from nexlify.hardware.detect import GpuDevice, Profile
+from nexlify.hardware.units import GB
 
-GB = float(1 << 30)
+STATE_SIZE = len(MARKET_FEATURE_NAMES) + len(ACCOUNT_FEATURE_NAMES)  # what the agent observes
 REPLAY_RATIO = 8  # gradient samples per collected transition, identical on every machine
 STANDARD_EPISODES = 1000
 STEPS_PER_EPISODE = 3000
@@ -135,20 +137,9 @@ class Decision:
 
 
 # ---------------------------------------------------------------------------------------------
-# helpers shared with the benchmark
+# facts shared with the profiler
 # ---------------------------------------------------------------------------------------------
-
-def _canonical_vendor(name: str | None) -> str | None:
-    """'nvidia', 'NVIDIA Corporation', 'amd', 'Apple' -> NVIDIA / AMD / Apple (profiles are hand-written too)."""
-    if not name:
-        return None
-    lowered = str(name).lower()
-    for key, canonical in (("nvidia", "NVIDIA"), ("amd", "AMD"), ("advanced micro", "AMD"), ("apple", "Apple")):
-        if key in lowered:
-            return canonical
-    return str(name)
-
-def bytes_per_transition(state_size: int = 12, state_dtype: str = "float32") -> int:
+def bytes_per_transition(state_size: int = STATE_SIZE, state_dtype: str = "float32") -> int:
     """Replay bytes per transition, as the replay memory itself counts them (one place for the fact)."""
     return replay_bytes_per_transition(state_size, state_dtype)
 
@@ -188,114 +179,82 @@ def cores_tier(usable_cores: int) -> int:
     return 1 if usable_cores <= 2 else 2 if usable_cores <= 8 else 3
 
 
-# ---------------------------------------------------------------------------------------------
-# profile completion
-# ---------------------------------------------------------------------------------------------
-def _complete_device(dev: dict[str, Any], backend: str | None, total_ram_gb: float) -> dict[str, Any]:
-    from nexlify.hardware.profile import amd_matrix_support, nvidia_tensor_cores
+def _pow2_floor(x: float) -> int:
+    return 1 << max(0, int(math.floor(math.log2(max(1.0, x)))))
 
-    d = dict(dev)
-    vendor = _canonical_vendor(d.get("vendor")) or {"rocm": "AMD", "mps": "Apple"}.get(backend or "", "NVIDIA")
-    d["vendor"] = vendor
-    d.setdefault("name", f"{vendor} GPU")
-    cc = d.get("compute_capability")
-    d["compute_capability"] = [int(cc[0]), int(cc[1])] if cc else None
-    if d.get("vram_gb") is None:
-        # Unified memory (Apple): Metal gives the GPU about three quarters of RAM.
-        d["vram_gb"] = round(0.75 * total_ram_gb, 2) if vendor == "Apple" else 0.0
-    d["vram_gb"] = float(d["vram_gb"])
-    if d.get("vram_free_gb") is None:
-        d["vram_free_gb"] = round(0.9 * d["vram_gb"], 2)
-    if vendor == "NVIDIA":
-        d.setdefault("tensor_cores", nvidia_tensor_cores(d["name"], d["compute_capability"]))
-        d.setdefault("bf16", bool(cc) and int(cc[0]) >= 8)
-    elif vendor == "AMD":
-        tensor, bf16 = amd_matrix_support(d.get("arch"), d["compute_capability"])
-        d.setdefault("tensor_cores", tensor)
-        d.setdefault("bf16", bf16)
+
+def _ram_text(profile: Profile) -> str:
+    return f"{profile.ram.total_gb:g} GB RAM ({profile.ram.available_gb:.1f} GB free)"
+
+
+# ---------------------------------------------------------------------------------------------
+# device
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DeviceChoice:
+    """The planned device; ``gpu`` is the chosen card (None on the CPU)."""
+
+    device: str
+    backend: str | None = None
+    gpu: GpuDevice | None = None
+
+    @property
+    def vram_gb(self) -> float:
+        return self.gpu.vram_gb if self.gpu else 0.0
+
+    @property
+    def unified(self) -> bool:
+        """GPU memory shared with the host (Apple): no separate VRAM to budget."""
+        return self.gpu is not None and (self.gpu.unified_memory or self.backend == "mps")
+
+    @property
+    def conserve(self) -> bool:
+        """A discrete GPU too small for the tier's batch: small batches, replay in host RAM."""
+        return self.gpu is not None and not self.unified and self.vram_gb < GPU_CONSERVE_VRAM_GB
+
+
+def choose_device(profile: Profile) -> tuple[DeviceChoice, Decision]:
+    """The usable GPU with the most VRAM (first wins ties), unless it is under ``GPU_MIN_VRAM_GB``."""
+    gpu = profile.gpu
+    if gpu.devices:
+        idx, dev = max(enumerate(gpu.devices), key=lambda item: (item[1].vram_gb, -item[0]))
+        if vram_tier(dev.vram_gb) is not None:
+            device = "mps" if gpu.backend == "mps" else ("cuda" if idx == 0 else f"cuda:{idx}")
+            choice = DeviceChoice(device, gpu.backend, dev)
+            via = {"rocm": " via ROCm (torch calls it cuda)", "mps": " via Metal (MPS)"}.get(gpu.backend or "", "")
+            memory = "unified memory" if choice.unified else "VRAM"
+            return choice, Decision("device", device, f"{dev.name} with {dev.vram_gb:g} GB {memory}{via}")
+    if gpu.unusable_devices:
+        bad = gpu.unusable_devices[0]
+        why = f"{bad.name} found but unusable: {bad.reason or 'unknown reason'}"
+    elif gpu.devices:
+        why = f"{gpu.devices[0].name} has under {GPU_MIN_VRAM_GB} GB VRAM, the CPU is the safer bet"
     else:
-        d.setdefault("tensor_cores", False)
-        d.setdefault("bf16", False)
-    if vendor == "Apple":
-        d.setdefault("unified_memory", True)
-    d.setdefault("multiprocessors", None)
-    return d
-
-
-def complete_profile(partial: dict[str, Any]) -> dict[str, Any]:
-    """Fill a partial profile with defaults so the planner can read every key (input untouched).
-
-    Defaults: logical = physical = usable cores (1 when nothing is known); available RAM = 75% of
-    total; free VRAM = 90% of total; tensor cores and bf16 from the card name and compute
-    capability; a GPU given only by top-level keys (vendor, name, vram_gb, ...) becomes devices[0].
-    """
-    p = copy.deepcopy(dict(partial or {}))
-    cpu = dict(p.get("cpu") or {})
-    logical = int(cpu.get("logical_cores") or cpu.get("physical_cores") or cpu.get("usable_cores") or 1)
-    cpu["logical_cores"] = logical
-    cpu["physical_cores"] = int(cpu.get("physical_cores") or logical)
-    cpu["usable_cores"] = max(1, min(int(cpu.get("usable_cores") or logical), logical))
-    cpu.setdefault("brand", "unknown")
-    cpu.setdefault("architecture", "unknown")
-    cpu.setdefault("max_freq_mhz", None)
-    cpu.setdefault("simd", {})
-    p["cpu"] = cpu
-
-    ram = dict(p.get("ram") or {})
-    total = float(ram.get("total_gb") or 8.0)
-    ram["total_gb"] = total
-    avail = ram.get("available_gb")
-    ram["available_gb"] = float(min(total, 0.75 * total if avail is None else avail))
-    ram.setdefault("limit_gb", None)
-    p["ram"] = ram
-
-    gpu = dict(p.get("gpu") or {})
-    devices = [dict(d) for d in gpu.get("devices") or []]
-    if not devices and gpu.get("available") and (gpu.get("name") or gpu.get("vram_gb") is not None
-                                                 or gpu.get("backend") == "mps"):
-        devices = [{k: gpu[k] for k in ("vendor", "name", "vram_gb", "vram_free_gb", "compute_capability",
-                                         "tensor_cores", "bf16", "multiprocessors", "arch") if k in gpu}]
-    backend = gpu.get("backend")
-    if devices and backend is None:
-        vendor = _canonical_vendor(devices[0].get("vendor")) or "NVIDIA"
-        backend = {"AMD": "rocm", "Apple": "mps"}.get(vendor, "cuda")
-    devices = [_complete_device(d, backend, total) for d in devices]
-    gpu["devices"] = devices
-    gpu["available"] = bool(gpu.get("available", bool(devices))) and bool(devices)
-    gpu["backend"] = backend if gpu["available"] else None
-    gpu["count"] = len(devices)
-    gpu["unusable_devices"] = list(gpu.get("unusable_devices") or [])
-    first = devices[0] if devices else {}
-    for key in ("vendor", "name", "vram_gb", "vram_free_gb", "compute_capability", "tensor_cores", "bf16"):
-        gpu[key] = first.get(key)
-    p["gpu"] = gpu
-
-    storage = dict(p.get("storage") or {})
-    storage.setdefault("free_gb", None)
-    storage.setdefault("total_gb", None)
-    storage.setdefault("kind", "unknown")
-    p["storage"] = storage
-    p["benchmarks"] = dict(p.get("benchmarks") or {})
-    p["environment"] = dict(p.get("environment") or {})
-    return p
+        why = "no GPU that torch can use"
+    return DeviceChoice("cpu"), Decision("device", "cpu", why)
 
 
 # ---------------------------------------------------------------------------------------------
-# the plan
+# model and batch
 # ---------------------------------------------------------------------------------------------
-def _pick_gpu(gpu: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
-    """Index and entry of the usable GPU with the most VRAM (first wins ties)."""
-    if not gpu.get("available") or not gpu["devices"]:
-        return None
-    idx, dev = max(enumerate(gpu["devices"]), key=lambda item: (item[1]["vram_gb"], -item[0]))
-    if vram_tier(dev["vram_gb"]) is None:
-        return None
-    return idx, dev
+@dataclass(frozen=True)
+class ModelChoice:
+    """The planned model and batch, the matrix tier they sit in, and where the batch came from
+    (``source``: "tier", "cpu-measured" or "gpu-measured")."""
+
+    model_size: str
+    batch_size: int
+    tier_index: int
+    source: str = "tier"
+
+    @property
+    def tier(self) -> Tier:
+        return TIERS[self.tier_index]
 
 
-def _cpu_benchmark_choice(profile: dict[str, Any], max_tier: int) -> tuple[str, int, float, bool] | None:
+def _cpu_benchmark_choice(profile: Profile, max_tier: int) -> tuple[str, int, float, bool] | None:
     """(model, batch, projected seconds, fits budget) from measured CPU update throughput."""
-    table = ((profile["benchmarks"].get("update_throughput") or {}).get("cpu")) or {}
+    table = ((profile.benchmarks.get("update_throughput") or {}).get("cpu")) or {}
     options: list[tuple[int, str, int, float]] = []
     for size in MODEL_SIZES[: max_tier + 1]:
         for batch, rate in (table.get(size) or {}).items():
@@ -316,7 +275,7 @@ def _cpu_benchmark_choice(profile: dict[str, Any], max_tier: int) -> tuple[str, 
     return size, batch, secs, False
 
 
-def _gpu_benchmark_choice(profile: dict[str, Any], backend: str | None, model: str,
+def _gpu_benchmark_choice(profile: Profile, backend: str | None, model: str,
                           min_batch: int) -> tuple[int, float, str] | None:
     """(batch, projected seconds, how) from the GPU's measured update throughput for ``model``.
 
@@ -327,7 +286,7 @@ def _gpu_benchmark_choice(profile: dict[str, Any], backend: str | None, model: s
     bigger batch can gain (how = "extrapolated"). Else the fastest measured (how = "fastest").
     """
     key = "mps" if backend == "mps" else "cuda"
-    benchmarks = profile["benchmarks"]
+    benchmarks = profile.benchmarks
     row = (((benchmarks.get("update_throughput") or {}).get(key)) or {}).get(model) or {}
     rates: dict[int, float] = {}
     for batch, rate in row.items():
@@ -351,240 +310,259 @@ def _gpu_benchmark_choice(profile: dict[str, Any], backend: str | None, model: s
     return batch, projected_training_seconds(rates[batch]), "fastest"
 
 
-def _pow2_floor(x: float) -> int:
-    return 1 << max(0, int(math.floor(math.log2(max(1.0, x)))))
+def _choose_gpu_model_and_batch(profile: Profile, dev: DeviceChoice) -> tuple[ModelChoice, list[Decision]]:
+    r_tier = ram_tier(profile.ram.total_gb)
+    v_tier = vram_tier(dev.vram_gb) or 1
+    tier_idx = min(r_tier, v_tier)
+    tier = TIERS[tier_idx]
+    memory = "unified memory" if dev.unified else "VRAM"
+    limiter = "both agree" if r_tier == v_tier else f"the {'RAM' if r_tier < v_tier else memory} limits"
+    model = Decision("model_size", tier.model_size,
+                     f"{tier.name} tier: {_ram_text(profile)} -> {TIERS[r_tier].name}, {dev.vram_gb:g} GB "
+                     f"{memory} -> {TIERS[v_tier].name}; {limiter}")
+    if dev.conserve:
+        why = f"low end of the {tier.name} range: only {dev.vram_gb:g} GB VRAM (GPU limited)"
+        batch = Decision("batch_size", tier.batch_low, why)
+        return ModelChoice(tier.model_size, tier.batch_low, tier_idx), [model, batch]
+    measured = _gpu_benchmark_choice(profile, dev.backend, tier.model_size, tier.batch_high)
+    if measured is None:
+        return ModelChoice(tier.model_size, tier.batch_high, tier_idx), [model, Decision(
+            "batch_size", tier.batch_high,
+            f"high end of the {tier.name} range: {dev.vram_gb:g} GB on the GPU holds it comfortably")]
+    batch, secs, how = measured
+    size = tier.model_size
+    within = f"trains {STANDARD_EPISODES} episodes of {size} within {GPU_PLAN_TIME_BUDGET_S:.0f} s on the GPU"
+    why = {"measured": f"smallest measured batch that {within} (~{secs:.0f} s projected)",
+           "extrapolated": f"smallest benchmark batch that {within} (~{secs:.0f} s, extrapolated from a "
+                           "smaller measured batch: the profiler ran out of time)",
+           "fastest": f"fastest measured batch for {size} on the GPU (~{secs:.0f} s projected for "
+                      f"{STANDARD_EPISODES} episodes)"}[how]
+    return ModelChoice(size, batch, tier_idx, "gpu-measured"), [model, Decision("batch_size", batch, why)]
 
 
-def plan_training(profile: dict[str, Any]) -> tuple[TrainingConfig, list[Decision]]:
-    """Plan every hardware-dependent setting from a (possibly partial) profile; see the module table."""
-    p = complete_profile(profile)
-    cpu, ram, gpu, storage = p["cpu"], p["ram"], p["gpu"], p["storage"]
-    usable, physical = cpu["usable_cores"], min(cpu["physical_cores"], cpu["logical_cores"])
-    total, avail = ram["total_gb"], ram["available_gb"]
-    decisions: list[Decision] = []
-
-    def decide(key: str, value: Any, reason: str) -> Any:
-        decisions.append(Decision(key, value, reason))
-        return value
-
-    r_tier = ram_tier(total)
-    ram_txt = f"{total:g} GB RAM ({avail:.1f} GB free)"
-    picked = _pick_gpu(gpu)
-
-    # --- device --------------------------------------------------------------------------
-    if picked is not None:
-        idx, dev = picked
-        vram = dev["vram_gb"]
-        unified = bool(dev.get("unified_memory")) or gpu["backend"] == "mps"
-        device = "mps" if gpu["backend"] == "mps" else ("cuda" if idx == 0 else f"cuda:{idx}")
-        via = {"rocm": " via ROCm (torch calls it cuda)", "mps": " via Metal (MPS)"}.get(gpu["backend"], "")
-        decide("device", device, f"{dev['name']} with {vram:g} GB "
-               f"{'unified memory' if unified else 'VRAM'}{via}")
-    else:
-        dev, vram, unified = None, 0.0, False
-        device = "cpu"
-        if gpu.get("unusable_devices"):
-            bad = gpu["unusable_devices"][0]
-            why = f"{bad.get('name', 'GPU')} found but unusable: {bad.get('reason', 'unknown reason')}"
-        elif gpu.get("available") and gpu["devices"]:
-            why = f"{gpu['devices'][0]['name']} has under {GPU_MIN_VRAM_GB} GB VRAM, the CPU is the safer bet"
+def _choose_cpu_model_and_batch(profile: Profile) -> tuple[ModelChoice, list[Decision]]:
+    r_tier = ram_tier(profile.ram.total_gb)
+    measured = _cpu_benchmark_choice(profile, r_tier) if r_tier >= 1 else None
+    if measured is not None:
+        size, batch, secs, fits = measured
+        if fits:
+            why = (f"largest model (RAM allows up to {TIERS[r_tier].model_size}) whose measured CPU "
+                   f"update speed trains {STANDARD_EPISODES} episodes in ~{secs / 60:.0f} min "
+                   f"(budget {PLAN_TIME_BUDGET_S / 60:.0f} min)")
         else:
-            why = "no GPU that torch can use"
-        decide("device", device, why)
+            why = (f"no model fits the {PLAN_TIME_BUDGET_S / 60:.0f} min budget on this CPU; "
+                   f"the smallest projects ~{secs / 60:.0f} min for {STANDARD_EPISODES} episodes")
+        threads = profile.benchmarks.get("threads") or profile.cpu.usable_cores
+        return ModelChoice(size, batch, MODEL_SIZES.index(size), "cpu-measured"), [
+            Decision("model_size", size, why),
+            Decision("batch_size", batch, f"fastest measured batch for {size} with "
+                                          f"{threads} torch thread(s) (~{secs / 60:.1f} min projected)")]
+    usable = profile.cpu.usable_cores
+    c_tier = cores_tier(usable)
+    tier_idx = min(r_tier, c_tier)
+    tier = TIERS[tier_idx]
+    limiter = "both agree" if r_tier == c_tier else f"the {'RAM' if r_tier < c_tier else 'CPU'} limits"
+    return ModelChoice(tier.model_size, tier.batch_low, tier_idx), [
+        Decision("model_size", tier.model_size,
+                 f"{tier.name} tier: {_ram_text(profile)} -> {TIERS[r_tier].name}, {usable} usable cores and "
+                 f"no GPU -> {TIERS[c_tier].name}; {limiter} (no benchmark data)"),
+        Decision("batch_size", tier.batch_low,
+                 f"low end of the {tier.name} range: {profile.ram.available_gb:.1f} GB free RAM and no GPU")]
 
-    conserve = dev is not None and not unified and vram < GPU_CONSERVE_VRAM_GB
 
-    # --- model and batch ----------------------------------------------------------------
-    bench_choice = None
-    gpu_choice: tuple[int, float, str] | None = None
-    if dev is not None:
-        v_tier = vram_tier(vram) or 1
-        tier_idx = min(r_tier, v_tier)
-        tier = TIERS[tier_idx]
-        gpu_mem = "unified memory" if unified else "VRAM"
-        limiter = ("both agree" if r_tier == v_tier
-                   else f"the {'RAM' if r_tier < v_tier else gpu_mem} limits")
-        model = decide("model_size", tier.model_size,
-                       f"{tier.name} tier: {ram_txt} -> {TIERS[r_tier].name}, {vram:g} GB "
-                       f"{gpu_mem} -> {TIERS[v_tier].name}; {limiter}")
-        gpu_choice = None if conserve else _gpu_benchmark_choice(p, gpu["backend"], model, tier.batch_high)
-        if conserve:
-            batch = decide("batch_size", tier.batch_low,
-                           f"low end of the {tier.name} range: only {vram:g} GB VRAM (GPU limited)")
-        elif gpu_choice is not None:
-            batch_g, secs, how = gpu_choice
-            within = f"trains {STANDARD_EPISODES} episodes of {model} within {GPU_PLAN_TIME_BUDGET_S:.0f} s on the GPU"
-            why = {"measured": f"smallest measured batch that {within} (~{secs:.0f} s projected)",
-                   "extrapolated": f"smallest benchmark batch that {within} (~{secs:.0f} s, extrapolated from a "
-                                   "smaller measured batch: the profiler ran out of time)",
-                   "fastest": f"fastest measured batch for {model} on the GPU (~{secs:.0f} s projected for "
-                              f"{STANDARD_EPISODES} episodes)"}[how]
-            batch = decide("batch_size", batch_g, why)
-        else:
-            batch = decide("batch_size", tier.batch_high,
-                           f"high end of the {tier.name} range: {vram:g} GB on the GPU holds it comfortably")
-    else:
-        if r_tier >= 1:
-            bench_choice = _cpu_benchmark_choice(p, r_tier)
-        if bench_choice is not None:
-            size, batch_b, secs, fits = bench_choice
-            tier_idx = MODEL_SIZES.index(size)
-            tier = TIERS[tier_idx]
-            if fits:
-                why = (f"largest model (RAM allows up to {TIERS[r_tier].model_size}) whose measured CPU "
-                       f"update speed trains {STANDARD_EPISODES} episodes in ~{secs / 60:.0f} min "
-                       f"(budget {PLAN_TIME_BUDGET_S / 60:.0f} min)")
-            else:
-                why = (f"no model fits the {PLAN_TIME_BUDGET_S / 60:.0f} min budget on this CPU; "
-                       f"the smallest projects ~{secs / 60:.0f} min for {STANDARD_EPISODES} episodes")
-            model = decide("model_size", size, why)
-            threads = p["benchmarks"].get("threads") or usable
-            batch = decide("batch_size", batch_b, f"fastest measured batch for {size} with "
-                           f"{threads} torch thread(s) (~{secs / 60:.1f} min projected)")
-        else:
-            c_tier = cores_tier(usable)
-            tier_idx = min(r_tier, c_tier)
-            tier = TIERS[tier_idx]
-            limiter = ("both agree" if r_tier == c_tier
-                       else f"the {'RAM' if r_tier < c_tier else 'CPU'} limits")
-            model = decide("model_size", tier.model_size,
-                           f"{tier.name} tier: {ram_txt} -> {TIERS[r_tier].name}, {usable} usable cores and "
-                           f"no GPU -> {TIERS[c_tier].name}; {limiter} (no benchmark data)")
-            batch = decide("batch_size", tier.batch_low,
-                           f"low end of the {tier.name} range: {avail:.1f} GB free RAM and no GPU")
+def choose_model_and_batch(profile: Profile, dev: DeviceChoice) -> tuple[ModelChoice, list[Decision]]:
+    """GPU: the lower of the RAM and VRAM tiers, batch from GPU measurements (else the tier's).
+    CPU: from the measured throughput when there is any, else the lower of the RAM and cores tiers."""
+    if dev.gpu is not None:
+        return _choose_gpu_model_and_batch(profile, dev)
+    return _choose_cpu_model_and_batch(profile)
 
-    # --- accumulation and learning cadence ------------------------------------------------
-    if tier_idx == 0 or conserve:
+
+# ---------------------------------------------------------------------------------------------
+# learning cadence and optimisation level
+# ---------------------------------------------------------------------------------------------
+def choose_cadence(model: ModelChoice, dev: DeviceChoice) -> list[Decision]:
+    """Gradient accumulation (memory-starved machines reach an effective batch of 64) and the
+    train frequency that keeps ``REPLAY_RATIO`` gradient samples per transition."""
+    batch = model.batch_size
+    if model.tier_index == 0 or dev.conserve:
         accum = max(1, EFFECTIVE_BATCH_FLOOR // batch)
-        why = (f"{'budget tier' if tier_idx == 0 else 'GPU memory conserve'}: {batch} x {accum} = "
+        why = (f"{'budget tier' if model.tier_index == 0 else 'GPU memory conserve'}: {batch} x {accum} = "
                f"effective batch {batch * accum} without the memory of one")
     else:
-        accum = 1
-        why = f"batch {batch} already fits in memory"
-    decide("gradient_accumulation_steps", accum, why)
+        accum, why = 1, f"batch {batch} already fits in memory"
     effective = batch * accum
-    train_frequency = decide("train_frequency", max(1, effective // REPLAY_RATIO),
-                             f"{effective} gradient samples per learning step / replay ratio {REPLAY_RATIO} "
-                             "= same samples per transition on every machine")
+    return [Decision("gradient_accumulation_steps", accum, why),
+            Decision("train_frequency", max(1, effective // REPLAY_RATIO),
+                     f"{effective} gradient samples per learning step / replay ratio {REPLAY_RATIO} "
+                     "= same samples per transition on every machine")]
 
-    # --- optimization level ----------------------------------------------------------------
-    if dev is None:
-        level, why = "cpu_optimize", "no usable GPU: threads and vectorised envs on the CPU"
-    elif conserve:
-        level = "gpu_conserve"
-        why = f"{vram:g} GB VRAM < {GPU_CONSERVE_VRAM_GB} GB: small batches, accumulation"
-    elif tier_idx >= 3:
-        level, why = "max_performance", f"{tier.name} GPU and RAM"
-    else:
-        level, why = "balanced", f"{tier.name} hardware"
-    decide("optimization_level", level, why)
 
-    # --- replay buffer ---------------------------------------------------------------------
-    a_tier = available_tier(avail)
-    pair_cap = 4 if model == "xlarge" else 3
+def choose_optimization_level(model: ModelChoice, dev: DeviceChoice) -> Decision:
+    """cpu_optimize, gpu_conserve, max_performance (GPU at the high tier or above) or balanced."""
+    if dev.gpu is None:
+        return Decision("optimization_level", "cpu_optimize", "no usable GPU: threads and vectorised envs on the CPU")
+    if dev.conserve:
+        return Decision("optimization_level", "gpu_conserve",
+                        f"{dev.vram_gb:g} GB VRAM < {GPU_CONSERVE_VRAM_GB} GB: small batches, accumulation")
+    if model.tier_index >= 3:
+        return Decision("optimization_level", "max_performance", f"{model.tier.name} GPU and RAM")
+    return Decision("optimization_level", "balanced", f"{model.tier.name} hardware")
+
+
+# ---------------------------------------------------------------------------------------------
+# replay buffer
+# ---------------------------------------------------------------------------------------------
+def _buffer_cap(profile: Profile, dev: DeviceChoice) -> tuple[float, str]:
+    """Bytes the replay may take (25% of free RAM, or of free VRAM when that is less) and why."""
+    avail = profile.ram.available_gb
+    cap_bytes, source = BUFFER_MEMORY_FRACTION * avail * GB, f"25% of {avail:.1f} GB free RAM"
+    if dev.gpu is not None and not dev.unified:
+        vram_free = float(dev.gpu.vram_free_gb or dev.vram_gb)
+        if BUFFER_MEMORY_FRACTION * vram_free * GB < cap_bytes:
+            cap_bytes, source = BUFFER_MEMORY_FRACTION * vram_free * GB, f"25% of {vram_free:.1f} GB free VRAM"
+    return cap_bytes, source
+
+
+def choose_buffer(profile: Profile, dev: DeviceChoice, model: ModelChoice, effective_batch: int,
+                  train_frequency: int) -> list[Decision]:
+    """Buffer size and state dtype within the memory cap, the RAM reserve, learning starts and the
+    target refresh interval (both follow from the buffer and the cadence)."""
+    total, avail = profile.ram.total_gb, profile.ram.available_gb
+    r_tier, a_tier = ram_tier(total), available_tier(avail)
+    pair_cap = 4 if model.model_size == "xlarge" else 3
     b_tier = min(r_tier, a_tier, pair_cap)
     target = TIERS[b_tier].buffer_size
-    cap_bytes = BUFFER_MEMORY_FRACTION * avail * GB
-    cap_src = f"25% of {avail:.1f} GB free RAM"
-    if dev is not None and not unified:
-        vram_free = float(dev.get("vram_free_gb") or vram)
-        if BUFFER_MEMORY_FRACTION * vram_free * GB < cap_bytes:
-            cap_bytes = BUFFER_MEMORY_FRACTION * vram_free * GB
-            cap_src = f"25% of {vram_free:.1f} GB free VRAM"
+    cap_bytes, cap_src = _buffer_cap(profile, dev)
     limits = []
     if b_tier < r_tier and b_tier == a_tier:
         limits.append(f"only {avail:.1f} GB RAM available now")
     if b_tier == pair_cap and pair_cap < min(r_tier, a_tier):
         limits.append("500K is kept for the xlarge model")
-    dtype = "float32"
-    buffer = target
-    if target * bytes_per_transition(12, "float32") > cap_bytes:
+    dtype, buffer = "float32", target
+    if target * bytes_per_transition(STATE_SIZE, "float32") > cap_bytes:
         dtype = "float16"
-        if target * bytes_per_transition(12, "float16") > cap_bytes:
-            fit = int(cap_bytes // bytes_per_transition(12, "float16"))
+        if target * bytes_per_transition(STATE_SIZE, "float16") > cap_bytes:
+            fit = int(cap_bytes // bytes_per_transition(STATE_SIZE, "float16"))
             buffer = fit // 1000 * 1000 if fit >= 1000 else fit
             limits.append(f"capped to {cap_src}")
-    if buffer < 2 * effective:
+    if buffer < 2 * effective_batch:
         raise ConfigError(f"not enough memory to train: {cap_src} holds only {buffer} transitions")
-    used_mb = buffer * bytes_per_transition(12, dtype) / 1e6
-    decide("buffer_size", buffer, f"{TIERS[b_tier].name} buffer for {ram_txt}"
-           + (f" ({'; '.join(limits)})" if limits else "")
-           + f"; {used_mb:.1f} MB at {bytes_per_transition(12, dtype)} B/transition")
-    decide("replay_state_dtype", dtype,
-           "float32 states fit within " + cap_src if dtype == "float32"
-           else f"float32 states would exceed {cap_src}: half-size states first")
+    per_transition = bytes_per_transition(STATE_SIZE, dtype)
     reserve = round(min(2.0, max(0.5, 0.1 * total)), 2)
-    decide("memory_reserve_gb", reserve,
-           f"10% of {total:g} GB RAM (0.5-2 GB) kept free while the buffer grows")
-    decide("learning_starts", max(2 * effective, min(LEARNING_STARTS_TRANSITIONS, buffer // 2)),
-           "transitions collected before learning: ~3 episodes of data, at most half the buffer")
-    decide("target_update_interval", max(1, round(TARGET_REFRESH_TRANSITIONS / train_frequency)),
-           f"learning steps = ~{TARGET_REFRESH_TRANSITIONS:,} transitions between target refreshes "
-           f"at train_frequency {train_frequency}")
+    return [
+        Decision("buffer_size", buffer, f"{TIERS[b_tier].name} buffer for {_ram_text(profile)}"
+                 + (f" ({'; '.join(limits)})" if limits else "")
+                 + f"; {buffer * per_transition / 1e6:.1f} MB at {per_transition} B/transition"),
+        Decision("replay_state_dtype", dtype,
+                 "float32 states fit within " + cap_src if dtype == "float32"
+                 else f"float32 states would exceed {cap_src}: half-size states first"),
+        Decision("memory_reserve_gb", reserve,
+                 f"10% of {total:g} GB RAM (0.5-2 GB) kept free while the buffer grows"),
+        Decision("learning_starts", max(2 * effective_batch, min(LEARNING_STARTS_TRANSITIONS, buffer // 2)),
+                 "transitions collected before learning: ~3 episodes of data, at most half the buffer"),
+        Decision("target_update_interval", max(1, round(TARGET_REFRESH_TRANSITIONS / train_frequency)),
+                 f"learning steps = ~{TARGET_REFRESH_TRANSITIONS:,} transitions between target refreshes "
+                 f"at train_frequency {train_frequency}"),
+    ]
 
-    # --- precision -------------------------------------------------------------------------
-    if dev is None:
+
+# ---------------------------------------------------------------------------------------------
+# precision
+# ---------------------------------------------------------------------------------------------
+def choose_precision(dev: DeviceChoice) -> list[Decision]:
+    """bf16 where the card runs it natively, fp16 on tensor cores without bf16, else fp32."""
+    card = dev.gpu
+    if card is None:
         precision, why = "fp32", "CPU: 16-bit autocast is slower than fp32 for these small MLPs"
-    elif gpu["backend"] == "mps":
+    elif dev.backend == "mps":
         precision, why = "fp32", "Apple MPS: fp16 autocast is not yet dependable enough to gain on small MLPs"
-    elif dev.get("bf16"):
-        precision, why = "bf16", f"{dev['name']} runs bf16 natively (fp32 range, no loss scaler)"
-    elif dev.get("tensor_cores"):
-        precision, why = "fp16", f"{dev['name']} has tensor cores (fp16 with a gradient scaler)"
+    elif card.bf16:
+        precision, why = "bf16", f"{card.name} runs bf16 natively (fp32 range, no loss scaler)"
+    elif card.tensor_cores:
+        precision, why = "fp16", f"{card.name} has tensor cores (fp16 with a gradient scaler)"
     else:
-        cc = dev.get("compute_capability")
-        precision, why = "fp32", (f"{dev['name']} has no tensor cores"
+        cc = card.compute_capability
+        precision, why = "fp32", (f"{card.name} has no tensor cores"
                                   + (f" (CC {cc[0]}.{cc[1]})" if cc else "") + ": fp16 would not be faster")
-    decide("use_mixed_precision", precision != "fp32", why)
-    decide("precision", precision, why)
+    return [Decision("use_mixed_precision", precision != "fp32", why), Decision("precision", precision, why)]
 
-    # --- threads and environments -------------------------------------------------------------
-    measured_threads = p["benchmarks"].get("threads") if bench_choice is not None else None
-    if dev is None and isinstance(measured_threads, int) and 1 <= measured_threads < min(physical, usable):
+
+# ---------------------------------------------------------------------------------------------
+# threads and environments
+# ---------------------------------------------------------------------------------------------
+def choose_threads(profile: Profile, dev: DeviceChoice, model: ModelChoice) -> Decision:
+    """Torch intra-op threads: on the CPU the measured faster count (else the physical cores this
+    process may use); with a GPU half the physical cores for the host side, at most 16."""
+    cpu = profile.cpu
+    usable, physical = cpu.usable_cores, min(cpu.physical_cores, cpu.logical_cores)
+    measured = profile.benchmarks.get("threads") if model.source == "cpu-measured" else None
+    if dev.gpu is None and isinstance(measured, int) and 1 <= measured < min(physical, usable):
         # The benchmark found fewer threads faster (a loaded machine: OpenMP threads wait on each
         # other), and its throughput numbers, hence the model choice, hold at that thread count.
-        workers = measured_threads
-        why = (f"{workers} torch thread(s): measured faster than {min(physical, usable)} on this "
-               f"machine ({usable} usable cores)")
-    elif dev is None:
-        workers = max(1, min(physical, usable))
-        why = f"{workers} torch threads = physical cores this process may use ({usable} usable)"
-    else:
-        workers = max(1, min(16, physical // 2, usable))
-        why = (f"the network runs on the GPU; {workers} CPU threads for the host side (replay indices, "
-               f"copies) (half of {physical} physical cores, at most 16, {usable} usable)")
-    decide("num_workers", workers, why)
-    if dev is None:
+        return Decision("num_workers", measured, f"{measured} torch thread(s): measured faster than "
+                        f"{min(physical, usable)} on this machine ({usable} usable cores)")
+    if dev.gpu is None:
+        workers = cpu.compute_cores
+        return Decision("num_workers", workers,
+                        f"{workers} torch threads = physical cores this process may use ({usable} usable)")
+    workers = max(1, min(16, physical // 2, usable))
+    return Decision("num_workers", workers,
+                    f"the network runs on the GPU; {workers} CPU threads for the host side (replay indices, "
+                    f"copies) (half of {physical} physical cores, at most 16, {usable} usable)")
+
+
+def choose_parallel_envs(dev: DeviceChoice, model: ModelChoice, train_frequency: int) -> Decision:
+    """Accounts stepped together as arrays in one thread: enough that one vector step feeds about
+    one learning step; thousands on a data-centre GPU."""
+    if dev.gpu is None:
         envs = min(64, max(16, train_frequency))
         why = (f"one vector step ~ one learning step ({train_frequency} transitions), 16-64; "
                "vectorised in one thread, so no extra cores")
-    elif conserve:
+    elif dev.conserve:
         envs = max(8, min(64, train_frequency))
         why = f"weak GPU: {envs} envs per step as tensors on the GPU (one thread), small batches"
-    elif vram >= DATACENTRE_VRAM_GB:
-        envs = min(4096, max(256, _pow2_floor(8 * vram), train_frequency))
-        why = f"data-centre GPU with {vram:g} GB: wide vector env keeps it fed (one thread)"
-    elif gpu_choice is not None:
+    elif dev.vram_gb >= DATACENTRE_VRAM_GB:
+        envs = min(4096, max(256, _pow2_floor(8 * dev.vram_gb), train_frequency))
+        why = f"data-centre GPU with {dev.vram_gb:g} GB: wide vector env keeps it fed (one thread)"
+    elif model.source == "gpu-measured":
         envs = min(4096, max(4, train_frequency))
         why = (f"one vector step feeds one learning step ({train_frequency} transitions) at the measured "
                "batch, as tensors on the GPU (one thread)")
     else:
         envs = 4
         why = "consumer GPU: 4 vectorised envs (the guide's enthusiast setting), one thread"
-    decide("parallel_envs", envs, why)
+    return Decision("parallel_envs", envs, why)
 
-    free = storage.get("free_gb")
-    kind = storage.get("kind")
-    if tier_idx == 0:
-        comp, why = True, "budget tier: smaller checkpoints"
-    elif free is not None and free < 10:
-        comp, why = True, f"only {free:g} GB free disk"
-    elif kind in ("hdd", "network"):
-        comp, why = True, f"{kind} storage: fewer bytes to write beats the CPU cost"
-    else:
-        comp, why = False, "plenty of fast disk: skip the compression CPU cost"
-    decide("checkpoint_compression", comp, why)
 
-    values = {d.key: d.value for d in decisions}
-    config = TrainingConfig().with_overrides(values)
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+# ---------------------------------------------------------------------------------------------
+def choose_compression(profile: Profile, model: ModelChoice) -> Decision:
+    """Compress checkpoints on the budget tier, on a nearly full disk, and on slow (HDD, network) storage."""
+    free, kind = profile.storage.free_gb, profile.storage.kind
+    if model.tier_index == 0:
+        return Decision("checkpoint_compression", True, "budget tier: smaller checkpoints")
+    if free is not None and free < 10:
+        return Decision("checkpoint_compression", True, f"only {free:g} GB free disk")
+    if kind in ("hdd", "network"):
+        return Decision("checkpoint_compression", True, f"{kind} storage: fewer bytes to write beats the CPU cost")
+    return Decision("checkpoint_compression", False, "plenty of fast disk: skip the compression CPU cost")
+
+
+# ---------------------------------------------------------------------------------------------
+# the plan
+# ---------------------------------------------------------------------------------------------
+def plan_training(profile: Profile | dict[str, Any]) -> tuple[TrainingConfig, list[Decision]]:
+    """Plan every hardware-dependent setting from a profile (a partial dict is read with defaults)."""
+    p = profile if isinstance(profile, Profile) else Profile.from_dict(profile)
+    dev, device = choose_device(p)
+    model, model_decisions = choose_model_and_batch(p, dev)
+    cadence = choose_cadence(model, dev)
+    accumulation, train_frequency = cadence[0].value, cadence[1].value
+    decisions = [device, *model_decisions, *cadence, choose_optimization_level(model, dev),
+                 *choose_buffer(p, dev, model, model.batch_size * accumulation, train_frequency),
+                 *choose_precision(dev), choose_threads(p, dev, model),
+                 choose_parallel_envs(dev, model, train_frequency), choose_compression(p, model)]
+    config = TrainingConfig().with_overrides({d.key: d.value for d in decisions})
     return config, decisions

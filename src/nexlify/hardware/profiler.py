@@ -12,79 +12,80 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from nexlify.config import TrainingConfig
-from nexlify.hardware.plan import Decision, complete_profile, plan_training
-from nexlify.io import write_text_atomic
+from nexlify.hardware.detect import Gpu, Profile, detect_all
+from nexlify.hardware.gpu import gpu_detection_key, nvml_cards, refresh_free_vram
+from nexlify.hardware.plan import Decision, plan_training
+from nexlify.io import default_cache_dir, write_text_atomic
 
 # Bump when the benchmark changes meaning, so old caches are ignored (2: GPU batch sizes, planned GPU model first).
 CACHE_VERSION = 2
 PROFILE_FILENAME = "hardware_profile.json"
 
 
-def default_cache_dir() -> Path:
-    """``$NEXLIFY_CACHE_DIR`` when set, else ``~/.cache/nexlify``."""
-    env = os.environ.get("NEXLIFY_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "nexlify"
-
-
-def hardware_fingerprint(profile: dict[str, Any]) -> str:
+def hardware_fingerprint(profile: Profile) -> str:
     """Short hash of what makes benchmark numbers comparable (nothing volatile like free RAM)."""
-    cpu, ram, gpu = profile.get("cpu") or {}, profile.get("ram") or {}, profile.get("gpu") or {}
-    env = profile.get("environment") or {}
+    cpu = profile.cpu
     key = {
         "v": CACHE_VERSION,
-        "cpu": [cpu.get(k) for k in ("brand", "physical_cores", "logical_cores", "usable_cores")],
-        "ram_total_gb": round(float(ram.get("total_gb") or 0), 1),
-        "gpus": [[d.get("name"), round(float(d.get("vram_gb") or 0), 1)] for d in gpu.get("devices") or []],
-        "backend": gpu.get("backend"),
-        "torch": env.get("torch"),
+        "cpu": [cpu.brand, cpu.physical_cores, cpu.logical_cores, cpu.usable_cores],
+        "ram_total_gb": round(profile.ram.total_gb, 1),
+        "gpus": [[d.name, round(d.vram_gb, 1)] for d in profile.gpu.devices],
+        "backend": profile.gpu.backend,
+        "torch": profile.environment.torch,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def detect_remembering_gpu(output_dir: str | Path, cache_dir: Path, refresh: bool = False,
                            torch_module: Any = "auto", nvml: Any = "auto",
-                           environ: dict[str, str] | None = None) -> dict[str, Any]:
+                           environ: dict[str, str] | None = None) -> Profile:
     """``detect_all``, with torch's view of the GPUs remembered per ``gpu_detection_key``.
 
     Importing torch takes seconds, longer than everything else a cached profile does; the GPU
     section depends only on what the key covers, so a remembered one is reused (free VRAM read again
     from NVML) and torch is imported only when the key is new or ``refresh`` is set.
     """
-    from nexlify.hardware.profile import detect_all, gpu_detection_key, nvml_cards, refresh_free_vram
-
     cards = nvml_cards(nvml)
     memo_path = cache_dir / f"gpu_detection_{gpu_detection_key(cards, environ)}.json"
-    remembered = None if refresh else HardwareProfiler._load_cache(memo_path)
+    remembered = None if refresh else _load_json(memo_path)
     if remembered is not None and isinstance(remembered.get("devices"), list):
-        return detect_all(output_dir, gpu=refresh_free_vram(remembered, cards))
+        return detect_all(output_dir, gpu=refresh_free_vram(Gpu.from_dict(remembered), cards))
     detected = detect_all(output_dir, torch_module=torch_module, nvml=nvml)
     with contextlib.suppress(OSError):  # a read-only home only costs the torch import next time
-        write_text_atomic(memo_path, json.dumps(detected["gpu"], indent=2))
+        write_text_atomic(memo_path, json.dumps(detected.gpu.to_dict(), indent=2))
     return detected
+
+
+def _load_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None when missing or corrupt (then we measure again)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 class HardwareProfiler:
     """Detects this machine, benchmarks it (cached) and plans the training configuration.
 
-    ``profile`` (cpu, ram, gpu, storage, benchmarks, environment, meta), ``config`` (TrainingConfig),
-    ``optimal_config`` (its dict), ``decisions`` and ``explain()`` hold the result.
-    ``detect``/``benchmark`` may be replaced (tests); they default to the real probes.
+    ``hardware`` (the typed ``Profile``), ``profile`` (its dict: cpu, ram, gpu, storage, benchmarks,
+    environment, meta), ``config`` (TrainingConfig), ``optimal_config`` (its dict), ``decisions`` and
+    ``explain()`` hold the result. ``detect``/``benchmark`` may be replaced (tests); they default to
+    the real probes.
     """
 
     def __init__(self, output_dir: str | Path = ".", use_cache: bool = True, reprofile: bool = False,
                  run_benchmarks: bool = True, *, cache_dir: str | Path | None = None,
                  benchmark_budget_s: float = 2.0,
-                 detect: Callable[[str | Path], dict[str, Any]] | None = None,
-                 benchmark: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
-        from nexlify.hardware.profile import detect_all
-
+                 detect: Callable[[Path], Profile] | None = None,
+                 benchmark: Callable[[Profile], dict[str, Any]] | None = None) -> None:
         start = time.perf_counter()
         self.output_dir = Path(output_dir)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -101,7 +102,7 @@ class HardwareProfiler:
 
         benchmarks: dict[str, Any] = {}
         if use_cache and not reprofile:
-            cached = self._load_cache(self.cache_path)
+            cached = _load_json(self.cache_path)
             if cached is not None and cached.get("benchmarks"):
                 benchmarks, self.cache_hit = cached["benchmarks"], True
         measured = False
@@ -112,8 +113,7 @@ class HardwareProfiler:
             benchmarks = run(detected)
             measured = True
 
-        self.profile: dict[str, Any] = {**detected, "benchmarks": benchmarks}
-        self.profile["meta"] = {
+        meta = {
             "fingerprint": fingerprint,
             "cache_hit": self.cache_hit,
             "cache_path": str(self.cache_path),
@@ -121,6 +121,7 @@ class HardwareProfiler:
             "profile_s": round(time.perf_counter() - start, 3),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
+        self.hardware = replace(detected, benchmarks=benchmarks, meta=meta)
         if use_cache and measured and benchmarks:
             # Only measured profiles are cached, so a run without benchmarks never blocks later ones.
             # A read-only home must not stop training; we simply measure again next time.
@@ -130,29 +131,26 @@ class HardwareProfiler:
 
     # --- construction without detection ----------------------------------------------------
     @classmethod
-    def from_profile(cls, profile: dict[str, Any]) -> HardwareProfiler:
-        """Plan for a given (possibly partial) profile dict without detecting or measuring anything."""
+    def from_profile(cls, profile: Profile | dict[str, Any]) -> HardwareProfiler:
+        """Plan for a given (possibly partial) profile without detecting or measuring anything."""
         self = cls.__new__(cls)
         self.output_dir = Path(".")
         self.cache_dir = default_cache_dir()
         self.cache_path = None
         self.cache_hit = False
-        self.profile = complete_profile(profile)
+        self.hardware = profile if isinstance(profile, Profile) else Profile.from_dict(profile)
         self._plan()
         return self
 
     def _plan(self) -> None:
         self.config: TrainingConfig
         self.decisions: list[Decision]
-        self.config, self.decisions = plan_training(self.profile)
+        self.config, self.decisions = plan_training(self.hardware)
 
-    @staticmethod
-    def _load_cache(path: Path) -> dict[str, Any] | None:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None  # missing or corrupt: measure again
-        return data if isinstance(data, dict) else None
+    @property
+    def profile(self) -> dict[str, Any]:
+        """The profile as the plain dict users read (``profiler.profile['cpu']``) and JSON holds."""
+        return self.hardware.to_dict()
 
     # --- results ---------------------------------------------------------------------------
     @property

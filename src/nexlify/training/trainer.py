@@ -29,6 +29,7 @@ from nexlify.data.market import MarketSlice, MarketSplits
 from nexlify.env.vector import TorchVectorTradingEnv, VectorTradingEnv
 from nexlify.errors import CheckpointError
 from nexlify.evaluation.backtest import agent_policy, run_policy
+from nexlify.hardware.units import GB
 from nexlify.training.monitor import TrainingMonitor
 
 ACTION_SIZE = 3
@@ -274,7 +275,7 @@ class Trainer:
     def _after_round(self, outcome: RoundOutcome, seconds: float) -> None:
         stats = self.agent.get_performance_stats()
         stats["transitions_per_sec"] = outcome.transitions / max(seconds, 1e-9)
-        stats["rss_gb"] = psutil.Process().memory_info().rss / 1e9
+        stats["rss_gb"] = psutil.Process().memory_info().rss / GB
         mean_loss = outcome.mean_loss
         n_envs = len(outcome.episode_rewards)
         start = self.state.episodes_done
@@ -384,9 +385,9 @@ def evaluate_agent(agent: AdaptiveDQNAgent, market: MarketSlice, periods_per_yea
 def available_memory_gb() -> float:
     """Free RAM this process may still use, in the planner's GB (2**30 bytes), honouring a container's
     cgroup memory limit."""
-    from nexlify.hardware.profile import detect_ram
+    from nexlify.hardware.ram import detect_ram
 
-    return float(detect_ram()["available_gb"])
+    return float(detect_ram().available_gb)
 
 
 def _mean_loss(losses: list[torch.Tensor]) -> float | None:
