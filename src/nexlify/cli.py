@@ -241,10 +241,7 @@ def _keep_learning_pace(planned: Any, overrides: dict[str, Any]) -> dict[str, An
 def _check_device(device: str) -> None:
     from nexlify.devices import require_device
 
-    try:
-        require_device(device)
-    except ConfigError as exc:
-        raise ConfigError(f"--{exc}") from None  # the flag's name, as the user typed it
+    require_device(device, label="--device")
 
 
 def _latest_checkpoint(folder: Path) -> Path:

@@ -34,15 +34,17 @@ def device_available(name: str, torch_module: Any = None) -> bool:
     return False
 
 
-def require_device(name: str) -> str:
-    """``name`` when torch can use it here; else a ConfigError that says what to do instead."""
+def require_device(name: str, label: str = "device") -> str:
+    """``name`` when torch can use it here; else a ConfigError that says what to do instead.
+
+    ``label``: how the setting is called where the user typed it (``--device`` on the command line).
+    """
     kind = name.split(":")[0]
     if kind not in DEVICE_KINDS:
-        raise ConfigError(f"device must be cpu, cuda, cuda:N or mps; got {name!r}")
+        raise ConfigError(f"{label} must be cpu, cuda, cuda:N or mps; got {name!r}")
     if not device_available(name):
         fix = ("install a CUDA (or ROCm) build of torch" if kind == "cuda" else "it needs Apple silicon")
-        raise ConfigError(f"device {name!r}: torch cannot use {kind} on this machine ({fix}); "
-                          "use device 'cpu'")
+        raise ConfigError(f"{label} {name}: torch cannot use {kind} on this machine ({fix}); use {label} cpu")
     return name
 
 
