@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, table  # noqa: E402
 
 from nexlify.data.market import prepare_market  # noqa: E402
-from nexlify.hardware.plan import projected_training_seconds  # noqa: E402
+from nexlify.hardware.plan import projected_train_seconds  # noqa: E402
 from nexlify.hardware.profiler import HardwareProfiler  # noqa: E402
 from nexlify.training.pipeline import backtest_with_baselines  # noqa: E402
 from nexlify.training.trainer import Trainer, evaluate_agent  # noqa: E402
@@ -86,10 +86,11 @@ def main() -> None:
         overrides.update(parallel_envs=2, learning_starts=256, buffer_size=20_000, env_backend="torch")
     planned = profiler.config.with_overrides(overrides)
     print(f"Machine: {machine()}")
-    print(f"Profiler (cold, benchmarks included): {profile_seconds:.2f} s")
-    throughput = (profiler.profile.get("benchmarks") or {}).get("update_throughput") or {}
-    for dev, sizes in throughput.items():
-        print(f"  measured {dev} update throughput (samples/s): {json.dumps(sizes)}")
+    print(f"Profiler (cold, measurements included): {profile_seconds:.2f} s")
+    measured = profiler.hardware.benchmarks
+    for r in measured.rates:
+        print(f"  measured {r.device} {r.model_size} batch {r.batch_size}, {r.parallel_envs} envs, {r.threads} "
+              f"threads: {r.transitions_per_s:,.0f} transitions/s in the real loop")
     print("Plan:\n  " + "\n  ".join(profiler.explain()))
     splits = prepare_market(None, data_days=args.data_days)
     steps = len(splits.train) - 1
@@ -110,14 +111,13 @@ def main() -> None:
                   f"{r['val_sharpe']:.2f}", f"{r['best_val_sharpe'] or float('nan'):.2f}",
                   f"{r['test_sharpe']:.2f}", f"{r['test_return']:+.1%}", f"{r['hold_return']:+.1%}"]
                  for r in results]))
-    gpu_rates = throughput.get("cuda", {}).get(planned.model_size, {})
-    rate = gpu_rates.get(str(planned.effective_batch_size))
-    if rate:
-        projected = projected_training_seconds(rate, episodes * steps, planned.replay_ratio)
-        print(f"Planner's projection at the measured {rate:,.0f} samples/s: {projected:.1f} s")
+    projected = projected_train_seconds(measured, planned, steps)
+    if projected is not None:
+        print(f"Profiler's projection for this run (projected_train_seconds): {projected:.1f} s")
 
     report = {"machine": machine(), "profile_seconds": profile_seconds, "plan": profiler.explain(),
-              "update_throughput": throughput, "episodes": episodes, "steps": steps, "results": results}
+              "measurements": measured.to_dict(), "projected_train_seconds": projected,
+              "episodes": episodes, "steps": steps, "results": results}
     if on_cuda(planned) and not args.quick:
         envs = min(planned.parallel_envs, 64)
         transitions = envs * steps

@@ -24,7 +24,8 @@ from nexlify.hardware.plan import (
     choose_parallel_envs,
     choose_precision,
     plan_training,
-    projected_training_seconds,
+    projected_train_seconds,
+    standard_run_seconds,
 )
 from nexlify.hardware.units import GB
 
@@ -215,90 +216,116 @@ def test_replay_ratio_and_target_refresh_are_machine_independent(vram: float) ->
     assert cfg.batch_size <= cfg.learning_starts <= cfg.buffer_size
 
 
-# --- CPU plans from measured throughput --------------------------------------------------------------
-def bench(rates: dict[str, dict[str, float]], threads: int = 2) -> dict:
-    return {"threads": threads, "update_throughput": {"cpu": rates}}
+# --- CPU plans from measured speed of the real loop ----------------------------------------------------
+def loop(device: str, rates: dict[str, dict[int, float | dict[int, float]]], threads: int = 2,
+         incomplete: bool = False) -> dict:
+    """A benchmarks section: {model: {batch: transitions/s, or {threads: transitions/s}}}."""
+    rows = []
+    for size, by_batch in rates.items():
+        for batch, rate in by_batch.items():
+            for t, r in (rate.items() if isinstance(rate, dict) else [(threads, rate)]):
+                rows.append({"device": device, "model_size": size, "batch_size": batch, "threads": t,
+                             "parallel_envs": 32, "transitions_per_s": r})
+    return {"loop_rates": rows, "duration_s": 1.0, "incomplete": incomplete}
 
 
-def test_cpu_benchmark_picks_largest_model_within_budget() -> None:
-    rates = {"tiny": {"64": 45_000, "256": 160_000}, "small": {"64": 43_000, "256": 115_000},
-             "medium": {"64": 40_000, "256": 122_000}, "large": {"64": 24_000, "256": 52_000}}
-    profile = {**machine(2, 2, 24, 22), "benchmarks": bench(rates)}
-    cfg, decisions = plan_training(profile)
-    assert projected_training_seconds(122_000) <= 600 < projected_training_seconds(52_000)
+def test_cpu_measurements_pick_the_largest_model_within_budget() -> None:
+    # 3M transitions in 600 s needs 5,000 transitions/s: medium (6,000) fits, large (3,000) does not.
+    rates = {"tiny": {64: 9_000, 256: 12_000}, "small": {64: 7_000, 256: 9_000},
+             "medium": {64: 4_000, 256: 6_000}, "large": {64: 2_000, 256: 3_000}}
+    cfg, decisions = plan_training({**machine(2, 2, 24, 22), "benchmarks": loop("cpu", rates)})
+    assert standard_run_seconds(6_000) == 500 <= 600 < standard_run_seconds(3_000) == 1000
     assert (cfg.model_size, cfg.batch_size, cfg.num_workers) == ("medium", 256, 2)
     assert cfg.train_frequency == 32 and 16 <= cfg.parallel_envs <= 64
-    assert "measured" in next(d for d in decisions if d.key == "model_size").reason
+    assert "measured training loop" in next(d for d in decisions if d.key == "model_size").reason
 
 
-def test_cpu_benchmark_never_exceeds_ram_tier() -> None:
-    rates = {s: {"256": 10_000_000} for s in ("tiny", "small", "medium", "large", "xlarge")}
-    cfg, _ = plan_training({**machine(4, 8, 8), "benchmarks": bench(rates)})
+def test_cpu_measurements_never_exceed_ram_tier() -> None:
+    rates = {s: {256: 10_000_000} for s in ("tiny", "small", "medium", "large", "xlarge")}
+    cfg, _ = plan_training({**machine(4, 8, 8), "benchmarks": loop("cpu", rates)})
     assert cfg.model_size == "small"
 
 
-def test_cpu_benchmark_slow_machine_takes_smallest() -> None:
-    rates = {"tiny": {"64": 1_000, "256": 2_000}, "small": {"64": 900, "256": 1_500}}
-    cfg, decisions = plan_training({**machine(2, 2, 16), "benchmarks": bench(rates)})
+def test_cpu_measurements_slow_machine_takes_smallest() -> None:
+    rates = {"tiny": {64: 1_000, 256: 2_000}, "small": {64: 900, 256: 1_500}}
+    cfg, decisions = plan_training({**machine(2, 2, 16), "benchmarks": loop("cpu", rates)})
     assert (cfg.model_size, cfg.batch_size) == ("tiny", 256)
     assert "no model fits" in next(d for d in decisions if d.key == "model_size").reason
 
 
-def test_cpu_benchmark_thread_choice_is_used() -> None:
-    rates = {"tiny": {"256": 140_000}, "small": {"256": 120_000}}
-    cfg, _ = plan_training({**machine(2, 2, 24), "benchmarks": bench(rates, threads=1)})
+@pytest.mark.parametrize(("one", "two", "expected"), [(7_803, 1_913, 1), (1_913, 7_803, 2), (5_000, 5_000, 1)])
+def test_thread_count_follows_the_measurement(one: float, two: float, expected: int) -> None:
+    # The issue's 2-core Xeon: 2 threads ran the real loop 4x slower than 1. Ties go to fewer threads.
+    rates = {"large": {256: {1: one, 2: two}}}
+    cfg, decisions = plan_training({**machine(2, 2, 24), "benchmarks": loop("cpu", rates)})
+    assert (cfg.model_size, cfg.batch_size, cfg.num_workers) == ("large", 256, expected)
+    assert f"1: {one:,}, 2: {two:,}" in next(d for d in decisions if d.key == "num_workers").reason
+
+
+def test_thread_count_never_exceeds_usable_cores() -> None:
+    rates = {"small": {256: {1: 1_000, 8: 50_000}}}
+    cfg, _ = plan_training({**machine(2, 2, 8), "benchmarks": loop("cpu", rates)})
     assert cfg.num_workers == 1
 
 
-# --- GPU plans from measured throughput --------------------------------------------------------------
-def h100(rates: dict[str, float], vram: float = 80) -> dict:
+def test_projection_is_the_measured_speed_of_the_planned_setting() -> None:
+    rates = {"medium": {256: {1: 6_000, 2: 3_000}}}
+    profile = Profile.from_dict({**machine(2, 2, 24), "benchmarks": loop("cpu", rates)})
+    cfg, _ = plan_training(profile)
+    assert projected_train_seconds(profile.benchmarks, cfg) == 1000 * 3000 / 6_000
+    assert projected_train_seconds(profile.benchmarks, cfg, steps_per_episode=100) == 1000 * 100 / 6_000
+    assert projected_train_seconds(profile.benchmarks, cfg.with_overrides({"num_workers": 2})) == 1000 * 3000 / 3_000
+    assert projected_train_seconds(profile.benchmarks, cfg.with_overrides({"model_size": "large"})) is None
+
+
+# --- GPU plans from measured speed --------------------------------------------------------------------
+def h100(rates: dict[int, float], vram: float = 80, incomplete: bool = False) -> dict:
     gpu = nvidia("NVIDIA H100 80GB HBM3", vram, (9, 0))
     return {**machine(16, 32, 128, 120, gpus=[gpu]),
-            "benchmarks": {"threads": 16, "update_throughput": {"cuda": {"xlarge": rates}}}}
+            "benchmarks": loop("cuda", {"xlarge": rates}, threads=8, incomplete=incomplete)}
 
 
-def test_gpu_benchmark_takes_smallest_batch_within_the_gpu_budget() -> None:
-    # 3M transitions x 8 samples x 2.2 overhead: 52.8M sample-equivalents; 60 s needs 880K samples/s.
-    rates = {"512": 400_000.0, "2048": 1_500_000.0, "8192": 5_000_000.0}
+def test_gpu_measurements_take_smallest_batch_within_the_gpu_budget() -> None:
+    # 3M transitions in 60 s needs 50,000 transitions/s.
+    rates = {512: 20_000.0, 2048: 60_000.0, 8192: 200_000.0}
     cfg, decisions = plan_training(h100(rates))
-    assert projected_training_seconds(400_000) > 60 >= projected_training_seconds(1_500_000)
+    assert standard_run_seconds(20_000) > 60 >= standard_run_seconds(60_000)
     assert cfg.batch_size == 2048
     assert cfg.train_frequency == 2048 // REPLAY_RATIO and cfg.replay_ratio == REPLAY_RATIO
     assert cfg.parallel_envs >= cfg.train_frequency
     assert "within 60 s" in next(d for d in decisions if d.key == "batch_size").reason
 
 
-def test_gpu_benchmark_slow_card_takes_fastest_batch() -> None:
-    rates = {"512": 100_000.0, "2048": 300_000.0, "8192": 250_000.0}
+def test_gpu_measurements_slow_card_takes_fastest_batch() -> None:
+    rates = {512: 5_000.0, 2048: 15_000.0, 8192: 12_000.0}
     cfg, decisions = plan_training(h100(rates))
     assert cfg.batch_size == 2048
     assert "fastest measured" in next(d for d in decisions if d.key == "batch_size").reason
 
 
-def test_gpu_benchmark_cut_short_extrapolates_to_the_larger_batches() -> None:
-    # A slow machine measured only batch 512 (93K samples/s: 568 s projected). The same time per step
-    # at 2048 would be 372K/s (142 s), at 8192 1.49M/s (35 s): the smallest that fits is 8192.
-    profile = h100({"512": 93_000.0})
-    profile["benchmarks"]["gpu_batch_sizes"] = [512, 2048, 8192]
-    cfg, decisions = plan_training(profile)
-    assert projected_training_seconds(93_000 * 4) > 60 >= projected_training_seconds(93_000 * 16)
+def test_gpu_measurements_cut_short_extrapolate_to_the_larger_batches() -> None:
+    # Out of time after batch 512 (5,000/s: 600 s). The same time per step at 2048 would be 20,000/s
+    # (150 s), at 8192 80,000/s (37.5 s): the smallest that fits is 8192.
+    cfg, decisions = plan_training(h100({512: 5_000.0}, incomplete=True))
+    assert standard_run_seconds(5_000 * 4) > 60 >= standard_run_seconds(5_000 * 16)
     assert cfg.batch_size == 8192 and cfg.train_frequency == 8192 // REPLAY_RATIO
     assert "extrapolated" in next(d for d in decisions if d.key == "batch_size").reason
+    complete, _ = plan_training(h100({512: 5_000.0}))
+    assert complete.batch_size == 512  # measured everything: no guessing
 
 
-def test_gpu_benchmark_never_goes_below_the_tier_batch() -> None:
+def test_gpu_measurements_never_go_below_the_tier_batch() -> None:
     # An RTX 4090 tier (xlarge) batch is 512; a measured 256 is ignored even when it is fast enough.
     gpu = nvidia("NVIDIA GeForce RTX 4090", 24, (8, 9))
-    rates = {"256": 5_000_000.0, "2048": 6_000_000.0}
     profile = {**machine(16, 32, 64, gpus=[gpu]),
-               "benchmarks": {"update_throughput": {"cuda": {"xlarge": rates}}}}
+               "benchmarks": loop("cuda", {"xlarge": {256: 500_000.0, 2048: 600_000.0}})}
     cfg, _ = plan_training(profile)
     assert cfg.batch_size == 2048
     # A consumer card gets enough envs that one vector step feeds one learning step.
     assert cfg.parallel_envs == cfg.train_frequency == 256
 
 
-def test_gpu_without_benchmarks_keeps_the_guide_rules() -> None:
+def test_gpu_without_measurements_keeps_the_guide_rules() -> None:
     cfg, _ = plan_training(machine(16, 32, 64, gpus=[nvidia("NVIDIA GeForce RTX 4090", 24, (8, 9))]))
     assert (cfg.batch_size, cfg.parallel_envs) == (512, 4)
 
@@ -353,8 +380,8 @@ def random_profile(draw: st.DrawFn) -> dict:
                            "kind": draw(st.sampled_from(["nvme", "ssd", "hdd", "network", "unknown"]))}}
     if draw(st.booleans()):
         sizes = draw(st.lists(st.sampled_from(["tiny", "small", "medium", "large", "xlarge"]), unique=True))
-        profile["benchmarks"] = bench({s: {"64": draw(st.floats(100, 1e6)), "256": draw(st.floats(100, 1e6))}
-                                       for s in sizes}, threads=draw(st.integers(1, usable)))
+        profile["benchmarks"] = loop("cpu", {s: {64: draw(st.floats(100, 1e6)), 256: draw(st.floats(100, 1e6))}
+                                             for s in sizes}, threads=draw(st.integers(1, usable)))
     return profile
 
 

@@ -6,6 +6,7 @@ import copy
 import io
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,11 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from nexlify.config import TrainingConfig
+from nexlify.config import MODEL_SIZES, TrainingConfig
 from nexlify.hardware.detect import Gpu, GpuDevice, Profile
+from nexlify.hardware.measure import measure
+from nexlify.hardware.measurements import LoopRate, Measurements
+from nexlify.hardware.plan import GPU_BATCH_SIZES, REPLAY_RATIO, plan_training, projected_train_seconds
 from nexlify.hardware.profiler import (
     HardwareProfiler,
     detect_remembering_gpu,
@@ -45,11 +49,10 @@ class FakeMachine:
             "environment": {"torch": "2.13.0+cpu"},
         })
 
-    def benchmark(self, profile: Profile) -> dict[str, Any]:
+    def benchmark(self, profile: Profile) -> Measurements:
         self.bench_calls += 1
-        time.sleep(0.3)  # stands in for the real ~2 s so a cache hit is visibly faster
-        return {"threads": 2, "update_throughput": {"cpu": {"tiny": {"256": 140_000.0},
-                                                            "medium": {"256": 120_000.0}}}}
+        return Measurements((LoopRate("cpu", "tiny", 256, 2, 32, 14_000.0),
+                             LoopRate("cpu", "medium", 256, 2, 32, 12_000.0)), 0.3)
 
 
 @pytest.fixture
@@ -82,10 +85,8 @@ def test_cache_hit_is_fast_and_refreshes_volatile_bits(cache_dir: Path, tmp_path
     assert first.config.model_size == "medium"  # planned from the measured throughput
 
     fake.available_gb = 3.0  # someone opened a browser: free RAM is volatile, not cached
-    start = time.perf_counter()
     second = HardwareProfiler(tmp_path, detect=fake.detect, benchmark=fake.benchmark)
-    elapsed = time.perf_counter() - start
-    assert second.cache_hit and fake.bench_calls == 1 and elapsed < 0.25
+    assert second.cache_hit and fake.bench_calls == 1
     assert second.profile["ram"]["available_gb"] == 3.0
     assert second.profile["benchmarks"] == first.profile["benchmarks"]
     assert second.config.buffer_size < first.config.buffer_size
@@ -151,23 +152,18 @@ def test_print_profile_shows_unusable_gpu() -> None:
 
 
 def test_real_machine_cold_and_cached_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The one real-machine test: cold profile (torch already imported) and a cache hit."""
-    import torch  # noqa: F401  # importing torch (~2 s) is the trainer's cost, not the profile's
-
+    """The one real-machine test: a cold profile times the real loop, a second one reads the cache.
+    (How long a profile takes is measured by benchmarks/profiler_speed.py, not asserted here.)"""
     monkeypatch.setenv("NEXLIFY_CACHE_DIR", str(tmp_path / "cache"))
-    start = time.perf_counter()
-    cold = HardwareProfiler(tmp_path / "out")
-    cold_s = time.perf_counter() - start
-    start = time.perf_counter()
+    cold = HardwareProfiler(tmp_path / "out", benchmark_budget_s=0.5)
     warm = HardwareProfiler(tmp_path / "out")
-    warm_s = time.perf_counter() - start
-    print(f"\ncold profile {cold_s:.2f} s (benchmarks {cold.profile['benchmarks']['duration_s']} s), "
-          f"cached {warm_s * 1000:.0f} ms")
-    assert cold_s < 6.0  # target ~3 s; tolerant because CI machines are shared
-    assert warm.cache_hit and warm_s < 0.5
-    assert cold.profile["benchmarks"]["update_throughput"]["cpu"]
-    assert cold.config.num_workers <= cold.profile["cpu"]["usable_cores"]
-    json.dumps(cold.profile)
+    assert not cold.cache_hit and warm.cache_hit
+    rates = cold.hardware.benchmarks.rates
+    assert rates and all(r.device == "cpu" and r.transitions_per_s > 0 for r in rates)
+    assert warm.hardware.benchmarks == cold.hardware.benchmarks and warm.config == cold.config
+    assert cold.config.num_workers <= cold.hardware.cpu.usable_cores
+    assert cold.to_dict()["projected_train_seconds"] == cold.projected_train_seconds
+    json.dumps(cold.to_dict())
     assert not (tmp_path / "out").exists()
 
 
@@ -199,53 +195,71 @@ def test_gpu_detection_is_remembered_so_a_cached_profile_needs_no_torch(tmp_path
                                nvml=nvml, environ=env)
 
 
-def test_benchmarks_measure_the_gpu_first_at_gpu_batch_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
-    from nexlify.hardware import benchmark as bench
+# --- measure: which settings are timed (fake bursts; the real one is timed above) -------------------------
+class FakeBursts:
+    """Stands in for the real loop: a table of transitions/s, and a log of what was timed."""
 
-    calls: list[tuple[str, str, int]] = []
+    def __init__(self, speed: Callable[[TrainingConfig], float], seconds: float = 0.0) -> None:
+        self.speed, self.seconds, self.calls = speed, seconds, []
 
-    def fake_update(size: str, batch: int, device: str = "cpu", budget_s: float = 0.1) -> float:
-        calls.append((device, size, batch))
-        return 1e9  # fast enough that no size is skipped
-
-    monkeypatch.setattr(bench, "measure_update_throughput", fake_update)
-    monkeypatch.setattr(bench, "pick_threads", lambda usable, budget_s: {"threads": usable, "scaling": {}})
-    monkeypatch.setattr(bench, "measure_matmul_gflops", lambda *a, **k: 1.0)
-    monkeypatch.setattr(bench, "measure_memory_bandwidth", lambda *a, **k: 1.0)
-    monkeypatch.setattr(bench, "measure_device_bandwidth", lambda *a, **k: 1.0)
-    profile = Profile.from_dict({"cpu": {"usable_cores": 2},
-                                 "gpu": {"available": True, "name": "NVIDIA L4", "vram_gb": 24}})
-    result = bench.run_benchmarks(profile, budget_s=60, model_sizes=["tiny", "small"])
-    gpu_calls = [c for c in calls if c[0] == "cuda"]
-    assert calls[: len(gpu_calls)] == gpu_calls  # the GPU is measured before the CPU
-    assert [c[2] for c in gpu_calls] == list(bench.GPU_BENCH_BATCH_SIZES) * 2
-    assert {c[2] for c in calls if c[0] == "cpu"} == set(bench.BENCH_BATCH_SIZES)
-    assert set(result["update_throughput"]["cuda"]["small"]) == {str(b) for b in bench.GPU_BENCH_BATCH_SIZES}
+    def __call__(self, config: TrainingConfig, budget_s: float) -> float:
+        self.calls.append((config.device, config.model_size, config.batch_size, config.num_workers,
+                           config.parallel_envs))
+        time.sleep(self.seconds)
+        return self.speed(config)
 
 
-def test_the_planned_gpu_model_is_measured_first_and_in_full_even_out_of_time(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from nexlify.hardware import benchmark as bench
+def test_measure_times_each_cpu_model_batch_and_thread_count_and_plans_from_it() -> None:
+    # The issue's 2-core Xeon: 2 threads run the real loop about 4x slower than 1.
+    bursts = FakeBursts(lambda c: (12_000.0 if c.num_workers == 1 else 3_000.0) / (MODEL_SIZES.index(c.model_size) + 1))
+    profile = Profile.from_dict({"cpu": {"physical_cores": 2, "logical_cores": 2}, "ram": {"total_gb": 24}})
+    measured = measure(profile, budget_s=60, time_burst=bursts)
+    assert {c[1] for c in bursts.calls} == {"tiny", "small", "medium", "large"}  # the RAM tier's models
+    assert {(c[2], c[3]) for c in bursts.calls} == {(64, 1), (64, 2), (256, 1), (256, 2)}
+    assert all(c[4] == min(64, max(16, c[2] // REPLAY_RATIO)) for c in bursts.calls)  # the planner's envs
+    cfg, _ = plan_training(replace(profile, benchmarks=measured))
+    assert cfg.num_workers == 1 and cfg.model_size == "small"  # 6,000/s: 500 s fits 600 s; medium's 4,000 not
+    assert projected_train_seconds(measured, cfg) == pytest.approx(1000 * 3000 / 6_000)
 
-    calls: list[tuple[str, str, int]] = []
 
-    def fake_update(size: str, batch: int, device: str = "cpu", budget_s: float = 0.1) -> float:
-        calls.append((device, size, batch))
-        time.sleep(0.01)
-        return 1e9
+def test_measure_drops_hopeless_larger_models_and_stops_at_the_budget() -> None:
+    slow = FakeBursts(lambda c: 100.0)  # 3M transitions at 100/s: 30,000 s, far over 4 x 600 s
+    profile = Profile.from_dict({"cpu": {"physical_cores": 2, "logical_cores": 2}, "ram": {"total_gb": 64}})
+    measured = measure(profile, budget_s=60, time_burst=slow)
+    assert {c[1] for c in slow.calls} == {"tiny"} and not measured.incomplete
+    late = FakeBursts(lambda c: 1e9, seconds=0.02)
+    measured = measure(profile, budget_s=0.05, time_burst=late)
+    assert measured.incomplete and 1 <= len(late.calls) < 4
 
-    monkeypatch.setattr(bench, "measure_update_throughput", fake_update)
-    monkeypatch.setattr(bench, "pick_threads", lambda usable, budget_s: {"threads": usable, "scaling": {}})
-    monkeypatch.setattr(bench, "measure_matmul_gflops", lambda *a, **k: 1.0)
-    monkeypatch.setattr(bench, "measure_memory_bandwidth", lambda *a, **k: 1.0)
-    monkeypatch.setattr(bench, "measure_device_bandwidth", lambda *a, **k: 1.0)
-    # An H100 with 128 GB RAM plans the xlarge model; a budget already spent measures nothing else.
+
+def test_measure_on_a_gpu_times_the_planned_model_at_every_gpu_batch_even_out_of_time() -> None:
+    bursts = FakeBursts(lambda c: 1e6, seconds=0.01)
     profile = Profile.from_dict({
         "cpu": {"usable_cores": 16, "physical_cores": 16, "logical_cores": 32},
         "ram": {"total_gb": 128, "available_gb": 120},
         "gpu": {"available": True, "backend": "cuda",
                 "devices": [{"vendor": "NVIDIA", "name": "NVIDIA H100 80GB HBM3", "vram_gb": 80,
                              "compute_capability": [9, 0]}]}})
-    result = bench.run_benchmarks(profile, budget_s=0.0)
-    assert calls == [("cuda", "xlarge", b) for b in bench.GPU_BENCH_BATCH_SIZES]
-    assert result["incomplete"] and set(result["update_throughput"]["cuda"]) == {"xlarge"}
+    measured = measure(profile, budget_s=0.0, time_burst=bursts)
+    assert [c[:4] for c in bursts.calls] == [("cuda", "xlarge", b, 8) for b in GPU_BATCH_SIZES]
+    assert [r.batch_size for r in measured.rates] == list(GPU_BATCH_SIZES)
+
+
+def test_a_failing_burst_is_reported_and_the_rest_still_plans() -> None:
+    def flaky(config: TrainingConfig, budget_s: float) -> float:
+        if config.num_workers == 2:
+            raise RuntimeError("boom")
+        return 9_000.0
+
+    profile = Profile.from_dict({"cpu": {"physical_cores": 2, "logical_cores": 2}, "ram": {"total_gb": 8}})
+    measured = measure(profile, budget_s=60, time_burst=flaky)
+    assert measured.errors and "boom" in measured.errors[0]
+    assert {r.threads for r in measured.rates} == {1}
+    assert plan_training(replace(profile, benchmarks=measured))[0].num_workers == 1
+
+
+def test_old_cache_layout_reads_as_unmeasured() -> None:
+    old = {"threads": 2, "update_throughput": {"cpu": {"tiny": {"256": 140_000.0}}}}
+    assert not Measurements.from_dict(old)
+    fresh = Measurements((LoopRate("cpu", "tiny", 256, 1, 32, 1.5),), 0.1)
+    assert Measurements.from_dict(json.loads(json.dumps(fresh.to_dict()))) == fresh

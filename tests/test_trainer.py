@@ -9,6 +9,7 @@ import torch
 from helpers import synthetic_frame, tiny_config
 from nexlify.agent.dqn import AdaptiveDQNAgent
 from nexlify.data.market import prepare_market
+from nexlify.hardware.cpu import Cpu
 from nexlify.training import trainer as trainer_module
 from nexlify.training.pipeline import run_training
 from nexlify.training.trainer import Trainer, round_size
@@ -221,3 +222,29 @@ def test_trend_feature_set_trains_and_its_model_evaluates_on_new_data(tmp_path):
     # A file the model never saw: the trend features are rebuilt from the scaler's feature names.
     evaluation = evaluate_model(tmp_path / "best_model.pth", data=frame, out_dir=tmp_path / "eval")
     assert evaluation["rows"] == 1300 - 720
+
+
+def test_a_slow_start_times_the_other_thread_counts_and_keeps_the_fastest(tmp_path, splits, monkeypatch):
+    # A 2-core machine; the profile promised far more than this run achieves.
+    monkeypatch.setattr(trainer_module, "detect_cpu", lambda: Cpu(physical_cores=2, logical_cores=2, usable_cores=2))
+    trainer = Trainer(tiny_config(episodes=8, parallel_envs=2, num_workers=2), splits, tmp_path)
+    trainer.expected_transitions_per_s = 1e12
+    threads_seen = []
+    run_round = trainer.run_round
+    monkeypatch.setattr(trainer, "run_round", lambda n: (threads_seen.append(torch.get_num_threads()), run_round(n))[1])
+    state = trainer.train()
+    kinds = [e["kind"] for e in state.events]
+    assert kinds == ["slow_pace", "threads_adapted"]
+    # Round 1 only collected (learning_starts), round 2 ran slow at 2 threads, round 3 timed 1 thread.
+    assert threads_seen[:3] == [2, 2, 1] and set(threads_seen[3:]) == {trainer.config.num_workers}
+    rates = state.episodes
+    by_threads = {2: rates[3]["transitions_per_sec"], 1: rates[5]["transitions_per_sec"]}
+    assert trainer.config.num_workers == max(by_threads, key=by_threads.get)
+    assert trainer.agent.config.num_workers == trainer.config.num_workers == torch.get_num_threads()
+    assert "eta_seconds" in state.episodes[-1]["performance"]
+
+
+def test_a_run_on_pace_keeps_its_threads(tmp_path, splits):
+    trainer = Trainer(tiny_config(episodes=4, num_workers=1), splits, tmp_path)
+    trainer.expected_transitions_per_s = 1.0
+    assert trainer.train().events == [] and trainer.config.num_workers == 1

@@ -52,6 +52,11 @@ class Cpu:
         return cls(**known)
 
 
+def thread_candidates(cores: int) -> list[int]:
+    """Torch thread counts worth timing on ``cores`` physical cores: 1, half of them, all of them."""
+    return sorted({1, max(1, cores // 2), max(1, cores)})
+
+
 def _affinity_count() -> int | None:
     try:
         return len(os.sched_getaffinity(0))  # type: ignore[attr-defined]

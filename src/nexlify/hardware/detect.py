@@ -16,10 +16,11 @@ from typing import Any
 from nexlify.hardware.cpu import Cpu, detect_cpu
 from nexlify.hardware.environment import Environment, detect_environment
 from nexlify.hardware.gpu import Gpu, GpuDevice, detect_gpu
+from nexlify.hardware.measurements import Measurements
 from nexlify.hardware.ram import Ram, detect_ram
 from nexlify.hardware.storage import Storage, detect_storage
 
-__all__ = ["Cpu", "Environment", "Gpu", "GpuDevice", "Profile", "Ram", "Storage", "detect_all"]
+__all__ = ["Cpu", "Environment", "Gpu", "GpuDevice", "Measurements", "Profile", "Ram", "Storage", "detect_all"]
 
 
 @dataclass(frozen=True)
@@ -31,13 +32,13 @@ class Profile:
     gpu: Gpu = field(default_factory=Gpu)
     storage: Storage = field(default_factory=Storage)
     environment: Environment = field(default_factory=Environment)
-    benchmarks: dict[str, Any] = field(default_factory=dict)
+    benchmarks: Measurements = field(default_factory=Measurements)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``profile`` layout of ``hardware_profile.json`` (what ``HardwareProfiler.profile`` holds)."""
         out = {"cpu": self.cpu.to_dict(), "ram": self.ram.to_dict(), "gpu": self.gpu.to_dict(),
-               "storage": self.storage.to_dict(), "benchmarks": dict(self.benchmarks),
+               "storage": self.storage.to_dict(), "benchmarks": self.benchmarks.to_dict(),
                "environment": self.environment.to_dict()}
         if self.meta:
             out["meta"] = dict(self.meta)
@@ -51,7 +52,7 @@ class Profile:
         return cls(cpu=Cpu.from_dict(v.get("cpu")), ram=ram, gpu=Gpu.from_dict(v.get("gpu"), ram.total_gb),
                    storage=Storage.from_dict(v.get("storage")),
                    environment=Environment.from_dict(v.get("environment")),
-                   benchmarks=dict(v.get("benchmarks") or {}), meta=dict(v.get("meta") or {}))
+                   benchmarks=Measurements.from_dict(v.get("benchmarks")), meta=dict(v.get("meta") or {}))
 
 
 def detect_all(output_dir: str | Path = ".", proc_root: str = "/proc", sys_root: str = "/sys",

@@ -74,6 +74,7 @@ from nexlify.config import MODEL_SIZES, TrainingConfig, replay_bytes_per_transit
 from nexlify.data.features import ACCOUNT_FEATURE_NAMES, MARKET_FEATURE_NAMES
 from nexlify.errors import ConfigError
 from nexlify.hardware.detect import GpuDevice, Profile
+from nexlify.hardware.measurements import LoopRate, Measurements
 from nexlify.hardware.units import GB
 
 STATE_SIZE = len(MARKET_FEATURE_NAMES) + len(ACCOUNT_FEATURE_NAMES)  # what the agent observes
@@ -85,11 +86,9 @@ PLAN_TIME_BUDGET_S = 600.0  # CPU plans pick the largest model that trains the s
 # GPU plans with measurements take the smallest measured batch (the most learning steps) that still
 # trains the standard run in this; a data-centre card reaches it at a few thousand samples a batch.
 GPU_PLAN_TIME_BUDGET_S = 60.0
-# Real training runs slower than the profiler's bare update benchmark: replay sampling, Double-DQN's
-# extra forward, gradient clipping, target updates, acting and env steps. Calibrated on a 2-core
-# x86 box (docs/benchmarks.md): agent_speed's learn() gave 1.7-2.3x fewer samples/s than the
-# profile's numbers, and a 1000-episode run with the large model took 1.74x its bare-update time.
-ACTING_OVERHEAD = 2.2
+# Batches the profiler times in the real loop: the CPU picks the faster; a GPU is only busy at large ones.
+CPU_BATCH_SIZES: tuple[int, ...] = (64, 256)
+GPU_BATCH_SIZES: tuple[int, ...] = (512, 2048, 8192)
 BUFFER_MEMORY_FRACTION = 0.25
 TARGET_REFRESH_TRANSITIONS = 2_000
 LEARNING_STARTS_TRANSITIONS = 10_000
@@ -144,12 +143,22 @@ def bytes_per_transition(state_size: int = STATE_SIZE, state_dtype: str = "float
     return replay_bytes_per_transition(state_size, state_dtype)
 
 
-def projected_training_seconds(samples_per_s: float, transitions: int = STANDARD_TRANSITIONS,
-                               replay_ratio: float = REPLAY_RATIO) -> float:
-    """Projected wall time of the standard run from a measured update throughput."""
-    if samples_per_s <= 0:
-        return math.inf
-    return transitions * replay_ratio / samples_per_s * ACTING_OVERHEAD
+def standard_run_seconds(transitions_per_s: float) -> float:
+    """Projected training time of the standard workload at a measured real-loop speed."""
+    return STANDARD_TRANSITIONS / transitions_per_s if transitions_per_s > 0 else math.inf
+
+
+def planned_rate(measurements: Measurements, config: TrainingConfig) -> LoopRate | None:
+    """The measured burst that matches ``config`` (device, model, batch, threads), or None when the
+    run differs from everything measured (e.g. a user override)."""
+    return measurements.at(config.device, config.model_size, config.batch_size, config.num_workers)
+
+
+def projected_train_seconds(measurements: Measurements, config: TrainingConfig,
+                            steps_per_episode: int = STEPS_PER_EPISODE) -> float | None:
+    """Training time of ``config.episodes`` episodes at the measured speed of exactly this setting."""
+    rate = planned_rate(measurements, config)
+    return None if rate is None else config.episodes * steps_per_episode / rate.transitions_per_s
 
 
 def _tier_le(value: float, limits: tuple[float, ...]) -> int:
@@ -252,62 +261,49 @@ class ModelChoice:
         return TIERS[self.tier_index]
 
 
-def _cpu_benchmark_choice(profile: Profile, max_tier: int) -> tuple[str, int, float, bool] | None:
-    """(model, batch, projected seconds, fits budget) from measured CPU update throughput."""
-    table = ((profile.benchmarks.get("update_throughput") or {}).get("cpu")) or {}
-    options: list[tuple[int, str, int, float]] = []
-    for size in MODEL_SIZES[: max_tier + 1]:
-        for batch, rate in (table.get(size) or {}).items():
-            try:
-                b, r = int(batch), float(rate)
-            except (TypeError, ValueError):
-                continue
-            if b >= 1 and r > 0:
-                options.append((MODEL_SIZES.index(size), size, b, projected_training_seconds(r)))
+def _cpu_measured_choice(profile: Profile, max_tier: int) -> tuple[LoopRate, float, bool] | None:
+    """(burst, projected seconds, fits budget) from the real loop's measured CPU speed: the largest
+    model (up to ``max_tier``) that trains the standard run within the budget, at its fastest batch."""
+    options = [rate for size in MODEL_SIZES[: max_tier + 1]
+               for batch in sorted({r.batch_size for r in profile.benchmarks.rates})
+               if (rate := profile.benchmarks.best("cpu", size, batch)) is not None]
     if not options:
         return None
-    fitting = [o for o in options if o[3] <= PLAN_TIME_BUDGET_S]
+    fitting = [r for r in options if standard_run_seconds(r.transitions_per_s) <= PLAN_TIME_BUDGET_S]
     if fitting:
-        best_size = max(o[0] for o in fitting)
-        _, size, batch, secs = min((o for o in fitting if o[0] == best_size), key=lambda o: o[3])
-        return size, batch, secs, True
-    _, size, batch, secs = min(options, key=lambda o: (o[0], o[3]))
-    return size, batch, secs, False
+        largest = max(MODEL_SIZES.index(r.model_size) for r in fitting)
+        best = max((r for r in fitting if MODEL_SIZES.index(r.model_size) == largest),
+                   key=lambda r: r.transitions_per_s)
+        return best, standard_run_seconds(best.transitions_per_s), True
+    best = min(options, key=lambda r: (MODEL_SIZES.index(r.model_size), -r.transitions_per_s))
+    return best, standard_run_seconds(best.transitions_per_s), False
 
 
-def _gpu_benchmark_choice(profile: Profile, backend: str | None, model: str,
-                          min_batch: int) -> tuple[int, float, str] | None:
-    """(batch, projected seconds, how) from the GPU's measured update throughput for ``model``.
+def _gpu_measured_choice(profile: Profile, device: str, model: str,
+                         min_batch: int) -> tuple[int, float, str] | None:
+    """(batch, projected seconds, how) from the real loop's measured speed on the GPU for ``model``.
 
     Bigger batches keep a GPU busier but, at a fixed replay ratio, mean fewer learning steps; so the
     smallest batch (at least the tier's) that fits the GPU time budget wins (how = "measured"). When
-    none measured fits and the profiler did not get to the larger benchmark batches (out of time),
-    those are extrapolated from the largest measured one at the same time per step, the most a
-    bigger batch can gain (how = "extrapolated"). Else the fastest measured (how = "fastest").
+    none measured fits and the profiler did not get to the larger batches (out of time), those are
+    extrapolated from the largest measured one at the same time per step, the most a bigger batch
+    can gain (how = "extrapolated"). Else the fastest measured (how = "fastest").
     """
-    key = "mps" if backend == "mps" else "cuda"
-    benchmarks = profile.benchmarks
-    row = (((benchmarks.get("update_throughput") or {}).get(key)) or {}).get(model) or {}
-    rates: dict[int, float] = {}
-    for batch, rate in row.items():
-        try:
-            b, r = int(batch), float(rate)
-        except (TypeError, ValueError):
-            continue
-        if b >= min_batch and r > 0:
-            rates[b] = r
+    rates = {b: r.transitions_per_s for b in GPU_BATCH_SIZES
+             if b >= min_batch and (r := profile.benchmarks.best(device, model, b)) is not None}
     if not rates:
         return None
-    fitting = sorted(b for b, r in rates.items() if projected_training_seconds(r) <= GPU_PLAN_TIME_BUDGET_S)
+    fitting = sorted(b for b, r in rates.items() if standard_run_seconds(r) <= GPU_PLAN_TIME_BUDGET_S)
     if fitting:
-        return fitting[0], projected_training_seconds(rates[fitting[0]]), "measured"
+        return fitting[0], standard_run_seconds(rates[fitting[0]]), "measured"
     largest = max(rates)
-    for b in sorted(int(x) for x in benchmarks.get("gpu_batch_sizes") or [] if int(x) > largest):
-        secs = projected_training_seconds(rates[largest] * b / largest)
-        if secs <= GPU_PLAN_TIME_BUDGET_S:
-            return b, secs, "extrapolated"
+    if profile.benchmarks.incomplete:
+        for b in (b for b in GPU_BATCH_SIZES if b > largest):
+            secs = standard_run_seconds(rates[largest] * b / largest)
+            if secs <= GPU_PLAN_TIME_BUDGET_S:
+                return b, secs, "extrapolated"
     batch = max(rates, key=lambda b: rates[b])
-    return batch, projected_training_seconds(rates[batch]), "fastest"
+    return batch, standard_run_seconds(rates[batch]), "fastest"
 
 
 def _choose_gpu_model_and_batch(profile: Profile, dev: DeviceChoice) -> tuple[ModelChoice, list[Decision]]:
@@ -324,7 +320,7 @@ def _choose_gpu_model_and_batch(profile: Profile, dev: DeviceChoice) -> tuple[Mo
         why = f"low end of the {tier.name} range: only {dev.vram_gb:g} GB VRAM (GPU limited)"
         batch = Decision("batch_size", tier.batch_low, why)
         return ModelChoice(tier.model_size, tier.batch_low, tier_idx), [model, batch]
-    measured = _gpu_benchmark_choice(profile, dev.backend, tier.model_size, tier.batch_high)
+    measured = _gpu_measured_choice(profile, dev.device, tier.model_size, tier.batch_high)
     if measured is None:
         return ModelChoice(tier.model_size, tier.batch_high, tier_idx), [model, Decision(
             "batch_size", tier.batch_high,
@@ -342,21 +338,22 @@ def _choose_gpu_model_and_batch(profile: Profile, dev: DeviceChoice) -> tuple[Mo
 
 def _choose_cpu_model_and_batch(profile: Profile) -> tuple[ModelChoice, list[Decision]]:
     r_tier = ram_tier(profile.ram.total_gb)
-    measured = _cpu_benchmark_choice(profile, r_tier) if r_tier >= 1 else None
+    measured = _cpu_measured_choice(profile, r_tier) if r_tier >= 1 else None
     if measured is not None:
-        size, batch, secs, fits = measured
+        rate, secs, fits = measured
+        size = rate.model_size
         if fits:
-            why = (f"largest model (RAM allows up to {TIERS[r_tier].model_size}) whose measured CPU "
-                   f"update speed trains {STANDARD_EPISODES} episodes in ~{secs / 60:.0f} min "
+            why = (f"largest model (RAM allows up to {TIERS[r_tier].model_size}) whose measured training loop "
+                   f"runs {STANDARD_EPISODES} episodes in ~{secs / 60:.0f} min "
                    f"(budget {PLAN_TIME_BUDGET_S / 60:.0f} min)")
         else:
             why = (f"no model fits the {PLAN_TIME_BUDGET_S / 60:.0f} min budget on this CPU; "
                    f"the smallest projects ~{secs / 60:.0f} min for {STANDARD_EPISODES} episodes")
-        threads = profile.benchmarks.get("threads") or profile.cpu.usable_cores
-        return ModelChoice(size, batch, MODEL_SIZES.index(size), "cpu-measured"), [
+        return ModelChoice(size, rate.batch_size, MODEL_SIZES.index(size), "cpu-measured"), [
             Decision("model_size", size, why),
-            Decision("batch_size", batch, f"fastest measured batch for {size} with "
-                                          f"{threads} torch thread(s) (~{secs / 60:.1f} min projected)")]
+            Decision("batch_size", rate.batch_size,
+                     f"fastest measured batch for {size}: {rate.transitions_per_s:,.0f} transitions/s in the "
+                     f"real training loop (~{secs / 60:.1f} min projected)")]
     usable = profile.cpu.usable_cores
     c_tier = cores_tier(usable)
     tier_idx = min(r_tier, c_tier)
@@ -492,24 +489,28 @@ def choose_precision(dev: DeviceChoice) -> list[Decision]:
 # threads and environments
 # ---------------------------------------------------------------------------------------------
 def choose_threads(profile: Profile, dev: DeviceChoice, model: ModelChoice) -> Decision:
-    """Torch intra-op threads: on the CPU the measured faster count (else the physical cores this
-    process may use); with a GPU half the physical cores for the host side, at most 16."""
+    """Torch intra-op threads. CPU: the count that ran the planned setting fastest in the real loop
+    (else the physical cores this process may use). GPU: half the physical cores for the host side,
+    at most 16."""
     cpu = profile.cpu
     usable, physical = cpu.usable_cores, min(cpu.physical_cores, cpu.logical_cores)
-    measured = profile.benchmarks.get("threads") if model.source == "cpu-measured" else None
-    if dev.gpu is None and isinstance(measured, int) and 1 <= measured < min(physical, usable):
-        # The benchmark found fewer threads faster (a loaded machine: OpenMP threads wait on each
-        # other), and its throughput numbers, hence the model choice, hold at that thread count.
-        return Decision("num_workers", measured, f"{measured} torch thread(s): measured faster than "
-                        f"{min(physical, usable)} on this machine ({usable} usable cores)")
-    if dev.gpu is None:
-        workers = cpu.compute_cores
+    if dev.gpu is not None:
+        workers = max(1, min(16, physical // 2, usable))
         return Decision("num_workers", workers,
-                        f"{workers} torch threads = physical cores this process may use ({usable} usable)")
-    workers = max(1, min(16, physical // 2, usable))
+                        f"the network runs on the GPU; {workers} CPU threads for the host side (replay indices, "
+                        f"copies) (half of {physical} physical cores, at most 16, {usable} usable)")
+    measured = {t: r for t, r in profile.benchmarks.by_threads("cpu", model.model_size, model.batch_size).items()
+                if t <= usable}
+    if measured:
+        # OpenMP threads that outnumber the idle cores wait on each other at every layer; only the
+        # real loop shows it (a bare update benchmark hardly did), so the measurement decides.
+        workers = max(measured, key=lambda t: (measured[t], -t))
+        rates = ", ".join(f"{t}: {rate:,.0f}" for t, rate in sorted(measured.items()))
+        return Decision("num_workers", workers, f"{workers} torch thread(s): fastest for {model.model_size} at "
+                        f"batch {model.batch_size} in the real training loop (threads: transitions/s {rates})")
+    workers = cpu.compute_cores
     return Decision("num_workers", workers,
-                    f"the network runs on the GPU; {workers} CPU threads for the host side (replay indices, "
-                    f"copies) (half of {physical} physical cores, at most 16, {usable} usable)")
+                    f"{workers} torch threads = physical cores this process may use ({usable} usable)")
 
 
 def choose_parallel_envs(dev: DeviceChoice, model: ModelChoice, train_frequency: int) -> Decision:

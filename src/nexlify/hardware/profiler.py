@@ -1,10 +1,11 @@
 """``HardwareProfiler``: detect, measure (cached per machine), plan, explain.
 
 Detection is cheap (tens of milliseconds) and always fresh, so free RAM, free VRAM and free disk are
-never stale. Benchmarks cost ~2 s, so they are cached as JSON per hardware fingerprint (CPU brand
-and cores, RAM total, GPU names, torch version; never free memory) under ``$NEXLIFY_CACHE_DIR`` or
-``~/.cache/nexlify``. ``reprofile=True`` measures again and rewrites the cache. Torch's view of the GPUs
-is remembered there too (``detect_remembering_gpu``), so a cached profile never imports torch.
+never stale. Measurements (bursts of the real training loop, ~2 s) are cached as JSON per hardware
+fingerprint (CPU brand and cores, RAM total, GPU names, torch version; never free memory) under
+``$NEXLIFY_CACHE_DIR`` or ``~/.cache/nexlify``. ``reprofile=True`` measures again and rewrites the
+cache. Torch's view of the GPUs is remembered there too (``detect_remembering_gpu``), so a cached
+profile never imports torch.
 """
 
 from __future__ import annotations
@@ -21,11 +22,19 @@ from typing import Any
 from nexlify.config import TrainingConfig
 from nexlify.hardware.detect import Gpu, Profile, detect_all
 from nexlify.hardware.gpu import gpu_detection_key, nvml_cards, refresh_free_vram
-from nexlify.hardware.plan import Decision, plan_training
+from nexlify.hardware.measurements import Measurements
+from nexlify.hardware.plan import (
+    STEPS_PER_EPISODE,
+    Decision,
+    plan_training,
+    planned_rate,
+    projected_train_seconds,
+)
 from nexlify.io import default_cache_dir, write_text_atomic
 
-# Bump when the benchmark changes meaning, so old caches are ignored (2: GPU batch sizes, planned GPU model first).
-CACHE_VERSION = 2
+# Bump when the measurements change meaning, so old caches are ignored (2: GPU batch sizes, planned GPU
+# model first; 3: bursts of the real training loop instead of a bare update benchmark).
+CACHE_VERSION = 3
 PROFILE_FILENAME = "hardware_profile.json"
 
 
@@ -85,7 +94,7 @@ class HardwareProfiler:
                  run_benchmarks: bool = True, *, cache_dir: str | Path | None = None,
                  benchmark_budget_s: float = 2.0,
                  detect: Callable[[Path], Profile] | None = None,
-                 benchmark: Callable[[Profile], dict[str, Any]] | None = None) -> None:
+                 benchmark: Callable[[Profile], Measurements] | None = None) -> None:
         start = time.perf_counter()
         self.output_dir = Path(output_dir)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -100,17 +109,15 @@ class HardwareProfiler:
         self.cache_path: Path | None = self.cache_dir / f"hardware_profile_{fingerprint}.json"
         self.cache_hit = False
 
-        benchmarks: dict[str, Any] = {}
+        benchmarks = Measurements()
         if use_cache and not reprofile:
-            cached = _load_json(self.cache_path)
-            if cached is not None and cached.get("benchmarks"):
-                benchmarks, self.cache_hit = cached["benchmarks"], True
+            benchmarks = Measurements.from_dict((_load_json(self.cache_path) or {}).get("benchmarks"))
+            self.cache_hit = bool(benchmarks)
         measured = False
         if not self.cache_hit and run_benchmarks:
-            from nexlify.hardware import benchmark as bench  # imports torch: only when measuring
+            from nexlify.hardware.measure import measure  # imports torch and the trainer: only when measuring
 
-            run = benchmark or (lambda prof: bench.run_benchmarks(prof, budget_s=benchmark_budget_s))
-            benchmarks = run(detected)
+            benchmarks = (benchmark or (lambda prof: measure(prof, budget_s=benchmark_budget_s)))(detected)
             measured = True
 
         meta = {
@@ -158,6 +165,12 @@ class HardwareProfiler:
         """The plan as a plain dict (the guide's ``optimal_config``)."""
         return self.config.to_dict()
 
+    @property
+    def projected_train_seconds(self) -> float | None:
+        """The planned run's training time at the measured speed of its setting (None unmeasured)."""
+        seconds = projected_train_seconds(self.hardware.benchmarks, self.config)
+        return None if seconds is None else round(seconds, 1)
+
     def explain(self) -> list[str]:
         """One line per planned key: ``key value: reason``."""
         return [str(d) for d in self.decisions]
@@ -165,7 +178,10 @@ class HardwareProfiler:
     def to_dict(self) -> dict[str, Any]:
         """Profile, plan and one reason per decision (JSON-serialisable); the layout of
         ``hardware_profile.json`` (the trainer adds the overrides it applied)."""
-        return {"profile": self.profile, "plan": self.optimal_config, "reasons": self.explain()}
+        rate = planned_rate(self.hardware.benchmarks, self.config)
+        return {"profile": self.profile, "plan": self.optimal_config, "reasons": self.explain(),
+                "projected_train_seconds": self.projected_train_seconds,
+                "projected_transitions_per_s": None if rate is None else rate.transitions_per_s}
 
     def to_json(self) -> str:
         """``to_dict`` as indented JSON text."""
@@ -199,7 +215,7 @@ def render_profile(profiler: HardwareProfiler) -> list[Any]:
 
     p = profiler.profile
     cpu, ram, gpu = p.get("cpu") or {}, p.get("ram") or {}, p.get("gpu") or {}
-    storage, env, bench = p.get("storage") or {}, p.get("environment") or {}, p.get("benchmarks") or {}
+    storage, env = p.get("storage") or {}, p.get("environment") or {}
 
     hw = Table(title="Detected hardware", show_header=True, header_style="bold")
     hw.add_column("Component", style="cyan")
@@ -229,19 +245,17 @@ def render_profile(profiler: HardwareProfiler) -> list[Any]:
                f"{env.get('torch', '?')}" + (f"; {', '.join(flags)}" if flags else ""))
 
     tables: list[Any] = [hw]
-    if bench:
-        bt = Table(title="Benchmarks" + (" (cached)" if (p.get("meta") or {}).get("cache_hit") else ""),
+    measured = profiler.hardware.benchmarks
+    if measured:
+        bt = Table(title="Real training loop, measured" + (" (cached)" if (p.get("meta") or {}).get("cache_hit")
+                                                            else f" in {_fmt(measured.duration_s)} s"),
                    header_style="bold")
-        bt.add_column("Measurement", style="cyan")
-        bt.add_column("Value", justify="right")
-        for key, unit in (("cpu_gflops", "GFLOPS"), ("memory_bandwidth_gbs", "GB/s"),
-                          ("gpu_gflops", "GFLOPS"), ("gpu_bandwidth_gbs", "GB/s"), ("duration_s", "s")):
-            if bench.get(key) is not None:
-                bt.add_row(key, f"{_fmt(bench[key])} {unit}")
-        for dev, sizes in (bench.get("update_throughput") or {}).items():
-            for size, row in sizes.items():
-                rates = ", ".join(f"batch {b}: {_fmt(float(r))}/s" for b, r in row.items())
-                bt.add_row(f"updates {dev}/{size}", rates)
+        for name in ("device", "model", "batch", "parallel envs", "torch threads"):
+            bt.add_column(name, style="cyan")
+        bt.add_column("transitions/s", justify="right")
+        for r in measured.rates:
+            bt.add_row(r.device, r.model_size, _fmt(r.batch_size), _fmt(r.parallel_envs), _fmt(r.threads),
+                       _fmt(r.transitions_per_s))
         tables.append(bt)
 
     plan = Table(title="Training plan", header_style="bold")
@@ -250,6 +264,11 @@ def render_profile(profiler: HardwareProfiler) -> list[Any]:
     plan.add_column("Why")
     for d in profiler.decisions:
         plan.add_row(d.key, _fmt(d.value), d.reason)
+    seconds = profiler.projected_train_seconds
+    if seconds is not None:
+        plan.add_row("projected_train_seconds", _fmt(seconds),
+                     f"{profiler.config.episodes:,} episodes of {STEPS_PER_EPISODE:,} steps at the measured speed "
+                     "of this setting")
     tables.append(plan)
     return tables
 

@@ -48,7 +48,8 @@ class TrainingMonitor:
     def update(self, episodes_done: int, stats: dict[str, Any]) -> None:
         """Refresh the display after a round and log the scalars."""
         text = (
-            f"{stats.get('transitions_per_sec', 0):,.0f} tr/s  eps {stats.get('epsilon', 0):.3f}  "
+            f"{stats.get('transitions_per_sec', 0):,.0f} tr/s{_fmt_eta(stats.get('eta_seconds'))}  "
+            f"eps {stats.get('epsilon', 0):.3f}  "
             f"loss {_fmt_loss(stats.get('recent_loss'))}  val {_fmt(stats.get('validation_score'))}  "
             f"mem {stats.get('rss_gb', 0):.2f} GB"
         )
@@ -60,6 +61,14 @@ class TrainingMonitor:
             for key, value in stats.items():
                 if isinstance(value, (int, float)) and value is not None:
                     self._writer.add_scalar(key, value, episodes_done)
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    """Time remaining at the speed measured so far in this run."""
+    if seconds is None:
+        return ""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"  {minutes}m{secs:02d}s left"
 
 
 def _fmt_loss(value: float | None) -> str:

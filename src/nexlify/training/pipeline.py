@@ -28,6 +28,8 @@ from nexlify.data.market import (
 from nexlify.errors import CheckpointError, ConfigError, DataError
 from nexlify.evaluation.backtest import BacktestResult, run_baselines
 from nexlify.evaluation.report import metrics_table, write_report_png, write_results_json, write_summary
+from nexlify.hardware.measurements import Measurements
+from nexlify.hardware.plan import planned_rate, projected_train_seconds
 from nexlify.io import write_text_atomic
 from nexlify.serialization import read_checkpoint_meta
 from nexlify.training.monitor import TrainingMonitor
@@ -128,6 +130,9 @@ def _train_locked(config: TrainingConfig, splits: MarketSplits, output_dir: Path
     with TrainingMonitor(config.episodes, console=console, tensorboard_dir=tb_dir, quiet=quiet) as monitor:
         trainer = Trainer(config, splits, output_dir, monitor=monitor, resume_from=resume_from, metadata=metadata)
         trainer.metadata["data_days"] = trainer.config.data_days  # on resume: the checkpoint's, not the flag's
+        measured = Measurements.from_dict((profile or {}).get("benchmarks"))
+        rate = planned_rate(measured, trainer.config)
+        trainer.expected_transitions_per_s = None if rate is None else rate.transitions_per_s
         # Written once the trainer exists: on resume the config in force comes from the checkpoint.
         write_hardware_profile(output_dir, profile, trainer.config, reasons or [], overrides or {})
         state = trainer.train()
@@ -144,6 +149,8 @@ def _train_locked(config: TrainingConfig, splits: MarketSplits, output_dir: Path
             "episodes_done": state.episodes_done,
             "transitions": state.transitions,
             "train_seconds": state.train_seconds,
+            # The profiler's projection for this run (None when the run's setting was not measured).
+            "projected_train_seconds": projected_train_seconds(measured, trainer.config, trainer.episode_steps),
             "total_seconds": time.perf_counter() - started,
             "transitions_per_sec": state.transitions / max(state.train_seconds, 1e-9),
             "best_episode": state.best_episode,

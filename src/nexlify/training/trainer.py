@@ -29,6 +29,7 @@ from nexlify.data.market import MarketSlice, MarketSplits
 from nexlify.env.vector import TorchVectorTradingEnv, VectorTradingEnv
 from nexlify.errors import CheckpointError
 from nexlify.evaluation.backtest import agent_policy, run_policy
+from nexlify.hardware.cpu import detect_cpu, thread_candidates
 from nexlify.hardware.units import GB
 from nexlify.training.monitor import TrainingMonitor
 
@@ -37,6 +38,8 @@ BEST_MODEL = "best_model.pth"
 FINAL_MODEL = "final_model.pth"
 INTERRUPTED_CHECKPOINT = "checkpoint_interrupted.pth"
 MEMORY_CHECK_EVERY_STEPS = 256
+# A round under this share of the profiler's projected speed times the other torch thread counts.
+SLOW_PACE_FRACTION = 0.75
 # Settings that belong to the machine running the job, not to the run being resumed.
 MACHINE_SETTINGS = ("device", "num_workers", "use_mixed_precision", "precision", "env_backend",
                     "optimization_level", "memory_reserve_gb")
@@ -126,6 +129,10 @@ class Trainer:
         else:
             self.agent = AdaptiveDQNAgent(self.market_state_size, ACTION_SIZE, config)
             self.state = TrainingState()
+        # The profiler's measured speed for this setting (transitions/s); None: nothing to compare with.
+        self.expected_transitions_per_s: float | None = None
+        self._thread_trial: dict[int, float] | None = None  # rates per thread count once a round ran slow
+        self._pace_settled = False
 
     @property
     def uses_device_envs(self) -> bool:
@@ -147,8 +154,7 @@ class Trainer:
                 started = time.perf_counter()
                 remaining = self.config.episodes - self.state.episodes_done
                 n_envs = round_size(self.config.parallel_envs, self.config.save_interval, remaining)
-                run_round = self._run_round_on_device if self.uses_device_envs else self._run_round
-                outcome = run_round(n_envs)
+                outcome = self.run_round(n_envs)
                 self.state.train_seconds += time.perf_counter() - started
                 self._after_round(outcome, time.perf_counter() - started)
         except KeyboardInterrupt:
@@ -161,6 +167,11 @@ class Trainer:
             # No validation ran (tiny runs): the final model is the only candidate.
             self._save(self.output_dir / BEST_MODEL, include_replay=False)
         return self.state
+
+    def run_round(self, n_envs: int) -> RoundOutcome:
+        """One round of the loop: ``n_envs`` accounts through one episode each, storing and learning
+        as due (what the hardware profiler times in its bursts)."""
+        return self._run_round_on_device(n_envs) if self.uses_device_envs else self._run_round(n_envs)
 
     def _run_round(self, n_envs: int) -> RoundOutcome:
         """Step ``n_envs`` accounts through one episode each, storing and learning as we go."""
@@ -268,6 +279,41 @@ class Trainer:
             self._event("replay_frozen", f"free RAM {available_gb:.2f} GB < reserve "
                         f"{self.config.memory_reserve_gb} GB: replay stops growing at {len(self.agent.replay):,}")
 
+    def _keep_pace(self, outcome: RoundOutcome, rate: float) -> None:
+        """The first round that learned throughout: if it ran well below the profiler's projection,
+        time the next rounds at the other torch thread counts and keep the fastest (an adaptation
+        event). On a loaded machine more threads can run the loop several times slower, which only
+        the real loop shows, and the load may have changed since the profile was measured."""
+        expected = self.expected_transitions_per_s
+        if self._pace_settled or expected is None:
+            return
+        if self._thread_trial is None:
+            if self.state.transitions - outcome.transitions < self.config.learning_starts:
+                return  # part of this round only collected: faster than the run will be
+            if rate >= SLOW_PACE_FRACTION * expected:
+                self._pace_settled = True
+                return
+            self._thread_trial = {}
+            self._event("slow_pace", f"{rate:,.0f} transitions/s, {rate / expected:.0%} of the projected "
+                        f"{expected:,.0f}: timing the next rounds at the other torch thread counts")
+        self._thread_trial[self.config.num_workers] = rate
+        untried = [n for n in thread_candidates(detect_cpu().compute_cores) if n not in self._thread_trial]
+        if untried and self.state.episodes_done + len(outcome.episode_rewards) < self.config.episodes:
+            self._set_threads(untried[0])
+            return
+        self._pace_settled = True
+        best = max(self._thread_trial, key=lambda n: (self._thread_trial[n], -n))  # type: ignore[index]
+        self._set_threads(best)
+        rates = ", ".join(f"{n}: {r:,.0f}" for n, r in sorted(self._thread_trial.items()))
+        self._event("threads_adapted", f"{best} torch thread(s): fastest in this run (threads: transitions/s "
+                    f"{rates})")
+
+    def _set_threads(self, threads: int) -> None:
+        """Run the network math with ``threads`` torch threads from now on (and record it in the config)."""
+        torch.set_num_threads(threads)
+        self.config = self.config.with_overrides({"num_workers": threads})
+        self.agent.config = self.agent.config.with_overrides({"num_workers": threads})
+
     def _event(self, kind: str, message: str) -> None:
         self.state.events.append({"episode": self.state.episodes_done, "kind": kind, "message": message})
         self.monitor.log(f"[yellow]{message}[/yellow]")
@@ -275,6 +321,10 @@ class Trainer:
     def _after_round(self, outcome: RoundOutcome, seconds: float) -> None:
         stats = self.agent.get_performance_stats()
         stats["transitions_per_sec"] = outcome.transitions / max(seconds, 1e-9)
+        average = self.state.transitions / max(self.state.train_seconds, 1e-9)
+        remaining = self.config.episodes - self.state.episodes_done - len(outcome.episode_rewards)
+        stats["eta_seconds"] = max(0, remaining) * self.episode_steps / max(average, 1e-9)
+        self._keep_pace(outcome, stats["transitions_per_sec"])
         stats["rss_gb"] = psutil.Process().memory_info().rss / GB
         mean_loss = outcome.mean_loss
         n_envs = len(outcome.episode_rewards)
