@@ -71,13 +71,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from nexlify.config import MODEL_SIZES, TrainingConfig, replay_bytes_per_transition
-from nexlify.data.features import ACCOUNT_FEATURE_NAMES, MARKET_FEATURE_NAMES
+from nexlify.data.features import STATE_SIZE
 from nexlify.errors import ConfigError
 from nexlify.hardware.detect import GpuDevice, Profile
 from nexlify.hardware.measurements import LoopRate, Measurements
 from nexlify.hardware.units import GB
 
-STATE_SIZE = len(MARKET_FEATURE_NAMES) + len(ACCOUNT_FEATURE_NAMES)  # what the agent observes
 REPLAY_RATIO = 8  # gradient samples per collected transition, identical on every machine
 STANDARD_EPISODES = 1000
 STEPS_PER_EPISODE = 3000
