@@ -3,8 +3,12 @@
 Run: ./run bench sb3_comparison [--episodes 20] [--data-days 180]
 Both learners see the same number of transitions from the training split of the bundled data, use
 the network [128, 128, 64] and 16 gradient samples per collected transition (SB3's usual batch 64
-every 4 steps; ours: bigger batches over parallel environments). Printed side by side: wall time,
-transitions/s, gradient samples/s, validation Sharpe and final validation equity of the greedy
+every 4 steps; ours: bigger batches over parallel environments). Our side runs what users get: this
+machine's plan (batch, parallel envs, torch threads; from a cold profile) with that network and
+replay ratio. SB3 runs at its own faster torch thread count, probed first (our agent sets the
+process-wide thread count, and on a loaded 2-core machine 2 threads can make SB3 several times
+slower: the anchor must not be handicapped). Only training is timed. Printed side by side: wall
+time, transitions/s, gradient samples/s, validation Sharpe and final validation equity of the greedy
 policy, the speed ratio, and the projection to the guide's 1000-episode workload.
 """
 
@@ -26,14 +30,17 @@ from nexlify.config import TrainingConfig  # noqa: E402
 from nexlify.data.market import prepare_market  # noqa: E402
 from nexlify.env.trading import TradingEnvironment  # noqa: E402
 from nexlify.evaluation.backtest import buy_and_hold_policy, run_policy  # noqa: E402
+from nexlify.hardware.cpu import thread_candidates  # noqa: E402
+from nexlify.hardware.profiler import HardwareProfiler  # noqa: E402
 from nexlify.training.trainer import Trainer, evaluate_agent  # noqa: E402
 
 REPLAY_RATIO = 16  # SB3 defaults: batch 64 / train_freq 4
 
 
-def run_sb3(splits, transitions: int, seed: int) -> dict[str, float]:
+def run_sb3(splits, transitions: int, seed: int, threads: int) -> dict[str, float]:
     from stable_baselines3 import DQN
 
+    torch.set_num_threads(threads)
     env = TradingEnvironment(splits.train)
     model = DQN("MlpPolicy", env, batch_size=64, train_freq=4, learning_starts=1_000, buffer_size=100_000,
                 policy_kwargs={"net_arch": [128, 128, 64]}, seed=seed, verbose=0, device="cpu",
@@ -46,12 +53,20 @@ def run_sb3(splits, transitions: int, seed: int) -> dict[str, float]:
     return {"seconds": seconds, "gradient_samples": model._n_updates * 64, **metrics}
 
 
-def run_ours(splits, episodes: int, parallel_envs: int, batch_size: int, seed: int) -> dict[str, float]:
+def fastest_sb3_threads(splits, candidates: list[int], transitions: int = 4_000) -> tuple[int, dict[int, float]]:
+    """SB3's faster torch thread count on this machine right now (short runs past learning_starts)."""
+    rates = {}
+    for threads in candidates:
+        rates[threads] = transitions / run_sb3(splits, transitions, seed=0, threads=threads)["seconds"]
+    return max(rates, key=lambda n: rates[n]), rates
+
+
+def run_ours(splits, episodes: int, parallel_envs: int, batch_size: int, threads: int, seed: int) -> dict[str, float]:
     config = TrainingConfig(model_size="medium", batch_size=batch_size, train_frequency=batch_size // REPLAY_RATIO,
                             parallel_envs=parallel_envs, episodes=episodes, save_interval=episodes,
                             eval_interval=episodes, learning_starts=1_000, buffer_size=100_000,
                             target_update_interval=max(1, 10_000 // (batch_size // REPLAY_RATIO)),
-                            num_workers=torch.get_num_threads(), seed=seed, data_days=None)
+                            num_workers=threads, seed=seed, data_days=None)
     with tempfile.TemporaryDirectory() as folder:
         trainer = Trainer(config, splits, folder)
         started = time.perf_counter()
@@ -75,25 +90,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--data-days", type=int, default=180)
-    parser.add_argument("--parallel-envs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, nargs="+", default=[1024],
-                        help="our batch size(s); each trains every batch/16 transitions")
+    parser.add_argument("--parallel-envs", type=int, default=None, help="default: the plan's")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=None,
+                        help="our batch size(s), default the plan's; each trains every batch/16 transitions")
+    parser.add_argument("--threads", type=int, default=None, help="our torch threads, default the plan's")
     parser.add_argument("--seeds", type=int, default=1, help="repeat each learner over this many seeds")
     parser.add_argument("--skip-sb3", action="store_true")
     args = parser.parse_args()
+    profiler = HardwareProfiler(reprofile=True)
+    plan = profiler.config
+    batches = args.batch_size or [plan.batch_size]
+    envs = args.parallel_envs or plan.parallel_envs
+    threads = args.threads or plan.num_workers
     splits = prepare_market(None, data_days=args.data_days)
     transitions = args.episodes * (len(splits.train) - 1)
     print(f"Machine: {machine()}")
+    print(f"Ours: the plan's batch {plan.batch_size}, {plan.parallel_envs} parallel envs, {plan.num_workers} torch "
+          f"thread(s) (planned {plan.model_size}; here the shared network); used: batch {batches}, {envs} envs, "
+          f"{threads} thread(s)")
+    if not args.skip_sb3:
+        sb3_threads, probe = fastest_sb3_threads(splits, thread_candidates(profiler.hardware.cpu.compute_cores))
+        print("SB3 thread probe (transitions/s): " + ", ".join(f"{n}: {r:,.0f}" for n, r in probe.items())
+              + f" -> SB3 runs at {sb3_threads} thread(s)")
     print(f"Workload: {args.episodes} episodes x {len(splits.train) - 1} steps = {transitions:,} transitions, "
           f"replay ratio {REPLAY_RATIO}, network [128, 128, 64]\n")
-    runs: dict[str, list[dict[str, float]]] = {f"nexlify b{b}": [] for b in args.batch_size}
+    runs: dict[str, list[dict[str, float]]] = {f"nexlify b{b}": [] for b in batches}
     if not args.skip_sb3:
         runs["stable-baselines3"] = []
     for seed in range(args.seeds):  # interleaved, so a slow spell of the machine hits every learner
-        for batch in args.batch_size:
-            runs[f"nexlify b{batch}"].append(run_ours(splits, args.episodes, args.parallel_envs, batch, seed))
+        for batch in batches:
+            runs[f"nexlify b{batch}"].append(run_ours(splits, args.episodes, envs, batch, threads, seed))
         if not args.skip_sb3:
-            runs["stable-baselines3"].append(run_sb3(splits, transitions, seed))
+            runs["stable-baselines3"].append(run_sb3(splits, transitions, seed, sb3_threads))
     results = {name: {key: float(np.median([r[key] for r in rs])) for key in rs[0]} for name, rs in runs.items()}
     sb3 = runs.get("stable-baselines3")
     rows = []
