@@ -96,6 +96,9 @@ def test_profile_json_lists_plan_and_reasons():
     assert {"cpu", "ram", "gpu", "storage", "benchmarks", "environment"} <= set(payload["profile"])
     assert payload["plan"]["device"] == "cpu"  # this test machine has no usable GPU
     assert len(payload["reasons"]) >= 5
+    # The planned run's time at the measured real-loop speed of exactly the planned setting.
+    rate = payload["projected_transitions_per_s"]
+    assert payload["projected_train_seconds"] == pytest.approx(payload["plan"]["episodes"] * 3000 / rate, abs=0.1)
 
 
 def test_guide_script_wrapper_shows_train_help():

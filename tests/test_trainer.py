@@ -10,6 +10,7 @@ from helpers import synthetic_frame, tiny_config
 from nexlify.agent.dqn import AdaptiveDQNAgent
 from nexlify.data.market import prepare_market
 from nexlify.hardware.cpu import Cpu
+from nexlify.hardware.measurements import LoopRate, Measurements
 from nexlify.training import trainer as trainer_module
 from nexlify.training.pipeline import run_training
 from nexlify.training.trainer import Trainer, round_size
@@ -248,3 +249,16 @@ def test_a_run_on_pace_keeps_its_threads(tmp_path, splits):
     trainer = Trainer(tiny_config(episodes=4, num_workers=1), splits, tmp_path)
     trainer.expected_transitions_per_s = 1.0
     assert trainer.train().events == [] and trainer.config.num_workers == 1
+
+
+def test_training_results_record_the_projection_beside_the_actual_time(tmp_path, splits):
+    config = tiny_config(episodes=2)
+    measured = Measurements((LoopRate("cpu", "tiny", config.batch_size, config.num_workers, 2, 1_000.0),))
+    results = run_training(config, splits=splits, output_dir=tmp_path, profile={"benchmarks": measured.to_dict()},
+                           quiet=True)
+    run = results["run"]
+    assert run["projected_train_seconds"] == pytest.approx(2 * (len(splits.train) - 1) / 1_000.0)
+    assert run["train_seconds"] > 0
+    other = run_training(config.with_overrides({"batch_size": 16}), splits=splits, output_dir=tmp_path / "b",
+                         profile={"benchmarks": measured.to_dict()}, quiet=True)
+    assert other["run"]["projected_train_seconds"] is None  # a setting the profiler did not measure
