@@ -50,8 +50,7 @@ def main() -> None:
         rows = []
         for name, reprofile in (("cold (--reprofile)", True), ("cached", False)):
             runs = [run(reprofile, cache_dir) for _ in range(3)]
-            rows.append([name, f"{statistics.median(r[0] for r in runs):.2f}",
-                         f"{statistics.median(r[1] for r in runs):.2f}", f"{statistics.median(r[2] for r in runs):.2f}"])
+            rows.append([name, *(f"{statistics.median(r[i] for r in runs):.2f}" for i in range(3))])
     print(table(["profile", "HardwareProfiler() s (torch imported)", "real-loop bursts s (budget 2 s)",
                  "`nexlify profile` process s"], rows))
 
