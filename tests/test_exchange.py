@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fake_exchange import HOUR, NOW, FakeExchange
 from nexlify.data.exchange import (
     cache_path,
     default_cache_dir,
@@ -22,52 +22,8 @@ from nexlify.data.exchange import (
 from nexlify.data.market import load_ohlcv
 from nexlify.errors import DataError, ExchangeError
 
-HOUR = 3_600_000
 DAY = 24 * HOUR
-NOW = pd.Timestamp("2025-01-01 12:30", tz="UTC").value // 1_000_000  # mid-candle: 12:00 is still open
 END = NOW - NOW % HOUR  # open time of the open candle
-
-
-class FakeExchange:
-    """Behaves like a ccxt exchange's fetch_ohlcv: pages capped at ``page_cap`` rows from ``since``,
-    candles up to and including the still-open one, deterministic prices."""
-
-    rateLimit = 50  # ms
-    has = {"fetchOHLCV": True}
-
-    def __init__(self, now_ms: int = NOW, page_cap: int = 500, listed_ms: int = 0,
-                 data_end_ms: int | None = None, errors: list[Exception] | None = None,
-                 permanent_error: Exception | None = None) -> None:
-        self.now_ms, self.page_cap, self.listed_ms = now_ms, page_cap, listed_ms
-        self.data_end_ms = data_end_ms  # simulates an exchange that stops returning data
-        self.errors = list(errors or [])
-        self.permanent_error = permanent_error
-        self.calls: list[tuple[str, str, int, int]] = []
-        self.rows_returned = 0
-
-    @staticmethod
-    def candle(ts: int) -> list[float]:
-        k = ts // HOUR
-        close = 100.0 + 10.0 * math.sin(k / 24.0) + (k % 7) * 0.1
-        open_ = 100.0 + 10.0 * math.sin((k - 1) / 24.0) + ((k - 1) % 7) * 0.1
-        return [ts, open_, max(open_, close) + 0.5, min(open_, close) - 0.5, close, float(k % 13)]
-
-    def fetch_ohlcv(self, symbol: str, timeframe: str = "1h", since: int | None = None,
-                    limit: int | None = None) -> list[list[float]]:
-        self.calls.append((symbol, timeframe, int(since or 0), int(limit or 0)))
-        if self.permanent_error is not None:
-            raise self.permanent_error
-        if self.errors:
-            raise self.errors.pop(0)
-        first = max(int(since or 0), self.listed_ms)
-        first += -first % HOUR
-        last_open = self.now_ms - self.now_ms % HOUR  # the still-open candle is included, like real APIs
-        if self.data_end_ms is not None:
-            last_open = min(last_open, self.data_end_ms)
-        count = min(limit or self.page_cap, self.page_cap)
-        rows = [self.candle(t) for t in range(first, last_open + 1, HOUR)][:count]
-        self.rows_returned += len(rows)
-        return rows
 
 
 def test_full_span_across_many_pages_with_pacing(tmp_path: Path) -> None:

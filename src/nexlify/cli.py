@@ -1,4 +1,4 @@
-"""The ``nexlify`` command: train | evaluate | profile | download.
+"""The ``nexlify`` command: train | evaluate | trade | profile | download.
 
 User mistakes (bad flags, bad data, bad files) print one line starting with ``error:`` and exit with
 code 2; no traceback. Ctrl-C during training saves a checkpoint and exits with 130.
@@ -155,6 +155,33 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", metavar="DIR", help="output folder (default: MODEL_DIR/evaluation)")
     add_device_flag(evaluate, default="cpu", help_text="device to run the model on (default cpu)")
 
+    trade = sub.add_parser("trade", help="run a trained model on a market: paper trading by default, --live "
+                           "for real orders; --report shows a session's results")
+    trade.add_argument("--model", metavar="PATH", help="a .pth file written by nexlify train (e.g. best_model.pth)")
+    trade.add_argument("--exchange", default="binance", help="ccxt exchange id (default binance)")
+    trade.add_argument("--symbol", default="BTC/USDT", help="market symbol (default BTC/USDT)")
+    trade.add_argument("--timeframe", default="1h", help="candle timeframe (default 1h)")
+    trade.add_argument("--balance", type=_positive_float, help="quote currency the session trades with "
+                       "(default: the model's initial balance)")
+    trade.add_argument("--journal", metavar="FILE", help="SQLite journal to write or resume (default: "
+                       "MODEL_DIR/trading/<mode>_<market>.sqlite)")
+    mode = trade.add_mutually_exclusive_group()
+    mode.add_argument("--paper", action="store_true", help="simulated fills with the backtest's costs (default)")
+    mode.add_argument("--live", action="store_true", help="REAL market orders; needs --confirm-live, "
+                      "--max-position and NEXLIFY_API_KEY / NEXLIFY_API_SECRET in the environment")
+    trade.add_argument("--confirm-live", action="store_true", help="confirm that --live may place real orders")
+    trade.add_argument("--sandbox", action="store_true", help="with --live: use the exchange's sandbox/testnet")
+    trade.add_argument("--max-position", type=_positive_float, metavar="AMOUNT",
+                       help="most quote currency held in the market at once (required with --live)")
+    trade.add_argument("--feed", metavar="FILE", help="replay this CSV/Parquet file as the market (rehearsal)")
+    trade.add_argument("--speed", type=_positive_float, help="replay at this many times real time (default: "
+                       "as fast as possible)")
+    trade.add_argument("--report", action="store_true", help="print the metrics of --journal FILE and write "
+                       "its equity chart")
+    trade.add_argument("--chart", metavar="PNG", help="with --report: where the chart goes (default: the "
+                       "journal's name with .png)")
+    trade.add_argument("--device", default="cpu", help="device to run the model on (default cpu)")
+
     profile = sub.add_parser("profile", help="show the detected hardware and the training plan with reasons")
     profile.add_argument("--json", action="store_true", help="print JSON instead of tables")
     profile.add_argument("--reprofile", action="store_true", help="measure again, ignoring the cache")
@@ -178,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             build_parser().print_help()
             return EXIT_USAGE
-        handler = {"train": _train, "evaluate": _evaluate, "profile": _profile, "download": _download}
+        handler = {"train": _train, "evaluate": _evaluate, "trade": _trade, "profile": _profile,
+                   "download": _download}
         return handler[args.command](args, console)
     except NexlifyError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -330,6 +358,45 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
     out = check_output_dir("--out", args.out) if args.out else None
     results = evaluate_model(model, data=args.data, out_dir=out, device=args.device)
     print(f"Backtest on {results['data']} ({results['rows']} rows)\n" + metrics_table(results["test"]))
+    return 0
+
+
+def _trade(args: argparse.Namespace, console: Console) -> int:
+    if args.report:
+        return _trade_report(args)
+    if args.chart:
+        raise ConfigError("--chart goes with --report; add --report or drop --chart")
+    if not args.model:
+        raise ConfigError("trade needs --model PATH (a .pth file written by nexlify train), or --report "
+                          "--journal FILE")
+    from nexlify.trading.runner import TradeOptions, run_trade
+
+    _check_device(args.device)
+    options = TradeOptions(
+        model=Path(args.model), exchange=args.exchange, symbol=args.symbol, timeframe=args.timeframe,
+        balance=args.balance, journal=Path(args.journal) if args.journal else None, live=args.live,
+        confirm_live=args.confirm_live, sandbox=args.sandbox, feed=Path(args.feed) if args.feed else None,
+        speed=args.speed, max_position=args.max_position, device=args.device)
+    try:
+        summary = run_trade(options, out=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print("stopped; the journal is intact: run the same command to resume", file=sys.stderr)
+        raise
+    console.print(f"session ended: {summary['traded']} candle(s) traded, {summary['missed']} missed, equity "
+                  f"{summary['equity']:,.2f}; journal {summary['journal']} (see nexlify trade --report "
+                  "--journal FILE)", soft_wrap=True)
+    return 0
+
+
+def _trade_report(args: argparse.Namespace) -> int:
+    from nexlify.trading.report import report_text, session_report, write_equity_chart
+
+    if not args.journal:
+        raise ConfigError("--report needs --journal FILE (the journal a trade session wrote)")
+    report = session_report(args.journal)
+    chart = Path(args.chart) if args.chart else Path(args.journal).with_suffix(".png")
+    write_equity_chart(chart, report)
+    print(report_text(report) + f"\nEquity chart: {chart}")
     return 0
 
 

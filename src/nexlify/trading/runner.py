@@ -1,0 +1,161 @@
+"""Wiring for ``nexlify trade``: options -> model, journal, feed, broker, session; and the guards.
+
+Paper is the default. ``--live`` needs an explicit confirmation flag, a ``--max-position`` cap and
+API keys from the environment; ``--feed FILE`` replays a file through the same session code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nexlify.data.exchange import timeframe_to_ms
+from nexlify.data.features import WARMUP_BARS
+from nexlify.errors import ConfigError
+from nexlify.live import LiveTrader
+from nexlify.trading.broker import Credentials, LiveBroker, PaperBroker, make_exchange
+from nexlify.trading.feeds import CandleFeed, Clock, ReplayClock, ReplayExchange, SystemClock, load_replay_rows
+from nexlify.trading.journal import Journal
+from nexlify.trading.session import SessionSettings, TradingSession
+
+
+@dataclass(frozen=True)
+class TradeOptions:
+    """``nexlify trade``'s flags."""
+
+    model: Path
+    exchange: str = "binance"
+    symbol: str = "BTC/USDT"
+    timeframe: str = "1h"
+    balance: float | None = None
+    journal: Path | None = None
+    live: bool = False
+    confirm_live: bool = False
+    sandbox: bool = False
+    feed: Path | None = None
+    speed: float | None = None
+    max_position: float | None = None
+    device: str = "cpu"
+
+
+def check_options(options: TradeOptions) -> None:
+    """Refuse unsafe or contradictory flag combinations before anything is opened."""
+    if not options.model.is_file():
+        raise ConfigError(f"--model file not found: {options.model}")
+    if options.feed is not None and not options.feed.is_file():
+        raise ConfigError(f"--feed file not found: {options.feed}")
+    if options.speed is not None and options.feed is None:
+        raise ConfigError("--speed sets how fast a --feed FILE is replayed; give --feed FILE too")
+    if options.max_position is not None and not options.max_position > 0:
+        raise ConfigError(f"--max-position must be a positive amount of quote currency, got {options.max_position}")
+    if options.sandbox and not options.live:
+        raise ConfigError("--sandbox applies to --live orders (paper trading places none); add --live or drop it")
+    if options.live:
+        if options.feed is not None:
+            raise ConfigError("--live places real orders and cannot replay a --feed file; drop one of them")
+        if not options.confirm_live:
+            raise ConfigError("--live places REAL orders with real money; add --confirm-live to say you mean it "
+                              "(try --sandbox first)")
+        if options.max_position is None:
+            raise ConfigError("--live needs --max-position AMOUNT: the most quote currency (e.g. USDT) the "
+                              "session may hold in the market at once")
+
+
+def default_journal(options: TradeOptions) -> Path:
+    market = options.feed.stem if options.feed else f"{options.exchange}_{options.symbol}_{options.timeframe}"
+    slug = re.sub(r"[^A-Za-z0-9._-]", "-", market)
+    return options.model.parent / "trading" / f"{'live' if options.live else 'paper'}_{slug}.sqlite"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_session(options: TradeOptions, journal: Journal, out: Callable[[str], Any] = print,
+                  clock: Clock | None = None) -> TradingSession:
+    """Everything a session needs, from the options; ``clock`` replaces wall time (tests)."""
+    check_options(options)
+    trader = LiveTrader.from_model(options.model, device=options.device)
+    config = trader.agent.config
+    balance = options.balance if options.balance is not None else config.initial_balance
+    credentials = Credentials.from_environment() if options.live else None
+    redact = credentials.redact if credentials else (lambda text: text)
+
+    def report(message: str) -> None:
+        out(redact(message))
+
+    if options.feed is not None:
+        rows = load_replay_rows(options.feed)
+        if len(rows) < WARMUP_BARS + 2:
+            raise ConfigError(f"--feed {options.feed}: {len(rows)} candles; a replay needs at least "
+                              f"{WARMUP_BARS + 2} ({WARMUP_BARS} of warm-up, then candles to trade)")
+        timeframe_ms = _replay_timeframe_ms(rows)
+        timeframe = _timeframe_label(timeframe_ms)
+        last = journal.last_candle_ts()
+        # A fresh replay starts after the file's warm-up candles (as `nexlify evaluate --data FILE` does);
+        # a resumed one where its journal stopped: replayed time does not pass while the session is down.
+        start = int(rows[WARMUP_BARS][0]) if last is None else last + timeframe_ms
+        clock = clock or ReplayClock(start, end_ms=int(rows[-1][0]) + 2 * timeframe_ms, speed=options.speed)
+        exchange: Any = ReplayExchange(rows, clock)
+        source, symbol = f"replay:{options.feed.resolve()}", options.feed.stem
+    else:
+        timeframe, timeframe_ms = options.timeframe, timeframe_to_ms(options.timeframe)
+        clock = clock or SystemClock()
+        exchange = make_exchange(options.exchange, credentials, sandbox=options.sandbox)
+        source, symbol = f"{options.exchange}:{options.symbol}:{timeframe}", options.symbol
+    # Retries print here until the session exists; from then on it also journals them.
+    feed = CandleFeed(exchange, symbol, timeframe_ms, timeframe, clock, on_retry=report, redact=redact)
+    if options.feed is None:
+        markets = feed.call("loading markets", exchange.load_markets)
+        if options.symbol not in markets:
+            raise ConfigError(f"--symbol {options.symbol} is not traded on {options.exchange}; use a symbol such "
+                              "as BTC/USDT")
+    settings = SessionSettings(
+        source=source, symbol=symbol, timeframe=timeframe, timeframe_ms=timeframe_ms,
+        mode="live" if options.live else "paper", initial_balance=float(balance), fee=config.fee,
+        slippage=config.slippage, max_position=options.max_position, model_sha256=_sha256(options.model))
+    if options.live:
+        broker: Any = LiveBroker(exchange, options.symbol, journal, feed.call, clock.now_ms, clock.sleep_until,
+                                 float(options.max_position or 0.0), config.fee, config.slippage, redact, report)
+    else:
+        broker = PaperBroker(config.fee, config.slippage, options.max_position)
+    return TradingSession(trader, journal, feed, broker, settings, clock, out=out, redact=redact)
+
+
+def _replay_timeframe_ms(rows: list[list[float]]) -> int:
+    import numpy as np
+
+    return int(np.median(np.diff([int(r[0]) for r in rows])))
+
+
+def _timeframe_label(ms: int) -> str:
+    from nexlify.training.pipeline import timeframe_label
+
+    return timeframe_label(ms / 1000)
+
+
+def run_trade(options: TradeOptions, out: Callable[[str], Any] = print, clock: Clock | None = None
+              ) -> dict[str, Any]:
+    """Run a session to the end of its feed (or Ctrl-C); returns its summary."""
+    check_options(options)
+    path = options.journal or default_journal(options)
+    created = not path.exists()
+    with Journal(path, durable=options.live) as journal:
+        try:
+            session = build_session(options, journal, out=out, clock=clock)
+        except BaseException:
+            if created:  # a session that never started leaves no empty journal behind
+                for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                    leftover.unlink(missing_ok=True)
+            raise
+        summary = session.run()
+    summary["journal"] = str(path)
+    return summary
