@@ -69,11 +69,11 @@ class FakeMarket(FakeExchange):
     Market orders fill at the open of the candle forming now, moved by ``slippage``, and pay ``fee``
     in the quote currency, like the backtest's cost model. Fault knobs (all optional):
     ``outages`` [(start_ms, end_ms)] raise NetworkError; ``late`` {ts: delay_ms} holds a candle back
-    after its close; ``duplicate`` {ts} sends a candle twice in a response; ``resend`` {ts} adds an old
-    candle to the next response; ``revised`` {ts: row} serves other values for a candle once it was
-    sent; ``reverse_after_ms`` reverses responses from then on; ``reject`` [exception] refuses the
-    next orders; ``partial`` [fraction] fills the next orders partly; ``lose_responses`` loses the
-    response of that many next orders after placing them.
+    after its close; ``duplicate`` {ts} sends a candle twice in a response; ``resend_at`` {when_ms: [ts]}
+    adds old candles to the first response from ``when_ms`` on; ``revised`` {ts: row} serves other
+    values for a candle once it was sent; ``reverse_after_ms`` reverses responses from then on;
+    ``reject`` [exception] refuses the next orders; ``partial`` [fraction] fills the next orders
+    partly; ``lose_responses`` loses the response of that many next orders after placing them.
     """
 
     id = "fakex"
@@ -90,7 +90,7 @@ class FakeMarket(FakeExchange):
         self.outages: list[tuple[int, int]] = []
         self.late: dict[int, int] = {}
         self.duplicate: set[int] = set()
-        self.resend: set[int] = set()
+        self.resend_at: dict[int, list[int]] = {}
         self.revised: dict[int, list[float]] = {}
         self.reverse_after_ms: int | None = None
         self.reject: list[Exception] = []
@@ -124,8 +124,8 @@ class FakeMarket(FakeExchange):
                     limit: int | None = None) -> list[list[float]]:
         self._check_network()
         rows = super().fetch_ohlcv(symbol, timeframe, since, limit)
-        rows = [r for t in self.resend if (r := self.candle(t))] + rows
-        self.resend = set()
+        due = [when for when in self.resend_at if when <= self.clock.now_ms()]
+        rows = [r for when in due for t in self.resend_at.pop(when) if (r := self.candle(t))] + rows
         rows = [copy for r in rows for copy in ([r, list(r)] if int(r[0]) in self.duplicate else [r])]
         if self.reverse_after_ms is not None and self.clock.now_ms() >= self.reverse_after_ms:
             rows = rows[::-1]

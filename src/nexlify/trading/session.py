@@ -38,6 +38,7 @@ from nexlify.trading.journal import Journal, account_from_mark
 FEATURE_BARS = 2_000
 POLL_DELAY_MS = 2_000  # ask for a candle this long after its close: exchanges publish it within seconds
 RUIN_FRACTION = 0.1  # the backtest's environment stops an account at 10% of its initial balance
+HOLE_WATCH_BARS = 24  # how long a candle the exchange skipped is still asked for
 RESUMABLE_SETTINGS = ("source", "symbol", "timeframe", "mode", "model_sha256", "fee", "slippage")
 
 
@@ -75,6 +76,8 @@ class TradingSession:
         self.pending: str | None = None  # paper: the decision waiting for the next open
         self.stopped = False  # ruined: no more decisions
         self.traded = self.missed = 0
+        self.holes: set[int] = set()  # open times of recent candles the exchange skipped
+        self._revisions_seen: set[tuple[int, tuple[float, ...]]] = set()
 
     # --- output ----------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -150,20 +153,27 @@ class TradingSession:
                 due = last + 2 * self.tf + POLL_DELAY_MS  # the next candle's close, plus a moment
                 if self.clock.now_ms() < due:
                     self.clock.sleep_until(due)
-                if not self.ingest(self.feed.closed_since(last + self.tf)):
+                # Ask again for recent candles the exchange skipped: they may still come, late.
+                self.holes = {t for t in self.holes if t >= last - HOLE_WATCH_BARS * self.tf}
+                since = min(self.holes | {last + self.tf})
+                if not self.ingest(self.feed.closed_since(since), since):
                     self.clock.sleep_until(self.clock.now_ms() + self.poll_ms)
         except FeedEnded:
             pass
         return self.summary()
 
-    def ingest(self, rows: list[list[float]]) -> bool:
-        """Record a batch of candles from the exchange; trade the fresh one. True if any was new."""
+    def ingest(self, rows: list[list[float]], since: int) -> bool:
+        """Record candles the exchange sent for a request from ``since``; trade the fresh one.
+
+        Returns True if any candle was new.
+        """
         now = self.clock.now_ms()
         stamps = [int(r[0]) for r in rows if candle_problem(r) is None]
         if any(b < a for a, b in zip(stamps, stamps[1:], strict=False)):
             self.event("out_of_order", f"candles arrived in the order {', '.join(_time(t) for t in stamps)}; sorted")
         newest = max(stamps, default=None)
         new = False
+        seen: set[int] = set()
         for row in sorted(rows, key=lambda r: float(r[0])):
             problem = candle_problem(row)
             if problem is not None:
@@ -172,24 +182,36 @@ class TradingSession:
             ts = int(row[0])
             recorded = self.journal.candle(ts)
             if recorded is not None:
-                same = [float(x) for x in recorded[1:6]] == [float(x) for x in row[1:6]]
-                self.event("duplicate" if same else "revised",
-                           "received again; ignored" if same else
-                           f"received again with other values {[float(x) for x in row[1:6]]}; the first "
-                           f"version {recorded[1:6]} was used and is kept", ts)
+                self._known(ts, row, recorded, repeated=ts in seen or ts < since)
+                seen.add(ts)
                 continue
+            seen.add(ts)
             last = self.journal.last_candle_ts()
             if ts < last:
+                self.holes.discard(ts)
                 self.journal.add_candle(row, "late", now)
                 self.event("late", f"arrived after newer candles (at {_time(now)}); recorded, not traded", ts)
                 continue
             if ts > last + self.tf:
-                skipped = (ts - last) // self.tf - 1
-                self.event("gap", f"{skipped} candle(s) after {_time(last)} not received from the exchange", ts)
+                skipped = range(last + self.tf, ts, self.tf)
+                self.holes.update(skipped)
+                self.event("gap", f"{len(skipped)} candle(s) after {_time(last)} not received from the exchange", ts)
             fresh = ts == newest and now - (ts + self.tf) <= self.fresh_window_ms and not self.stopped
             self._on_candle(row, fresh, now)
             new = True
         return new
+
+    def _known(self, ts: int, row: list[float], recorded: list[float], repeated: bool) -> None:
+        """A candle already in the journal: a duplicate if the exchange sent it unasked, a revision if it differs."""
+        values = tuple(float(x) for x in row[1:6])
+        if list(values) != [float(x) for x in recorded[1:6]]:
+            if (ts, values) in self._revisions_seen:  # asked again while watching a hole: reported already
+                return
+            self._revisions_seen.add((ts, values))
+            self.event("revised", f"received again with other values {[float(x) for x in row[1:6]]}; the first "
+                       f"version {recorded[1:6]} was used and is kept", ts)
+        elif repeated:
+            self.event("duplicate", "received again; ignored", ts)
 
     def _on_candle(self, row: list[float], fresh: bool, now: int) -> None:
         ts, open_price, close = int(row[0]), float(row[1]), float(row[4])
