@@ -50,6 +50,19 @@ def config_flag(key: str, parse: type = int) -> Any:
     return convert
 
 
+def positive_number(text: str) -> float:
+    """An argparse ``type`` for a finite number above 0 (amounts and speeds that no config key holds)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 # --- shared flag groups (train, evaluate and later subcommands reuse them) ------------------
 def add_data_flags(parser: argparse.ArgumentParser, days: bool = True) -> None:
     """--data / --exchange / --symbol / --timeframe (and --data-days)."""
@@ -161,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     trade.add_argument("--exchange", default="binance", help="ccxt exchange id (default binance)")
     trade.add_argument("--symbol", default="BTC/USDT", help="market symbol (default BTC/USDT)")
     trade.add_argument("--timeframe", default="1h", help="candle timeframe (default 1h)")
-    trade.add_argument("--balance", type=_positive_float, help="quote currency the session trades with "
-                       "(default: the model's initial balance)")
+    trade.add_argument("--balance", type=config_flag("initial_balance", float),
+                       help="quote currency the session trades with (default: the model's initial balance)")
     trade.add_argument("--journal", metavar="FILE", help="SQLite journal to write or resume (default: "
                        "MODEL_DIR/trading/<mode>_<market>.sqlite)")
     mode = trade.add_mutually_exclusive_group()
@@ -171,16 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
                       "--max-position and NEXLIFY_API_KEY / NEXLIFY_API_SECRET in the environment")
     trade.add_argument("--confirm-live", action="store_true", help="confirm that --live may place real orders")
     trade.add_argument("--sandbox", action="store_true", help="with --live: use the exchange's sandbox/testnet")
-    trade.add_argument("--max-position", type=_positive_float, metavar="AMOUNT",
+    trade.add_argument("--max-position", type=positive_number, metavar="AMOUNT",
                        help="most quote currency held in the market at once (required with --live)")
     trade.add_argument("--feed", metavar="FILE", help="replay this CSV/Parquet file as the market (rehearsal)")
-    trade.add_argument("--speed", type=_positive_float, help="replay at this many times real time (default: "
+    trade.add_argument("--speed", type=positive_number, help="replay at this many times real time (default: "
                        "as fast as possible)")
     trade.add_argument("--report", action="store_true", help="print the metrics of --journal FILE and write "
                        "its equity chart")
     trade.add_argument("--chart", metavar="PNG", help="with --report: where the chart goes (default: the "
                        "journal's name with .png)")
-    trade.add_argument("--device", default="cpu", help="device to run the model on (default cpu)")
+    add_device_flag(trade, default="cpu", help_text="device to run the model on (default cpu)")
 
     profile = sub.add_parser("profile", help="show the detected hardware and the training plan with reasons")
     profile.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -371,7 +384,6 @@ def _trade(args: argparse.Namespace, console: Console) -> int:
                           "--journal FILE")
     from nexlify.trading.runner import TradeOptions, run_trade
 
-    _check_device(args.device)
     options = TradeOptions(
         model=Path(args.model), exchange=args.exchange, symbol=args.symbol, timeframe=args.timeframe,
         balance=args.balance, journal=Path(args.journal) if args.journal else None, live=args.live,
