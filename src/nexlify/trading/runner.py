@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nexlify.data.exchange import timeframe_to_ms
-from nexlify.data.features import WARMUP_BARS
+from nexlify.data.features import feature_set_of, warmup_bars
 from nexlify.errors import ConfigError
 from nexlify.live import LiveTrader
 from nexlify.trading.broker import Credentials, LiveBroker, PaperBroker, make_exchange
@@ -94,15 +94,16 @@ def build_session(options: TradeOptions, journal: Journal, out: Callable[[str], 
 
     if options.feed is not None:
         rows = load_replay_rows(options.feed)
-        if len(rows) < WARMUP_BARS + 2:
+        warmup = warmup_bars(feature_set_of(trader.scaler.feature_names))
+        if len(rows) < warmup + 2:
             raise ConfigError(f"--feed {options.feed}: {len(rows)} candles; a replay needs at least "
-                              f"{WARMUP_BARS + 2} ({WARMUP_BARS} of warm-up, then candles to trade)")
+                              f"{warmup + 2} ({warmup} of warm-up for this model's features, then candles to trade)")
         timeframe_ms = _replay_timeframe_ms(rows)
         timeframe = _timeframe_label(timeframe_ms)
         last = journal.last_candle_ts()
         # A fresh replay starts after the file's warm-up candles (as `nexlify evaluate --data FILE` does);
         # a resumed one where its journal stopped: replayed time does not pass while the session is down.
-        start = int(rows[WARMUP_BARS][0]) if last is None else last + timeframe_ms
+        start = int(rows[warmup][0]) if last is None else last + timeframe_ms
         clock = clock or ReplayClock(start, end_ms=int(rows[-1][0]) + 2 * timeframe_ms, speed=options.speed)
         exchange: Any = ReplayExchange(rows, clock)
         source, symbol = f"replay:{options.feed.resolve()}", options.feed.stem

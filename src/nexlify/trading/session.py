@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nexlify.data.features import LIVE_HISTORY_BARS, WARMUP_BARS
+from nexlify.data.features import feature_set_of, live_history_bars, warmup_bars
 from nexlify.env.trading import ACTION_NAMES
 from nexlify.errors import ConfigError, ExchangeError
 from nexlify.live import LiveTrader, build_state
@@ -34,7 +34,8 @@ from nexlify.trading.feeds import CandleFeed, Clock, FeedEnded, candle_problem
 from nexlify.trading.journal import Journal, account_from_mark
 
 # The recursive EMAs behind MACD forget their starting point long before this many candles, so
-# features over the last FEATURE_BARS candles equal features over the whole history.
+# features over the last FEATURE_BARS candles (or twice the feature set's warm-up, if longer) equal
+# features over the whole history.
 FEATURE_BARS = 2_000
 POLL_DELAY_MS = 2_000  # ask for a candle this long after its close: exchanges publish it within seconds
 RUIN_FRACTION = 0.1  # the backtest's environment stops an account at 10% of its initial balance
@@ -70,6 +71,9 @@ class TradingSession:
         self.fresh_window_ms = fresh_window_ms if fresh_window_ms is not None else self.tf // 10
         self.poll_ms = max(min(10_000, self.tf // 20), 1)
         self._q_function = trader.agent.host_q_function()
+        feature_set = feature_set_of(trader.scaler.feature_names)
+        self.warmup_bars, self.history_bars = warmup_bars(feature_set), live_history_bars(feature_set)
+        self.feature_bars = max(FEATURE_BARS, 2 * self.warmup_bars)
         feed.on_retry = lambda message: self.event("network_error", message)
         self.account = Account.opening(settings.initial_balance)
         self.benchmark = Account.opening(settings.initial_balance)
@@ -99,10 +103,10 @@ class TradingSession:
             self._resume(meta)
 
     def _begin(self) -> None:
-        rows = self.feed.history(LIVE_HISTORY_BARS)
-        if len(rows) < WARMUP_BARS:
+        rows = self.feed.history(self.history_bars)
+        if len(rows) < self.warmup_bars:
             raise ExchangeError(f"{self.settings.source}: only {len(rows)} closed candles of history; the features "
-                                f"need at least {WARMUP_BARS}. Fix: use a longer file or an older market")
+                                f"need at least {self.warmup_bars}. Fix: use a longer file or an older market")
         meta = asdict(self.settings) | {"session_tag": secrets.token_hex(4), "created_ms": self.clock.now_ms()}
         if self.broker.live:
             self.broker.session_tag = meta["session_tag"]
@@ -245,7 +249,7 @@ class TradingSession:
                        "no more decisions (the backtest stops an account there too)", ts)
 
     def _decide(self, ts: int) -> str:
-        rows = self.journal.candles(last=FEATURE_BARS)
+        rows = self.journal.candles(last=self.feature_bars)
         frame = pd.DataFrame([r[1:6] for r in rows], columns=["open", "high", "low", "close", "volume"],
                              index=pd.to_datetime([r[0] for r in rows], unit="ms", utc=True).rename("timestamp"))
         state = build_state(frame, self.trader.scaler, self.account.is_long, self.account.entry_price,
