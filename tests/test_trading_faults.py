@@ -189,3 +189,29 @@ def test_an_invalid_candle_is_recorded_and_not_used(session, rows):
     session.run(session.market(ts_of(rows, 0)))
     assert session.events("invalid") and ts_of(rows, 7) not in session.kinds()
     assert [e["candle_ts"] for e in session.events("gap")] == [ts_of(rows, 8)]
+
+
+def test_a_replay_needs_no_ccxt_but_an_exchange_does(monkeypatch, rows):
+    import sys
+
+    from nexlify.errors import ConfigError
+    from nexlify.trading.broker import make_exchange
+    from nexlify.trading.feeds import CandleFeed, ReplayExchange
+
+    monkeypatch.setitem(sys.modules, "ccxt", None)
+    clock = ReplayClock(ts_of(rows, 0))
+    feed = CandleFeed(ReplayExchange(rows, clock), "feed", HOUR, "1h", clock)
+    assert len(feed.history(400)) == WARMUP_BARS
+    with pytest.raises(ConfigError, match=r"pip install nexlify\[exchange\]"):
+        make_exchange("binance")
+
+
+def test_replay_speed_waits_its_share_of_real_time_and_the_replay_ends():
+    from nexlify.trading.feeds import FeedEnded
+
+    slept: list[float] = []
+    clock = ReplayClock(0, end_ms=3 * HOUR, speed=3600, real_sleep=slept.append)
+    clock.sleep_until(2 * HOUR)
+    assert slept == [2.0] and clock.now_ms() == 2 * HOUR  # two replayed hours in two real seconds
+    with pytest.raises(FeedEnded):
+        clock.sleep_until(3 * HOUR + 1)

@@ -52,9 +52,11 @@ class Credentials:
 
 def make_exchange(exchange_id: str, credentials: Credentials | None = None, sandbox: bool = False) -> Any:
     """A ccxt exchange, with keys for live trading and its sandbox/testnet when asked for."""
-    from nexlify.data.exchange import _import_ccxt
-
-    ccxt = _import_ccxt()
+    try:
+        import ccxt
+    except ImportError:
+        raise ConfigError("nexlify trade needs ccxt: pip install nexlify[exchange] (or replay a --feed FILE)"
+                          ) from None
     factory = getattr(ccxt, exchange_id, None)
     if not isinstance(factory, type):
         raise ConfigError(f"--exchange {exchange_id!r} is not a ccxt exchange id; use e.g. binance or kraken")
@@ -156,7 +158,7 @@ class LiveBroker:
                 return self.exchange.create_order(self.symbol, "market", side, amount, None,
                                                   {"clientOrderId": client_id})
             except ccxt.DuplicateOrderId:
-                found = self.find_order(client_id)
+                found = self.call("looking up an order", self.find_order, client_id)
                 if found is not None:
                     return found
                 raise ExchangeError(f"{self.symbol}: the exchange reports order {client_id} as a duplicate but "
