@@ -334,9 +334,13 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     config, overrides = resolve_config(args, profiler.config, file_values)
     if resume is not None:
         config = config.with_overrides({"episodes": episodes})
-    console.print(f"[bold]Nexlify[/bold]: {config.model_size} model on {config.device}, batch "
-                  f"{config.batch_size} x {config.gradient_accumulation_steps}, {config.parallel_envs} parallel "
-                  f"envs, {config.episodes} episodes -> {output_dir}", soft_wrap=True)
+    if resume is None:
+        console.print(f"[bold]Nexlify[/bold]: {config.model_size} model on {config.device}, batch "
+                      f"{config.batch_size} x {config.gradient_accumulation_steps}, {config.parallel_envs} parallel "
+                      f"envs, {config.episodes} episodes -> {output_dir}", soft_wrap=True)
+    else:  # the learning settings are the checkpoint's, not this machine's plan
+        console.print(f"[bold]Nexlify[/bold]: resuming {resume} up to {config.episodes} episodes on {config.device} "
+                      f"-> {output_dir}", soft_wrap=True)
     started = time.time()
     try:
         results = run_training(config, splits=splits, output_dir=output_dir, profile=profiler.profile,
