@@ -43,7 +43,9 @@ MARKETS = ("BTCUSDT_1h", "BNBUSDT_1h", "LTCUSDT_1h", "XRPUSDT_1h")
 BOOTSTRAP_SAMPLES = 2000
 HOURS_PER_MONTH = 730.0  # 8760 / 12
 
-# Each lever: TrainingConfig overrides applied over the budget's settings.
+# Each lever: TrainingConfig overrides applied over the budget's settings. "pool": one policy per
+# (fold, seed) trained on every market's training window of the fold, chosen on all their validation
+# windows joined, and evaluated on each market's own windows (same episodes: same passes over each).
 LEVERS: dict[str, dict[str, Any]] = {
     "baseline": {},
     "trend": {"feature_set": "trend"},
@@ -51,9 +53,10 @@ LEVERS: dict[str, dict[str, Any]] = {
     "nstep3": {"n_step": 3},
     "dueling": {"dueling": True},
     "per": {"prioritized_replay": True},
+    "pooled": {"pool": True},
 }
-DEFAULT_LEVERS = ("baseline", "trend", "weight_decay", "nstep3", "dueling", "per")
-SMOKE_LEVERS = ("baseline", "trend")
+DEFAULT_LEVERS = ("baseline", "trend", "pooled", "weight_decay", "nstep3", "dueling")
+SMOKE_LEVERS = ("baseline", "trend", "pooled")
 
 
 @dataclass(frozen=True)
@@ -112,38 +115,53 @@ def fold_rows(n_rows: int, fold: int, budget: Budget, bars_per_day: int = 24) ->
     return train_start, validation_start, test_start, test_end
 
 
-def fold_splits(path: str, fold: int, budget: Budget, feature_set: str) -> Any:
-    """The fold's MarketSplits: features scaled by a scaler fitted on its training rows only."""
+def fold_splits(paths: tuple[str, ...], fold: int, budget: Budget, feature_set: str) -> dict[str, Any]:
+    """Each market's MarketSplits for ``fold``, scaled by one scaler fitted on the training rows of
+    all ``paths`` together (one market: its own training rows only)."""
     from nexlify.data.features import FeatureScaler, feature_names, warmup_bars
     from nexlify.data.market import MarketSlice, MarketSplits, detect_timeframe, periods_per_year
     from nexlify.errors import DataError
 
-    frame = load_market(path)
-    bounds = fold_rows(len(frame), fold, budget)
-    if bounds[0] < warmup_bars(feature_set):
-        raise DataError(f"{path}: fold {fold} needs {bounds[0]} more candles of history; use fewer folds "
-                        "or shorter windows")
-    features = market_features(path, feature_set)
-    scaler = FeatureScaler(feature_names=feature_names(feature_set)).fit(features[bounds[0]:bounds[1]])
+    bounds = {}
+    for path in paths:
+        bounds[path] = fold_rows(len(load_market(path)), fold, budget)
+        if bounds[path][0] < warmup_bars(feature_set):
+            raise DataError(f"{path}: fold {fold} starts before the {warmup_bars(feature_set)} warm-up candles; "
+                            "use fewer folds or shorter windows")
+    train_rows = np.concatenate([market_features(p, feature_set)[b[0]:b[1]] for p, b in bounds.items()])
+    scaler = FeatureScaler(feature_names=feature_names(feature_set)).fit(train_rows)
 
-    def part(start: int, end: int) -> MarketSlice:
-        rows = frame.iloc[start:end]
+    def part(path: str, start: int, end: int) -> MarketSlice:
+        rows = load_market(path).iloc[start:end]
         return MarketSlice(rows.index.tz_convert("UTC").tz_localize(None).as_unit("ns").to_numpy(),
                            *(rows[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close", "volume")),
-                           scaler.transform(features[start:end]))
+                           scaler.transform(market_features(path, feature_set)[start:end]))
 
-    timeframe = detect_timeframe(frame)
-    return MarketSplits(part(bounds[0], bounds[1]), part(bounds[1], bounds[2]), part(bounds[2], bounds[3]),
-                        scaler, timeframe, periods_per_year(timeframe), source=Path(path).name)
+    splits = {}
+    for path, b in bounds.items():
+        timeframe = detect_timeframe(load_market(path))
+        splits[path] = MarketSplits(part(path, b[0], b[1]), part(path, b[1], b[2]), part(path, b[2], b[3]),
+                                    scaler, timeframe, periods_per_year(timeframe), source=Path(path).name)
+    return splits
+
+
+def pooled_splits(splits: list[Any]) -> Any:
+    """Several markets' splits joined end to end (``join_markets``): one training and one validation path."""
+    from nexlify.data.market import join_markets
+
+    first = splits[0]
+    return replace(first, train=join_markets([s.train for s in splits]),
+                   validation=join_markets([s.validation for s in splits]),
+                   test=join_markets([s.test for s in splits]), source="+".join(s.source for s in splits))
 
 
 # --------------------------------------------------------------------------- jobs
 @dataclass(frozen=True)
 class Job:
-    """One trained agent: a lever on one market for one fold and seed."""
+    """One trained agent: a lever on one market (or all, pooled) for one fold and seed."""
 
     lever: str
-    market: str  # file path
+    markets: tuple[str, ...]  # file paths; several when pooled
     fold: int
     seed: int
     budget: Budget
@@ -151,7 +169,8 @@ class Job:
 
     @property
     def folder(self) -> Path:
-        return Path(self.out_dir) / self.lever / market_name(self.market) / f"fold_{self.fold}" / f"seed_{self.seed}"
+        where = "pooled" if len(self.markets) > 1 else market_name(self.markets[0])
+        return Path(self.out_dir) / self.lever / where / f"fold_{self.fold}" / f"seed_{self.seed}"
 
 
 def market_name(path: str) -> str:
@@ -166,7 +185,7 @@ def job_config(job: Job) -> Any:
     return TrainingConfig().with_overrides({
         "episodes": budget.episodes, "eval_interval": max(1, budget.episodes // budget.validations),
         "save_interval": budget.episodes, "parallel_envs": budget.parallel_envs, "num_workers": 1,
-        "data_days": None, "seed": job.seed, **LEVERS[job.lever],
+        "data_days": None, "seed": job.seed, **{k: v for k, v in LEVERS[job.lever].items() if k != "pool"},
     })
 
 
@@ -183,8 +202,8 @@ def backtests(policy_agent: Any, splits: Any, config: Any, part: str) -> dict[st
     return {name: result.metrics for name, result in results.items()}
 
 
-def run_job(job: Job) -> dict[str, Any]:
-    """Train, select on validation, backtest on validation and test."""
+def run_job(job: Job) -> list[dict[str, Any]]:
+    """Train, select on validation, backtest on validation and test: one record per market."""
     import torch
 
     from nexlify.agent.dqn import AdaptiveDQNAgent
@@ -193,26 +212,27 @@ def run_job(job: Job) -> dict[str, Any]:
     torch.set_num_threads(1)
     started = time.perf_counter()
     config = job_config(job)
-    splits = fold_splits(job.market, job.fold, job.budget, config.feature_set)
+    markets = fold_splits(job.markets, job.fold, job.budget, config.feature_set)
     torch.manual_seed(job.seed)
-    trainer = Trainer(config, splits, job.folder)
+    trainer = Trainer(config, pooled_splits(list(markets.values())), job.folder)
     state = trainer.train()
     best = AdaptiveDQNAgent.from_checkpoint(job.folder / BEST_MODEL)
     seconds = time.perf_counter() - started
     parts = ("train", "validation", "test")
-    return {
-        "lever": job.lever, "market": market_name(job.market), "fold": job.fold, "seed": job.seed,
+    return [{
+        "lever": job.lever, "market": market_name(path), "fold": job.fold, "seed": job.seed,
         "best_episode": state.best_episode, "transitions": state.transitions, "seconds": seconds,
         "rows": {p: len(getattr(splits, p)) for p in parts},
         "windows": {p: [str(getattr(splits, p).timestamps[0]), str(getattr(splits, p).timestamps[-1])] for p in parts},
         "validation": backtests(best, splits, config, "validation"),
         "test": backtests(best, splits, config, "test"),
-    }
+    } for path, splits in markets.items()]
 
 
-def run_ensemble(lever: str, path: str, fold: int, budget: Budget, out_dir: str,
+def run_ensemble(lever: str, path: str, paths: tuple[str, ...], fold: int, budget: Budget, out_dir: str,
                  mode: str = "mean_q") -> dict[str, Any]:
-    """The seeds' best models of (lever, market, fold) acting as one ensemble policy."""
+    """The seeds' best models of (lever, market, fold) acting as one ensemble policy (``paths``: every
+    market of the run, which a pooled lever trained on together)."""
     import torch
 
     from nexlify.agent.dqn import AdaptiveDQNAgent
@@ -220,10 +240,11 @@ def run_ensemble(lever: str, path: str, fold: int, budget: Budget, out_dir: str,
     from nexlify.training.trainer import BEST_MODEL
 
     torch.set_num_threads(1)
-    jobs = [Job(lever, path, fold, seed, budget, out_dir) for seed in range(budget.seeds)]
+    trained_on = paths if LEVERS[lever].get("pool") else (path,)
+    jobs = [Job(lever, trained_on, fold, seed, budget, out_dir) for seed in range(budget.seeds)]
     agents = [AdaptiveDQNAgent.from_checkpoint(j.folder / BEST_MODEL) for j in jobs]
     config = job_config(jobs[0])
-    splits = fold_splits(path, fold, budget, config.feature_set)
+    splits = fold_splits(trained_on, fold, budget, config.feature_set)[path]
     policy = ensemble_policy(agents, mode)
     return {"lever": lever, "market": market_name(path), "fold": fold, "seed": f"ensemble_{mode}",
             "validation": backtests(policy, splits, config, "validation"),
@@ -231,9 +252,12 @@ def run_ensemble(lever: str, path: str, fold: int, budget: Budget, out_dir: str,
 
 
 def plan(levers: list[str], paths: list[str], budget: Budget, out_dir: str) -> list[Job]:
-    """Every training job, fold by fold."""
-    return [Job(lever, path, fold, seed, budget, out_dir) for lever in levers
-            for fold in range(1, budget.folds + 1) for seed in range(budget.seeds) for path in paths]
+    """Every training job, fold by fold; a pooled lever has one job per (fold, seed) for all markets."""
+    def groups(lever: str) -> list[tuple[str, ...]]:
+        return [tuple(paths)] if LEVERS[lever].get("pool") else [(path,) for path in paths]
+
+    return [Job(lever, markets, fold, seed, budget, out_dir) for lever in levers
+            for fold in range(1, budget.folds + 1) for seed in range(budget.seeds) for markets in groups(lever)]
 
 
 def _init_worker() -> None:
@@ -250,7 +274,7 @@ def run_all(jobs: list[Job], n_procs: int, ensembles: list[tuple]) -> list[dict[
 
     if n_procs <= 1:
         for i, job in enumerate(jobs, 1):
-            records.append(run_job(job))
+            records.extend(run_job(job))
             note(i, len(jobs), "training jobs")
         for i, args in enumerate(ensembles, 1):
             records.append(run_ensemble(*args))
@@ -258,8 +282,10 @@ def run_all(jobs: list[Job], n_procs: int, ensembles: list[tuple]) -> list[dict[
         return records
     with ProcessPoolExecutor(max_workers=n_procs, mp_context=get_context("spawn"),
                              initializer=_init_worker) as pool:
-        for i, future in enumerate(as_completed([pool.submit(run_job, j) for j in jobs]), 1):
-            records.append(future.result())
+        # Longest first (pooled jobs train on every market), so no process is left with a long tail.
+        ordered = sorted(jobs, key=lambda j: -len(j.markets))
+        for i, future in enumerate(as_completed([pool.submit(run_job, j) for j in ordered]), 1):
+            records.extend(future.result())
             if i % max(1, len(jobs) // 10) == 0 or i == len(jobs):
                 note(i, len(jobs), "training jobs")
         for future in as_completed([pool.submit(run_ensemble, *args) for args in ensembles]):
@@ -344,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levers", default=None,
                         help=f"comma-separated subset of {', '.join(LEVERS)} (default: {', '.join(DEFAULT_LEVERS)})")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="standard")
-    parser.add_argument("--smoke", action="store_true", help="--budget smoke with levers baseline,trend")
+    parser.add_argument("--smoke", action="store_true", help=f"--budget smoke with levers {','.join(SMOKE_LEVERS)}")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per fold (default: the budget's)")
     parser.add_argument("--folds", type=int, default=None, help="folds per market (default: the budget's)")
     parser.add_argument("--episodes", type=int, default=None, help="episodes per job (default: the budget's)")
@@ -371,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = [str(Path(p).resolve()) for p in args.data]
     out_dir = str(Path(args.out).resolve())
     jobs = plan(levers, paths, budget, out_dir)
-    ensembles = [(lever, path, fold, budget, out_dir, args.ensemble) for lever in levers
+    ensembles = [(lever, path, tuple(paths), fold, budget, out_dir, args.ensemble) for lever in levers
                  for path in paths for fold in range(1, budget.folds + 1)] if budget.seeds > 1 else []
     print(f"{len(jobs)} training jobs + {len(ensembles)} ensembles on {args.jobs} process(es); {machine()}")
     print(f"budget: {asdict(budget)}", flush=True)

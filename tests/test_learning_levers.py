@@ -36,21 +36,26 @@ def test_bootstrap_interval_brackets_the_mean() -> None:
 
 
 def test_smoke_run_writes_validation_and_test_records(tmp_path) -> None:
-    data = tmp_path / "TESTUSDT_1h.csv"
-    synthetic_frame(2600, seed=4, drift=0.0002).to_csv(data)
+    data = [tmp_path / "AAAUSDT_1h.csv", tmp_path / "BBBUSDT_1h.csv"]
+    for seed, path in enumerate(data):
+        synthetic_frame(2600, seed=seed, drift=0.0002).to_csv(path)
     out = tmp_path / "out"
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "learning_levers.py"), "--smoke", "--data",
-                             str(data), "--jobs", "2", "--out", str(out)],
+                             *map(str, data), "--levers", "trend,pooled", "--episodes", "1", "--jobs", "2", "--out", str(out)],
                             capture_output=True, text=True, timeout=300, cwd=ROOT,
                             env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "== baseline" in result.stdout and "== trend" in result.stdout and "test excess Sharpe" in result.stdout
+    assert "== pooled" in result.stdout and "== trend" in result.stdout and "test excess Sharpe" in result.stdout
     saved = json.loads((out / "learning_levers.json").read_text())
     records = saved["records"]
-    # 2 levers x 1 fold x 2 seeds, plus one ensemble per lever.
-    assert sorted((r["lever"], str(r["seed"])) for r in records) == [
-        ("baseline", "0"), ("baseline", "1"), ("baseline", "ensemble_mean_q"),
-        ("trend", "0"), ("trend", "1"), ("trend", "ensemble_mean_q")]
+    # 2 levers x 2 markets x 1 fold x 2 seeds, plus one ensemble per (lever, market); the pooled
+    # lever trained one model per seed on both markets and is scored on each market on its own.
+    expected = sorted((lever, market, seed) for lever in ("pooled", "trend") for market in ("AAAUSDT_1h", "BBBUSDT_1h")
+                      for seed in ("0", "1", "ensemble_mean_q"))
+    assert sorted((r["lever"], r["market"], str(r["seed"])) for r in records) == expected
+    pooled = [r for r in records if r["lever"] == "pooled" and r["seed"] == 0]
+    assert pooled[0]["transitions"] == 2 * 45 * 24 - 1  # 1 episode over both training windows, joined
+    assert (out / "pooled" / "pooled" / "fold_1" / "seed_0" / "best_model.pth").exists()
     for r in records:
         for part in ("validation", "test"):
             assert set(r[part]) == {"agent", "buy_and_hold", "ma_crossover", "cash"}
@@ -58,7 +63,7 @@ def test_smoke_run_writes_validation_and_test_records(tmp_path) -> None:
     trained = [r for r in records if isinstance(r["seed"], int)]
     # Smoke budget: 15-day validation and test windows of hourly bars.
     assert all(r["rows"] == {"train": 45 * 24, "validation": 360, "test": 360} for r in trained)
-    assert saved["summaries"]["trend"]["seeds"]["n"] == 2
+    assert saved["summaries"]["trend"]["seeds"]["n"] == 4
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "learning_levers.py"), "--levers", "magic",
                           "--data", str(data)], capture_output=True, text=True, timeout=60, cwd=ROOT,
                          env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})

@@ -357,3 +357,25 @@ def test_a_loaded_frame_logs_its_gaps_once(caplog: pytest.LogCaptureFixture) -> 
         frame = load_ohlcv(_hourly(24 * 20, drop=[100, 101]))
         market_slice_from_frame(frame, scaler)
     assert caplog.text.count("no candles invented") == 1
+
+
+def test_join_markets_keeps_every_return_and_continues_the_price() -> None:
+    from helpers import make_slice
+    from nexlify.data.market import join_markets
+
+    a = make_slice([100.0, 110.0, 121.0], [105.0, 115.0, 120.0], seed=1)
+    b = make_slice([2.0, 1.0, 3.0, 4.0], [1.5, 2.0, 3.5, 5.0], seed=2)
+    joined = join_markets([a, b])
+    assert len(joined) == 7
+    # b is scaled by 120 / 2 = 60 so its first open equals a's last close.
+    np.testing.assert_allclose(joined.open, [100, 110, 121, 120, 60, 180, 240])
+    np.testing.assert_allclose(joined.close, [105, 115, 120, 90, 120, 210, 300])
+    np.testing.assert_allclose(joined.high[3:], b.high * 60)
+    np.testing.assert_array_equal(joined.volume[3:], b.volume)
+    np.testing.assert_array_equal(joined.features, np.concatenate([a.features, b.features]))
+    np.testing.assert_array_equal(joined.timestamps[3:], b.timestamps)
+    # Holding through both: growth is the product of each market's own open-to-close growth.
+    assert joined.close[-1] / joined.open[0] == pytest.approx((120 / 100) * (5.0 / 2.0))
+    with pytest.raises(DataError, match="different feature sets"):
+        join_markets([a, MarketSlice(b.timestamps, b.open, b.high, b.low, b.close, b.volume,
+                                     np.zeros((4, 15), dtype=np.float32))])

@@ -767,6 +767,32 @@ def _slice(frame: pd.DataFrame, features: np.ndarray) -> MarketSlice:
     )
 
 
+def join_markets(slices: list[MarketSlice] | tuple[MarketSlice, ...]) -> MarketSlice:
+    """Several markets' slices end to end as one slice, for training one policy on all of them.
+
+    Each market's prices are multiplied by one constant so that it opens where the previous one
+    closed. Every return inside a market (and so every fill, fee and reward ratio) is unchanged, the
+    features (scale-free, already normalised) are kept as they are, and no step jumps from one
+    price level to another: the only foreign step is the one bar that crosses into the next market,
+    which moves by that market's own first bar (open to close). Timestamps are kept per market, so
+    they restart at each join.
+    """
+    if not slices:
+        raise DataError("join_markets needs at least one market slice")
+    widths = {s.features.shape[1] for s in slices}
+    if len(widths) != 1:
+        raise DataError(f"cannot join markets with different feature sets (widths {sorted(widths)})")
+    factors = [1.0]
+    for previous, current in zip(slices, slices[1:], strict=False):
+        factors.append(factors[-1] * previous.close[-1] / current.open[0])
+    return MarketSlice(
+        timestamps=np.concatenate([s.timestamps for s in slices]),
+        features=np.ascontiguousarray(np.concatenate([s.features for s in slices]), dtype=np.float32),
+        **{c: np.concatenate([getattr(s, c) * (f if c in PRICE_COLUMNS else 1.0)
+                              for s, f in zip(slices, factors, strict=True)]) for c in OHLCV_COLUMNS},
+    )
+
+
 def market_slice_from_frame(
     frame: pd.DataFrame, scaler: FeatureScaler, *, max_gap_bars: int | None = DEFAULT_MAX_GAP_BARS
 ) -> MarketSlice:
