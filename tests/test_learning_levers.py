@@ -41,7 +41,8 @@ def test_smoke_run_writes_validation_and_test_records(tmp_path) -> None:
         synthetic_frame(2600, seed=seed, drift=0.0002).to_csv(path)
     out = tmp_path / "out"
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "learning_levers.py"), "--smoke", "--data",
-                             *map(str, data), "--levers", "trend,pooled", "--episodes", "1", "--jobs", "2", "--out", str(out)],
+                             *map(str, data), "--levers", "trend,pooled", "--episodes", "1", "--jobs", "2",
+                             "--out", str(out)],
                             capture_output=True, text=True, timeout=300, cwd=ROOT,
                             env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr[-3000:]

@@ -379,3 +379,24 @@ def test_join_markets_keeps_every_return_and_continues_the_price() -> None:
     with pytest.raises(DataError, match="different feature sets"):
         join_markets([a, MarketSlice(b.timestamps, b.open, b.high, b.low, b.close, b.volume,
                                      np.zeros((4, 15), dtype=np.float32))])
+
+
+def test_prepare_markets_fits_one_scaler_on_every_markets_training_rows() -> None:
+    from helpers import synthetic_frame
+    from nexlify.data.market import prepare_markets
+
+    frames = [synthetic_frame(400, seed=1), synthetic_frame(300, seed=2, drift=0.001)]
+    pooled = prepare_markets(frames, data_days=None)
+    alone = [prepare_market(f, data_days=None) for f in frames]
+    assert len(pooled.train) == sum(len(s.train) for s in alone)
+    assert len(pooled.test) == sum(len(s.test) for s in alone)
+    raw = np.concatenate([compute_market_features(f)[WARMUP_BARS:][: len(s.train)] for f, s in
+                          zip(frames, alone, strict=True)])
+    np.testing.assert_allclose(pooled.scaler.mean, raw.astype(np.float64).mean(axis=0), rtol=1e-5)
+    # Each market keeps its own returns: the second market's closes are a constant multiple of its own.
+    second = pooled.train.close[len(alone[0].train):]
+    ratio = second / alone[1].train.close
+    np.testing.assert_allclose(ratio, ratio[0])
+    assert pooled.origin is None and "+" in pooled.source
+    one = prepare_markets([frames[0]], data_days=None)
+    np.testing.assert_array_equal(one.train.features, alone[0].train.features)

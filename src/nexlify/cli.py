@@ -66,7 +66,9 @@ def positive_number(text: str) -> float:
 # --- shared flag groups (train, evaluate and later subcommands reuse them) ------------------
 def add_data_flags(parser: argparse.ArgumentParser, days: bool = True) -> None:
     """--data / --exchange / --symbol / --timeframe (and --data-days)."""
-    parser.add_argument("--data", metavar="FILE", help="OHLCV CSV/Parquet file (default: bundled BTC/USDT 1h)")
+    parser.add_argument("--data", metavar="FILE", nargs="+",
+                        help="OHLCV CSV/Parquet file(s) (default: bundled BTC/USDT 1h); several files train one "
+                             "policy on all of those markets")
     if days:
         parser.add_argument("--data-days", type=config_flag("data_days"),
                             help="use the most recent N days of data (default 180)")
@@ -88,8 +90,8 @@ def check_data_flags(args: argparse.Namespace) -> None:
         raise ConfigError("--data and --exchange both name a data source; give one of them")
     if (args.symbol or args.timeframe) and not args.exchange:
         raise ConfigError("--symbol and --timeframe need --exchange (or use --data FILE)")
-    if args.data:
-        check_input_file("--data", args.data)
+    for path in args.data or ():
+        check_input_file("--data", path)
 
 
 def check_input_file(flag: str, path: str | Path) -> Path:

@@ -845,6 +845,75 @@ def prepare_market(
     fitted on the train part only and applied to all three. A ``feature_set`` with a longer warm-up
     reads it from history before the window where the data has it (``with_lead_in``).
     """
+    rows = _split_rows(source, data_days, train_fraction, validation_fraction, max_gap_bars, window, feature_set)
+    scaler = FeatureScaler(feature_names=feature_names(feature_set)).fit(rows.features[rows.parts[0]])
+    return rows.splits(scaler)
+
+
+def prepare_markets(
+    sources: list[str | Path | pd.DataFrame | None] | tuple[str | Path | pd.DataFrame | None, ...],
+    data_days: int | None = 180,
+    train_fraction: float = 0.7,
+    validation_fraction: float = 0.15,
+    *,
+    max_gap_bars: int | None = DEFAULT_MAX_GAP_BARS,
+    feature_set: str = "basic",
+) -> MarketSplits:
+    """Several markets as one run: ``prepare_market`` on each, one scaler fitted on all their
+    training rows together, and each split the markets' splits joined end to end (``join_markets``).
+
+    One source gives exactly ``prepare_market``. Several cannot be rebuilt from one origin, so the
+    splits record none (``nexlify evaluate`` then needs ``--data``).
+    """
+    if len(sources) == 1:
+        return prepare_market(sources[0], data_days, train_fraction, validation_fraction,
+                              max_gap_bars=max_gap_bars, feature_set=feature_set)
+    markets = [_split_rows(s, data_days, train_fraction, validation_fraction, max_gap_bars, None, feature_set)
+               for s in sources]
+    timeframes = {m.report.timeframe for m in markets}
+    if len(timeframes) != 1:
+        raise DataError(f"the markets have different candle lengths ({', '.join(map(str, sorted(timeframes)))}); "
+                        "pool files of one timeframe")
+    train_rows = np.concatenate([m.features[m.parts[0]] for m in markets])
+    scaler = FeatureScaler(feature_names=feature_names(feature_set)).fit(train_rows)
+    each = [m.splits(scaler) for m in markets]
+    return MarketSplits(
+        train=join_markets([s.train for s in each]),
+        validation=join_markets([s.validation for s in each]),
+        test=join_markets([s.test for s in each]),
+        scaler=scaler,
+        timeframe=each[0].timeframe,
+        periods_per_year=each[0].periods_per_year,
+        gaps=tuple(g for s in each for g in s.gaps),
+        source=" + ".join(s.source for s in each),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class _SplitRows:
+    """One market's usable candles, unscaled features and split positions, before any scaling."""
+
+    usable: pd.DataFrame
+    features: np.ndarray
+    parts: tuple[slice, slice, slice]
+    report: GapReport
+    label: str
+    origin: str | None
+    window: tuple[str, str]
+    sha256: str
+
+    def splits(self, scaler: FeatureScaler) -> MarketSplits:
+        scaled = scaler.transform(self.features)
+        train, validation, test = (_slice(self.usable.iloc[p], scaled[p]) for p in self.parts)
+        return MarketSplits(train=train, validation=validation, test=test, scaler=scaler,
+                            timeframe=self.report.timeframe, periods_per_year=periods_per_year(self.report.timeframe),
+                            gaps=self.report.gaps, source=self.label, origin=self.origin, window=self.window,
+                            window_sha256=self.sha256)
+
+
+def _split_rows(source: str | Path | pd.DataFrame | None, data_days: int | None, train_fraction: float,
+                validation_fraction: float, max_gap_bars: int | None, window: tuple[str, str] | list[str] | None,
+                feature_set: str) -> _SplitRows:
     needed = _rows_needed(train_fraction, validation_fraction)
     # The gap policy is applied to the selected window below, not to history the run never uses.
     frame = load_ohlcv(source, max_gap_bars=None, log_gaps=False)
@@ -877,22 +946,9 @@ def prepare_market(
     features = compute_market_features(history, feature_set)[warmup:]
     usable = history.iloc[warmup:]
     parts = split_chronological(len(usable), train_fraction, validation_fraction)
-    scaler = FeatureScaler(feature_names=feature_names(feature_set)).fit(features[parts[0]])
-    scaled = scaler.transform(features)
-    train, validation, test = (_slice(usable.iloc[p], scaled[p]) for p in parts)
-    return MarketSplits(
-        train=train,
-        validation=validation,
-        test=test,
-        scaler=scaler,
-        timeframe=report.timeframe,
-        periods_per_year=periods_per_year(report.timeframe),
-        gaps=report.gaps,
-        source=label,
-        origin=data_origin(source),
-        window=(_iso(selected.index[0]), _iso(selected.index[-1])),
-        window_sha256=candles_sha256(history),  # the window and any lead-in the features read
-    )
+    return _SplitRows(usable, features, parts, report, label, data_origin(source),
+                      (_iso(selected.index[0]), _iso(selected.index[-1])),
+                      candles_sha256(history))  # the window and any lead-in the features read
 
 
 def candles_sha256(frame: pd.DataFrame) -> str:

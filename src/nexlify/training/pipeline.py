@@ -24,6 +24,7 @@ from nexlify.data.market import (
     market_slice_from_frame,
     periods_per_year,
     prepare_market,
+    prepare_markets,
 )
 from nexlify.errors import CheckpointError, ConfigError, DataError
 from nexlify.evaluation.backtest import BacktestResult, run_baselines
@@ -45,12 +46,15 @@ REPORT = "training_report.png"
 def load_training_data(data: Any = None, data_days: int | None = 180, exchange: str | None = None,
                        symbol: str | None = None, timeframe: str | None = None,
                        feature_set: str = "basic") -> MarketSplits:
-    """The run's splits from a file/frame (None: the bundled candles) or a fresh exchange download,
-    with the features of ``feature_set``."""
+    """The run's splits from a file/frame (None: the bundled candles), several files (one policy
+    trained on all those markets: ``prepare_markets``) or a fresh exchange download, with the
+    features of ``feature_set``."""
     if exchange:
         from nexlify.data.exchange import download_ohlcv
 
         data = download_ohlcv(exchange, symbol or "BTC/USDT", timeframe or "1h", days=data_days or 180)
+    if isinstance(data, (list, tuple)):
+        return prepare_markets(data, data_days=data_days, feature_set=feature_set)
     return prepare_market(data, data_days=data_days, feature_set=feature_set)
 
 
@@ -181,8 +185,8 @@ def recorded_splits(metadata: dict[str, Any], data: Any = None, what: str = "the
     origin = metadata.get("data_origin")
     if data is None:
         if origin is None:
-            raise ConfigError(f"{what} was trained on downloaded or in-memory candles that cannot be found "
-                              "again; pass --data FILE holding those candles")
+            raise ConfigError(f"{what} was trained on several markets, or on downloaded or in-memory candles, "
+                              "which cannot be found again; pass --data FILE holding those candles")
         data = None if origin == "bundled" else origin
         if data is not None and not Path(data).is_file():
             raise DataError(f"{what} was trained on {data}, which no longer exists; restore that file or pass "
