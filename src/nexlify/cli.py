@@ -325,7 +325,10 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     file_values = read_config_file(args.config) if args.config else None
     early = _validated_overrides(file_values, args)
     if resume is not None:  # exactly the checkpoint's data and set-up, or a refusal
-        splits, episodes = resume_checks(resume, early, args.data, args.exchange)
+        if args.data and len(args.data) > 1:
+            raise ConfigError("--resume continues on one market's recorded data; a run on several --data files "
+                              "cannot be resumed yet (start it again)")
+        splits, episodes = resume_checks(resume, early, args.data[0] if args.data else None, args.exchange)
     else:
         splits = load_training_data(args.data, early.get("data_days", TrainingConfig().data_days), args.exchange,
                                     args.symbol, args.timeframe, early.get("feature_set", TrainingConfig().feature_set))
