@@ -1,4 +1,4 @@
-"""Environment speed: our single env against gym-anytrading's stocks env, and the vector env at N=1..1024.
+"""Environment speed: our single env against gym-anytrading's stocks env, and N accounts at N=1..1024.
 
 Run: ./run bench env_speed      (gym-anytrading is optional: pip install gym-anytrading)
 Prints medians of several repeats, side by side, on the bundled BTC/USDT data (180 days).
@@ -15,8 +15,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, median_time, table  # noqa: E402
 
 from nexlify.data.market import prepare_market  # noqa: E402
+from nexlify.env.accounts import Accounts  # noqa: E402
+from nexlify.env.actions import N_ACTIONS  # noqa: E402
 from nexlify.env.trading import TradingEnvironment  # noqa: E402
-from nexlify.env.vector import VectorTradingEnv  # noqa: E402
 
 STEPS = 2_000
 
@@ -45,7 +46,7 @@ def anytrading_env(splits):
 def main() -> None:
     splits = prepare_market(None, data_days=180)
     rng = np.random.default_rng(0)
-    actions = rng.integers(0, 3, STEPS)
+    actions = rng.integers(0, N_ACTIONS, STEPS)
     ours = single_env_steps_per_sec(TradingEnvironment(splits.train), actions)
     rows = [["nexlify TradingEnvironment", f"{ours:,.0f}", "1.00"]]
     other = anytrading_env(splits)
@@ -61,8 +62,8 @@ def main() -> None:
 
     vector_rows = []
     for n in (1, 64, 1024):
-        env = VectorTradingEnv(splits.train, num_envs=n)
-        batch = rng.integers(0, 3, size=(200, n))
+        env = Accounts(splits.train, n)  # the numpy accounts the trainer steps
+        batch = rng.integers(0, N_ACTIONS, size=(200, n))
 
         def run(env=env, batch=batch) -> None:
             env.reset()
@@ -71,7 +72,7 @@ def main() -> None:
 
         seconds = median_time(run)
         vector_rows.append([n, f"{200 * n / seconds:,.0f}", f"{seconds / 200 * 1e6:.1f}"])
-    print("\nVectorTradingEnv (numpy), 200 steps, median of 5\n")
+    print("\nAccounts (numpy, what the trainer steps; same-step autoreset), 200 steps, median of 5\n")
     print(table(["N envs", "transitions/s", "us per step"], vector_rows))
 
 

@@ -281,7 +281,7 @@ def test_resume_is_bit_identical_to_not_stopping(tmp_path: Path, n_step: int, pr
         losses = []
         for k in range(6):
             feed(agent, 3, seed=100 + k)
-            agent.act_batch(np.ones((4, 8), np.float32))
+            agent.act(np.ones((4, 8), np.float32))
             agent.decay_epsilon(12)
             losses.append(agent.learn())
         return losses
@@ -303,8 +303,8 @@ def test_resume_is_bit_identical_to_not_stopping(tmp_path: Path, n_step: int, pr
     assert len(resumed.replay) == size and resumed.replay.position == agent.replay.position
     assert torch.equal(resumed.replay.rewards[:size], agent.replay.rewards[:size])
     assert (
-        resumed.act_batch(np.ones((64, 8), np.float32)).tolist()
-        == agent.act_batch(np.ones((64, 8), np.float32)).tolist()
+        resumed.act(np.ones((64, 8), np.float32)).tolist()
+        == agent.act(np.ones((64, 8), np.float32)).tolist()
     )
 
 

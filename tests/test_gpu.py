@@ -13,26 +13,26 @@ from helpers import random_walk_slice, synthetic_frame, tiny_config
 from nexlify.agent.dqn import AdaptiveDQNAgent
 from nexlify.config import TrainingConfig
 from nexlify.data.market import prepare_market
-from nexlify.env.vector import TorchVectorTradingEnv, VectorTradingEnv
+from nexlify.env.accounts import Accounts
 from nexlify.training.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def test_gpu_vector_env_matches_the_numpy_env():
+def test_gpu_accounts_match_the_numpy_accounts():
     market = random_walk_slice(80, seed=4)
     actions = np.random.default_rng(1).integers(0, 3, size=(200, 7))
-    venv = VectorTradingEnv(market, num_envs=7)
-    genv = TorchVectorTradingEnv(market, num_envs=7, device="cuda")
-    np.testing.assert_array_equal(venv.reset()[0], genv.reset().cpu().numpy())
+    host = Accounts(market, 7)
+    gpu = Accounts(market, 7, backend="torch", device="cuda")
+    np.testing.assert_array_equal(host.reset(), gpu.reset().cpu().numpy())
     for t in range(200):
-        obs, reward, _, truncated, info = venv.step(actions[t])
-        step = genv.step(torch.as_tensor(actions[t], device="cuda"))
+        expected = host.step(actions[t])
+        step = gpu.step(torch.as_tensor(actions[t], device="cuda"))
         # Same float64 formulas; the GPU's own log/exp may differ in the last bits.
-        np.testing.assert_allclose(info["equity"], step.final_equity.cpu().numpy(), rtol=1e-12)
-        np.testing.assert_allclose(obs, step.obs.cpu().numpy(), rtol=1e-6, atol=1e-6)
-        np.testing.assert_allclose(reward, step.reward.cpu().numpy(), rtol=1e-6, atol=1e-7)
-        np.testing.assert_array_equal(truncated, step.truncated.cpu().numpy())
+        np.testing.assert_allclose(expected.info["equity"], step.info["equity"].cpu().numpy(), rtol=1e-12)
+        np.testing.assert_allclose(expected.obs, step.obs.cpu().numpy(), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(expected.reward, step.reward.cpu().numpy(), rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(expected.truncated, step.truncated.cpu().numpy())
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])

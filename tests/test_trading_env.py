@@ -8,7 +8,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from helpers import make_slice, random_walk_slice
-from nexlify.env.trading import BUY, HOLD, SELL, TradingEnvironment
+from nexlify.env.actions import BUY, HOLD, SELL
+from nexlify.env.trading import TradingEnvironment
 from nexlify.errors import ConfigError
 
 
@@ -137,3 +138,31 @@ def test_stable_baselines3_can_train_on_it():
     model.learn(total_timesteps=300)
     action, _ = model.predict(env.reset()[0], deterministic=True)
     assert int(action) in (0, 1, 2)
+
+
+def test_a_frame_is_not_looked_ahead():
+    # Only candles far in the future change (prices tripled in the last 100 rows): everything the
+    # environment shows before them must be the same, so the scaler cannot have seen them.
+    from helpers import synthetic_frame
+
+    frame = synthetic_frame(600, seed=4)
+    future = frame.copy()
+    future.iloc[-100:, :4] *= 3.0
+    envs = [TradingEnvironment(f) for f in (frame, future)]
+    observations = [[env.reset()[0]] for env in envs]
+    actions = np.random.default_rng(0).integers(0, 3, 200)
+    for env, seen in zip(envs, observations, strict=True):
+        seen.extend(env.step(int(a))[0] for a in actions)
+    np.testing.assert_array_equal(np.array(observations[0]), np.array(observations[1]))
+    # The scaler's rows are left out of the episode: it starts after them.
+    assert envs[0].market.timestamps[0] > frame.index[48 + 32].tz_localize(None).to_datetime64()
+
+
+def test_a_frame_with_a_given_scaler_keeps_every_usable_row():
+    from helpers import synthetic_frame
+    from nexlify.data.market import prepare_market
+
+    frame = synthetic_frame(400, seed=2)
+    scaler = prepare_market(frame, data_days=None).scaler
+    env = TradingEnvironment(frame, scaler=scaler)
+    assert len(env.market) == 400 - 48 and env.scaler is scaler

@@ -1,6 +1,8 @@
 """The training loop: rounds, outputs, best-on-validation, exact resume, adaptation, interruption."""
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -13,22 +15,12 @@ from nexlify.hardware.cpu import Cpu
 from nexlify.hardware.measurements import LoopRate, Measurements
 from nexlify.training import trainer as trainer_module
 from nexlify.training.pipeline import run_training
-from nexlify.training.trainer import Trainer, round_size
+from nexlify.training.trainer import Trainer, TrainingInterrupted
 
 
 @pytest.fixture(scope="module")
 def splits():
     return prepare_market(synthetic_frame(420, seed=1), data_days=None)
-
-
-def test_round_size_divides_save_interval():
-    assert round_size(64, 50, 1000) == 50
-    assert round_size(16, 50, 1000) == 10
-    assert round_size(8, 50, 1000) == 5
-    assert round_size(64, 50, 30) == 30
-    assert round_size(1, 50, 1000) == 1
-    assert round_size(512, 50, 1000) == 500  # GPU-sized rounds are whole multiples
-    assert round_size(4096, 50, 1000) == 1000
 
 
 def test_full_run_writes_every_output_and_picks_best_on_validation(tmp_path):
@@ -96,38 +88,117 @@ def test_low_host_memory_stops_replay_growth(tmp_path, splits, monkeypatch):
     assert len(trainer.agent.replay) <= 2
 
 
-def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, splits):
-    trainer = Trainer(tiny_config(episodes=4), splits, tmp_path)
-    real_learn = trainer.agent.learn_tensor
+def _same_run(a: Trainer, b: Trainer) -> None:
+    """Two trainers ended with the same weights, episode records and validation scores."""
+    for x, y in zip(_weights(a.agent), _weights(b.agent), strict=True):
+        assert torch.equal(x, y)
+    keys = ("episode", "reward", "return", "loss", "epsilon")
+    assert [[e[k] for k in keys] for e in a.state.episodes] == [[e[k] for k in keys] for e in b.state.episodes]
+    assert [(v["episode"], v["score"]) for v in a.state.validation] == \
+        [(v["episode"], v["score"]) for v in b.state.validation]
+    assert (a.state.transitions, a.agent.updates) == (b.state.transitions, b.agent.updates)
+
+
+@pytest.mark.parametrize(("stop_signal", "at_learn_call"), [("SIGINT", 40), ("SIGTERM", 90)])
+def test_a_stop_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, splits, stop_signal, at_learn_call):
+    # The signal arrives mid-round (learning call 40 is in the first round, 90 in the second): the
+    # loop finishes its step, saves, and the resumed run ends exactly where an unstopped one does.
+    full = Trainer(tiny_config(episodes=4), splits, tmp_path / "full")
+    full.train()
+    stopped = Trainer(tiny_config(episodes=4), splits, tmp_path / "stopped")
+    real_learn = stopped.agent.learn_tensor
     calls = {"n": 0}
 
-    def interrupted_learn():
+    def learn_then_signal():
         calls["n"] += 1
-        if calls["n"] == 40:
-            raise KeyboardInterrupt
+        if calls["n"] == at_learn_call:
+            os.kill(os.getpid(), getattr(signal, stop_signal))
         return real_learn()
 
-    trainer.agent.learn_tensor = interrupted_learn
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train()
-    path = tmp_path / "checkpoint_interrupted.pth"
-    resumed = Trainer(tiny_config(episodes=4), splits, tmp_path, resume_from=path)
+    stopped.agent.learn_tensor = learn_then_signal
+    with pytest.raises(TrainingInterrupted, match=stop_signal) as raised:
+        stopped.train()
+    path = tmp_path / "stopped" / "checkpoint_interrupted.pth"
+    assert raised.value.checkpoint == path and path.exists()
+    assert not (tmp_path / "stopped" / "final_model.pth").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    resumed = Trainer(tiny_config(episodes=4), splits, tmp_path / "stopped", resume_from=path)
+    assert resumed.state.round is not None and resumed.state.round["step"] > 0  # stopped mid-round
     resumed.train()
-    assert resumed.state.episodes_done == 4
+    _same_run(full, resumed)
 
 
-def test_parallel_envs_sets_accounts_per_round(tmp_path, splits, monkeypatch):
+@pytest.mark.parametrize(("episodes", "parallel_envs", "save_interval", "rounds"),
+                         [(6, 4, 2, [4, 2]), (6, 6, 2, [6]), (5, 2, 5, [2, 2, 1])])
+def test_checkpoints_land_on_every_multiple_of_save_interval(tmp_path, splits, monkeypatch, episodes,
+                                                             parallel_envs, save_interval, rounds):
     seen = []
-    real_env = trainer_module.VectorTradingEnv
+    real_accounts = trainer_module.Accounts
 
-    def recording_env(*args, **kwargs):
-        seen.append(kwargs["num_envs"])
-        return real_env(*args, **kwargs)
+    def recording_accounts(market, num_envs, **kwargs):
+        seen.append(num_envs)
+        return real_accounts(market, num_envs, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "VectorTradingEnv", recording_env)
-    Trainer(tiny_config(episodes=4, parallel_envs=2, save_interval=4), splits, tmp_path / "a").train()
-    Trainer(tiny_config(episodes=4, parallel_envs=4, save_interval=4), splits, tmp_path / "b").train()
-    assert seen == [2, 2, 4]
+    monkeypatch.setattr(trainer_module, "Accounts", recording_accounts)
+    config = tiny_config(episodes=episodes, parallel_envs=parallel_envs, save_interval=save_interval)
+    Trainer(config, splits, tmp_path).train()
+    assert seen == rounds  # rounds hold the planned number of accounts, not a divisor of save_interval
+    expected = {f"checkpoint_ep{n}.pth" for n in range(save_interval, episodes + 1, save_interval)}
+    assert {p.name for p in tmp_path.glob("checkpoint_ep*.pth")} == expected
+
+
+def test_resume_from_a_checkpoint_taken_mid_round_is_exact(tmp_path, splits):
+    # Six accounts in one round (as on a GPU) with save_interval 2: ep2 and ep4 are taken mid-round.
+    config = tiny_config(episodes=6, parallel_envs=6, save_interval=2)
+    full = Trainer(config, splits, tmp_path / "full")
+    full.train()
+    resumed = Trainer(config, splits, tmp_path / "resumed", resume_from=tmp_path / "full" / "checkpoint_ep2.pth")
+    assert resumed.state.episodes_done == 0
+    assert resumed.state.round["step"] == -(-2 * (len(splits.train) - 1) // 6)  # first step past 2 episodes
+    resumed.train()
+    _same_run(full, resumed)
+
+
+def test_parallel_envs_beyond_the_episodes_records_the_count_that_ran(tmp_path, splits):
+    trainer = Trainer(tiny_config(episodes=3, parallel_envs=8, save_interval=3), splits, tmp_path)
+    assert trainer.config.parallel_envs == 3
+    trainer.train()
+    saved = AdaptiveDQNAgent.from_checkpoint(tmp_path / "final_model.pth")
+    assert saved.config.parallel_envs == 3
+
+
+def test_run_steps_the_real_loop_for_a_number_of_transitions(tmp_path, splits):
+    # What a measurement of the real loop calls: a burst, continued exactly by the next call.
+    trainer = Trainer(tiny_config(episodes=4), splits, tmp_path / "burst")
+    assert trainer.run(max_transitions=100) is False
+    assert trainer.state.transitions == 100 and trainer.agent.updates > 0
+    assert trainer.run() is True
+    full = Trainer(tiny_config(episodes=4), splits, tmp_path / "full")
+    assert full.run() is True
+    _same_run(full, trainer)
+
+
+def test_a_round_stops_early_once_every_account_is_ruined_on_either_backend(tmp_path):
+    # Prices fall ~2% an hour and every account buys at once: all are ruined long before the end,
+    # and both backends stop the round at the same step, the next multiple of ALL_RUINED_CHECK_STEPS.
+    crash = prepare_market(synthetic_frame(420, seed=1, drift=-0.02), data_days=None)
+    episode_steps = len(crash.train) - 1
+    outcomes = {}
+    for backend in ("numpy", "torch"):
+        trainer = Trainer(tiny_config(episodes=2, env_backend=backend), crash, tmp_path / backend)
+
+        def always_buy(obs, explore=True):
+            return torch.ones(len(obs), dtype=torch.int64) if isinstance(obs, torch.Tensor) else np.ones(
+                len(obs), dtype=np.int64)
+
+        trainer.agent.act = always_buy
+        state = trainer.train()
+        assert all(e["final_equity"] <= 1_000.0 for e in state.episodes)  # ruined
+        outcomes[backend] = (state.transitions, trainer.agent.epsilon, [e["reward"] for e in state.episodes])
+    steps = outcomes["numpy"][0] // 2
+    assert steps % trainer_module.ALL_RUINED_CHECK_STEPS == 0 and steps < episode_steps // 2
+    assert outcomes["numpy"][:2] == outcomes["torch"][:2]
+    np.testing.assert_allclose(outcomes["numpy"][2], outcomes["torch"][2], rtol=1e-6)
 
 
 def test_exploration_decays_over_the_workload(tmp_path, splits):

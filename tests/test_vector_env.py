@@ -1,4 +1,4 @@
-"""Vectorised environments give exactly the trajectories of N single environments."""
+"""N accounts stepped together give exactly the trajectories of N single environments, on every backend."""
 
 import gymnasium as gym
 import numpy as np
@@ -6,8 +6,11 @@ import pytest
 import torch
 
 from helpers import random_walk_slice
+from nexlify.env.accounts import Accounts, AccountStep
+from nexlify.env.actions import N_ACTIONS
 from nexlify.env.trading import TradingEnvironment
-from nexlify.env.vector import TorchVectorTradingEnv, VectorTradingEnv
+from nexlify.env.vector import VectorTradingEnv
+from nexlify.errors import ConfigError
 
 
 def _single_trajectories(market, actions, **kwargs):
@@ -43,41 +46,84 @@ def test_numpy_vector_env_matches_single_envs_exactly(reward_mode):
         np.testing.assert_array_equal(info["equity"], expected_equity[t])
 
 
-def test_torch_vector_env_on_cpu_matches_numpy():
+def test_torch_and_numpy_accounts_give_the_same_step_record():
     market = random_walk_slice(80, seed=4)
     actions = np.random.default_rng(1).integers(0, 3, size=(200, 7))
-    venv = VectorTradingEnv(market, num_envs=7)
-    tenv = TorchVectorTradingEnv(market, num_envs=7, device="cpu")
-    np.testing.assert_array_equal(venv.reset()[0], tenv.reset().numpy())
+    numpy_accounts = Accounts(market, 7)
+    torch_accounts = Accounts(market, 7, backend="torch", device="cpu")
+    np.testing.assert_array_equal(numpy_accounts.reset(), torch_accounts.reset().numpy())
+    finished = 0
     for t in range(200):
-        obs, reward, terminated, truncated, info = venv.step(actions[t])
-        tobs, treward, tterm, ttrunc, tfinal, tdone, tequity = tenv.step(torch.as_tensor(actions[t]))
-        np.testing.assert_array_equal(info["equity"], tequity.numpy())
-        np.testing.assert_array_equal(obs, tobs.numpy())
-        np.testing.assert_allclose(reward, treward.numpy(), rtol=0, atol=1e-7)
-        np.testing.assert_array_equal(truncated, ttrunc.numpy())
-        running = ~(terminated | truncated)  # the torch env has already reset finished accounts
-        np.testing.assert_array_equal(info["cash"][running], tenv.info()["cash"].numpy()[running])
-        if truncated.any():
-            np.testing.assert_array_equal(info["final_obs"][truncated], tfinal.numpy()[truncated])
+        a = numpy_accounts.step(actions[t])
+        b = torch_accounts.step(torch.as_tensor(actions[t]))
+        assert type(a) is type(b) is AccountStep
+        for field in ("obs", "reward", "terminated", "truncated", "final_obs"):
+            assert getattr(a, field).dtype == getattr(b, field).numpy().dtype, field
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field).numpy(), err_msg=field)
+        for key, value in a.info.items():
+            np.testing.assert_array_equal(value, b.info[key].numpy(), err_msg=key)
+        np.testing.assert_array_equal(a.done, b.done.numpy())
+        finished += int(a.done.sum())
+    assert finished >= 14  # two episode ends per account were crossed
 
 
-def test_same_step_autoreset_reports_final_observation():
+def test_step_record_separates_the_final_observation_from_the_next_episode():
+    market = random_walk_slice(10)
+    accounts = Accounts(market, 3)
+    accounts.reset()
+    for _ in range(8):
+        result = accounts.step(np.zeros(3, dtype=np.int64))
+        assert not result.done.any()
+        np.testing.assert_array_equal(result.obs, result.final_obs)
+    result = accounts.step(np.ones(3, dtype=np.int64))
+    assert result.truncated.all() and not result.terminated.any()
+    np.testing.assert_array_equal(result.final_obs[:, :9], np.repeat(market.features[9:10], 3, axis=0))
+    np.testing.assert_array_equal(result.obs[:, :9], np.repeat(market.features[0:1], 3, axis=0))  # fresh episode
+    assert (result.info["step"] == 9).all() and (result.info["trades"] == 1).all()  # before the reset
+    assert (accounts.info()["step"] == 0).all() and (accounts.info()["trades"] == 0).all()  # after it
+
+
+def test_gymnasium_adapter_reports_the_final_observation():
     market = random_walk_slice(10)
     venv = VectorTradingEnv(market, num_envs=3)
     venv.reset()
     for _ in range(8):
-        _, _, _, truncated, info = venv.step(np.zeros(3, dtype=np.int64))
-        assert not truncated.any()
+        venv.step(np.zeros(3, dtype=np.int64))
     obs, _, _, truncated, info = venv.step(np.ones(3, dtype=np.int64))
     assert truncated.all() and info["_final_obs"].all()
     np.testing.assert_array_equal(info["final_obs"][:, :9], np.repeat(market.features[9:10], 3, axis=0))
-    np.testing.assert_array_equal(obs[:, :9], np.repeat(market.features[0:1], 3, axis=0))  # fresh episode
+    np.testing.assert_array_equal(obs[:, :9], np.repeat(market.features[0:1], 3, axis=0))
+
+
+def test_state_dict_round_trip_continues_exactly():
+    market = random_walk_slice(50, seed=6)
+    actions = np.random.default_rng(2).integers(0, 3, size=(70, 4))
+    accounts = Accounts(market, 4, reward_mode="differential_sharpe")
+    accounts.reset()
+    for t in range(30):
+        accounts.step(actions[t])
+    copy = Accounts(market, 4, reward_mode="differential_sharpe", backend="torch")
+    copy.load_state_dict(accounts.state_dict())
+    np.testing.assert_array_equal(copy.observe().numpy(), accounts.observe())
+    for t in range(30, 70):
+        a, b = accounts.step(actions[t]), copy.step(torch.as_tensor(actions[t]))
+        np.testing.assert_array_equal(a.reward, b.reward.numpy())
+        np.testing.assert_array_equal(a.info["equity"], b.info["equity"].numpy())
+
+
+def test_bad_settings_are_refused():
+    market = random_walk_slice(20)
+    for kwargs, match in (({"num_envs": 0}, "num_envs"), ({"num_envs": True}, "num_envs"),
+                          ({"reward_mode": "profit"}, "reward_mode"), ({"initial_balance": 0}, "initial_balance"),
+                          ({"backend": "jax"}, "backend"), ({"num_envs": 2, "backend": "python"}, "one account")):
+        with pytest.raises(ConfigError, match=match):
+            Accounts(market, **kwargs)
 
 
 def test_is_a_gymnasium_vector_env():
     venv = VectorTradingEnv(random_walk_slice(30), num_envs=4)
     assert isinstance(venv, gym.vector.VectorEnv)
+    assert venv.single_action_space.n == N_ACTIONS
     obs, _ = venv.reset(seed=0)
     assert venv.observation_space.contains(obs)
     assert venv.action_space.shape == (4,)

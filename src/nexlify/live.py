@@ -13,8 +13,9 @@ import pandas as pd
 
 from nexlify.data.features import FeatureScaler
 from nexlify.data.market import market_state_from_candles
-from nexlify.env.trading import ACTION_NAMES
-from nexlify.errors import CheckpointError
+from nexlify.env.accounts import account_features
+from nexlify.env.actions import ACTION_NAMES
+from nexlify.errors import CheckpointError, ConfigError
 
 
 def build_state(
@@ -27,15 +28,18 @@ def build_state(
 ) -> np.ndarray:
     """The 12-number state for the last of ``recent_candles`` (OHLCV rows, oldest first).
 
-    Account features follow the environment: position flag, return of the open position from its
-    fill price (0 when flat), and drawdown of equity from its peak.
+    Account features come from the environment's own ``account_features``: position flag, return of
+    the open position from its fill price (0 when flat), and drawdown of equity from its peak.
     """
+    if is_long and not entry_price > 0:
+        raise ConfigError(f"an open position needs its fill price: entry_price must be > 0, got {entry_price!r}")
+    if not peak_equity > 0:
+        raise ConfigError(f"peak_equity must be > 0, got {peak_equity!r}")
     market = market_state_from_candles(recent_candles, scaler)
     price = float(recent_candles["close"].iloc[-1]) if "close" in recent_candles else float(
         recent_candles.iloc[-1, 4])
-    unrealized = price / entry_price - 1.0 if is_long and entry_price > 0 else 0.0
-    account = np.array([float(is_long), unrealized, equity / peak_equity - 1.0], dtype=np.float32)
-    return np.concatenate([market.astype(np.float32), account])
+    account = account_features(bool(is_long), price, entry_price, equity, peak_equity)
+    return np.concatenate([market.astype(np.float32), np.array(account, dtype=np.float32)])
 
 
 class LiveTrader:

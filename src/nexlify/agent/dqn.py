@@ -138,7 +138,7 @@ class AdaptiveDQNAgent:
         )
 
         self._explore_rng = np.random.default_rng(config.seed)
-        # Exploration for act_tensor draws on the training device, so acting never syncs with the host.
+        # Exploration for tensor batches draws on the training device, so acting never syncs with the host.
         self._device_rng = torch.Generator(device=self.device)
         self._device_rng.manual_seed(config.seed + 2)
         self._host_q: HostQFunction | None = None  # numpy view of q_network for acting on the CPU
@@ -153,27 +153,36 @@ class AdaptiveDQNAgent:
         self.checkpoint_metadata: dict[str, Any] = {}  # extra_metadata of the checkpoint loaded last
 
     # --- acting ----------------------------------------------------------------------------
-    def act(self, state: np.ndarray, explore: bool = True) -> int:
-        """Epsilon-greedy action for one state (greedy when ``explore`` is False)."""
-        if explore and self._explore_rng.random() < self._epsilon:
-            return int(self._explore_rng.integers(self.action_size))
-        return int(self.greedy_actions(np.asarray(state, dtype=np.float32).reshape(1, -1))[0])
+    def act(self, states: np.ndarray | torch.Tensor, explore: bool = True) -> Any:
+        """Epsilon-greedy actions (greedy when ``explore`` is False).
 
-    def act_batch(self, states: np.ndarray, explore: bool = True) -> np.ndarray:
-        """Epsilon-greedy actions (int64) for a batch of states: one forward pass, per-row exploration."""
+        - one state (a 1-D array): an ``int``;
+        - a batch of host states ``(N, state_size)``: an int64 numpy array (one forward pass,
+          exploration drawn per row). On the CPU the network runs in numpy on views of its own
+          weights, a third of torch's per-call cost at small batches;
+        - a tensor batch: an int64 tensor on the agent's device; nothing crosses to the host, so an
+          environment that lives on the GPU is never synchronised with.
+        """
+        if isinstance(states, torch.Tensor):
+            return self._act_on_device(states, explore)
         states = np.asarray(states, dtype=np.float32)
+        if states.ndim == 1:
+            if explore and self._explore_rng.random() < self._epsilon:
+                return int(self._explore_rng.integers(self.action_size))
+            return int(self._greedy_on_host(states.reshape(1, -1))[0])
         n = states.shape[0]
-        random_rows = (self._explore_rng.random(n) < self._epsilon) if explore else np.zeros(n, dtype=bool)
-        random_actions = self._explore_rng.integers(self.action_size, size=n) if explore else None
+        if not explore:
+            return self._greedy_on_host(states)
+        random_rows = self._explore_rng.random(n) < self._epsilon
+        random_actions = self._explore_rng.integers(self.action_size, size=n)
         if random_rows.all():
             return random_actions.astype(np.int64)
-        actions = self.greedy_actions(states)
-        if explore:
-            actions[random_rows] = random_actions[random_rows]
+        actions = self._greedy_on_host(states)
+        actions[random_rows] = random_actions[random_rows]
         return actions
 
-    def greedy_actions(self, states: np.ndarray) -> np.ndarray:
-        """argmax_a Q(s, a) (int64) for a float32 batch of host states, without exploration."""
+    def _greedy_on_host(self, states: np.ndarray) -> np.ndarray:
+        """argmax_a Q(s, a) (int64) for a float32 batch of host states."""
         states = np.ascontiguousarray(states, dtype=np.float32)
         if self.device.type == "cpu":
             return self.host_q_function()(states).argmax(axis=1).astype(np.int64)
@@ -181,22 +190,7 @@ class AdaptiveDQNAgent:
             q = self.q_network(torch.from_numpy(states).to(self.device))
             return q.argmax(dim=1).cpu().numpy().astype(np.int64)
 
-    def host_q_function(self) -> HostQFunction:
-        """The online Q-function in numpy on the host: live views of the weights on the CPU; on another
-        device a copy of the weights as they are now (for bar-by-bar backtests that must not wait for
-        the GPU at every bar)."""
-        if self.device.type != "cpu":
-            return HostQFunction(copy.deepcopy(self.q_network).to("cpu"))
-        if self._host_q is None or self._host_q.network is not self.q_network:
-            self._host_q = HostQFunction(self.q_network)
-        return self._host_q
-
-    def act_tensor(self, states: torch.Tensor, explore: bool = True) -> torch.Tensor:
-        """Epsilon-greedy actions for a batch of states already on the device; stays on the device.
-
-        The path for environments that live on the GPU (``TorchVectorTradingEnv``): no host copy, no
-        synchronisation.
-        """
+    def _act_on_device(self, states: torch.Tensor, explore: bool) -> torch.Tensor:
         with torch.inference_mode():
             greedy = self.q_network(states).argmax(dim=1)
         if not explore:
@@ -207,6 +201,16 @@ class AdaptiveDQNAgent:
             self.action_size, (n,), generator=self._device_rng, device=self.device
         )
         return torch.where(random_rows, random_actions, greedy)
+
+    def host_q_function(self) -> HostQFunction:
+        """The online Q-function in numpy on the host: live views of the weights on the CPU; on another
+        device a copy of the weights as they are now (for bar-by-bar backtests that must not wait for
+        the GPU at every bar)."""
+        if self.device.type != "cpu":
+            return HostQFunction(copy.deepcopy(self.q_network).to("cpu"))
+        if self._host_q is None or self._host_q.network is not self.q_network:
+            self._host_q = HostQFunction(self.q_network)
+        return self._host_q
 
     # --- remembering -----------------------------------------------------------------------
     def remember(

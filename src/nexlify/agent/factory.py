@@ -7,11 +7,13 @@ from typing import Any
 
 from nexlify.agent.dqn import AdaptiveDQNAgent
 from nexlify.config import TrainingConfig
+from nexlify.data.features import STATE_SIZE
+from nexlify.env.actions import N_ACTIONS
 
 
 def create_optimized_agent(
-    state_size: int = 12,
-    action_size: int = 3,
+    state_size: int = STATE_SIZE,
+    action_size: int = N_ACTIONS,
     auto_detect: bool = True,
     config_override: Mapping[str, Any] | None = None,
 ) -> AdaptiveDQNAgent:

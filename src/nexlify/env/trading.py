@@ -1,15 +1,18 @@
 """TradingEnvironment: one account trading one market, as a Gymnasium ``Env``.
 
-Timing (no look-ahead): the observation at row t holds features of the candle that closed at t.
-The action chosen on it is filled at the open of candle t+1 and the account is marked at the close
-of t+1, which is the next observation. An episode runs from the first to the last row of its
-market slice: running out of data is truncation; equity falling to ``ruin_fraction`` of the
-initial balance is termination.
+A one-account view of ``nexlify.env.accounts.Accounts`` (its ``"python"`` backend), so it follows the
+same trading step, timing and rewards as the vectorised accounts the trainer uses; see that module
+for the timing (decide on the close of t, fill at the open of t+1, mark at the close of t+1).
+
+Given a DataFrame or a file instead of a ready ``MarketSlice`` and no ``scaler``, the feature scaler is
+fitted on a leading part of the data that the environment then does not trade
+(``SCALER_FIT_FRACTION`` of the rows, at least ``MIN_SCALER_FIT_ROWS``): an observation at row t
+never depends on rows after t.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +20,17 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 
-from nexlify.config import REWARD_MODES
-from nexlify.data.features import ACCOUNT_FEATURE_NAMES, FeatureScaler
-from nexlify.data.market import MarketSlice
-from nexlify.env.portfolio import Portfolio
-from nexlify.env.rewards import differential_sharpe_step
-from nexlify.errors import ConfigError
+from nexlify.data.features import WARMUP_BARS, FeatureScaler, compute_market_features
+from nexlify.data.market import MarketSlice, load_ohlcv, market_slice_from_frame
+from nexlify.env.accounts import Accounts
+from nexlify.env.actions import BUY, HOLD, N_ACTIONS, SELL
 
-HOLD, BUY, SELL = 0, 1, 2
-ACTION_NAMES = ("hold", "buy", "sell")
+SCALER_FIT_FRACTION = 0.2
+MIN_SCALER_FIT_ROWS = 32
+
+
+def _drop_leading_rows(market: MarketSlice, rows: int) -> MarketSlice:
+    return MarketSlice(**{f.name: getattr(market, f.name)[rows:] for f in dataclasses.fields(market)})
 
 
 def resolve_market(
@@ -33,19 +38,23 @@ def resolve_market(
 ) -> tuple[MarketSlice, FeatureScaler | None]:
     """Turn a MarketSlice, a DataFrame, a file path or None (bundled data) into a MarketSlice.
 
-    A MarketSlice is used as it is (its features are already normalised). Otherwise, without a
-    ``scaler``, the feature scaler is fitted on this data itself; to run on held-out data pass the
-    scaler fitted on the training data.
+    A MarketSlice is used as it is (its features are already normalised). Otherwise the features are
+    normalised with ``scaler`` (e.g. the one fitted on the training data, to run on held-out data)
+    or, without one, with a scaler fitted on the leading ``SCALER_FIT_FRACTION`` of the usable rows,
+    which are then left out: nothing the environment shows depends on a later row.
     """
-    from nexlify.data.features import WARMUP_BARS, compute_market_features
-    from nexlify.data.market import load_ohlcv, market_slice_from_frame
-
     if isinstance(data, MarketSlice):
         return data, scaler
-    frame = load_ohlcv(data, min_rows=WARMUP_BARS + 2)
-    if scaler is None:
-        scaler = FeatureScaler().fit(compute_market_features(frame)[WARMUP_BARS:])
-    return market_slice_from_frame(frame, scaler), scaler
+    # Loaded here without logging: market_slice_from_frame loads the frame again and reports gaps once.
+    frame = load_ohlcv(data, min_rows=WARMUP_BARS + MIN_SCALER_FIT_ROWS + 2, log_gaps=False)
+    if scaler is not None:
+        return market_slice_from_frame(frame, scaler), scaler
+    usable = len(frame) - WARMUP_BARS
+    fit_rows = max(MIN_SCALER_FIT_ROWS, int(SCALER_FIT_FRACTION * usable))
+    # Features are causal, so those of the leading rows do not depend on anything after them either.
+    fit_features = compute_market_features(frame.iloc[: WARMUP_BARS + fit_rows])[WARMUP_BARS:]
+    scaler = FeatureScaler().fit(fit_features)
+    return _drop_leading_rows(market_slice_from_frame(frame, scaler), fit_rows), scaler
 
 
 class TradingEnvironment(gym.Env):
@@ -68,108 +77,27 @@ class TradingEnvironment(gym.Env):
         ruin_fraction: float = 0.1,
     ) -> None:
         super().__init__()
-        if reward_mode not in REWARD_MODES:
-            raise ConfigError(f"reward_mode must be one of {', '.join(REWARD_MODES)}; got {reward_mode!r}")
-        if not initial_balance > 0:
-            raise ConfigError(f"initial_balance must be > 0, got {initial_balance!r}")
         self.market, self.scaler = resolve_market(data, scaler)
-        if len(self.market) < 2:
-            raise ConfigError("the market slice needs at least 2 rows to take one step")
-        self.portfolio = Portfolio(initial_balance, fee, slippage)
+        self.account = Accounts(self.market, 1, initial_balance=initial_balance, fee=fee, slippage=slippage,
+                                reward_mode=reward_mode, ruin_fraction=ruin_fraction, backend="python")
         self.reward_mode = reward_mode
-        self._log_return_reward = reward_mode == "log_return"
-        n_features = self.market.features.shape[1] + len(ACCOUNT_FEATURE_NAMES)
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(n_features,), dtype=np.float32)
-        self.action_space = gym.spaces.Discrete(3)
-        # Python floats index faster than numpy scalars; a zero-padded feature table lets an
-        # observation be one row copy plus three account numbers.
-        self._open = self.market.open.tolist()
-        self._close = self.market.close.tolist()
-        n_market = self.market.features.shape[1]
-        self._obs_rows = np.zeros((len(self.market), n_features), dtype=np.float32)
-        self._obs_rows[:, :n_market] = self.market.features
-        self._n_market = n_market
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(self.account.observation_size,),
+                                                dtype=np.float32)
+        self.action_space = gym.spaces.Discrete(N_ACTIONS)
         self._last_row = len(self.market) - 1
-        self._ruin_equity = ruin_fraction * float(initial_balance)
-        self._t = 0
-        self._equity = float(initial_balance)
-        self._peak = float(initial_balance)
-        self._dsr_mean = 0.0
-        self._dsr_mean_square = 0.0
-        self._invalid_actions = 0
 
     @property
     def state_size(self) -> int:
-        return int(self.observation_space.shape[0])
+        return self.account.observation_size
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        self.portfolio.reset()
-        self._t = 0
-        self._equity = self._peak = float(self.portfolio.initial_balance)
-        self._dsr_mean = self._dsr_mean_square = 0.0
-        self._invalid_actions = 0
-        return self._observation(), self._info()
+        return self.account.reset(), self.account.info()
 
-    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
-        t_next = self._t + 1
-        if t_next > self._last_row:
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self.account.t >= self._last_row:
             raise RuntimeError("episode is over: call reset() before step()")
-        portfolio = self.portfolio
-        if action == HOLD:
-            pass
-        elif action == BUY:
-            if not portfolio.buy(self._open[t_next]):
-                self._invalid_actions += 1
-        elif action == SELL:
-            if not portfolio.sell(self._open[t_next]):
-                self._invalid_actions += 1
-        else:
+        if action not in (HOLD, BUY, SELL):
             raise ValueError(f"action must be 0 (hold), 1 (buy) or 2 (sell), got {action!r}")
-        equity = portfolio.cash + portfolio.units * self._close[t_next]
-        step_return = math.log(equity / self._equity)
-        if self._log_return_reward:
-            reward = step_return
-        else:
-            reward, self._dsr_mean, self._dsr_mean_square = differential_sharpe_step(
-                step_return, self._dsr_mean, self._dsr_mean_square
-            )
-        self._equity = equity
-        if equity > self._peak:
-            self._peak = equity
-        self._t = t_next
-        terminated = equity <= self._ruin_equity
-        truncated = not terminated and t_next == self._last_row
-        info = {  # built inline: this is the hot path of single-env training
-            "step": t_next, "equity": equity, "cash": portfolio.cash, "position": portfolio.units,
-            "price": self._close[t_next], "fees_paid": portfolio.fees_paid,
-            "slippage_paid": portfolio.slippage_paid, "trades": portfolio.trades,
-            "invalid_actions": self._invalid_actions,
-        }
-        return self._observation(), reward, terminated, truncated, info
-
-    def _observation(self) -> np.ndarray:
-        """Market features of row t, then position flag, open-position return, drawdown."""
-        t = self._t
-        obs = self._obs_rows[t].copy()
-        n = self._n_market
-        portfolio = self.portfolio
-        if portfolio.units > 0.0:
-            obs[n] = 1.0
-            obs[n + 1] = self._close[t] / portfolio.entry_price - 1.0
-        obs[n + 2] = self._equity / self._peak - 1.0
-        return obs
-
-    def _info(self) -> dict[str, Any]:
-        p = self.portfolio
-        return {
-            "step": self._t,
-            "equity": self._equity,
-            "cash": p.cash,
-            "position": p.units,
-            "price": self._close[self._t],
-            "fees_paid": p.fees_paid,
-            "slippage_paid": p.slippage_paid,
-            "trades": p.trades,
-            "invalid_actions": self._invalid_actions,
-        }
+        reward, terminated, truncated = self.account.advance(action)
+        return self.account.observe(), reward, terminated, truncated, self.account.info()

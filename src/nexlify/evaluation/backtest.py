@@ -1,8 +1,9 @@
-"""Backtests: run a policy over a market slice with the real environment, and the baselines.
+"""Backtests: run a policy over a market slice with the real trading step, and the baselines.
 
-Every policy, the agent's and the baselines', trades through the same ``VectorTradingEnv`` with the
-same fees and slippage, so the comparison is fair. Baselines: buy-and-hold, staying in cash, a
-random policy (mean over several seeds) and a moving-average crossover (fast 20 / slow 50 candles).
+Every policy, the agent's and the baselines', trades through the same accounts (``Accounts``, the
+trading step of the training environments) with the same fees and slippage, so the comparison is
+fair. Baselines: buy-and-hold, staying in cash, a random policy (mean over several seeds) and a
+moving-average crossover (fast 20 / slow 50 candles).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from nexlify.data.market import MarketSlice
-from nexlify.env.trading import BUY, HOLD, SELL
-from nexlify.env.vector import VectorTradingEnv
+from nexlify.env.accounts import Accounts
+from nexlify.env.actions import BUY, HOLD, N_ACTIONS, SELL
 from nexlify.evaluation.metrics import compute_metrics
 
 Policy = Callable[[np.ndarray, int], np.ndarray]
@@ -48,8 +49,7 @@ def run_policy(
     slippage: float = 0.0005,
 ) -> BacktestResult:
     """Run ``policy`` from the first to the last row of ``market`` for ``num_accounts`` accounts."""
-    env = VectorTradingEnv(market, num_envs=num_accounts, initial_balance=initial_balance,
-                           fee=fee, slippage=slippage)
+    accounts = Accounts(market, num_accounts, initial_balance=initial_balance, fee=fee, slippage=slippage)
     steps = len(market) - 1
     equity = np.empty((num_accounts, steps + 1))
     position = np.zeros((num_accounts, steps + 1), dtype=np.int8)
@@ -58,11 +58,12 @@ def run_policy(
     trades = np.zeros(num_accounts, dtype=np.int64)
     equity[:, 0] = initial_balance
     alive = np.ones(num_accounts, dtype=bool)  # a ruined account stops trading and keeps its equity
-    obs, _ = env.reset()
+    obs = accounts.reset()
     for t in range(steps):
         chosen = np.asarray(policy(obs, t), dtype=np.int64)
         chosen = np.where(alive, chosen, HOLD)
-        obs, _, terminated, _, info = env.step(chosen)
+        _, terminated, _ = accounts.advance(chosen)  # one pass over the market: nothing to reset
+        obs, info = accounts.observe(), accounts.info()
         actions[:, t] = chosen
         equity[:, t + 1] = np.where(alive, info["equity"], equity[:, t])
         position[:, t + 1] = np.where(alive, info["position"] > 0, position[:, t])
@@ -104,7 +105,7 @@ def cash_policy(obs: np.ndarray, t: int) -> np.ndarray:
 
 def random_policy(seed: int) -> Policy:
     rng = np.random.default_rng(seed)
-    return lambda obs, _t: rng.integers(0, 3, size=len(obs))
+    return lambda obs, _t: rng.integers(0, N_ACTIONS, size=len(obs))
 
 
 def moving_average_policy(close: np.ndarray, fast: int = MA_FAST, slow: int = MA_SLOW) -> Policy:

@@ -1,20 +1,28 @@
-"""The training loop: parallel environments -> replay -> DQN updates, with validation and checkpoints.
+"""The training loop: N accounts -> replay -> DQN updates, with validation and checkpoints.
 
 Work is counted in episodes: one episode is one pass of one account over the training split, so the
-workload (episodes x window) is the same on every machine. Episodes run in rounds of up to
-``parallel_envs`` accounts stepped together; a round's size divides ``save_interval`` (or is a
-multiple of it) so that ``checkpoint_ep{N}.pth`` lands exactly on multiples of it, and every
-checkpoint sits on a round boundary, which makes ``--resume`` exact. Each time the transitions
-collected reach another ``eval_interval`` episodes' worth (inside a round too, so a GPU stepping all
-accounts in one round validates as often as a laptop) the greedy policy is scored on the validation
-split; ``best_model.pth`` is the best by that score (``validation_metric``: Sharpe by default), never
-by a training episode.
+workload (episodes x window) is the same on every machine. Episodes run in rounds of
+``parallel_envs`` accounts stepped together (fewer in the last round when fewer remain), as numpy
+arrays on the host or as torch tensors on the training device (``env_backend``): one loop, the same
+trading step (``nexlify.env.accounts``) and the same acting call (``agent.act``) on both.
+
+Cadence is counted in transitions, so a GPU stepping 1000 accounts in one round keeps the same
+cadence as a laptop stepping 4: each time the transitions collected reach another ``eval_interval``
+episodes' worth the greedy policy is scored on the validation split (``best_model.pth`` is the best
+by that score, never by a training episode), and each time they reach another ``save_interval``
+episodes' worth ``checkpoint_ep{N}.pth`` is written. A checkpoint holds the round in progress too
+(the accounts' state and what the round has earned so far), so ``--resume`` from any checkpoint,
+including the one written on Ctrl-C or SIGTERM, continues exactly as if the run had never stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,37 +33,29 @@ import torch
 
 from nexlify.agent.dqn import AdaptiveDQNAgent
 from nexlify.config import TrainingConfig
+from nexlify.data.features import ACCOUNT_FEATURE_NAMES
 from nexlify.data.market import MarketSlice, MarketSplits
-from nexlify.env.vector import TorchVectorTradingEnv, VectorTradingEnv
+from nexlify.env.accounts import Accounts, AccountStep
+from nexlify.env.actions import N_ACTIONS
 from nexlify.errors import CheckpointError
 from nexlify.evaluation.backtest import agent_policy, run_policy
 from nexlify.hardware.cpu import detect_cpu, thread_candidates
 from nexlify.hardware.units import GB
 from nexlify.training.monitor import TrainingMonitor
 
-ACTION_SIZE = 3
 BEST_MODEL = "best_model.pth"
 FINAL_MODEL = "final_model.pth"
 INTERRUPTED_CHECKPOINT = "checkpoint_interrupted.pth"
 MEMORY_CHECK_EVERY_STEPS = 256
+# A round ends early once every account has been ruined; asked every this many steps, on both
+# backends alike (on a GPU each question is a device-to-host sync).
+ALL_RUINED_CHECK_STEPS = 32
 # A round under this share of the profiler's projected speed times the other torch thread counts.
 SLOW_PACE_FRACTION = 0.75
 # Settings that belong to the machine running the job, not to the run being resumed.
 MACHINE_SETTINGS = ("device", "num_workers", "use_mixed_precision", "precision", "env_backend",
                     "optimization_level", "memory_reserve_gb")
-
-
-def round_size(parallel_envs: int, save_interval: int, remaining: int) -> int:
-    """Accounts in the next round, chosen so rounds end exactly on multiples of ``save_interval``.
-
-    Up to ``save_interval`` envs: the largest divisor of it; more (GPUs run thousands): the largest
-    multiple of it. Never more than the episodes remaining.
-    """
-    if parallel_envs >= save_interval:
-        size = parallel_envs // save_interval * save_interval
-    else:
-        size = max(d for d in range(1, parallel_envs + 1) if save_interval % d == 0)
-    return min(size, remaining)
+STOP_SIGNALS = ("SIGINT", "SIGTERM")
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -65,14 +65,111 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
-@dataclass
-class RoundOutcome:
-    """What one round produced: transitions stored, mean loss, and each account's first episode."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT (Ctrl-C) or SIGTERM after saving ``checkpoint`` to resume from."""
 
-    transitions: int
-    mean_loss: float | None
-    episode_rewards: np.ndarray
-    final_equity: np.ndarray
+    def __init__(self, signal_name: str, checkpoint: Path) -> None:
+        super().__init__(f"{signal_name}: saved {checkpoint}; continue with --resume {checkpoint}")
+        self.signal_name, self.checkpoint = signal_name, checkpoint
+
+
+class StopRequest:
+    """Turns SIGINT and SIGTERM into a request the loop honours at the end of its current step.
+
+    Installed only in the main thread (Python delivers signals there). A second signal of either
+    kind stops at once, without a checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        numbers = [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]
+        previous = {number: signal.getsignal(number) for number in numbers}
+        for number in numbers:
+            signal.signal(number, self._handle)
+        try:
+            yield self
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    def _handle(self, number: int, _frame: Any) -> None:
+        if self.signal_name is not None:
+            raise KeyboardInterrupt(f"{signal.Signals(number).name} again: stopped without a checkpoint")
+        self.signal_name = signal.Signals(number).name
+
+
+class _Round:
+    """The round in progress: its accounts, and what each account's first episode has earned so far.
+
+    An account ruined early restarts and keeps collecting transitions; only its first episode counts
+    for the round's records.
+    """
+
+    def __init__(self, accounts: Accounts, episode_steps: int) -> None:
+        self.accounts = accounts
+        self.n_envs = accounts.num_envs
+        self.episode_steps = episode_steps
+        self.step = 0
+        self.all_ruined = False
+        self.obs = accounts.reset()
+        xp = accounts.xp
+        self.first_episode = xp.fill(self.n_envs, True, "bool")
+        self.episode_reward = xp.fill(self.n_envs, 0.0, "float64")
+        self.final_equity = xp.fill(self.n_envs, accounts.initial_balance, "float64")
+        self.loss_sum = torch.zeros((), dtype=torch.float64)
+        self.loss_count = 0
+        self.seconds = 0.0
+
+    @property
+    def over(self) -> bool:
+        return self.step >= self.episode_steps or self.all_ruined
+
+    def record(self, result: AccountStep) -> None:
+        """Add a step's rewards and episode ends to each account's first episode."""
+        where = self.accounts.xp.where
+        reward = result.reward.double() if isinstance(result.reward, torch.Tensor) else result.reward
+        self.episode_reward = self.episode_reward + where(self.first_episode, reward, 0.0)
+        self.final_equity = where(self.first_episode & result.done, result.info["equity"], self.final_equity)
+        self.first_episode = self.first_episode & ~result.done
+        self.obs = result.obs
+        self.step += 1
+        if self.step % ALL_RUINED_CHECK_STEPS == 0 and not bool(self.first_episode.any()):
+            self.all_ruined = True
+
+    def add_loss(self, loss: torch.Tensor) -> None:
+        if self.loss_sum.device != loss.device:
+            self.loss_sum = self.loss_sum.to(loss.device)
+        self.loss_sum += loss.double()  # stays on the device: no per-step sync
+        self.loss_count += 1
+
+    def mean_loss(self) -> float | None:
+        return float(self.loss_sum) / self.loss_count if self.loss_count else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe progress, for a checkpoint taken mid-round."""
+        to_list = self.accounts.xp.to_list
+        return {"n_envs": self.n_envs, "step": self.step, "all_ruined": self.all_ruined,
+                "accounts": self.accounts.state_dict(), "first_episode": to_list(self.first_episode),
+                "episode_reward": to_list(self.episode_reward), "final_equity": to_list(self.final_equity),
+                "loss_sum": float(self.loss_sum), "loss_count": self.loss_count, "seconds": self.seconds}
+
+    def load_dict(self, values: dict[str, Any]) -> None:
+        """Continue from ``to_dict`` output."""
+        vector = self.accounts.xp.vector
+        self.accounts.load_state_dict(values["accounts"])
+        self.obs = self.accounts.observe()
+        self.step, self.all_ruined = int(values["step"]), bool(values["all_ruined"])
+        self.first_episode = vector(values["first_episode"], "bool")
+        self.episode_reward = vector(values["episode_reward"], "float64")
+        self.final_equity = vector(values["final_equity"], "float64")
+        self.loss_sum = torch.tensor(float(values["loss_sum"]), dtype=torch.float64)
+        self.loss_count, self.seconds = int(values["loss_count"]), float(values["seconds"])
 
 
 @dataclass
@@ -85,11 +182,13 @@ class TrainingState:
     best_score: float | None = None
     best_episode: int | None = None
     last_eval_mark: int = 0
+    last_save_mark: int = 0
     replay_frozen: bool = False
     train_seconds: float = 0.0
     episodes: list[dict[str, Any]] = field(default_factory=list)
     validation: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    round: dict[str, Any] | None = None  # the round in progress (``_Round.to_dict``), between steps
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -123,16 +222,24 @@ class Trainer:
             config = config.with_overrides(
                 {"epsilon_decay_steps": max(1, int(config.exploration_fraction * total))}
             )
+        if config.parallel_envs > config.episodes:
+            # No round can hold more accounts than there are episodes: record the count that runs.
+            config = config.with_overrides({"parallel_envs": config.episodes})
         self.config = config
+        self.stop_request = StopRequest()
         if resume_from is not None:
             self.agent, self.state = self._resume(Path(resume_from))
         else:
-            self.agent = AdaptiveDQNAgent(self.market_state_size, ACTION_SIZE, config)
+            self.agent = AdaptiveDQNAgent(self.market_state_size, N_ACTIONS, config)
             self.state = TrainingState()
         # The profiler's measured speed for this setting (transitions/s); None: nothing to compare with.
         self.expected_transitions_per_s: float | None = None
         self._thread_trial: dict[int, float] | None = None  # rates per thread count once a round ran slow
         self._pace_settled = False
+        self._round: _Round | None = None
+        if self.state.round is not None:
+            self._round = self._new_round(int(self.state.round["n_envs"]))
+            self._round.load_dict(self.state.round)
 
     @property
     def uses_device_envs(self) -> bool:
@@ -142,102 +249,94 @@ class Trainer:
 
     @property
     def market_state_size(self) -> int:
-        from nexlify.data.features import ACCOUNT_FEATURE_NAMES
-
         return self.splits.train.features.shape[1] + len(ACCOUNT_FEATURE_NAMES)
 
     # --- the loop ----------------------------------------------------------------------
     def train(self) -> TrainingState:
-        """Run until ``config.episodes`` episodes are complete. Ctrl-C saves a checkpoint first."""
-        try:
-            while self.state.episodes_done < self.config.episodes:
-                started = time.perf_counter()
-                remaining = self.config.episodes - self.state.episodes_done
-                n_envs = round_size(self.config.parallel_envs, self.config.save_interval, remaining)
-                outcome = self.run_round(n_envs)
-                self.state.train_seconds += time.perf_counter() - started
-                self._after_round(outcome, time.perf_counter() - started)
-        except KeyboardInterrupt:
+        """Run until ``config.episodes`` episodes are complete, then save the final (and, if no validation
+        ran, the best) model.
+
+        SIGINT (Ctrl-C) and SIGTERM stop at the end of the current step: the loop saves
+        ``checkpoint_interrupted.pth`` and raises ``TrainingInterrupted`` (a ``KeyboardInterrupt``).
+        A second signal stops at once, without a checkpoint.
+        """
+        with self.stop_request.installed():
+            completed = self.run()
+        if not completed:
             path = self.output_dir / INTERRUPTED_CHECKPOINT
             self._save(path, include_replay=True)
-            self.monitor.log(f"interrupted: saved {path}; continue with --resume {path}")
-            raise
+            interrupted = TrainingInterrupted(self.stop_request.signal_name or "stop", path)
+            self.monitor.log(f"interrupted by {interrupted}")
+            raise interrupted
         self._save(self.output_dir / FINAL_MODEL, include_replay=False)
         if self.state.best_score is None:
             # No validation ran (tiny runs): the final model is the only candidate.
             self._save(self.output_dir / BEST_MODEL, include_replay=False)
         return self.state
 
-    def run_round(self, n_envs: int) -> RoundOutcome:
-        """One round of the loop: ``n_envs`` accounts through one episode each, storing and learning
-        as due (what the hardware profiler times in its bursts)."""
-        return self._run_round_on_device(n_envs) if self.uses_device_envs else self._run_round(n_envs)
+    def run(self, max_transitions: int | None = None) -> bool:
+        """Step the loop: act, trade, store, learn; validate and save as due.
 
-    def _run_round(self, n_envs: int) -> RoundOutcome:
-        """Step ``n_envs`` accounts through one episode each, storing and learning as we go."""
-        cfg, agent = self.config, self.agent
-        env = VectorTradingEnv(self.splits.train, num_envs=n_envs, initial_balance=cfg.initial_balance,
-                               fee=cfg.fee, slippage=cfg.slippage, reward_mode=cfg.reward_mode)
-        obs, _ = env.reset()
-        active = np.ones(n_envs, dtype=bool)
-        episode_reward = np.zeros(n_envs)
-        final_equity = np.full(n_envs, cfg.initial_balance)
-        losses: list[torch.Tensor] = []
-        stored = 0
-        for step in range(self.episode_steps):
-            actions = agent.act_batch(obs, explore=True)
-            next_obs, reward, terminated, truncated, info = env.step(actions)
-            done = terminated | truncated
-            real_next = next_obs
-            if done.any():
-                real_next = next_obs.copy()
-                real_next[done] = info["final_obs"][done]
-            # Every account is stored every step (n-step windows are kept per account row); an
-            # account ruined early restarts, and only its first episode counts for this round.
-            agent.remember_batch(obs, actions, reward, real_next, terminated, truncated=truncated)
-            episode_reward += np.where(active, reward, 0.0)
-            final_equity = np.where(active & done, info["equity"], final_equity)
-            active &= ~done
-            stored += n_envs
-            self._learn_as_due(n_envs, step, losses)
-            self._validate_if_due(n_envs, step + 1)
-            obs = next_obs
-            if not active.any():
-                break
-        self.state.transitions += stored
-        return RoundOutcome(stored, _mean_loss(losses), episode_reward, final_equity)
-
-    def _run_round_on_device(self, n_envs: int) -> RoundOutcome:
-        """The same round with environments, actions and replay all on the training device.
-
-        Nothing crosses to the host inside the loop except the loss values ``learn`` returns.
-        All accounts run the full window (an account ruined early restarts and keeps collecting).
+        Returns True once all episodes are done; False when it stopped early, after
+        ``max_transitions`` more transitions (at the end of a step; the round in progress is kept, so
+        the next call continues it) or on a stop request. Saves no final model (see ``train``): a
+        short ``run`` is a measurement of the real loop.
         """
-        cfg, agent = self.config, self.agent
-        env = TorchVectorTradingEnv(self.splits.train, n_envs, initial_balance=cfg.initial_balance, fee=cfg.fee,
-                                    slippage=cfg.slippage, reward_mode=cfg.reward_mode, device=agent.device)
-        obs = env.reset()
-        first_episode = torch.ones(n_envs, dtype=torch.bool, device=agent.device)
-        episode_reward = torch.zeros(n_envs, dtype=torch.float64, device=agent.device)
-        final_equity = torch.full((n_envs,), cfg.initial_balance, dtype=torch.float64, device=agent.device)
-        losses: list[torch.Tensor] = []
-        for step in range(self.episode_steps):
-            actions = agent.act_tensor(obs, explore=True)
-            result = env.step(actions)
-            real_next = torch.where(result.done.unsqueeze(1), result.final_obs, result.obs)
-            agent.remember_batch(obs, actions, result.reward, real_next, result.terminated,
-                                 truncated=result.truncated)
-            episode_reward += torch.where(first_episode, result.reward.double(), 0.0)
-            final_equity = torch.where(first_episode & result.done, result.final_equity, final_equity)
-            first_episode &= ~result.done
-            self._learn_as_due(n_envs, step, losses)
-            self._validate_if_due(n_envs, step + 1)
-            obs = result.obs
-        stored = n_envs * self.episode_steps
-        self.state.transitions += stored
-        return RoundOutcome(stored, _mean_loss(losses), episode_reward.cpu().numpy(), final_equity.cpu().numpy())
+        stop_at = None if max_transitions is None else self.state.transitions + max_transitions
+        while self.state.episodes_done < self.config.episodes:
+            if self._round is None:
+                remaining = self.config.episodes - self.state.episodes_done
+                self._round = self._new_round(min(self.config.parallel_envs, remaining))
+            self._step_round(self._round, stop_at)
+            if not self._round.over:
+                return False
+            self._finish_round(self._round)
+            self._round = None
+            if self.stop_request.signal_name is not None:
+                return False
+        return True
 
-    def _learn_as_due(self, new_transitions: int, step: int, losses: list[torch.Tensor]) -> None:
+    def run_round(self, n_envs: int) -> None:
+        """A fresh round of ``n_envs`` accounts through ``episode_steps`` steps of the loop (acting,
+        trading, storing, learning as due), its episodes not recorded: what the hardware profiler
+        times in its bursts."""
+        self._step_round(self._new_round(n_envs), None)
+
+    def _new_round(self, n_envs: int) -> _Round:
+        cfg = self.config
+        backend = "torch" if self.uses_device_envs else "numpy"
+        accounts = Accounts(self.splits.train, n_envs, initial_balance=cfg.initial_balance, fee=cfg.fee,
+                            slippage=cfg.slippage, reward_mode=cfg.reward_mode, backend=backend,
+                            device=self.agent.device if backend == "torch" else None)
+        return _Round(accounts, self.episode_steps)
+
+    def _step_round(self, rnd: _Round, stop_at: int | None) -> None:
+        """Step every account of ``rnd`` until the round is over, ``stop_at`` transitions are stored, or
+        a stop is requested. Each step: act on all accounts, trade, store the transitions, learn as due,
+        then validate and save when another interval's worth of transitions is complete."""
+        agent, n = self.agent, rnd.n_envs
+        started = time.perf_counter()
+        while not rnd.over:
+            obs = rnd.obs
+            actions = agent.act(obs, explore=True)
+            result = rnd.accounts.step(actions)
+            # The real next state, not the first state of the next episode: n-step windows are kept
+            # per account row, and an account's episode end is a terminal or truncated transition.
+            agent.remember_batch(obs, actions, result.reward, result.final_obs, result.terminated,
+                                 truncated=result.truncated)
+            rnd.record(result)
+            self.state.transitions += n
+            self._learn_as_due(n, rnd.step - 1, rnd)
+            if not rnd.over:
+                self._validate_and_save_as_due(self.state.episodes_done * self.episode_steps + n * rnd.step)
+            if self.stop_request.signal_name is not None or (stop_at is not None and
+                                                             self.state.transitions >= stop_at):
+                break
+        seconds = time.perf_counter() - started
+        rnd.seconds += seconds
+        self.state.train_seconds += seconds
+
+    def _learn_as_due(self, new_transitions: int, step: int, rnd: _Round) -> None:
         """After storing ``new_transitions``: decay exploration, take the learning steps now due
         (one per ``train_frequency`` transitions), and now and then check host memory."""
         self.agent.decay_epsilon(new_transitions)
@@ -246,7 +345,7 @@ class Trainer:
             self.state.learn_credit -= self.config.train_frequency
             loss = self._learn()
             if loss is not None:
-                losses.append(loss)
+                rnd.add_loss(loss)
         if step % MEMORY_CHECK_EVERY_STEPS == 0:
             self._guard_host_memory()
 
@@ -279,7 +378,7 @@ class Trainer:
             self._event("replay_frozen", f"free RAM {available_gb:.2f} GB < reserve "
                         f"{self.config.memory_reserve_gb} GB: replay stops growing at {len(self.agent.replay):,}")
 
-    def _keep_pace(self, outcome: RoundOutcome, rate: float) -> None:
+    def _keep_pace(self, rnd: _Round, rate: float) -> None:
         """The first round that learned throughout: if it ran well below the profiler's projection,
         time the next rounds at the other torch thread counts and keep the fastest (an adaptation
         event). On a loaded machine more threads can run the loop several times slower, which only
@@ -288,7 +387,7 @@ class Trainer:
         if self._pace_settled or expected is None:
             return
         if self._thread_trial is None:
-            if self.state.transitions - outcome.transitions < self.config.learning_starts:
+            if self.state.transitions - rnd.n_envs * rnd.step < self.config.learning_starts:
                 return  # part of this round only collected: faster than the run will be
             if rate >= SLOW_PACE_FRACTION * expected:
                 self._pace_settled = True
@@ -298,7 +397,7 @@ class Trainer:
                         f"{expected:,.0f}: timing the next rounds at the other torch thread counts")
         self._thread_trial[self.config.num_workers] = rate
         untried = [n for n in thread_candidates(detect_cpu().compute_cores) if n not in self._thread_trial]
-        if untried and self.state.episodes_done + len(outcome.episode_rewards) < self.config.episodes:
+        if untried and self.state.episodes_done + rnd.n_envs < self.config.episodes:
             self._set_threads(untried[0])
             return
         self._pace_settled = True
@@ -318,52 +417,55 @@ class Trainer:
         self.state.events.append({"episode": self.state.episodes_done, "kind": kind, "message": message})
         self.monitor.log(f"[yellow]{message}[/yellow]")
 
-    def _after_round(self, outcome: RoundOutcome, seconds: float) -> None:
+    def _finish_round(self, rnd: _Round) -> None:
+        """Record the round's episodes, validate and save as due, and update the display."""
         stats = self.agent.get_performance_stats()
-        stats["transitions_per_sec"] = outcome.transitions / max(seconds, 1e-9)
+        stats["transitions_per_sec"] = rnd.n_envs * rnd.step / max(rnd.seconds, 1e-9)
         average = self.state.transitions / max(self.state.train_seconds, 1e-9)
-        remaining = self.config.episodes - self.state.episodes_done - len(outcome.episode_rewards)
+        remaining = self.config.episodes - self.state.episodes_done - rnd.n_envs
         stats["eta_seconds"] = max(0, remaining) * self.episode_steps / max(average, 1e-9)
-        self._keep_pace(outcome, stats["transitions_per_sec"])
+        self._keep_pace(rnd, stats["transitions_per_sec"])
         stats["rss_gb"] = psutil.Process().memory_info().rss / GB
-        mean_loss = outcome.mean_loss
-        n_envs = len(outcome.episode_rewards)
+        mean_loss = rnd.mean_loss()
+        rewards, final_equity = (np.asarray(rnd.accounts.xp.to_list(values))
+                                 for values in (rnd.episode_reward, rnd.final_equity))
         start = self.state.episodes_done
-        for i in range(n_envs):
+        for i in range(rnd.n_envs):
             self.state.episodes.append({
                 "episode": start + i + 1,
-                "reward": float(outcome.episode_rewards[i]),
-                "return": float(outcome.final_equity[i] / self.config.initial_balance - 1.0),
-                "final_equity": float(outcome.final_equity[i]),
+                "reward": float(rewards[i]),
+                "return": float(final_equity[i] / self.config.initial_balance - 1.0),
+                "final_equity": float(final_equity[i]),
                 "epsilon": float(stats["epsilon"]),
                 "loss": mean_loss,
                 "transitions_per_sec": stats["transitions_per_sec"],
                 "performance": _json_safe(stats),
             })
-        self.state.episodes_done += n_envs
-        mark = self.state.episodes_done // self.config.eval_interval
-        finished = self.state.episodes_done >= self.config.episodes
-        already = bool(self.state.validation) and self.state.validation[-1]["episode"] == self.state.episodes_done
-        if (mark > self.state.last_eval_mark or finished) and not already:
-            self.state.last_eval_mark = max(mark, self.state.last_eval_mark)
-            self._validate(self.state.episodes_done)
-        if self.state.episodes_done % self.config.save_interval == 0:
-            self._save(self.output_dir / f"checkpoint_ep{self.state.episodes_done}.pth", include_replay=True)
+        self.state.episodes_done += rnd.n_envs
+        self._validate_and_save_as_due(self.state.episodes_done * self.episode_steps, round_over=True)
         latest = self.state.validation[-1]["score"] if self.state.validation else None
         self.monitor.update(self.state.episodes_done, {**stats, "recent_loss": mean_loss,
                                                         "validation_score": latest})
 
-    def _validate_if_due(self, n_envs: int, steps_done: int) -> None:
-        """Inside a round: validate at each multiple of ``eval_interval`` episodes' worth of transitions.
+    def _validate_and_save_as_due(self, worth: int, round_over: bool = False) -> None:
+        """Validate at each multiple of ``eval_interval`` and write ``checkpoint_ep{N}.pth`` at each multiple
+        of ``save_interval`` episodes' worth of transitions (``worth`` = episodes x steps so far).
 
-        A round steps many accounts at once (all 1000 on a big GPU), so waiting for its end would
-        validate far less often than asked; counting transitions keeps the cadence on every machine.
+        Counting transitions keeps the cadence when a round steps many accounts at once (all 1000 on a
+        big GPU). The last round also validates where the run ends, if that is not a multiple.
         """
-        worth = self.state.episodes_done * self.episode_steps + n_envs * steps_done
-        mark = worth // (self.config.eval_interval * self.episode_steps)
-        if mark > self.state.last_eval_mark:
-            self.state.last_eval_mark = mark
-            self._validate(mark * self.config.eval_interval)
+        cfg, state = self.config, self.state
+        mark = worth // (cfg.eval_interval * self.episode_steps)
+        if mark > state.last_eval_mark:
+            state.last_eval_mark = mark
+            self._validate(mark * cfg.eval_interval)
+        finished = round_over and state.episodes_done >= cfg.episodes
+        if finished and not (state.validation and state.validation[-1]["episode"] == state.episodes_done):
+            self._validate(state.episodes_done)
+        mark = worth // (cfg.save_interval * self.episode_steps)
+        if mark > state.last_save_mark:
+            state.last_save_mark = mark
+            self._save(self.output_dir / f"checkpoint_ep{mark * cfg.save_interval}.pth", include_replay=True)
 
     def _validate(self, episode: int) -> None:
         """Score the greedy policy on the validation split (as of ``episode`` episodes); keep the best model."""
@@ -393,6 +495,7 @@ class Trainer:
         }
 
     def _save(self, path: Path, include_replay: bool) -> None:
+        self.state.round = None if self._round is None or self._round.over else self._round.to_dict()
         metadata = {**self.model_metadata(), "trainer_state": self.state.to_dict()}
         self.agent.save(path, extra_metadata=metadata, include_replay=include_replay)
 
@@ -408,6 +511,8 @@ class Trainer:
         if len(agent.replay) == 0 and agent.steps > 0:
             self.monitor.log(f"[yellow]{path} has no replay memory: resuming with an empty one[/yellow]")
         state = TrainingState.from_dict(trainer_state)
+        if "last_save_mark" not in trainer_state:  # written before checkpoints were counted in transitions
+            state.last_save_mark = state.episodes_done // agent.config.save_interval
         self.config = agent.config
         self._carry_best_model(path, state)
         return agent, state
@@ -438,11 +543,6 @@ def available_memory_gb() -> float:
     from nexlify.hardware.ram import detect_ram
 
     return float(detect_ram().available_gb)
-
-
-def _mean_loss(losses: list[torch.Tensor]) -> float | None:
-    """Mean of a round's loss tensors, read from the device once."""
-    return float(torch.stack(losses).mean()) if losses else None
 
 
 def _empty_device_cache(device: torch.device) -> None:

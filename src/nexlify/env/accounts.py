@@ -1,0 +1,322 @@
+"""N trading accounts on one market and the one trading step they all share.
+
+``Accounts`` holds the state of N long-only spot accounts as arrays and applies one action per
+account per step. The same code runs on three array types:
+
+- ``"numpy"``: N accounts as numpy arrays (training and backtests on the CPU);
+- ``"torch"``: N accounts as torch tensors on any device (a GPU run keeps everything on the GPU);
+- ``"python"``: one account as plain Python floats (the single Gymnasium env, where numpy's
+  per-call overhead would cost more than the arithmetic).
+
+Fills and costs come from ``nexlify.env.portfolio`` and rewards from ``nexlify.env.rewards``, so
+every backend follows exactly the trajectory of ``Portfolio`` fed the same actions.
+
+Timing (no look-ahead): the observation at row t holds features of the candle that closed at t. The
+action chosen on it is filled at the open of candle t+1 and the account is marked at the close of
+t+1. An episode runs from the first to the last row of the market: running out of data is
+truncation; equity falling to ``ruin_fraction`` of the initial balance is termination.
+
+``step`` resets finished accounts in the same step ("same-step autoreset") and returns one
+``AccountStep`` record on every backend; ``advance`` is the step without the reset.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from nexlify.config import REWARD_MODES
+from nexlify.data.features import ACCOUNT_FEATURE_NAMES
+from nexlify.data.market import MarketSlice
+from nexlify.env.actions import BUY, SELL
+from nexlify.env.portfolio import buy_fill, sell_fill
+from nexlify.env.rewards import differential_sharpe_step
+from nexlify.errors import ConfigError
+
+BACKENDS = ("numpy", "torch", "python")
+# Per-account state: (name, dtype, value after a reset; None = the initial balance).
+_STATE: tuple[tuple[str, str, float | None], ...] = (
+    ("t", "int64", 0), ("cash", "float64", None), ("units", "float64", 0.0), ("entry", "float64", 0.0),
+    ("equity", "float64", None), ("peak", "float64", None), ("fees_paid", "float64", 0.0),
+    ("slippage_paid", "float64", 0.0), ("trades", "int64", 0), ("invalid", "int64", 0),
+    ("dsr_mean", "float64", 0.0), ("dsr_mean_square", "float64", 0.0),
+)
+
+
+def account_features(is_long: Any, price: Any, entry_price: Any, equity: Any, peak_equity: Any,
+                     where: Any = None) -> tuple[Any, Any, Any]:
+    """The 3 account features (``ACCOUNT_FEATURE_NAMES``): position flag, return of the open position
+    since its fill price (0 when flat), and drawdown of equity from its peak.
+
+    Works on Python numbers (``where=None``) and on numpy arrays or torch tensors (pass ``np.where``
+    or ``torch.where``). The environment and live trading both build their states with it.
+    """
+    if where is None:
+        unrealized = price / entry_price - 1.0 if is_long else 0.0
+    else:
+        unrealized = where(is_long, price / where(is_long, entry_price, 1.0) - 1.0, 0.0)
+    return is_long, unrealized, equity / peak_equity - 1.0
+
+
+class AccountStep(NamedTuple):
+    """One step of N accounts, the same record on every backend.
+
+    ``obs`` is what the agent sees next: for an account whose episode just ended, the first
+    observation of its next episode. ``final_obs`` is every account's real next observation (before
+    any reset), the one to store as the transition's next state. ``info`` holds the account numbers
+    after the step and before any reset (``equity``, ``cash``, ``position``, ``price``, ``fees_paid``,
+    ``slippage_paid``, ``trades``, ``invalid_actions``, ``step``).
+    """
+
+    obs: Any
+    reward: Any  # float32
+    terminated: Any
+    truncated: Any
+    final_obs: Any
+    info: dict[str, Any]
+
+    @property
+    def done(self) -> Any:
+        return self.terminated | self.truncated
+
+
+class _Python:
+    """One account as Python scalars."""
+
+    where = staticmethod(lambda cond, a, b: a if cond else b)
+    maximum = staticmethod(max)
+    log = staticmethod(math.log)
+    logical_not = staticmethod(operator.not_)
+    features_where = None
+
+    def vector(self, values: Any, dtype: str) -> Any:
+        return np.asarray(values, dtype=dtype).tolist()
+
+    def fill(self, n: int, value: float, dtype: str) -> Any:
+        return {"int64": int, "float64": float, "bool": bool}[dtype](value)
+
+    def table(self, values: np.ndarray) -> np.ndarray:
+        return values
+
+    def to_list(self, value: Any) -> Any:
+        return value
+
+
+class _Numpy:
+    where = staticmethod(np.where)
+    maximum = staticmethod(np.maximum)
+    log = staticmethod(np.log)
+    logical_not = staticmethod(np.logical_not)
+    features_where = staticmethod(np.where)
+
+    def vector(self, values: Any, dtype: str) -> np.ndarray:
+        return np.ascontiguousarray(values, dtype=dtype)
+
+    def fill(self, n: int, value: float, dtype: str) -> np.ndarray:
+        return np.full(n, value, dtype=dtype)
+
+    def table(self, values: np.ndarray) -> np.ndarray:
+        return values
+
+    def to_list(self, value: np.ndarray) -> list:
+        return value.tolist()
+
+
+class _Torch:
+    where = staticmethod(torch.where)
+    maximum = staticmethod(torch.maximum)
+    log = staticmethod(torch.log)
+    logical_not = staticmethod(torch.logical_not)
+    features_where = staticmethod(torch.where)
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def vector(self, values: Any, dtype: str) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(values), dtype=getattr(torch, dtype), device=self.device)
+
+    def fill(self, n: int, value: float, dtype: str) -> torch.Tensor:
+        return torch.full((n,), value, dtype=getattr(torch, dtype), device=self.device)
+
+    def table(self, values: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(values, device=self.device)
+
+    def to_list(self, value: torch.Tensor) -> list:
+        return value.cpu().tolist()
+
+
+class Accounts:
+    """``num_envs`` accounts trading ``market`` together; see the module docstring.
+
+    ``backend`` is ``"numpy"``, ``"torch"`` (on ``device``) or ``"python"`` (one account). ``xp`` holds
+    that backend's few array functions (``where``, ``maximum``, ``log``, ``logical_not``, and
+    ``fill(n, value, dtype)``, ``vector(values, dtype)``, ``to_list(array)``) for code that keeps
+    per-account arrays alongside, like the trainer.
+    """
+
+    def __init__(
+        self,
+        market: MarketSlice,
+        num_envs: int = 1,
+        *,
+        initial_balance: float = 10_000.0,
+        fee: float = 0.001,
+        slippage: float = 0.0005,
+        reward_mode: str = "log_return",
+        ruin_fraction: float = 0.1,
+        backend: str = "numpy",
+        device: str | torch.device | None = None,
+    ) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ConfigError(f"num_envs must be a positive integer, got {num_envs!r}")
+        if reward_mode not in REWARD_MODES:
+            raise ConfigError(f"reward_mode must be one of {', '.join(REWARD_MODES)}; got {reward_mode!r}")
+        if not initial_balance > 0:
+            raise ConfigError(f"initial_balance must be > 0, got {initial_balance!r}")
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+        if backend == "python" and num_envs != 1:
+            raise ConfigError("the python backend holds exactly one account; use numpy or torch for more")
+        if len(market) < 2:
+            raise ConfigError("the market slice needs at least 2 rows to take one step")
+        self.market = market
+        self.num_envs = num_envs
+        self.backend = backend
+        self.device = torch.device(device or "cpu") if backend == "torch" else None
+        self.xp: Any = {"numpy": _Numpy, "python": _Python}.get(backend, lambda: _Torch(self.device))()
+        self.initial_balance, self.fee, self.slippage = float(initial_balance), fee, slippage
+        self.reward_mode, self.ruin_fraction = reward_mode, ruin_fraction
+        self._log_return_reward = reward_mode == "log_return"
+        self._ruin_equity = ruin_fraction * float(initial_balance)
+        self._last_row = len(market) - 1
+        self.open = self.xp.vector(market.open, "float64")
+        self.close = self.xp.vector(market.close, "float64")
+        self.n_market = market.features.shape[1]
+        self.observation_size = self.n_market + len(ACCOUNT_FEATURE_NAMES)
+        # Zero-padded so one gather yields whole observation rows; the account columns are filled after.
+        padded = np.zeros((len(market), self.observation_size), dtype=np.float32)
+        padded[:, : self.n_market] = market.features
+        self._obs_rows = self.xp.table(padded)
+        for name, dtype, value in _STATE:
+            setattr(self, name, self.xp.fill(num_envs, self.initial_balance if value is None else value, dtype))
+
+    # --- episodes ------------------------------------------------------------------------------
+    def reset(self) -> Any:
+        """Every account back to the first row with all cash; returns the observations."""
+        for name, dtype, value in _STATE:
+            setattr(self, name, self.xp.fill(self.num_envs, self.initial_balance if value is None else value,
+                                              dtype))
+        return self.observe()
+
+    def reset_rows(self, mask: Any) -> None:
+        """Start a fresh episode for the accounts where ``mask`` is True."""
+        where = self.xp.where
+        for name, _, value in _STATE:
+            setattr(self, name, where(mask, self.initial_balance if value is None else value, getattr(self, name)))
+
+    def observe(self) -> Any:
+        """Observations: market features of row t, then the account features (float32)."""
+        obs = self._obs_rows[self.t]
+        if self.backend == "python":
+            obs = obs.copy()  # a row of the table, not a gathered copy
+        n = self.n_market
+        position, unrealized, drawdown = account_features(
+            self.units > 0.0, self.close[self.t], self.entry, self.equity, self.peak, self.xp.features_where)
+        obs[..., n] = position
+        obs[..., n + 1] = unrealized
+        obs[..., n + 2] = drawdown
+        return obs
+
+    # --- the trading step ------------------------------------------------------------------------
+    def advance(self, actions: Any) -> tuple[Any, Any, Any]:
+        """Apply one action per account (0 hold, 1 buy, 2 sell); returns (reward, terminated, truncated).
+
+        Buy when already long and sell when flat are no-ops, counted in ``invalid``. No account is
+        reset here, even one whose episode ended (see ``step``).
+        """
+        xp = self.xp
+        where, not_ = xp.where, xp.logical_not
+        t_next = self.t + 1
+        open_price = self.open[t_next]
+        is_long = self.units > 0.0
+        wants_buy, wants_sell = actions == BUY, actions == SELL
+        buy, sell = wants_buy & not_(is_long), wants_sell & is_long
+        self.invalid = self.invalid + ((wants_buy & is_long) | (wants_sell & not_(is_long)))
+
+        bought_units, buy_fee, fill_price = buy_fill(self.cash, open_price, self.fee, self.slippage)
+        self.slippage_paid = where(buy, self.slippage_paid + bought_units * (fill_price - open_price),
+                                   self.slippage_paid)
+        self.units = where(buy, bought_units, self.units)
+        self.fees_paid = where(buy, self.fees_paid + buy_fee, self.fees_paid)
+        self.cash = where(buy, 0.0, self.cash)
+        self.entry = where(buy, fill_price, self.entry)
+
+        cash_in, sell_fee = sell_fill(self.units, open_price, self.fee, self.slippage)
+        self.slippage_paid = where(sell, self.slippage_paid + self.units * (open_price * self.slippage),
+                                   self.slippage_paid)
+        self.cash = where(sell, self.cash + cash_in, self.cash)
+        self.fees_paid = where(sell, self.fees_paid + sell_fee, self.fees_paid)
+        self.units = where(sell, 0.0, self.units)
+        self.entry = where(sell, 0.0, self.entry)
+        self.trades = self.trades + (buy | sell)
+
+        equity = self.cash + self.units * self.close[t_next]
+        step_return = xp.log(equity / self.equity)
+        if self._log_return_reward:
+            reward = step_return
+        else:
+            reward, self.dsr_mean, self.dsr_mean_square = differential_sharpe_step(
+                step_return, self.dsr_mean, self.dsr_mean_square
+            )
+        self.equity = equity
+        self.peak = xp.maximum(self.peak, equity)
+        self.t = t_next
+        terminated = equity <= self._ruin_equity
+        truncated = not_(terminated) & (t_next >= self._last_row)
+        return reward, terminated, truncated
+
+    def step(self, actions: Any) -> AccountStep:
+        """``advance``, then start a new episode for every account whose episode ended."""
+        if self.backend == "python":
+            raise ConfigError("step() resets finished accounts in place; a single account uses advance()")
+        reward, terminated, truncated = self.advance(actions)
+        done = terminated | truncated
+        info = self.info()  # references the pre-reset arrays: reset_rows builds new ones
+        final_obs = self.observe()
+        if self.backend == "torch":
+            # Resetting unconditionally avoids a device-to-host sync to ask whether anyone finished.
+            self.reset_rows(done)
+            obs = self.observe()
+            reward = reward.float()
+        else:
+            obs = final_obs
+            if done.any():
+                self.reset_rows(done)
+                obs = self.observe()
+            reward = reward.astype(np.float32)
+        return AccountStep(obs, reward, terminated, truncated, final_obs, info)
+
+    def info(self) -> dict[str, Any]:
+        """The account numbers now: equity, cash, position (units), price, costs, trade counts, row."""
+        return {
+            "step": self.t, "equity": self.equity, "cash": self.cash, "position": self.units,
+            "price": self.close[self.t], "fees_paid": self.fees_paid, "slippage_paid": self.slippage_paid,
+            "trades": self.trades, "invalid_actions": self.invalid,
+        }
+
+    # --- resumable state -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, list]:
+        """Every account's state as plain lists (JSON-safe), for checkpoints taken mid-episode."""
+        return {name: self.xp.to_list(getattr(self, name)) for name, _, _ in _STATE}
+
+    def load_state_dict(self, state: dict[str, list]) -> None:
+        """Restore ``state_dict()`` output (same number of accounts)."""
+        for name, dtype, _ in _STATE:
+            values = state[name]
+            if self.backend != "python" and len(values) != self.num_envs:
+                raise ConfigError(f"account state holds {len(values)} accounts, this has {self.num_envs}")
+            setattr(self, name, self.xp.vector(values, dtype))
