@@ -56,7 +56,7 @@ def test_ensemble_backtest_is_deterministic_for_its_seeds(mode) -> None:
     q = np.stack([m.host_q_function()(obs) for m in members])
     np.testing.assert_array_equal(ensemble_policy(members, mode)(obs, 0), combine_q_values(q, mode))
     # A one-member ensemble is that member's greedy policy.
-    np.testing.assert_array_equal(ensemble_policy(members[:1], mode)(obs, 0), members[0].greedy_actions(obs))
+    np.testing.assert_array_equal(ensemble_policy(members[:1], mode)(obs, 0), members[0].act(obs, explore=False))
 
 
 def test_members_must_match() -> None:
