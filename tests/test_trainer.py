@@ -302,8 +302,13 @@ def test_a_slow_start_times_the_other_thread_counts_and_keeps_the_fastest(tmp_pa
     trainer = Trainer(tiny_config(episodes=8, parallel_envs=2, num_workers=2), splits, tmp_path)
     trainer.expected_transitions_per_s = 1e12
     threads_seen = []
-    run_round = trainer.run_round
-    monkeypatch.setattr(trainer, "run_round", lambda n: (threads_seen.append(torch.get_num_threads()), run_round(n))[1])
+    real_accounts = trainer_module.Accounts
+
+    def accounts_of_a_new_round(market, num_envs, **kwargs):
+        threads_seen.append(torch.get_num_threads())
+        return real_accounts(market, num_envs, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "Accounts", accounts_of_a_new_round)
     state = trainer.train()
     kinds = [e["kind"] for e in state.events]
     assert kinds == ["slow_pace", "threads_adapted"]
