@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from nexlify.data.features import feature_set_of, live_history_bars, warmup_bars
-from nexlify.env.trading import ACTION_NAMES
+from nexlify.env.actions import ACTION_NAMES
 from nexlify.errors import ConfigError, ExchangeError
 from nexlify.live import LiveTrader, build_state
 from nexlify.trading.account import Account
