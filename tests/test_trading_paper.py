@@ -103,8 +103,8 @@ def test_stop_and_resume_keeps_position_cash_and_pending_decision(files, backtes
     first = run_trade(options, out=lambda line: None, clock=clock)
     assert first["pending"] == "sell" and first["units"] > 0
     lines: list[str] = []
-    run_trade(options, out=lines.append)
-    assert any("restart" in line and "pending sell" in line for line in lines)
+    run_trade(TradeOptions(model=model, feed=feed, journal=journal, balance=5_000.0), out=lines.append)
+    assert any("restart" in line and "pending sell" in line for line in lines)  # and its own balance kept:
     _assert_equals_backtest(journal, backtest)
     with Journal(journal) as j:
         decisions = [ts for ts, _ in j.decisions()]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -131,14 +131,16 @@ class TradingSession:
             if meta.get(key) != wanted[key]:
                 raise ConfigError(f"--journal {self.journal.path} belongs to another session ({key} "
                                   f"{meta.get(key)!r}, here {wanted[key]!r}); give a new --journal file to start one")
+        # The balance a session started with is its own: a resumed session keeps it whatever --balance says.
+        self.settings = replace(self.settings, initial_balance=meta["initial_balance"])
         mark = self.journal.last_mark()
         if mark is not None:
             self.account, self.benchmark = account_from_mark(mark)
             self.pending = None if self.broker.live else self.journal.decision(mark["candle_ts"])
-            self.stopped = self.account.equity <= RUIN_FRACTION * meta["initial_balance"]
+            self.stopped = self.account.equity <= RUIN_FRACTION * self.settings.initial_balance
         else:
-            self.account = Account.opening(meta["initial_balance"])
-            self.benchmark = Account.opening(meta["initial_balance"])
+            self.account = Account.opening(self.settings.initial_balance)
+            self.benchmark = Account.opening(self.settings.initial_balance)
         if self.broker.live:
             self.broker.session_tag = meta["session_tag"]
             self.broker.recover_orders(self.account)
