@@ -87,6 +87,7 @@ class FakeMarket(FakeExchange):
         self.balances = dict(balances or {"USDT": 20_000.0, "BTC": 0.0})
         self.config: dict[str, Any] = {}
         self.sandbox = False
+        self.urls = {"api": "https://fakex.invalid/api", "test": "https://testnet.fakex.invalid/api"}
         self.outages: list[tuple[int, int]] = []
         self.late: dict[int, int] = {}
         self.duplicate: set[int] = set()

@@ -206,6 +206,17 @@ def test_a_replay_needs_no_ccxt_but_an_exchange_does(monkeypatch, rows):
         make_exchange("binance")
 
 
+def test_sandbox_is_refused_where_the_exchange_has_none():
+    from nexlify.errors import ConfigError
+    from nexlify.trading.broker import make_exchange
+
+    assert make_exchange("binance", sandbox=True).urls["api"]["public"].startswith("https://testnet.")
+    with pytest.raises(ConfigError, match="kraken has no sandbox or testnet"):
+        make_exchange("kraken", sandbox=True)
+    with pytest.raises(ConfigError, match="not a ccxt exchange id"):
+        make_exchange("no-such-exchange")
+
+
 def test_replay_speed_waits_its_share_of_real_time_and_the_replay_ends():
     from nexlify.trading.feeds import FeedEnded
 

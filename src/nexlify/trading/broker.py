@@ -67,11 +67,11 @@ def make_exchange(exchange_id: str, credentials: Credentials | None = None, sand
             config["password"] = credentials.password
     exchange = factory(config)
     if sandbox:
-        try:
-            exchange.set_sandbox_mode(True)
-        except ccxt.NotSupported:
+        # ccxt switches to urls["test"]; an exchange without one fails inside set_sandbox_mode.
+        if not (getattr(exchange, "urls", None) or {}).get("test"):
             raise ConfigError(f"--sandbox: {exchange_id} has no sandbox or testnet in ccxt; "
-                              "choose an exchange that has one (e.g. binance)") from None
+                              "choose an exchange that has one (e.g. binance)")
+        exchange.set_sandbox_mode(True)
     return exchange
 
 
