@@ -73,7 +73,8 @@ class FakeMarket(FakeExchange):
     adds old candles to the first response from ``when_ms`` on; ``revised`` {ts: row} serves other
     values for a candle once it was sent; ``reverse_after_ms`` reverses responses from then on;
     ``reject`` [exception] refuses the next orders; ``partial`` [fraction] fills the next orders
-    partly; ``lose_responses`` loses the response of that many next orders after placing them.
+    partly; ``lose_responses`` loses the response of that many next orders after placing them;
+    ``stay_open`` [polls] leaves the next orders open for that many ``fetch_order`` calls.
     """
 
     id = "fakex"
@@ -97,6 +98,8 @@ class FakeMarket(FakeExchange):
         self.reject: list[Exception] = []
         self.partial: list[float] = []
         self.lose_responses = 0
+        self.stay_open: list[int] = []
+        self.cancelled: list[str] = []
         self.orders: list[dict[str, Any]] = []
         self.sent: set[int] = set()
 
@@ -178,7 +181,9 @@ class FakeMarket(FakeExchange):
         order = {"id": str(len(self.orders) + 1), "clientOrderId": client_id, "symbol": symbol, "side": side,
                  "type": type, "amount": amount, "filled": filled, "remaining": amount - filled,
                  "status": "closed" if fraction == 1.0 else "canceled", "average": price, "cost": cost,
-                 "fee": {"cost": fee, "currency": quote}, "timestamp": now}
+                 "fee": {"cost": fee, "currency": quote}, "timestamp": now, "polls_left": 0}
+        if self.stay_open:
+            order["status"], order["polls_left"] = "open", self.stay_open.pop(0)
         self.orders.append(order)
         if self.lose_responses:
             self.lose_responses -= 1
@@ -191,7 +196,18 @@ class FakeMarket(FakeExchange):
         return [dict(o) for o in self.orders]
 
     def fetch_order(self, id: str, symbol: str | None = None) -> dict[str, Any]:
-        return dict(next(o for o in self.orders if o["id"] == id))
+        order = next(o for o in self.orders if o["id"] == id)
+        if order["status"] == "open":
+            order["polls_left"] -= 1
+            if order["polls_left"] <= 0:
+                order["status"] = "closed" if order["filled"] == order["amount"] else "canceled"
+        return dict(order)
+
+    def cancel_order(self, id: str, symbol: str | None = None) -> dict[str, Any]:
+        order = next(o for o in self.orders if o["id"] == id)
+        order["status"] = "canceled"
+        self.cancelled.append(id)
+        return dict(order)
 
 
 def register(monkeypatch: Any, market: FakeMarket) -> None:

@@ -202,3 +202,15 @@ def test_an_order_cut_off_by_a_crash_is_looked_up_on_restart(live, placed):
         assert [e for e in events if e["kind"] == "not_placed"]
     assert [o["clientOrderId"] for o in live.fake.orders].count(first["client_id"]) == int(placed)
     _assert_balances_match(live, summary)
+
+
+@pytest.mark.parametrize("polls", [3, 100])
+def test_an_order_left_open_is_awaited_then_cancelled_and_recorded_as_filled(live, polls):
+    live.fake.stay_open = [polls]
+    live.fake.partial = [0.4]
+    summary = live.run()
+    orders, fills, events = live.journal_rows()
+    first = orders[0]
+    assert first["status"] == "partial" and fills[0]["units"] == pytest.approx(0.4 * first["amount"])
+    assert live.fake.cancelled == ([] if polls == 3 else [live.fake.orders[0]["id"]])  # waited 10 s at most
+    _assert_balances_match(live, summary)
