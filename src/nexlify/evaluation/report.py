@@ -211,7 +211,8 @@ def write_report_png(
                zorder=3)
     ax.set_title(f"Held-out test: equity ({int(len(actions))} steps)")
     ax.legend(fontsize=8)
-    fig.autofmt_xdate()
+    # Rotate only the dates: fig.autofmt_xdate() would hide the x labels of the other panels.
+    ax.tick_params(axis="x", labelrotation=30)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
