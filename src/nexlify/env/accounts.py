@@ -242,29 +242,34 @@ class Accounts:
         where, not_ = xp.where, xp.logical_not
         t_next = self.t + 1
         open_price = self.open[t_next]
-        is_long = self.units > 0.0
+        cash, units, entry = self.cash, self.units, self.entry
+        fees_paid, slippage_paid = self.fees_paid, self.slippage_paid
+        is_long = units > 0.0
+        flat = not_(is_long)
         wants_buy, wants_sell = actions == BUY, actions == SELL
-        buy, sell = wants_buy & not_(is_long), wants_sell & is_long
-        self.invalid = self.invalid + ((wants_buy & is_long) | (wants_sell & not_(is_long)))
+        buy, sell = wants_buy & flat, wants_sell & is_long
+        self.invalid = self.invalid + ((wants_buy & is_long) | (wants_sell & flat))
+        # One account that does not trade this step keeps every number: skip the fills (arrays always
+        # compute them; the masks below leave the rows that do not trade unchanged).
+        if self.backend != "python" or buy or sell:
+            bought_units, buy_fee, fill_price = buy_fill(cash, open_price, self.fee, self.slippage)
+            slippage_paid = where(buy, slippage_paid + bought_units * (fill_price - open_price), slippage_paid)
+            units = where(buy, bought_units, units)
+            fees_paid = where(buy, fees_paid + buy_fee, fees_paid)
+            cash = where(buy, 0.0, cash)
+            entry = where(buy, fill_price, entry)
 
-        bought_units, buy_fee, fill_price = buy_fill(self.cash, open_price, self.fee, self.slippage)
-        self.slippage_paid = where(buy, self.slippage_paid + bought_units * (fill_price - open_price),
-                                   self.slippage_paid)
-        self.units = where(buy, bought_units, self.units)
-        self.fees_paid = where(buy, self.fees_paid + buy_fee, self.fees_paid)
-        self.cash = where(buy, 0.0, self.cash)
-        self.entry = where(buy, fill_price, self.entry)
+            cash_in, sell_fee = sell_fill(units, open_price, self.fee, self.slippage)
+            slippage_paid = where(sell, slippage_paid + units * (open_price * self.slippage), slippage_paid)
+            cash = where(sell, cash + cash_in, cash)
+            fees_paid = where(sell, fees_paid + sell_fee, fees_paid)
+            units = where(sell, 0.0, units)
+            entry = where(sell, 0.0, entry)
+            self.trades = self.trades + (buy | sell)
+            self.cash, self.units, self.entry = cash, units, entry
+            self.fees_paid, self.slippage_paid = fees_paid, slippage_paid
 
-        cash_in, sell_fee = sell_fill(self.units, open_price, self.fee, self.slippage)
-        self.slippage_paid = where(sell, self.slippage_paid + self.units * (open_price * self.slippage),
-                                   self.slippage_paid)
-        self.cash = where(sell, self.cash + cash_in, self.cash)
-        self.fees_paid = where(sell, self.fees_paid + sell_fee, self.fees_paid)
-        self.units = where(sell, 0.0, self.units)
-        self.entry = where(sell, 0.0, self.entry)
-        self.trades = self.trades + (buy | sell)
-
-        equity = self.cash + self.units * self.close[t_next]
+        equity = cash + units * self.close[t_next]
         step_return = xp.log(equity / self.equity)
         if self._log_return_reward:
             reward = step_return
