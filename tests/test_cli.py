@@ -77,6 +77,17 @@ def test_train_then_evaluate_end_to_end(tmp_path, capsys):
                  "--out", str(tmp_path / "eval2")]) == 0
 
 
+def test_parallel_envs_printed_and_recorded_are_the_ones_that_ran(tmp_path, capsys):
+    data = tmp_path / "candles.csv"
+    synthetic_frame(500, seed=3).to_csv(data)
+    out = tmp_path / "models"
+    assert main(["train", "--data", str(data), "--episodes", "3", "--save-interval", "3", "--model-size", "tiny",
+                 "--batch-size", "16", "--parallel-envs", "8", "--checkpoint-dir", str(out), "--quiet"]) == 0
+    assert "3 parallel envs, 3 episodes" in capsys.readouterr().err  # 8 planned, 3 ran
+    assert json.loads((out / "hardware_profile.json").read_text())["plan"]["parallel_envs"] == 3
+    assert json.loads((out / "training_results.json").read_text())["config"]["parallel_envs"] == 3
+
+
 def test_resume_latest_continues_a_run(tmp_path):
     data = tmp_path / "candles.csv"
     synthetic_frame(400, seed=4).to_csv(data)

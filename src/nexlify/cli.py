@@ -310,7 +310,7 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     from nexlify.config import TrainingConfig, read_config_file
     from nexlify.training.pipeline import load_training_data, resume_checks, run_training
     from nexlify.training.run_folder import check_previous_run
-    from nexlify.training.trainer import INTERRUPTED_CHECKPOINT
+    from nexlify.training.trainer import INTERRUPTED_CHECKPOINT, accounts_per_round
 
     # Everything the user gave is checked first: flags, files, config, data; then the hardware is
     # measured, and only then is a folder created or written.
@@ -341,8 +341,9 @@ def _train(args: argparse.Namespace, console: Console) -> int:
         config = config.with_overrides({"episodes": episodes})
     if resume is None:
         console.print(f"[bold]Nexlify[/bold]: {config.model_size} model on {config.device}, batch "
-                      f"{config.batch_size} x {config.gradient_accumulation_steps}, {config.parallel_envs} parallel "
-                      f"envs, {config.episodes} episodes -> {output_dir}", soft_wrap=True)
+                      f"{config.batch_size} x {config.gradient_accumulation_steps}, "
+                      f"{accounts_per_round(config)} parallel envs, {config.episodes} episodes -> {output_dir}",
+                      soft_wrap=True)
     else:  # the learning settings are the checkpoint's, not this machine's plan
         console.print(f"[bold]Nexlify[/bold]: resuming {resume} up to {config.episodes} episodes on {config.device} "
                       f"-> {output_dir}", soft_wrap=True)

@@ -65,6 +65,11 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
+def accounts_per_round(config: TrainingConfig) -> int:
+    """How many accounts a round steps together: ``parallel_envs``, never more than the episodes."""
+    return min(config.parallel_envs, config.episodes)
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped on SIGINT (Ctrl-C) or SIGTERM after saving ``checkpoint`` to resume from."""
 
@@ -222,9 +227,8 @@ class Trainer:
             config = config.with_overrides(
                 {"epsilon_decay_steps": max(1, int(config.exploration_fraction * total))}
             )
-        if config.parallel_envs > config.episodes:
-            # No round can hold more accounts than there are episodes: record the count that runs.
-            config = config.with_overrides({"parallel_envs": config.episodes})
+        if accounts_per_round(config) != config.parallel_envs:  # record the count that runs
+            config = config.with_overrides({"parallel_envs": accounts_per_round(config)})
         self.config = config
         self.stop_request = StopRequest()
         if resume_from is not None:
