@@ -46,6 +46,7 @@ HOURS_PER_MONTH = 730.0  # 8760 / 12
 # Each lever: TrainingConfig overrides applied over the budget's settings. "pool": one policy per
 # (fold, seed) trained on every market's training window of the fold, chosen on all their validation
 # windows joined, and evaluated on each market's own windows (same episodes: same passes over each).
+# With "episode_bars" (random windows) the episode count grows so the transitions stay the same.
 LEVERS: dict[str, dict[str, Any]] = {
     "baseline": {},
     "trend": {"feature_set": "trend"},
@@ -54,9 +55,12 @@ LEVERS: dict[str, dict[str, Any]] = {
     "dueling": {"dueling": True},
     "per": {"prioritized_replay": True},
     "pooled": {"pool": True},
+    "random_windows": {"episode_bars": 720},
+    "target": {"action_mode": "target"},
+    "target_penalty": {"action_mode": "target", "trade_penalty": 0.001},
 }
-DEFAULT_LEVERS = ("baseline", "trend", "pooled", "weight_decay", "nstep3", "dueling")
-SMOKE_LEVERS = ("baseline", "trend", "pooled")
+DEFAULT_LEVERS = ("baseline", "trend", "pooled", "random_windows", "target", "weight_decay")
+SMOKE_LEVERS = ("baseline", "trend", "pooled", "random_windows", "target")
 
 
 @dataclass(frozen=True)
@@ -182,10 +186,14 @@ def job_config(job: Job) -> Any:
     from nexlify.config import TrainingConfig
 
     budget = job.budget
+    overrides = {k: v for k, v in LEVERS[job.lever].items() if k != "pool"}
+    episodes = budget.episodes
+    if overrides.get("episode_bars"):
+        episodes = max(1, round(episodes * (budget.train_days * 24 - 1) / overrides["episode_bars"]))
     return TrainingConfig().with_overrides({
-        "episodes": budget.episodes, "eval_interval": max(1, budget.episodes // budget.validations),
-        "save_interval": budget.episodes, "parallel_envs": budget.parallel_envs, "num_workers": 1,
-        "data_days": None, "seed": job.seed, **{k: v for k, v in LEVERS[job.lever].items() if k != "pool"},
+        "episodes": episodes, "eval_interval": max(1, episodes // budget.validations),
+        "save_interval": episodes, "parallel_envs": budget.parallel_envs, "num_workers": 1,
+        "data_days": None, "seed": job.seed, **overrides,
     })
 
 

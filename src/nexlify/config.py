@@ -48,6 +48,9 @@ VALIDATION_METRICS: tuple[str, ...] = ("sharpe", "final_equity")
 # The agent's market features (nexlify.data.features.FEATURE_SETS): "basic" looks back 48 bars,
 # "trend" adds week/month returns, moving-average distances, drawdown and a volatility regime.
 FEATURE_SETS: tuple[str, ...] = ("basic", "trend")
+# How the agent's actions trade (nexlify.env.actions): toggle = hold/buy/sell orders, target = the
+# position it wants (flat/long).
+ACTION_MODES: tuple[str, ...] = ("toggle", "target")
 ENV_BACKENDS: tuple[str, ...] = ("auto", "numpy", "torch")
 STANDALONE_EPSILON_DECAY_STEPS = 100_000
 
@@ -103,6 +106,12 @@ class TrainingConfig:
     slippage: float = 0.0005
     reward_mode: str = "log_return"
     feature_set: str = "basic"
+    action_mode: str = "toggle"
+    # Reward subtracted for every fill, on top of its fee (a switching penalty; backtests unchanged).
+    trade_penalty: float = 0.0
+    # None: an episode is one pass over the whole training window from its first candle. N: an
+    # episode is N steps from a start drawn per account and episode (random windows, seeded).
+    episode_bars: int | None = None
     # --- run ---
     episodes: int = 1000
     data_days: int | None = 180
@@ -279,6 +288,9 @@ _RULES: dict[str, tuple[Any, ...]] = {
     "slippage": (_FLOAT, 0.0, 0.1),
     "reward_mode": REWARD_MODES,
     "feature_set": FEATURE_SETS,
+    "action_mode": ACTION_MODES,
+    "trade_penalty": (_FLOAT, 0.0, 0.1),
+    "episode_bars": (_INT, 1, 10**9, False, True),
     "episodes": (_INT, 1, 10**9),
     "data_days": (_INT, 1, 36_500, False, True),  # up to a century of candles; None = all of them
     "eval_interval": (_INT, 1, 10**9),

@@ -14,7 +14,7 @@ import pandas as pd
 from nexlify.data.features import FeatureScaler
 from nexlify.data.market import market_state_from_candles
 from nexlify.env.accounts import account_features
-from nexlify.env.actions import ACTION_NAMES
+from nexlify.env.actions import ACTION_NAMES, to_orders
 from nexlify.errors import CheckpointError, ConfigError
 
 
@@ -61,4 +61,5 @@ class LiveTrader:
                equity: float = 1.0, peak_equity: float = 1.0) -> str:
         """The greedy action for the latest candle, as a name."""
         state = build_state(recent_candles, self.scaler, is_long, entry_price, equity, peak_equity)
-        return ACTION_NAMES[self.agent.act(state, explore=False)]
+        action = self.agent.act(state, explore=False)
+        return ACTION_NAMES[to_orders(action, is_long, self.agent.config.action_mode)]

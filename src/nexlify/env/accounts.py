@@ -13,8 +13,10 @@ every backend follows exactly the trajectory of ``Portfolio`` fed the same actio
 
 Timing (no look-ahead): the observation at row t holds features of the candle that closed at t. The
 action chosen on it is filled at the open of candle t+1 and the account is marked at the close of
-t+1. An episode runs from the first to the last row of the market: running out of data is
-truncation; equity falling to ``ruin_fraction`` of the initial balance is termination.
+t+1. An episode runs from the first to the last row of the market, or, with ``episode_bars``, for
+that many steps from a row drawn per account and episode from ``window_seed`` (``window_starts``):
+reaching its end is truncation; equity falling to ``ruin_fraction`` of the initial balance is
+termination. ``trade_penalty`` is subtracted from the reward of every step with a fill.
 
 ``step`` resets finished accounts in the same step ("same-step autoreset") and returns one
 ``AccountStep`` record on every backend; ``advance`` is the step without the reset.
@@ -44,7 +46,25 @@ _STATE: tuple[tuple[str, str, float | None], ...] = (
     ("equity", "float64", None), ("peak", "float64", None), ("fees_paid", "float64", 0.0),
     ("slippage_paid", "float64", 0.0), ("trades", "int64", 0), ("invalid", "int64", 0),
     ("dsr_mean", "float64", 0.0), ("dsr_mean_square", "float64", 0.0),
+    ("end", "int64", 0), ("episodes_started", "int64", 0),
 )
+# Set by _place_episodes (where each episode starts and ends) and counted across resets, not reset.
+_PLACED = ("t", "end", "episodes_started")
+# splitmix64's multipliers as signed 64-bit numbers: numpy and torch int64 arithmetic wraps alike.
+_MIX_1, _MIX_2 = 0xBF58476D1CE4E5B9 - (1 << 64), 0x94D049BB133111EB - (1 << 64)
+
+
+def window_starts(seed: int, account: Any, episode: Any, span: int) -> Any:
+    """Pseudo-random first rows in ``[0, span)``, one per (account, episode), from ``seed`` alone.
+
+    A hash rather than a random-number stream: the same seed gives the same windows on numpy and
+    torch, in any order of resets, and after a resume, with no generator state to save.
+    """
+    x = account * 1_000_003 + episode * 7_919 + seed * 104_729
+    x = (x ^ (x >> 30)) * _MIX_1
+    x = (x ^ (x >> 27)) * _MIX_2
+    x = x ^ (x >> 31)
+    return x % span
 
 
 def account_features(is_long: Any, price: Any, entry_price: Any, equity: Any, peak_equity: Any,
@@ -170,6 +190,9 @@ class Accounts:
         ruin_fraction: float = 0.1,
         backend: str = "numpy",
         device: str | torch.device | None = None,
+        episode_bars: int | None = None,
+        window_seed: int = 0,
+        trade_penalty: float = 0.0,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ConfigError(f"num_envs must be a positive integer, got {num_envs!r}")
@@ -183,6 +206,11 @@ class Accounts:
             raise ConfigError("the python backend holds exactly one account; use numpy or torch for more")
         if len(market) < 2:
             raise ConfigError("the market slice needs at least 2 rows to take one step")
+        if episode_bars is not None and not 1 <= episode_bars <= len(market) - 1:
+            raise ConfigError(f"episode_bars {episode_bars} does not fit the {len(market) - 1} steps of the "
+                              "training window; use a smaller episode_bars or a longer window")
+        if episode_bars is not None and backend == "python":
+            raise ConfigError("random episode windows need the numpy or torch backend")
         self.market = market
         self.num_envs = num_envs
         self.backend = backend
@@ -193,6 +221,7 @@ class Accounts:
         self._log_return_reward = reward_mode == "log_return"
         self._ruin_equity = ruin_fraction * float(initial_balance)
         self._last_row = len(market) - 1
+        self.episode_bars, self.window_seed, self.trade_penalty = episode_bars, int(window_seed), trade_penalty
         self.open = self.xp.vector(market.open, "float64")
         self.close = self.xp.vector(market.close, "float64")
         self.n_market = market.features.shape[1]
@@ -201,22 +230,41 @@ class Accounts:
         padded = np.zeros((len(market), self.observation_size), dtype=np.float32)
         padded[:, : self.n_market] = market.features
         self._obs_rows = self.xp.table(padded)
-        for name, dtype, value in _STATE:
-            setattr(self, name, self.xp.fill(num_envs, self.initial_balance if value is None else value, dtype))
+        self.reset()
 
     # --- episodes ------------------------------------------------------------------------------
     def reset(self) -> Any:
-        """Every account back to the first row with all cash; returns the observations."""
+        """Every account back to the start of a fresh episode with all cash; returns the observations."""
         for name, dtype, value in _STATE:
             setattr(self, name, self.xp.fill(self.num_envs, self.initial_balance if value is None else value,
                                               dtype))
+        self._place_episodes(True if self.backend == "python" else self.xp.fill(self.num_envs, True, "bool"))
         return self.observe()
 
     def reset_rows(self, mask: Any) -> None:
         """Start a fresh episode for the accounts where ``mask`` is True."""
         where = self.xp.where
         for name, _, value in _STATE:
-            setattr(self, name, where(mask, self.initial_balance if value is None else value, getattr(self, name)))
+            if name not in _PLACED:
+                setattr(self, name, where(mask, self.initial_balance if value is None else value,
+                                          getattr(self, name)))
+        self._place_episodes(mask)
+
+    def _place_episodes(self, mask: Any) -> None:
+        """Where the new episodes of the accounts in ``mask`` run: the whole market (``episode_bars``
+        None), or ``episode_bars`` steps from a row drawn by ``window_starts`` for each account and
+        episode, so accounts stepped together trade different stretches of the market."""
+        where = self.xp.where
+        if self.episode_bars is None:
+            first, last = 0, self._last_row
+        else:
+            accounts = self.xp.vector(np.arange(self.num_envs), "int64")
+            span = self._last_row - self.episode_bars + 1
+            first = window_starts(self.window_seed, accounts, self.episodes_started, span)
+            last = first + self.episode_bars
+        self.t = where(mask, first, self.t)
+        self.end = where(mask, last, self.end)
+        self.episodes_started = self.episodes_started + mask
 
     def observe(self) -> Any:
         """Observations: market features of row t, then the account features (float32)."""
@@ -248,10 +296,11 @@ class Accounts:
         flat = not_(is_long)
         wants_buy, wants_sell = actions == BUY, actions == SELL
         buy, sell = wants_buy & flat, wants_sell & is_long
+        traded = buy | sell
         self.invalid = self.invalid + ((wants_buy & is_long) | (wants_sell & flat))
         # One account that does not trade this step keeps every number: skip the fills (arrays always
         # compute them; the masks below leave the rows that do not trade unchanged).
-        if self.backend != "python" or buy or sell:
+        if self.backend != "python" or traded:
             bought_units, buy_fee, fill_price = buy_fill(cash, open_price, self.fee, self.slippage)
             slippage_paid = where(buy, slippage_paid + bought_units * (fill_price - open_price), slippage_paid)
             units = where(buy, bought_units, units)
@@ -265,7 +314,7 @@ class Accounts:
             fees_paid = where(sell, fees_paid + sell_fee, fees_paid)
             units = where(sell, 0.0, units)
             entry = where(sell, 0.0, entry)
-            self.trades = self.trades + (buy | sell)
+            self.trades = self.trades + traded
             self.cash, self.units, self.entry = cash, units, entry
             self.fees_paid, self.slippage_paid = fees_paid, slippage_paid
 
@@ -277,11 +326,15 @@ class Accounts:
             reward, self.dsr_mean, self.dsr_mean_square = differential_sharpe_step(
                 step_return, self.dsr_mean, self.dsr_mean_square
             )
+        if self.trade_penalty:
+            # A cost-aware reward: each fill costs this much more reward than its fee already does,
+            # to discourage churn (the equity, and so every backtest, is unchanged).
+            reward = reward - self.trade_penalty * traded
         self.equity = equity
         self.peak = xp.maximum(self.peak, equity)
         self.t = t_next
         terminated = equity <= self._ruin_equity
-        truncated = not_(terminated) & (t_next >= self._last_row)
+        truncated = not_(terminated) & (t_next >= self.end)
         return reward, terminated, truncated
 
     def step(self, actions: Any) -> AccountStep:

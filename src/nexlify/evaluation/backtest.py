@@ -16,7 +16,7 @@ import numpy as np
 
 from nexlify.data.market import MarketSlice
 from nexlify.env.accounts import Accounts
-from nexlify.env.actions import BUY, HOLD, N_ACTIONS, SELL
+from nexlify.env.actions import BUY, HOLD, N_ACTIONS, SELL, to_orders
 from nexlify.evaluation.metrics import compute_metrics
 
 Policy = Callable[[np.ndarray, int], np.ndarray]
@@ -79,17 +79,25 @@ def run_policy(
 
 
 def agent_policy(agent: Any) -> Policy:
-    """The agent's greedy policy (no exploration) with its weights as they are now.
+    """The agent's greedy policy (no exploration) with its weights as they are now, as orders (a
+    ``target`` agent's wanted position becomes the order that reaches it).
 
     The Q-function runs in numpy on the host (``host_q_function``): a backtest steps bar by bar, and a
     GPU round trip per bar would cost more than the whole forward pass.
     """
     q_function = agent.host_q_function()
-    return lambda obs, _t: q_function(np.ascontiguousarray(obs, dtype=np.float32)).argmax(axis=1)
+    mode = agent.config.action_mode
+
+    def policy(obs: np.ndarray, _t: int) -> np.ndarray:
+        chosen = q_function(np.ascontiguousarray(obs, dtype=np.float32)).argmax(axis=1)
+        return to_orders(chosen, long_positions(obs), mode, np.where)
+
+    return policy
 
 
-def _position_column(obs: np.ndarray) -> np.ndarray:
-    # The first account feature is the position flag (see nexlify.data.features).
+def long_positions(obs: np.ndarray) -> np.ndarray:
+    """Which accounts are long, read from their observations (the first account feature is the
+    position flag; see nexlify.data.features)."""
     from nexlify.data.features import ACCOUNT_FEATURE_NAMES
 
     return obs[:, obs.shape[1] - len(ACCOUNT_FEATURE_NAMES)] > 0.5
@@ -117,7 +125,7 @@ def moving_average_policy(close: np.ndarray, fast: int = MA_FAST, slow: int = MA
     want_long = np.nan_to_num(fast_ma > slow_ma, nan=0.0).astype(bool)
 
     def policy(obs: np.ndarray, t: int) -> np.ndarray:
-        long_now = _position_column(obs)
+        long_now = long_positions(obs)
         action = np.where(want_long[t] & ~long_now, BUY, HOLD)
         return np.where(~want_long[t] & long_now, SELL, action)
 

@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from nexlify.env.actions import to_orders
 from nexlify.errors import ConfigError
+from nexlify.evaluation.backtest import long_positions
 
 ENSEMBLE_MODES: tuple[str, ...] = ("mean_q", "vote")
 
@@ -43,7 +45,7 @@ def combine_q_values(q_values: np.ndarray, mode: str) -> np.ndarray:
 
 
 def ensemble_policy(agents: Sequence[Any], mode: str = "mean_q") -> Callable[[np.ndarray, int], np.ndarray]:
-    """A backtest policy (``obs, t -> actions``) acting greedily for the ensemble of ``agents``.
+    """A backtest policy (``obs, t -> orders``) acting greedily for the ensemble of ``agents``.
 
     Every member must see the same state and choose among the same actions.
     """
@@ -55,10 +57,15 @@ def ensemble_policy(agents: Sequence[Any], mode: str = "mean_q") -> Callable[[np
                           "combine only models trained with the same feature set and actions")
     if mode not in ENSEMBLE_MODES:
         raise ConfigError(f"ensemble mode must be one of {', '.join(ENSEMBLE_MODES)}; got {mode!r}")
+    modes = {agent.config.action_mode for agent in agents}
+    if len(modes) != 1:
+        raise ConfigError(f"ensemble members use different action modes {sorted(modes)}")
+    action_mode = modes.pop()
     q_functions: list[QFunction] = [agent.host_q_function() for agent in agents]
 
     def policy(obs: np.ndarray, _t: int) -> np.ndarray:
         states = np.ascontiguousarray(obs, dtype=np.float32)
-        return combine_q_values(np.stack([q(states) for q in q_functions]), mode)
+        chosen = combine_q_values(np.stack([q(states) for q in q_functions]), mode)
+        return to_orders(chosen, long_positions(states), action_mode, np.where)
 
     return policy

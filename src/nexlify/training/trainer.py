@@ -36,8 +36,8 @@ from nexlify.config import TrainingConfig
 from nexlify.data.features import ACCOUNT_FEATURE_NAMES
 from nexlify.data.market import MarketSlice, MarketSplits
 from nexlify.env.accounts import Accounts, AccountStep
-from nexlify.env.actions import N_ACTIONS
-from nexlify.errors import CheckpointError
+from nexlify.env.actions import n_actions, to_orders
+from nexlify.errors import CheckpointError, ConfigError
 from nexlify.evaluation.backtest import agent_policy, run_policy
 from nexlify.hardware.cpu import detect_cpu, thread_candidates
 from nexlify.hardware.units import GB
@@ -219,7 +219,12 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.monitor = monitor or TrainingMonitor(config.episodes, quiet=True)
-        self.episode_steps = len(splits.train) - 1
+        window_steps = len(splits.train) - 1
+        if config.episode_bars is not None and config.episode_bars > window_steps:
+            raise ConfigError(f"config key episode_bars ({config.episode_bars}) is longer than the training "
+                              f"window ({window_steps} steps); use at most {window_steps} or more data")
+        # Random windows (episode_bars) make episodes shorter: the workload is episodes x this.
+        self.episode_steps = config.episode_bars or window_steps
         self.metadata = dict(metadata or {})
         total = config.episodes * self.episode_steps
         if config.epsilon_decay_steps is None:
@@ -234,7 +239,7 @@ class Trainer:
         if resume_from is not None:
             self.agent, self.state = self._resume(Path(resume_from))
         else:
-            self.agent = AdaptiveDQNAgent(self.market_state_size, N_ACTIONS, config)
+            self.agent = AdaptiveDQNAgent(self.market_state_size, n_actions(config.action_mode), config)
             self.state = TrainingState()
         # The profiler's measured speed for this setting (transitions/s); None: nothing to compare with.
         self.expected_transitions_per_s: float | None = None
@@ -311,7 +316,11 @@ class Trainer:
         backend = "torch" if self.uses_device_envs else "numpy"
         accounts = Accounts(self.splits.train, n_envs, initial_balance=cfg.initial_balance, fee=cfg.fee,
                             slippage=cfg.slippage, reward_mode=cfg.reward_mode, backend=backend,
-                            device=self.agent.device if backend == "torch" else None)
+                            device=self.agent.device if backend == "torch" else None,
+                            episode_bars=cfg.episode_bars, trade_penalty=cfg.trade_penalty,
+                            # Fixed by the seed and the round (its first episode), so a resumed round
+                            # replays the same windows.
+                            window_seed=cfg.seed * 65_537 + self.state.episodes_done)
         return _Round(accounts, self.episode_steps)
 
     def _step_round(self, rnd: _Round, stop_at: int | None) -> None:
@@ -323,7 +332,8 @@ class Trainer:
         while not rnd.over:
             obs = rnd.obs
             actions = agent.act(obs, explore=True)
-            result = rnd.accounts.step(actions)
+            orders = to_orders(actions, rnd.accounts.units > 0.0, self.config.action_mode, rnd.accounts.xp.where)
+            result = rnd.accounts.step(orders)
             # The real next state, not the first state of the next episode: n-step windows are kept
             # per account row, and an account's episode end is a terminal or truncated transition.
             agent.remember_batch(obs, actions, result.reward, result.final_obs, result.terminated,

@@ -1,0 +1,125 @@
+"""Learning options of the trading step: random episode windows, position-target actions with fees
+computed by hand, and the switching penalty."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import make_slice, random_walk_slice, synthetic_frame, tiny_config
+from nexlify.agent.dqn import AdaptiveDQNAgent
+from nexlify.data.market import prepare_market
+from nexlify.env.accounts import Accounts, window_starts
+from nexlify.env.actions import BUY, FLAT, HOLD, LONG, SELL, n_actions, to_orders
+from nexlify.errors import ConfigError
+from nexlify.evaluation.backtest import agent_policy, run_policy
+from nexlify.training.trainer import Trainer
+
+
+# --- random episode windows ------------------------------------------------------------------
+def test_window_starts_are_deterministic_for_a_seed_and_in_range() -> None:
+    accounts, episodes = np.arange(64), np.zeros(64, dtype=np.int64)
+    first = window_starts(7, accounts, episodes, 91)
+    np.testing.assert_array_equal(first, window_starts(7, accounts, episodes, 91))
+    assert first.min() >= 0 and first.max() < 91 and len(set(first.tolist())) > 30  # spread, not lockstep
+    assert not np.array_equal(first, window_starts(8, accounts, episodes, 91))
+    assert not np.array_equal(first, window_starts(7, accounts, episodes + 1, 91))
+    # Torch computes the same rows as numpy (a GPU run draws the windows a CPU run would).
+    on_torch = window_starts(7, torch.arange(64), torch.zeros(64, dtype=torch.int64), 91)
+    np.testing.assert_array_equal(on_torch.numpy(), first)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_accounts_run_fixed_length_episodes_from_seeded_starts(backend) -> None:
+    market = random_walk_slice(100, seed=1)
+    accounts = Accounts(market, 6, episode_bars=10, window_seed=3, backend=backend)
+    starts = np.asarray(accounts.xp.to_list(accounts.t))
+    np.testing.assert_array_equal(starts, window_starts(3, np.arange(6), np.zeros(6, dtype=np.int64), 90))
+    hold = accounts.xp.vector(np.full(6, HOLD), "int64")
+    for step in range(10):
+        truncated = accounts.xp.to_list(accounts.step(hold).truncated)
+        assert all(truncated) if step == 9 else not any(truncated)
+    # After exactly 10 steps every account starts its second episode at a new seeded row.
+    second = np.asarray(accounts.xp.to_list(accounts.t))
+    np.testing.assert_array_equal(second, window_starts(3, np.arange(6), np.ones(6, dtype=np.int64), 90))
+    again = Accounts(market, 6, episode_bars=10, window_seed=3, backend=backend)
+    np.testing.assert_array_equal(np.asarray(again.xp.to_list(again.t)), starts)
+    with pytest.raises(ConfigError, match="episode_bars 100 does not fit the 99 steps"):
+        Accounts(market, 2, episode_bars=100)
+
+
+def test_trainer_with_random_windows_is_deterministic_for_a_seed(tmp_path) -> None:
+    splits = prepare_market(synthetic_frame(420, seed=1), data_days=None)
+    config = tiny_config(episodes=4, episode_bars=50)
+
+    def weights(folder):
+        trainer = Trainer(config, splits, tmp_path / folder)
+        state = trainer.train()
+        assert state.transitions == 4 * 50 and trainer.episode_steps == 50
+        return [p.detach().clone() for p in trainer.agent.q_network.parameters()]
+
+    for a, b in zip(weights("a"), weights("b"), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="episode_bars .* is longer than the training window"):
+        Trainer(tiny_config(episode_bars=len(splits.train)), splits, tmp_path / "c")
+
+
+# --- position-target actions -------------------------------------------------------------------
+def test_target_orders() -> None:
+    assert n_actions("target") == 2 and n_actions("toggle") == 3
+    wanted = np.array([LONG, LONG, FLAT, FLAT])
+    is_long = np.array([False, True, True, False])
+    np.testing.assert_array_equal(to_orders(wanted, is_long, "target", np.where), [BUY, HOLD, SELL, HOLD])
+    assert [to_orders(a, long_, "target") for a, long_ in zip(wanted.tolist(), is_long.tolist(), strict=True)] == \
+        [BUY, HOLD, SELL, HOLD]
+    np.testing.assert_array_equal(to_orders(wanted, is_long, "toggle", np.where), wanted)
+
+
+def test_target_actions_trade_with_fees_computed_by_hand() -> None:
+    fee, slip = 0.001, 0.0005
+    market = make_slice([100.0, 110.0, 120.0, 90.0, 100.0, 105.0])  # closes = opens
+    accounts = Accounts(market, 1, fee=fee, slippage=slip)
+    accounts.reset()
+    equity = []
+    for wanted in (LONG, LONG, FLAT, FLAT, LONG):
+        orders = to_orders(np.array([wanted]), accounts.units > 0, "target", np.where)
+        accounts.advance(orders)  # no reset at the last row: the totals stay readable
+        equity.append(float(accounts.equity[0]))
+    # Buy at the next open (110) plus slippage with all cash net of the fee; hold; sell at 90 minus
+    # slippage, paying the fee; stay flat; buy again at 105.
+    units = 10_000 / (1 + fee) / (110 * (1 + slip))
+    cash = units * 90 * (1 - slip) * (1 - fee)
+    units2 = cash / (1 + fee) / (105 * (1 + slip))
+    assert equity == pytest.approx([units * 110, units * 120, cash, cash, units2 * 105], rel=1e-12)
+    assert int(accounts.trades[0]) == 3 and int(accounts.invalid[0]) == 0
+    fees = 10_000 / (1 + fee) * fee + units * 90 * (1 - slip) * fee + cash / (1 + fee) * fee
+    assert float(accounts.fees_paid[0]) == pytest.approx(fees, rel=1e-12)
+
+
+def test_target_agent_trains_and_backtests_in_orders(tmp_path) -> None:
+    splits = prepare_market(synthetic_frame(420, seed=1), data_days=None)
+    trainer = Trainer(tiny_config(episodes=2, action_mode="target"), splits, tmp_path)
+    trainer.train()
+    agent = AdaptiveDQNAgent.from_checkpoint(tmp_path / "best_model.pth")
+    assert agent.action_size == 2 and agent.config.action_mode == "target"
+    result = run_policy(splits.test, agent_policy(agent), "agent", 8760.0)
+    assert set(np.unique(result.actions)) <= {HOLD, BUY, SELL}
+    # Never a buy while long or a sell while flat: every order changes the position.
+    position = result.position[0]
+    orders = result.actions[0]
+    assert np.all(position[1:][orders == BUY] == 1) and np.all(position[:-1][orders == BUY] == 0)
+    assert np.all(position[1:][orders == SELL] == 0) and np.all(position[:-1][orders == SELL] == 1)
+
+
+# --- switching penalty -------------------------------------------------------------------------
+def test_trade_penalty_lowers_the_reward_of_fill_steps_only() -> None:
+    market = random_walk_slice(30, seed=4)
+    # Account 0 fills at steps 0 and 2; account 1 at steps 0, 1 and 3 (buy while long is no fill).
+    orders = np.array([[BUY, BUY], [HOLD, SELL], [SELL, BUY], [HOLD, BUY]])
+    fills = np.array([[1, 1], [0, 1], [1, 1], [0, 0]])
+    plain, penalised = Accounts(market, 2), Accounts(market, 2, trade_penalty=0.002)
+    for step, filled in zip(orders, fills, strict=True):
+        a, b = plain.step(step), penalised.step(step)
+        np.testing.assert_allclose(a.reward - b.reward, 0.002 * filled, atol=1e-7)
+        np.testing.assert_array_equal(a.info["equity"], b.info["equity"])  # equity is never penalised
