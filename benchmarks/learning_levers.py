@@ -59,8 +59,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     "target": {"action_mode": "target"},
     "target_penalty": {"action_mode": "target", "trade_penalty": 0.001},
 }
-DEFAULT_LEVERS = ("baseline", "trend", "pooled", "random_windows", "target", "weight_decay")
-SMOKE_LEVERS = ("baseline", "trend", "pooled", "random_windows", "target")
+DEFAULT_LEVERS = ("baseline", "trend", "pooled", "random_windows", "target")
+SMOKE_LEVERS = DEFAULT_LEVERS
 
 
 @dataclass(frozen=True)
