@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from nexlify.data.features import feature_set_of, live_history_bars, warmup_bars
-from nexlify.env.actions import ACTION_NAMES
+from nexlify.env.actions import ACTION_NAMES, to_orders
 from nexlify.errors import ConfigError, ExchangeError
 from nexlify.live import LiveTrader, build_state
 from nexlify.trading.account import Account
@@ -256,8 +256,10 @@ class TradingSession:
                              index=pd.to_datetime([r[0] for r in rows], unit="ms", utc=True).rename("timestamp"))
         state = build_state(frame, self.trader.scaler, self.account.is_long, self.account.entry_price,
                             self.account.equity, self.account.peak)
-        # The backtest's own policy: the greedy action of the host Q-function on a (1, state) batch.
-        return ACTION_NAMES[int(np.argmax(self._q_function(state[None, :])[0]))]
+        # The backtest's own policy: the greedy action of the host Q-function on a (1, state) batch,
+        # as the order that carries it out (a position-target model names the position it wants).
+        action = int(np.argmax(self._q_function(state[None, :])[0]))
+        return ACTION_NAMES[to_orders(action, self.account.is_long, self.trader.agent.config.action_mode)]
 
     def _status(self, ts: int, close: float, action: str | None) -> None:
         start = self.settings.initial_balance
