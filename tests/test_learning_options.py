@@ -110,6 +110,13 @@ def test_target_agent_trains_and_backtests_in_orders(tmp_path) -> None:
     orders = result.actions[0]
     assert np.all(position[1:][orders == BUY] == 1) and np.all(position[:-1][orders == BUY] == 0)
     assert np.all(position[1:][orders == SELL] == 0) and np.all(position[:-1][orders == SELL] == 1)
+    # Live decisions are orders too: a long account can only hold or sell, a flat one hold or buy.
+    from nexlify.live import LiveTrader
+
+    trader = LiveTrader.from_model(tmp_path / "best_model.pth")
+    candles = synthetic_frame(420, seed=1).iloc[-120:]
+    assert trader.decide(candles, is_long=True, entry_price=100.0) in ("hold", "sell")
+    assert trader.decide(candles, is_long=False) in ("hold", "buy")
 
 
 # --- switching penalty -------------------------------------------------------------------------
