@@ -200,3 +200,11 @@ def test_a_journal_of_another_session_is_refused_and_left_intact(files, replayed
     (tmp_path / "junk.sqlite").write_text("not a database")
     assert main(["trade", "--model", str(model), "--feed", str(feed), "--journal", str(tmp_path / "junk.sqlite")]) == 2
     assert "not a Nexlify trade journal" in capsys.readouterr().err
+    other_db = tmp_path / "app.db"  # another program's SQLite database is not touched
+    with sqlite3.connect(other_db) as db:
+        db.execute("CREATE TABLE users (name TEXT)")
+    db.close()
+    before = other_db.read_bytes()
+    assert main(["trade", "--report", "--journal", str(other_db)]) == 2
+    assert "not a Nexlify trade journal (it has no meta table)" in capsys.readouterr().err
+    assert other_db.read_bytes() == before

@@ -64,16 +64,21 @@ class Journal:
         self.path = Path(path).expanduser()
         if self.path.exists() and not self.path.is_file():
             raise ConfigError(f"--journal {self.path} is not a file; give a file path such as trades.sqlite")
+        existing = self.path.exists() and self.path.stat().st_size > 0
         if not self.path.exists():
             _create_owner_only(self.path)
-        os.chmod(self.path, OWNER_ONLY)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions below
+            if existing and self._db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
+                raise sqlite3.DatabaseError("it has no meta table")  # another program's database: leave it be
+            os.chmod(self.path, OWNER_ONLY)
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: a committed candle (and order) survives a power cut; NORMAL survives a killed process.
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
+            self._db.close()
             raise ConfigError(f"--journal {self.path} is not a Nexlify trade journal ({exc}); "
                               "give a new file name") from None
         self._in_transaction = False
