@@ -208,3 +208,15 @@ def test_a_journal_of_another_session_is_refused_and_left_intact(files, replayed
     assert main(["trade", "--report", "--journal", str(other_db)]) == 2
     assert "not a Nexlify trade journal (it has no meta table)" in capsys.readouterr().err
     assert other_db.read_bytes() == before
+
+
+def test_a_parquet_feed_replays_like_the_csv(files, backtest, tmp_path):
+    model, feed = files
+    parquet = write_feed(tmp_path / "feed.parquet", load_ohlcv(feed))
+    stamps = load_ohlcv(feed).index.as_unit("ms").asi8
+    clock = ReplayClock(int(stamps[WARMUP_BARS]), end_ms=int(stamps[WARMUP_BARS + 30]) + 3_600_000 + 2_000)
+    run_trade(TradeOptions(model=model, feed=parquet, journal=tmp_path / "pq.sqlite"), out=lambda line: None,
+              clock=clock)
+    equity = [m["equity"] for m in _marks(tmp_path / "pq.sqlite")]
+    np.testing.assert_array_equal(equity, backtest["agent"].equity[0][: len(equity)])
+    assert len(equity) == 31
