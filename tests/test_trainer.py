@@ -172,6 +172,9 @@ def test_run_steps_the_real_loop_for_a_number_of_transitions(tmp_path, splits):
     trainer = Trainer(tiny_config(episodes=4), splits, tmp_path / "burst")
     assert trainer.run(max_transitions=100) is False
     assert trainer.state.transitions == 100 and trainer.agent.updates > 0
+    round_transitions = 2 * (len(splits.train) - 1)
+    assert trainer.run(max_transitions=round_transitions - 100) is False  # ends with the first round
+    assert (trainer.state.transitions, trainer.state.episodes_done) == (round_transitions, 2)
     assert trainer.run() is True
     full = Trainer(tiny_config(episodes=4), splits, tmp_path / "full")
     assert full.run() is True

@@ -90,6 +90,7 @@ class StopRequest:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopRequest]:
+        self.signal_name = None  # a new session of the loop: an earlier stop is done with
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
@@ -301,8 +302,9 @@ class Trainer:
                 return False
             self._finish_round(self._round)
             self._round = None
-            if self.stop_request.signal_name is not None:
-                return False
+            budget_spent = stop_at is not None and self.state.transitions >= stop_at
+            if self.stop_request.signal_name is not None or budget_spent:
+                return self.state.episodes_done >= self.config.episodes
         return True
 
     def run_round(self, n_envs: int) -> None:
