@@ -5,10 +5,11 @@ synthetic market and times whole rounds of its loop: acting, env steps, storing 
 interleaved at the planned replay ratio, with the parallel envs the planner would give that batch.
 No second DQN and no fudge factor: the projection is the measured speed of the loop that trains.
 
-The candidates: on a GPU the planned model (from the memory tiers) at every GPU batch; on the CPU
-every model the RAM allows (small to large, dropping larger ones once one is hopeless) at each CPU
-batch and each candidate thread count, thread counts interleaved so a busy spell of the machine
-hits them alike. Everything runs under one time budget.
+The candidates: on a GPU the planned model (from the memory tiers) at every GPU batch. On the CPU two
+phases: every model the RAM allows (small to large, dropping larger ones once one is hopeless) at
+each CPU batch at 1 thread; then the provisional plan's model and batch at every candidate thread
+count, interleaved and repeated while time is left, so the thread choice and the projection of the
+setting that will train rest on the most samples. Everything runs under one time budget.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,7 +30,7 @@ from nexlify.data.features import MARKET_FEATURE_NAMES, FeatureScaler
 from nexlify.data.market import MarketSlice, MarketSplits
 from nexlify.hardware.cpu import thread_candidates
 from nexlify.hardware.detect import Profile
-from nexlify.hardware.measurements import LoopRate, Measurements
+from nexlify.hardware.measurements import LoopRate, Measurements, device_kind
 from nexlify.hardware.plan import (
     CPU_BATCH_SIZES,
     GPU_BATCH_SIZES,
@@ -47,12 +50,15 @@ from nexlify.hardware.plan import (
 # of thousands of steps spreads thin. Each step takes about one learning step.
 BURST_STEPS = 4
 MAX_PAIRS = 3  # at most; fewer when the slot's time is up
+SURVEY_SHARE = 0.6  # of the CPU budget for the models and batches; the rest times the thread counts
 # Give up on bigger models once a smaller one already projects this many times over the plan's
 # time budget: bigger ones are slower still, so measuring them only costs profile time.
 SKIP_FACTOR = 4.0
 
 # (config, budget seconds) -> transitions/s; tests inject fakes
 BurstTimer = Callable[[TrainingConfig, float], float]
+# (model, batch, threads, parallel envs) -> transitions/s of each burst
+Samples = dict[tuple[str, int, int, int], list[float]]
 
 
 def synthetic_splits(steps: int = BURST_STEPS + 1, seed: int = 0) -> MarketSplits:
@@ -75,36 +81,67 @@ def burst_config(device: str, model_size: str, batch_size: int, threads: int, pa
                           episodes=10**6, eval_interval=10**6, save_interval=10**6, data_days=None)
 
 
-def time_training_loop(config: TrainingConfig, budget_s: float) -> float:
-    """Transitions per second of the real trainer's loop for ``config``: rounds of 1 and of
-    1 + ``BURST_STEPS`` steps timed in pairs after a warm-up round (first allocations, thread pool)."""
-    from nexlify.training.trainer import Trainer  # the trainer imports torch: only when measuring
+class LoopTimer:
+    """Times the real trainer's loop, one trainer per setting kept for the timer's life, so repeated
+    calls for a setting add samples without building and warming it up again. Use as a context
+    manager (the trainers' scratch folder is removed at the end)."""
 
-    deadline = time.perf_counter() + budget_s
-    envs = config.parallel_envs
-    with tempfile.TemporaryDirectory() as folder:
-        trainer = Trainer(config, synthetic_splits(), folder)
+    def __init__(self) -> None:
+        self._folder = tempfile.TemporaryDirectory(prefix="nexlify-measure-")
+        self._trainers: dict[tuple[str, str, int, int, int], Any] = {}
+        self._warm_up_s: dict[tuple[str, str, int, int, int], float] = {}
 
-        def timed_round(steps: int) -> float:
-            trainer.episode_steps = steps  # the round's length; the market holds the longest
-            started = time.perf_counter()
-            trainer.run_round(envs)
-            return time.perf_counter() - started
+    def __enter__(self) -> LoopTimer:
+        return self
 
-        warm_up = timed_round(1 + BURST_STEPS)
-        if time.perf_counter() >= deadline:
+    def __exit__(self, *exc: object) -> None:
+        self._trainers.clear()
+        self._folder.cleanup()
+
+    def _trainer(self, config: TrainingConfig) -> Any:
+        from nexlify.training.trainer import Trainer  # the trainer imports torch: only when measuring
+
+        key = self._key(config)
+        trainer = self._trainers.get(key)
+        if trainer is None:
+            trainer = Trainer(config, synthetic_splits(), Path(self._folder.name) / str(len(self._trainers)))
+            self._trainers[key] = trainer
+            self._warm_up_s[key] = self._round(trainer, 1 + BURST_STEPS)  # first allocations, the thread pool
+        return trainer
+
+    @staticmethod
+    def _key(config: TrainingConfig) -> tuple[str, str, int, int, int]:
+        return config.device, config.model_size, config.batch_size, config.num_workers, config.parallel_envs
+
+    @staticmethod
+    def _round(trainer: Any, steps: int) -> float:
+        import torch
+
+        torch.set_num_threads(trainer.config.num_workers)  # another setting's trainer may have changed it
+        trainer.episode_steps = steps  # the round's length; the synthetic market holds the longest
+        started = time.perf_counter()
+        trainer.run_round(trainer.config.parallel_envs)
+        return time.perf_counter() - started
+
+    def __call__(self, config: TrainingConfig, budget_s: float) -> float:
+        """Transitions/s of the loop for ``config``: rounds of 1 and of 1 + ``BURST_STEPS`` steps timed
+        in pairs until ``budget_s`` is spent (at least one pair, at most ``MAX_PAIRS``)."""
+        deadline = time.perf_counter() + budget_s
+        fresh = self._trainers.get(self._key(config)) is None
+        trainer = self._trainer(config)
+        if fresh and time.perf_counter() >= deadline:
             # Hopelessly slow (a loaded machine at too many threads): the warm-up round, fixed costs
-            # and all, is measurement enough and keeps the profile inside its budget.
-            return envs * (1 + BURST_STEPS) / warm_up
+            # and all, is measurement enough and keeps the profile near its budget.
+            return config.parallel_envs * (1 + BURST_STEPS) / self._warm_up_s[self._key(config)]
         short: list[float] = []
         long: list[float] = []
         while len(long) < MAX_PAIRS and (not long or time.perf_counter() < deadline):
-            short.append(timed_round(1))
-            long.append(timed_round(1 + BURST_STEPS))
-    per_step = (statistics.median(long) - statistics.median(short)) / BURST_STEPS
-    if per_step <= 0:  # noise larger than the loop itself: fall back to whole rounds
-        per_step = statistics.median(long) / (1 + BURST_STEPS)
-    return envs / per_step
+            short.append(self._round(trainer, 1))
+            long.append(self._round(trainer, 1 + BURST_STEPS))
+        per_step = (sum(long) - sum(short)) / (len(long) * BURST_STEPS)
+        if per_step <= 0:  # noise larger than the loop itself: fall back to whole rounds
+            per_step = sum(long) / (len(long) * (1 + BURST_STEPS))
+        return config.parallel_envs / per_step
 
 
 def _gpu_candidates(profile: Profile, dev: DeviceChoice) -> Iterator[tuple[str, int, int, int]]:
@@ -115,14 +152,6 @@ def _gpu_candidates(profile: Profile, dev: DeviceChoice) -> Iterator[tuple[str, 
         envs = choose_parallel_envs(dev, ModelChoice(planned.model_size, batch, tier, "gpu-measured"),
                                     max(1, batch // REPLAY_RATIO)).value
         yield planned.model_size, batch, planned.num_workers, envs
-
-
-def _cpu_candidates(profile: Profile, dev: DeviceChoice, model_size: str) -> Iterator[tuple[str, int, int, int]]:
-    for batch in CPU_BATCH_SIZES:
-        envs = choose_parallel_envs(dev, ModelChoice(model_size, batch, MODEL_SIZES.index(model_size), "cpu-measured"),
-                                    max(1, batch // REPLAY_RATIO)).value
-        for threads in thread_candidates(profile.cpu.compute_cores):
-            yield model_size, batch, threads, envs
 
 
 def warm_up_torch() -> float:
@@ -140,49 +169,97 @@ def warm_up_torch() -> float:
     return time.perf_counter() - started
 
 
-def measure(profile: Profile, budget_s: float = 2.0, time_burst: BurstTimer = time_training_loop,
+def _gpu_measure(profile: Profile, dev: DeviceChoice, deadline: float, time_burst: BurstTimer,
+                 samples: Samples, errors: list[str]) -> None:
+    """The planned model at every GPU batch, each measured even out of time: its batch decides the plan."""
+    for size, batch, threads, envs in _gpu_candidates(profile, dev):
+        _sample(dev, size, batch, threads, envs, max(0.02, deadline - time.perf_counter()), time_burst, samples,
+                errors)
+
+
+def _sample(dev: DeviceChoice, size: str, batch: int, threads: int, envs: int, budget_s: float,
+            time_burst: BurstTimer, samples: Samples,
+            errors: list[str]) -> None:
+    try:
+        rate = time_burst(burst_config(dev.device, size, batch, threads, envs), budget_s)
+    except Exception as exc:  # a device that fails mid-way keeps what it measured
+        errors.append(f"{device_kind(dev.device)}/{size}/batch {batch}/{threads} threads: {exc}")
+        return
+    samples.setdefault((size, batch, threads, envs), []).append(rate)
+
+
+def _cpu_measure(profile: Profile, dev: DeviceChoice, model_sizes: tuple[str, ...], budget_s: float,
+                 deadline: float, time_burst: BurstTimer, samples: Samples,
+                 errors: list[str]) -> bool:
+    """Two phases; returns whether the first ran out of time. First every model the RAM allows (small to
+    large, dropping larger ones once one is hopeless) at each CPU batch at 1 thread, which is never
+    pathologically slow; then the provisional plan's model and batch at every candidate thread count,
+    interleaved and repeated while time is left, so the thread choice and the projection of the
+    setting that will train rest on the most samples."""
+    tier = ram_tier(profile.ram.total_gb)
+    allowed = model_sizes[: tier + 1] if tier >= 1 else ("tiny",)
+    first_deadline = time.perf_counter() + SURVEY_SHARE * budget_s
+    per_slot = SURVEY_SHARE * budget_s / max(1, len(allowed) * len(CPU_BATCH_SIZES))
+    incomplete = False
+    for size in allowed:
+        for batch, envs in _cpu_settings(dev, size):
+            left = first_deadline - time.perf_counter()
+            if left <= 0 and samples:
+                incomplete = True
+                break
+            _sample(dev, size, batch, 1, envs, max(0.02, min(per_slot, left)), time_burst, samples, errors)
+        best = max((statistics.median(v) for k, v in samples.items() if k[0] == size), default=0.0)
+        if incomplete or standard_run_seconds(best) > SKIP_FACTOR * PLAN_TIME_BUDGET_S:
+            break
+    planned, _ = plan_training(replace(profile, benchmarks=_measurements(dev, samples)))
+    envs = next(e for b, e in _cpu_settings(dev, planned.model_size) if b == planned.batch_size)
+    counts = thread_candidates(profile.cpu.compute_cores)
+    per_slot = max(0.02, (deadline - time.perf_counter()) / (len(counts) * MAX_PAIRS))
+    rounds = 0
+    while rounds == 0 or (rounds < MAX_PAIRS and time.perf_counter() < deadline):
+        for threads in counts:  # interleaved: a busy spell of the machine hits every count alike
+            _sample(dev, planned.model_size, planned.batch_size, threads, envs, per_slot, time_burst, samples, errors)
+        rounds += 1
+    return incomplete
+
+
+def _cpu_settings(dev: DeviceChoice, size: str) -> list[tuple[int, int]]:
+    """(batch, parallel envs the planner gives it) for each CPU batch."""
+    return [(batch, choose_parallel_envs(dev, ModelChoice(size, batch, MODEL_SIZES.index(size), "cpu-measured"),
+                                         max(1, batch // REPLAY_RATIO)).value) for batch in CPU_BATCH_SIZES]
+
+
+def _measurements(dev: DeviceChoice, samples: Samples, duration_s: float | None = None,
+                  incomplete: bool = False, errors: tuple[str, ...] = ()) -> Measurements:
+    kind = device_kind(dev.device)
+    rates = tuple(LoopRate(kind, size, batch, threads, envs, round(statistics.median(values), 1))
+                  for (size, batch, threads, envs), values in samples.items())
+    return Measurements(rates, duration_s, incomplete, errors)
+
+
+def measure(profile: Profile, budget_s: float = 2.0, time_burst: BurstTimer | None = None,
             model_sizes: tuple[str, ...] = MODEL_SIZES) -> Measurements:
-    """Time the real loop at every candidate setting for ``profile``'s machine within ``budget_s``
-    (torch's one-off start-up costs excluded: see ``warm_up_torch``)."""
+    """Time the real loop at the candidate settings for ``profile``'s machine within about ``budget_s``
+    (torch's one-off start-up costs excluded: see ``warm_up_torch``). ``time_burst``: a stand-in for
+    the real ``LoopTimer`` (tests)."""
     import torch
 
-    if time_burst is time_training_loop:
+    if time_burst is None:
         warm_up_torch()
+        with LoopTimer() as timer:
+            return measure(profile, budget_s, timer, model_sizes)
     started = time.perf_counter()
     deadline = started + budget_s
     dev, _ = choose_device(profile)
-    kind = dev.device.split(":")[0]
-    if dev.gpu is not None:
-        groups = [list(_gpu_candidates(profile, dev))]
-    else:
-        allowed = model_sizes[: ram_tier(profile.ram.total_gb) + 1] if ram_tier(profile.ram.total_gb) >= 1 \
-            else ("tiny",)
-        groups = [list(_cpu_candidates(profile, dev, size)) for size in allowed]
-    slots = sum(len(g) for g in groups)
-    per_slot = max(0.02, budget_s / max(1, slots))
-    rates: list[LoopRate] = []
+    samples: Samples = {}
     errors: list[str] = []
     incomplete = False
     threads_before = torch.get_num_threads()
     try:
-        for i, group in enumerate(groups):
-            # The GPU's planned model is measured in full even out of time: its batch decides the plan.
-            must = dev.gpu is not None and i == 0
-            for size, batch, threads, envs in group:
-                left = deadline - time.perf_counter()
-                if left <= 0 and not must:
-                    incomplete = True
-                    break
-                config = burst_config(dev.device, size, batch, threads, envs)
-                try:
-                    rate = time_burst(config, max(0.02, min(per_slot, left)))
-                except Exception as exc:  # a device that fails mid-way keeps what it measured
-                    errors.append(f"{kind}/{size}/batch {batch}/{threads} threads: {exc}")
-                    continue
-                rates.append(LoopRate(kind, size, batch, threads, envs, round(rate, 1)))
-            best = max((r.transitions_per_s for r in rates if r.model_size == group[0][0]), default=0.0)
-            if incomplete or standard_run_seconds(best) > SKIP_FACTOR * PLAN_TIME_BUDGET_S:
-                break
+        if dev.gpu is not None:
+            _gpu_measure(profile, dev, deadline, time_burst, samples, errors)
+        else:
+            incomplete = _cpu_measure(profile, dev, model_sizes, budget_s, deadline, time_burst, samples, errors)
     finally:
         torch.set_num_threads(threads_before)  # the agent sets the process-wide count; give it back
-    return Measurements(tuple(rates), round(time.perf_counter() - started, 3), incomplete, tuple(errors))
+    return _measurements(dev, samples, round(time.perf_counter() - started, 3), incomplete, tuple(errors))
