@@ -53,11 +53,28 @@ def run_sb3(splits, transitions: int, seed: int, threads: int) -> dict[str, floa
     return {"seconds": seconds, "gradient_samples": model._n_updates * 64, **metrics}
 
 
-def fastest_sb3_threads(splits, candidates: list[int], transitions: int = 4_000) -> tuple[int, dict[int, float]]:
-    """SB3's faster torch thread count on this machine right now (short runs past learning_starts)."""
+def fastest_sb3_threads(splits, candidates: list[int], seconds: float = 10.0) -> tuple[int, dict[int, float]]:
+    """SB3's faster torch thread count on this machine right now: each count trains for ``seconds``
+    (past learning_starts on any machine worth benchmarking), transitions/s compared."""
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class StopAfter(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.started = time.perf_counter()
+
+        def _on_step(self) -> bool:
+            return time.perf_counter() - self.started < seconds
+
     rates = {}
     for threads in candidates:
-        rates[threads] = transitions / run_sb3(splits, transitions, seed=0, threads=threads)["seconds"]
+        torch.set_num_threads(threads)
+        model = DQN("MlpPolicy", TradingEnvironment(splits.train), batch_size=64, train_freq=4, learning_starts=1_000,
+                    buffer_size=100_000, policy_kwargs={"net_arch": [128, 128, 64]}, seed=0, verbose=0,
+                    device="cpu")
+        started = time.perf_counter()
+        model.learn(total_timesteps=10**7, callback=StopAfter())
+        rates[threads] = model.num_timesteps / (time.perf_counter() - started)
     return max(rates, key=lambda n: rates[n]), rates
 
 
