@@ -54,34 +54,15 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
+# The names and sizes live in a module without numpy or pandas, so the planner can read them cheaply;
+# they stay importable from here.
+from nexlify.data.feature_names import ACCOUNT_FEATURE_NAMES as ACCOUNT_FEATURE_NAMES
+from nexlify.data.feature_names import FEATURE_SETS as FEATURE_SETS
+from nexlify.data.feature_names import MARKET_FEATURE_NAMES as MARKET_FEATURE_NAMES
+from nexlify.data.feature_names import N_MARKET_FEATURES as N_MARKET_FEATURES
+from nexlify.data.feature_names import STATE_SIZE as STATE_SIZE
+from nexlify.data.feature_names import TREND_FEATURE_NAMES as TREND_FEATURE_NAMES
 from nexlify.errors import DataError
-
-MARKET_FEATURE_NAMES: tuple[str, ...] = (
-    "log_return_1",
-    "log_return_4",
-    "log_return_24",
-    "volatility_24",
-    "rsi_14",
-    "macd_hist",
-    "volume_ratio_24",
-    "zscore_48",
-    "range_pct",
-)
-ACCOUNT_FEATURE_NAMES: tuple[str, ...] = ("position", "unrealized_pnl", "drawdown")
-N_MARKET_FEATURES: int = len(MARKET_FEATURE_NAMES)
-STATE_SIZE: int = N_MARKET_FEATURES + len(ACCOUNT_FEATURE_NAMES)
-TREND_FEATURE_NAMES: tuple[str, ...] = (
-    "log_return_168",
-    "log_return_720",
-    "ma_distance_168",
-    "ma_distance_720",
-    "drawdown_720",
-    "volatility_regime",
-)
-FEATURE_SETS: dict[str, tuple[str, ...]] = {
-    "basic": MARKET_FEATURE_NAMES,
-    "trend": MARKET_FEATURE_NAMES + TREND_FEATURE_NAMES,
-}
 
 # The longest window (z-score, 48 closes) first fills at row 47; one more bar of warm-up means a
 # caller needs WARMUP_BARS + 1 candles for one valid row, and gives the EMAs a little burn-in.

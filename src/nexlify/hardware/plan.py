@@ -71,7 +71,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nexlify.config import MODEL_SIZES, TrainingConfig, replay_bytes_per_transition
-from nexlify.data.features import STATE_SIZE
+from nexlify.data.feature_names import STATE_SIZE
 from nexlify.errors import ConfigError
 from nexlify.hardware.detect import GpuDevice, Profile
 from nexlify.hardware.measurements import LoopRate, Measurements
