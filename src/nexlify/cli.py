@@ -1,4 +1,4 @@
-"""The ``nexlify`` command: train | evaluate | trade | profile | download.
+"""The ``nexlify`` command: train | evaluate | walkforward | trade | profile | download.
 
 User mistakes (bad flags, bad data, bad files) print one line starting with ``error:`` and exit with
 code 2; no traceback. Ctrl-C during training saves a checkpoint and exits with 130.
@@ -197,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "journal's name with .png)")
     add_device_flag(trade, default="cpu", help_text="device to run the model on (default cpu)")
 
+    _add_walkforward_parser(sub)
+
     profile = sub.add_parser("profile", help="show the detected hardware and the training plan with reasons")
     profile.add_argument("--json", action="store_true", help="print JSON instead of tables")
     profile.add_argument("--reprofile", action="store_true", help="measure again, ignoring the cache")
@@ -212,6 +214,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(parse: type) -> Any:
+    """An argparse ``type`` for a walk-forward count or length (not a config key): above zero."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0 or value == float("inf"):
+            kind = "whole number" if parse is int else "number"
+            raise argparse.ArgumentTypeError(f"expected a positive {kind}, got {text!r}")
+        return value
+
+    return convert
+
+
+def _add_walkforward_parser(sub: Any) -> None:
+    from nexlify.config import MODEL_SIZES
+    from nexlify.evaluation.folds import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS, DEFAULT_VALIDATION_DAYS
+    from nexlify.evaluation.walkforward import DEFAULT_EPISODES, DEFAULT_SEEDS
+
+    wf = sub.add_parser("walkforward", help="train and test on many unseen windows, markets and seeds; "
+                        "an honest verdict against buy-and-hold")
+    wf.add_argument("--data", metavar="FILE", nargs="+", help="one OHLCV file per market (default: bundled "
+                    "BTC/USDT 1h)")
+    windows = wf.add_mutually_exclusive_group()
+    windows.add_argument("--folds", type=_positive(int), help="split the history after the first training and "
+                         "validation windows into K equal test windows")
+    windows.add_argument("--test-days", type=_positive(float), help=f"length of each test window; as many folds "
+                         f"as the history holds (default {DEFAULT_TEST_DAYS})")
+    wf.add_argument("--train-days", type=_positive(float), default=DEFAULT_TRAIN_DAYS,
+                    help=f"training window of each fold (default {DEFAULT_TRAIN_DAYS})")
+    wf.add_argument("--validation-days", type=_positive(float), default=DEFAULT_VALIDATION_DAYS,
+                    help=f"model-selection window right after training (default {DEFAULT_VALIDATION_DAYS})")
+    wf.add_argument("--anchored", action="store_true", help="every fold trains from the start of the history "
+                    "(default: a rolling window of --train-days)")
+    wf.add_argument("--seeds", type=_positive(int), default=DEFAULT_SEEDS,
+                    help=f"seeds per fold: SEED, SEED+1, ... (default {DEFAULT_SEEDS})")
+    wf.add_argument("--episodes", type=config_flag("episodes"),
+                    help=f"episodes per fold and seed (default {DEFAULT_EPISODES})")
+    wf.add_argument("--jobs", type=_positive(int), help="jobs run at once (default: from the hardware)")
+    wf.add_argument("--checkpoint-dir", default="models/walkforward", help="where every output goes; run again "
+                    "with the same folder to resume (default models/walkforward)")
+    wf.add_argument("--balance", type=config_flag("initial_balance", float),
+                    help="initial balance in quote currency (default 10000)")
+    wf.add_argument("--model-size", choices=MODEL_SIZES, help="override the planned model size")
+    wf.add_argument("--batch-size", type=config_flag("batch_size"), help="override the planned batch size")
+    wf.add_argument("--seed", type=config_flag("seed"), help="first seed (default 42)")
+    add_device_flag(wf, help_text="override the planned device: cpu, cuda, cuda:N or mps")
+    wf.add_argument("--parallel-envs", type=config_flag("parallel_envs"),
+                    help="override the planned parallel environments")
+    wf.add_argument("--config", metavar="FILE", help="JSON file of config keys applied over the plan")
+    wf.add_argument("--reprofile", action="store_true", help="measure the hardware again, ignoring the cache")
+    wf.add_argument("--quiet", action="store_true", help="no progress lines")
+    wf.set_defaults(data_days=None, save_interval=None)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     console = Console(stderr=True)
@@ -220,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             build_parser().print_help()
             return EXIT_USAGE
-        handler = {"train": _train, "evaluate": _evaluate, "trade": _trade, "profile": _profile,
-                   "download": _download}
+        handler = {"train": _train, "evaluate": _evaluate, "walkforward": _walkforward, "trade": _trade,
+                   "profile": _profile, "download": _download}
         return handler[args.command](args, console)
     except NexlifyError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -380,7 +439,8 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
         check_input_file("--data", args.data)
     out = check_output_dir("--out", args.out) if args.out else None
     results = evaluate_model(model, data=args.data, out_dir=out, device=args.device)
-    print(f"Backtest on {results['data']} ({results['rows']} rows)\n" + metrics_table(results["test"]))
+    print(f"Backtest on {results['data']} ({results['rows']} rows)\n" + metrics_table(results["test"])
+          + "\n\n" + results["verdict"])
     return 0
 
 
@@ -420,6 +480,93 @@ def _trade_report(args: argparse.Namespace) -> int:
     write_equity_chart(chart, report)
     print(report_text(report) + f"\nEquity chart: {chart}")
     return 0
+
+
+def _walkforward(args: argparse.Namespace, console: Console) -> int:
+    from nexlify.config import TrainingConfig, read_config_file
+    from nexlify.evaluation.walkforward import (
+        DEFAULT_EPISODES,
+        VALIDATIONS_PER_RUN,
+        assign_config,
+        local_executor,
+        parallel_plan,
+        plan_jobs,
+        run_walkforward,
+    )
+    from nexlify.evaluation.walkforward_report import SUMMARY, write_outputs
+    from nexlify.training.pipeline import write_hardware_profile
+    from nexlify.training.run_folder import RunFolderLock, previous_run_outputs
+    from nexlify.training.trainer import available_memory_gb
+
+    # Flags, files, config and data windows are all checked before the hardware is measured.
+    data = [check_input_file("--data", path) for path in args.data] if args.data else [None]
+    output_dir = check_output_dir("--checkpoint-dir", args.checkpoint_dir)
+    foreign = [p.name for p in previous_run_outputs(output_dir) if p.name != "hardware_profile.json"]
+    if foreign:
+        raise ConfigError(f"--checkpoint-dir {output_dir} holds a `nexlify train` run ({', '.join(foreign[:3])}); "
+                          "choose another folder for the walk-forward")
+    file_values = read_config_file(args.config) if args.config else None
+    early = _validated_overrides(file_values, args)
+    seeds = [early.get("seed", TrainingConfig().seed) + i for i in range(args.seeds)]
+    jobs = plan_jobs(data, output_dir, early, seeds, test_days=args.test_days, folds=args.folds,
+                     train_days=args.train_days, validation_days=args.validation_days, anchored=args.anchored)
+
+    from nexlify.hardware.profiler import HardwareProfiler
+
+    profiler = HardwareProfiler(output_dir=str(output_dir), reprofile=args.reprofile)
+    config, overrides = resolve_config(args, profiler.config, file_values)
+    walkforward_defaults: dict[str, Any] = {}
+    if "episodes" not in overrides:
+        walkforward_defaults["episodes"] = DEFAULT_EPISODES
+    if "eval_interval" not in overrides:
+        episodes = walkforward_defaults.get("episodes", config.episodes)
+        walkforward_defaults["eval_interval"] = max(1, episodes // VALIDATIONS_PER_RUN)
+    config = config.with_overrides(walkforward_defaults)
+    cpu = (profiler.profile or {}).get("cpu") or {}
+    gpus = len(((profiler.profile or {}).get("gpu") or {}).get("devices") or [])
+    at_once, threads, devices, why = parallel_plan(config.device, config.num_workers,
+                                                   int(cpu.get("usable_cores") or 1), gpus, available_memory_gb(),
+                                                   args.jobs)
+    config = config.with_overrides({"num_workers": threads})
+    jobs = assign_config(jobs, config.to_dict(), devices)
+    markets = list(dict.fromkeys(job.market for job in jobs))
+    with RunFolderLock(output_dir):
+        write_hardware_profile(output_dir, profiler.profile, config, [*profiler.explain(), why],
+                               {**overrides, **walkforward_defaults})
+        console.print(f"[bold]Nexlify walk-forward[/bold]: {len(jobs)} jobs ({', '.join(markets)}; {args.seeds} "
+                      f"seed(s)), {config.episodes} episodes each, {config.model_size} model on {config.device}; "
+                      f"{why} -> {output_dir}", soft_wrap=True)
+        result = run_walkforward(jobs, local_executor(at_once),
+                                 progress=None if args.quiet else _walkforward_progress(console))
+        run = {"markets": markets, "seeds": args.seeds, "episodes": config.episodes, "train_days": args.train_days,
+               "validation_days": args.validation_days, "anchored": args.anchored,
+               "test_days_label": f"{args.folds} equal folds" if args.folds else f"{args.test_days or 90:g} days",
+               "fee": config.fee, "slippage": config.slippage, "jobs_at_once": at_once}
+        write_outputs(result, output_dir, run)
+    print((output_dir / SUMMARY).read_text())
+    console.print(f"outputs in {output_dir}", soft_wrap=True)
+    return 0
+
+
+def _walkforward_progress(console: Console) -> Any:
+    """Prints a line per finished job (with the overall count and time left) and per finished fold."""
+
+    def show(event: dict[str, Any]) -> None:
+        if event["event"] == "fold":
+            row = event["row"]
+            bh = row["baselines"]["buy_and_hold"]
+            console.print(f"  fold {event['fold']}/{event['folds']} of {event['market']} done ({row['regime']}): "
+                          f"agent Sharpe {row['agent_sharpe']:.2f} vs buy-and-hold {bh['sharpe']:.2f}",
+                          highlight=False, soft_wrap=True)
+            return
+        job = event["outcome"]["job"]
+        agent = event["outcome"]["test"]["agent"]
+        note = "already done" if event["resumed"] else f"test Sharpe {agent['sharpe']:.2f}"
+        console.print(f"[{event['done']}/{event['total']}] {job['market']} fold {job['fold']} seed "
+                      f"{job['seed']}: {note}  ({event['elapsed_seconds']:.0f} s elapsed)",
+                      highlight=False, soft_wrap=True)
+
+    return show
 
 
 def _profile(args: argparse.Namespace, console: Console) -> int:

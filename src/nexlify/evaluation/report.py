@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from nexlify.evaluation.backtest import BacktestResult
 from nexlify.io import write_bytes_atomic, write_text_atomic
@@ -95,8 +96,8 @@ def write_summary(path: str | Path, results: dict[str, Any]) -> str:
         lines.append("Adaptations during training:")
         lines += [f"  episode {e['episode']}: {e['message']}" for e in results["events"]]
         lines.append("")
-    verdict = _verdict(results["test"])
-    lines.append(verdict)
+    window_days = run["rows"]["test"] * pd.Timedelta(run["timeframe"]) / pd.Timedelta(days=1)
+    lines.append(single_window_verdict(results["test"], window_days))
     text = "\n".join(lines) + "\n"
     write_text_atomic(path, text)
     return text
@@ -106,14 +107,18 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def _verdict(test: dict[str, dict[str, Any]]) -> str:
-    agent = test.get("agent", {})
-    if not agent:
+def single_window_verdict(test: dict[str, dict[str, Any]], window_days: float) -> str:
+    """The plain verdict of one test window: buy-and-hold first, the window's length, then where to look."""
+    agent, hold = test.get("agent"), test.get("buy_and_hold")
+    if not agent or not hold:
         return ""
-    beaten = [n for n, m in test.items() if n != "agent" and agent.get("sharpe", 0) > m.get("sharpe", 0)]
-    others = [n for n in test if n != "agent"]
-    return (f"Verdict: by test Sharpe the agent beats {len(beaten)} of {len(others)} baselines"
-            f"{' (' + ', '.join(beaten) + ')' if beaten else ''}.")
+    relation = "beat" if agent["sharpe"] > hold["sharpe"] else "did not beat"
+    others = [n for n in test if n not in ("agent", "buy_and_hold") and agent["sharpe"] > test[n]["sharpe"]]
+    return (f"Verdict: on this {window_days:.0f}-day test window buy-and-hold returned {hold['total_return']:+.1%} "
+            f"(Sharpe {hold['sharpe']:.2f}) and the agent {agent['total_return']:+.1%} (Sharpe {agent['sharpe']:.2f}): "
+            f"the agent {relation} buy-and-hold"
+            f"{' (it beat ' + ', '.join(others) + ')' if others else ''}. One {window_days:.0f}-day window is one "
+            "market regime and proves little; run `nexlify walkforward` for a verdict over many unseen windows.")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,13 @@ from nexlify.data.market import (
 )
 from nexlify.errors import CheckpointError, ConfigError, DataError
 from nexlify.evaluation.backtest import BacktestResult, run_baselines
-from nexlify.evaluation.report import metrics_table, write_report_png, write_results_json, write_summary
+from nexlify.evaluation.report import (
+    metrics_table,
+    single_window_verdict,
+    write_report_png,
+    write_results_json,
+    write_summary,
+)
 from nexlify.hardware.measurements import Measurements
 from nexlify.hardware.plan import planned_rate, projected_train_seconds
 from nexlify.io import write_text_atomic
@@ -264,12 +270,13 @@ def evaluate_model(model_path: str | Path, data: Any = None, out_dir: str | Path
         ppy, label = periods_per_year(detect_timeframe(frame)), str(data)
     config = agent.config
     tests = backtest_with_baselines(agent, market, ppy, config)
-    results = {"model": str(model_path), "data": label, "rows": len(market),
-               "test": {name: r.metrics for name, r in tests.items()}}
+    test = {name: r.metrics for name, r in tests.items()}
+    verdict = single_window_verdict(test, (len(market) - 1) / ppy * 365)
+    results = {"model": str(model_path), "data": label, "rows": len(market), "test": test, "verdict": verdict}
     out = Path(out_dir) if out_dir is not None else Path(model_path).parent / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     write_results_json(out / "evaluation_results.json", results)
     write_text_atomic(out / "evaluation_summary.txt",
                       f"Backtest of {model_path} on {label} ({len(market)} rows)\n\n"
-                      + metrics_table(results["test"]) + "\n")
+                      + metrics_table(results["test"]) + "\n\n" + verdict + "\n")
     return results

@@ -22,7 +22,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,8 +215,11 @@ class Trainer:
         monitor: TrainingMonitor | None = None,
         resume_from: str | Path | None = None,
         metadata: dict[str, Any] | None = None,
+        on_validation: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.splits = splits
+        # Told every validation record (episode, score, metrics): walk-forward and Tune report from it.
+        self.on_validation = on_validation
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.monitor = monitor or TrainingMonitor(config.episodes, quiet=True)
@@ -490,6 +493,8 @@ class Trainer:
         score = float(metrics[self.config.validation_metric])
         record = {"episode": episode, "score": score, **metrics}
         self.state.validation.append(record)
+        if self.on_validation is not None:
+            self.on_validation(record)
         if self.state.best_score is None or score > self.state.best_score:
             self.state.best_score = score
             self.state.best_episode = episode

@@ -1,0 +1,170 @@
+"""The walk-forward verdict: pure functions from fold outcomes to tables, statistics and one sentence.
+
+An outcome is what ``run_fold_job`` returns for one (market, fold, seed): its ``job`` (with the
+windows), ``test`` metrics of every policy and ``equity`` curves. The unit of evidence is the fold:
+seeds are averaged inside a fold (their spread is reported apart), and the confidence interval of
+the mean excess Sharpe over buy-and-hold is a seeded percentile bootstrap over folds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+BASELINES = ("buy_and_hold", "cash", "ma_crossover", "random")
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0
+# A test window's regime from buy-and-hold's return over it.
+REGIME_THRESHOLD = 0.10
+
+
+def regime(buy_and_hold_return: float) -> str:
+    """bull above +10%, bear below -10%, sideways in between (buy-and-hold's return over the window)."""
+    if buy_and_hold_return > REGIME_THRESHOLD:
+        return "bull"
+    if buy_and_hold_return < -REGIME_THRESHOLD:
+        return "bear"
+    return "sideways"
+
+
+def bootstrap_mean_ci(values: Iterable[float], confidence: float = CONFIDENCE,
+                      resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean; (nan, nan) with fewer than two values."""
+    data = np.asarray(list(values), dtype=np.float64)
+    if data.size < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, data.size, size=(resamples, data.size))].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(means, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def _key(outcome: dict[str, Any]) -> tuple[str, int]:
+    return outcome["job"]["market"], int(outcome["job"]["fold"])
+
+
+def fold_rows(outcomes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (market, fold): baselines, the agent per seed and their comparison."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for outcome in outcomes:
+        groups.setdefault(_key(outcome), []).append(outcome)
+    rows = []
+    for (market, fold), members in sorted(groups.items()):
+        members.sort(key=lambda o: o["job"]["seed"])
+        job, test = members[0]["job"], members[0]["test"]
+        baselines = {name: test[name] for name in BASELINES if name in test}
+        bh = baselines["buy_and_hold"]
+        agent_sharpes = np.array([m["test"]["agent"]["sharpe"] for m in members])
+        excess = agent_sharpes - bh["sharpe"]
+        best = max(baselines, key=lambda n: baselines[n]["sharpe"])
+        rows.append({
+            "market": market,
+            "fold": fold,
+            "windows": {part: [job[f"{part}_start"], job[f"{part}_end"]] for part in ("train", "validation", "test")},
+            "regime": regime(bh["total_return"]),
+            "baselines": baselines,
+            "agent": {str(m["job"]["seed"]): m["test"]["agent"] for m in members},
+            "validation": {str(m["job"]["seed"]): m["validation"] for m in members},
+            "agent_sharpe": float(agent_sharpes.mean()),
+            "agent_sharpe_std": float(agent_sharpes.std(ddof=1)) if len(members) > 1 else 0.0,
+            "agent_return": float(np.mean([m["test"]["agent"]["total_return"] for m in members])),
+            "agent_max_drawdown": float(np.mean([m["test"]["agent"]["max_drawdown"] for m in members])),
+            "excess_sharpe": float(excess.mean()),
+            "excess_sharpe_range": [float(excess.min()), float(excess.max())],
+            "best_baseline": best,
+            "beats_buy_and_hold": bool(agent_sharpes.mean() > bh["sharpe"]),
+            "beats_best_baseline": bool(agent_sharpes.mean() > baselines[best]["sharpe"]),
+        })
+    return rows
+
+
+def stitched_curves(outcomes: Iterable[dict[str, Any]], market: str) -> dict[str, np.ndarray]:
+    """Out-of-sample growth of 1 through the market's test windows in order, per policy.
+
+    ``agent`` is (seeds, points); baselines are (points,). Each window's curve is chained onto the
+    end of the one before.
+    """
+    by_fold: dict[int, list[dict[str, Any]]] = {}
+    for outcome in outcomes:
+        if outcome["job"]["market"] == market:
+            by_fold.setdefault(int(outcome["job"]["fold"]), []).append(outcome)
+    folds = [sorted(by_fold[f], key=lambda o: o["job"]["seed"]) for f in sorted(by_fold)]
+    seeds = min(len(members) for members in folds)
+
+    def chain(curves: list[np.ndarray]) -> np.ndarray:
+        pieces, level = [], 1.0
+        for curve in curves:
+            growth = np.asarray(curve, dtype=np.float64) / curve[0] * level
+            pieces.append(growth if not pieces else growth[1:])
+            level = growth[-1]
+        return np.concatenate(pieces)
+
+    curves = {name: chain([members[0]["equity"][name] for members in folds]) for name in BASELINES}
+    curves["agent"] = np.stack([chain([members[s]["equity"]["agent"] for members in folds]) for s in range(seeds)])
+    return curves
+
+
+def summarize(rows: list[dict[str, Any]], stitched: dict[str, dict[str, np.ndarray]], label: str) -> dict[str, Any]:
+    """The aggregate of ``rows`` (folds of one or more markets) and its plain sentence.
+
+    ``stitched`` maps each market in ``rows`` to its ``stitched_curves``; with several markets the
+    stitched returns are their equal-weight mean.
+    """
+    excess = [r["excess_sharpe"] for r in rows]
+    low, high = bootstrap_mean_ci(excess)
+    agent_finals = np.array([curves["agent"][:, -1] - 1.0 for curves in stitched.values()])  # (markets, seeds)
+    summary = {
+        "label": label,
+        "folds": len(rows),
+        "test_days": float(sum(_days(r["windows"]["test"]) for r in rows)),
+        "seeds": int(agent_finals.shape[1]),
+        "beats_buy_and_hold": sum(r["beats_buy_and_hold"] for r in rows),
+        "beats_best_baseline": sum(r["beats_best_baseline"] for r in rows),
+        "mean_excess_sharpe": float(np.mean(excess)),
+        "excess_sharpe_ci": [low, high],
+        "confidence": CONFIDENCE,
+        "agent_max_drawdown": float(np.mean([r["agent_max_drawdown"] for r in rows])),
+        "buy_and_hold_max_drawdown": float(np.mean([r["baselines"]["buy_and_hold"]["max_drawdown"] for r in rows])),
+        "stitched_return": {
+            "agent": float(agent_finals.mean()),
+            **{name: float(np.mean([c[name][-1] - 1.0 for c in stitched.values()])) for name in BASELINES},
+        },
+        "seed_spread": {
+            "sharpe_std_within_fold": float(np.mean([r["agent_sharpe_std"] for r in rows])),
+            "stitched_return_min": float(agent_finals.mean(axis=0).min()),
+            "stitched_return_max": float(agent_finals.mean(axis=0).max()),
+        },
+        "regimes": {name: sum(r["regime"] == name for r in rows) for name in ("bull", "bear", "sideways")},
+    }
+    summary["sentence"] = sentence(summary)
+    return summary
+
+
+def _days(window: list[str]) -> float:
+    import pandas as pd
+
+    return (pd.Timestamp(window[1]) - pd.Timestamp(window[0])) / pd.Timedelta(days=1)
+
+
+def sentence(summary: dict[str, Any]) -> str:
+    """The verdict in one plain sentence; says "no evidence" unless the whole interval is above 0."""
+    n = summary["folds"]
+    low, high = summary["excess_sharpe_ci"]
+    head = (f"{summary['label']}: in {n} out-of-sample test window{'s' if n != 1 else ''} "
+            f"({summary['test_days']:.0f} days) the agent's Sharpe beat buy-and-hold's in "
+            f"{summary['beats_buy_and_hold']} of {n} and the best simple baseline's in "
+            f"{summary['beats_best_baseline']} of {n}, with a mean excess Sharpe over buy-and-hold of "
+            f"{summary['mean_excess_sharpe']:+.2f}")
+    percent = f"{summary['confidence']:.0%}"
+    if not np.isfinite(low):
+        return f"{head}; one fold gives no interval: no evidence of an edge over buy-and-hold at {percent}."
+    interval = f" ({percent} CI {low:+.2f} to {high:+.2f})"
+    if low > 0:
+        return f"{head}{interval}: evidence of an edge over buy-and-hold at {percent}."
+    if high < 0:
+        return f"{head}{interval}: no evidence of an edge over buy-and-hold at {percent}; it did worse."
+    return f"{head}{interval}: no evidence of an edge over buy-and-hold at {percent}."

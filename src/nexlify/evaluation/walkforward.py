@@ -1,0 +1,397 @@
+"""Walk-forward evaluation: train, select and test on many out-of-sample windows, markets and seeds.
+
+The interface (other runners, e.g. Ray, build on exactly these names):
+
+``FoldJob``
+    Frozen, picklable, JSON-able (``to_dict``/``from_dict``) description of one (market, fold, seed):
+    ``market`` name, ``data`` (absolute file path, or None for the bundled BTC/USDT), ``fold``
+    (1-based), ``seed``, the exact windows ``train_start/train_end``, ``validation_start/_end``,
+    ``test_start/_end`` (ISO 8601 UTC, half-open ``[start, end)``), ``config_overrides`` (TrainingConfig
+    keys applied over the defaults; ``plan_jobs`` puts the whole planned config there) and
+    ``output_dir`` (the job's own folder: its models and ``fold_outcome.json``).
+``plan_folds(frame, ...) -> list[FoldWindows]``
+    The windows of one market (``nexlify.evaluation.folds``).
+``plan_jobs(data, output_dir, config_overrides, seeds, ...) -> list[FoldJob]``
+    Every (market, fold, seed) job, fold by fold.
+``run_fold_job(job, report=None) -> dict``
+    Trains with the real ``Trainer`` on the fold's training window, keeps the model that scored best
+    on its validation window, then backtests it and every baseline on its test window. Returns (and
+    writes atomically to ``fold_outcome.json``) a JSON-safe outcome with ``job``, ``config``, ``rows``,
+    ``validation`` (``metric``, ``best_score``, ``best_episode``, ``best`` = that check's metrics,
+    ``history``) and ``test`` (metrics per policy), plus ``equity`` curves. Idempotent: when the job's
+    outcome file exists it is returned without training. ``report``, when given, is called at every
+    validation check with ``{"episode", "score", "metric", <validation metrics>}``.
+``run_walkforward(jobs, executor=None, progress=None) -> WalkforwardResult``
+    Runs the unfinished jobs through ``executor`` (a callable taking the list of jobs and yielding
+    outcomes in any order; default ``local_executor(1)``), then aggregates. ``aggregate(outcomes)``,
+    the verdict and the output files are pure functions of the outcomes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nexlify.data.market import load_ohlcv
+from nexlify.errors import CheckpointError, ConfigError
+from nexlify.evaluation.folds import (
+    DEFAULT_TRAIN_DAYS,
+    DEFAULT_VALIDATION_DAYS,
+    FoldWindows,
+    check_gaps,
+    fold_splits,
+    plan_folds,
+)
+from nexlify.evaluation.verdict import fold_rows, stitched_curves, summarize
+
+__all__ = ["FoldJob", "WalkforwardResult", "aggregate", "local_executor", "plan_folds", "plan_jobs",
+           "run_fold_job", "run_walkforward"]
+
+OUTCOME_FILE = "fold_outcome.json"
+BUNDLED_MARKET = "BTCUSDT_1h"
+# Default training per fold: few episodes over a year-long window (each episode is a pass over it),
+# so a walk-forward of the bundled BTC stays practical on a 2-core laptop; see README for timings.
+DEFAULT_EPISODES = 12
+DEFAULT_SEEDS = 3
+VALIDATIONS_PER_RUN = 6  # eval_interval = episodes // this: enough checks to pick a model from
+# One small DQN job leaves most of a GPU idle, so several share it. Not yet measured on a GPU: a
+# starting point for `--jobs`, to be replaced by a measurement (docs/benchmarks.md).
+JOBS_PER_GPU = 4
+JOB_MEMORY_GB = 0.6  # peak RSS of one training process (docs/benchmarks.md: 544 MB)
+# Settings of the machine running a job; a resumed run may differ in these and still reuse results.
+MACHINE_KEYS = ("device", "num_workers", "use_mixed_precision", "precision", "env_backend",
+                "optimization_level", "memory_reserve_gb", "parallel_envs", "batch_size",
+                "gradient_accumulation_steps", "train_frequency", "target_update_interval")
+
+Executor = Callable[[list["FoldJob"]], Iterator[dict[str, Any]]]
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """One (market, fold, seed) of a walk-forward; see the module docstring."""
+
+    market: str
+    data: str | None
+    fold: int
+    seed: int
+    train_start: str
+    train_end: str
+    validation_start: str
+    validation_end: str
+    test_start: str
+    test_end: str
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+    output_dir: str = "."
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> FoldJob:
+        return cls(**values)
+
+    @property
+    def windows(self) -> FoldWindows:
+        return FoldWindows(self.fold, self.train_start, self.train_end, self.validation_start,
+                           self.validation_end, self.test_start, self.test_end)
+
+    @property
+    def label(self) -> str:
+        return f"{self.market} fold {self.fold} seed {self.seed}"
+
+
+def market_name(data: str | Path | None) -> str:
+    """A market's name from its file: ``/x/LTCUSDT_1h.csv`` -> ``LTCUSDT_1h``; None -> the bundled BTC."""
+    if data is None:
+        return BUNDLED_MARKET
+    name = Path(data).name
+    for suffix in (".gz", ".csv", ".txt", ".parquet", ".pq"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+@lru_cache(maxsize=4)
+def _load(data: str | None) -> pd.DataFrame:
+    # The gap policy is applied to the span the folds use (check_gaps), not to all of history.
+    return load_ohlcv(data, max_gap_bars=None, log_gaps=False)
+
+
+def plan_jobs(
+    data: Sequence[str | Path | None],
+    output_dir: str | Path,
+    config_overrides: dict[str, Any],
+    seeds: Sequence[int],
+    *,
+    test_days: float | None = None,
+    folds: int | None = None,
+    train_days: float = DEFAULT_TRAIN_DAYS,
+    validation_days: float = DEFAULT_VALIDATION_DAYS,
+    anchored: bool = False,
+    devices: Sequence[str] | None = None,
+) -> list[FoldJob]:
+    """Every job of a walk-forward over ``data`` (one market per entry), ordered fold by fold.
+
+    Loads and checks each market now, so a bad file fails before any training. ``devices``, when
+    given, are handed out to the jobs in turn (several GPUs).
+    """
+    sources = [None if d is None else str(Path(d).resolve()) for d in data]
+    names = [market_name(d) for d in sources]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--data names the same market twice ({', '.join(names)}); give each file once")
+    if not seeds:
+        raise ConfigError("at least one seed is needed")
+    feature_set = config_overrides.get("feature_set", "basic")  # its warm-up decides the first usable candle
+    plans: list[tuple[str, str | None, list[FoldWindows]]] = []
+    for name, source in zip(names, sources, strict=True):
+        frame = _load(source)
+        windows = plan_folds(frame, test_days=test_days, folds=folds, train_days=train_days,
+                             validation_days=validation_days, anchored=anchored, label=frame.attrs["source"],
+                             feature_set=feature_set)
+        check_gaps(frame, windows, frame.attrs["source"], feature_set)
+        plans.append((name, source, windows))
+    jobs = []
+    most_folds = max(len(w) for _, _, w in plans)
+    for k in range(most_folds):
+        for seed in seeds:
+            for name, source, windows in plans:
+                if k >= len(windows):
+                    continue
+                w = windows[k]
+                folder = Path(output_dir) / name / f"fold_{w.fold:02d}" / f"seed_{seed}"
+                jobs.append(FoldJob(name, source, w.fold, int(seed), w.train_start, w.train_end,
+                                    w.validation_start, w.validation_end, w.test_start, w.test_end,
+                                    {}, str(folder)))
+    return assign_config(jobs, config_overrides, devices)
+
+
+def assign_config(jobs: Sequence[FoldJob], config_overrides: dict[str, Any],
+                  devices: Sequence[str] | None = None) -> list[FoldJob]:
+    """``jobs`` with ``config_overrides``; ``devices``, when given, handed out to the jobs in turn."""
+    out = []
+    for i, job in enumerate(jobs):
+        overrides = dict(config_overrides)
+        if devices:
+            overrides["device"] = devices[i % len(devices)]
+        out.append(replace(job, config_overrides=overrides))
+    return out
+
+
+def finished_outcome(job: FoldJob) -> dict[str, Any] | None:
+    """The stored outcome of ``job`` when it finished earlier; None when it has to run.
+
+    A folder holding the outcome of a different job (other windows, seed or learning settings) is
+    refused rather than reused or overwritten.
+    """
+    path = Path(job.output_dir) / OUTCOME_FILE
+    if not path.exists():
+        return None
+    try:
+        outcome = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # torn by a crash before the atomic rename existed: run it again
+    stored = {**outcome["job"], "output_dir": job.output_dir}
+    if _learning_view(stored) != _learning_view(job.to_dict()):
+        raise CheckpointError(
+            f"{path} holds the result of a different walk-forward job (other windows, seed or settings); "
+            "use another --checkpoint-dir or delete that folder")
+    return outcome
+
+
+def _learning_view(job: dict[str, Any]) -> dict[str, Any]:
+    # The market's name and windows identify its data; the file may have moved (or be the bundled copy).
+    overrides = {k: v for k, v in job["config_overrides"].items() if k not in MACHINE_KEYS}
+    return {**job, "config_overrides": overrides, "data": None}
+
+
+def run_fold_job(job: FoldJob, report: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train, select on validation and test one job; see the module docstring."""
+    import torch
+
+    from nexlify.agent.dqn import AdaptiveDQNAgent
+    from nexlify.config import TrainingConfig
+    from nexlify.evaluation.report import write_results_json
+    from nexlify.training.monitor import TrainingMonitor
+    from nexlify.training.pipeline import backtest_with_baselines
+    from nexlify.training.trainer import BEST_MODEL, Trainer
+
+    done = finished_outcome(job)
+    if done is not None:
+        return done
+    output_dir = Path(job.output_dir)
+    frame = _load(job.data)
+    config = TrainingConfig().with_overrides({**job.config_overrides, "seed": job.seed, "data_days": None})
+    splits = fold_splits(frame, job.windows, source=frame.attrs["source"], feature_set=config.feature_set)
+    # A replay memory larger than everything the job will ever collect only costs RAM (N jobs at once).
+    collected = config.episodes * (len(splits.train) - 1)
+    config = config.with_overrides({"buffer_size": max(1, min(config.buffer_size, collected))})
+    torch.manual_seed(job.seed)
+    metric = config.validation_metric
+
+    def on_validation(record: dict[str, Any]) -> None:
+        if report is not None:
+            report({**record, "metric": metric})
+
+    metadata = {"data_source": splits.source, "data_origin": job.data or "bundled", "data_days": None,
+                "walkforward_job": job.to_dict()}
+    trainer = Trainer(config, splits, output_dir, monitor=TrainingMonitor(config.episodes, quiet=True),
+                      metadata=metadata, on_validation=on_validation)
+    state = trainer.train()
+    best = AdaptiveDQNAgent.from_checkpoint(output_dir / BEST_MODEL, device=trainer.config.device)
+    tests = backtest_with_baselines(best, splits.test, splits.periods_per_year, trainer.config)
+    best_record = next((v for v in state.validation if v["episode"] == state.best_episode), None)
+    outcome = {
+        "job": job.to_dict(),
+        "config": trainer.config.to_dict(),
+        "rows": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)},
+        "periods_per_year": splits.periods_per_year,
+        "episodes_done": state.episodes_done,
+        "train_seconds": state.train_seconds,
+        "validation": {
+            "metric": metric,
+            "best_score": state.best_score,
+            "best_episode": state.best_episode,
+            "best": best_record,
+            "history": [{"episode": v["episode"], "score": v["score"]} for v in state.validation],
+        },
+        "test": {name: result.metrics for name, result in tests.items()},
+        # Mean over a policy's accounts (random runs several); rounded to the cent to keep files small.
+        "equity": {name: np.round(result.equity.mean(axis=0), 2).tolist() for name, result in tests.items()},
+    }
+    write_results_json(output_dir / OUTCOME_FILE, outcome)
+    return outcome
+
+
+def local_executor(jobs: int = 1) -> Executor:
+    """Run jobs in this process (``jobs=1``) or in ``jobs`` worker processes sharing the machine."""
+
+    def run(pending: list[FoldJob]) -> Iterator[dict[str, Any]]:
+        if jobs <= 1 or len(pending) <= 1:
+            for job in pending:
+                yield run_fold_job(job)
+            return
+        # spawn: a forked child would inherit torch's threads and CUDA state from the parent.
+        with ProcessPoolExecutor(max_workers=min(jobs, len(pending)), mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(run_fold_job, job) for job in pending]
+            try:
+                for future in as_completed(futures):
+                    yield future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+
+    return run
+
+
+@dataclass
+class WalkforwardResult:
+    """Every outcome, the per-fold table, the verdict per market and over all of them."""
+
+    outcomes: list[dict[str, Any]]
+    folds: list[dict[str, Any]]
+    markets: dict[str, dict[str, Any]]
+    overall: dict[str, Any]
+
+    @property
+    def verdict(self) -> str:
+        return self.overall["sentence"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the equity curves (those stay in each job's ``fold_outcome.json``)."""
+        jobs = [{key: o[key] for key in ("job", "rows", "episodes_done", "train_seconds", "validation", "test")}
+                for o in self.outcomes]
+        return {"verdict": self.verdict, "overall": self.overall, "markets": self.markets,
+                "folds": self.folds, "jobs": jobs}
+
+
+def aggregate(outcomes: Sequence[dict[str, Any]]) -> WalkforwardResult:
+    """The walk-forward's tables and verdicts from its outcomes (pure)."""
+    outcomes = sorted(outcomes, key=lambda o: (o["job"]["market"], o["job"]["fold"], o["job"]["seed"]))
+    rows = fold_rows(outcomes)
+    markets_in_order = list(dict.fromkeys(r["market"] for r in rows))
+    stitched = {m: stitched_curves(outcomes, m) for m in markets_in_order}
+    markets = {m: summarize([r for r in rows if r["market"] == m], {m: stitched[m]}, m) for m in markets_in_order}
+    label = "All markets" if len(markets) > 1 else markets_in_order[0]
+    overall = summarize(rows, stitched, label)
+    return WalkforwardResult(list(outcomes), rows, markets, overall)
+
+
+def run_walkforward(jobs: Sequence[FoldJob], executor: Executor | None = None,
+                    progress: Progress | None = None) -> WalkforwardResult:
+    """Run the unfinished ``jobs`` (finished ones are read back, not trained again) and aggregate.
+
+    ``progress`` gets ``{"event": "job", "outcome", "done", "total", "resumed", "elapsed_seconds"}``
+    after every job and ``{"event": "fold", "market", "fold", "folds", "row"}`` when a fold's seeds
+    are all done.
+    """
+    if not jobs:
+        raise ConfigError("no walk-forward jobs to run")
+    executor = executor or local_executor(1)
+    outcomes: list[dict[str, Any]] = []
+    pending: list[FoldJob] = []
+    for job in jobs:
+        done = finished_outcome(job)
+        if done is None:
+            pending.append(job)
+        else:
+            outcomes.append(done)
+    seeds_per_fold: dict[tuple[str, int], int] = {}
+    folds_per_market: dict[str, int] = {}
+    for job in jobs:
+        seeds_per_fold[job.market, job.fold] = seeds_per_fold.get((job.market, job.fold), 0) + 1
+        folds_per_market[job.market] = max(folds_per_market.get(job.market, 0), job.fold)
+    started = time.perf_counter()
+
+    def tell(outcome: dict[str, Any], resumed: bool) -> None:
+        if progress is None:
+            return
+        progress({"event": "job", "outcome": outcome, "done": len(outcomes), "total": len(jobs),
+                  "resumed": resumed, "elapsed_seconds": time.perf_counter() - started})
+        key = (outcome["job"]["market"], outcome["job"]["fold"])
+        members = [o for o in outcomes if (o["job"]["market"], o["job"]["fold"]) == key]
+        if len(members) == seeds_per_fold[key]:
+            progress({"event": "fold", "market": key[0], "fold": key[1], "folds": folds_per_market[key[0]],
+                      "row": fold_rows(members)[0]})
+
+    resumed_outcomes, outcomes = outcomes, []
+    for outcome in resumed_outcomes:
+        outcomes.append(outcome)
+        tell(outcome, resumed=True)
+    for outcome in executor(pending):
+        outcomes.append(outcome)
+        tell(outcome, resumed=False)
+    return aggregate(outcomes)
+
+
+def parallel_plan(device: str, num_workers: int, usable_cores: int, gpus: int, available_gb: float,
+                  requested: int | None = None) -> tuple[int, int, list[str] | None, str]:
+    """How many jobs run at once, torch threads per job, devices to hand out, and why.
+
+    CPU: as many jobs as the cores hold at the plan's measured thread count (and RAM allows).
+    GPU: ``JOBS_PER_GPU`` per card, at most one per core, threads split among them.
+    """
+    cores = max(1, usable_cores)
+    if device.startswith("cuda") and gpus > 0:
+        jobs = requested or min(JOBS_PER_GPU * gpus, cores)
+        threads = max(1, cores // jobs)
+        devices = [f"cuda:{i}" for i in range(gpus)] if device == "cuda" or gpus > 1 else None
+        why = (f"{jobs} jobs at once on {gpus} GPU(s) ({'as asked' if requested else f'{JOBS_PER_GPU} per GPU'}), "
+               f"{threads} torch thread(s) each")
+        return jobs, threads, devices, why
+    by_memory = max(1, int(available_gb / JOB_MEMORY_GB))
+    jobs = requested or max(1, min(cores // max(1, num_workers), by_memory))
+    threads = max(1, min(num_workers, cores // jobs))
+    why = (f"{jobs} job(s) at once on {cores} core(s) ({'as asked' if requested else 'cores / planned threads'}"
+           f"), {threads} torch thread(s) each")
+    return jobs, threads, None, why

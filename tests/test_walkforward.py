@@ -1,0 +1,298 @@
+"""Walk-forward: windows that never leak, a scaler fitted on training rows, hand-checked baselines,
+an honest verdict, resume, the parallel plan and the command line."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import make_slice, random_walk_slice, synthetic_frame, tiny_config
+from nexlify.cli import main
+from nexlify.data.features import WARMUP_BARS, FeatureScaler, compute_market_features
+from nexlify.data.market import load_ohlcv
+from nexlify.env.trading import BUY, SELL
+from nexlify.errors import CheckpointError, DataError
+from nexlify.evaluation.backtest import (
+    buy_and_hold_policy,
+    cash_policy,
+    moving_average_policy,
+    random_policy,
+    run_policy,
+)
+from nexlify.evaluation.folds import fold_splits, plan_folds
+from nexlify.evaluation.report import single_window_verdict
+from nexlify.evaluation.verdict import bootstrap_mean_ci, regime
+from nexlify.evaluation.walkforward import (
+    OUTCOME_FILE,
+    FoldJob,
+    aggregate,
+    parallel_plan,
+    plan_jobs,
+    run_fold_job,
+    run_walkforward,
+)
+
+HOUR = pd.Timedelta(hours=1)
+
+
+def _frame(rows, seed=0):
+    return load_ohlcv(synthetic_frame(rows, seed=seed))
+FEE, SLIPPAGE, START = 0.001, 0.0005, 10_000.0
+
+
+@pytest.mark.parametrize("kwargs", [dict(test_days=5), dict(folds=3), dict(test_days=4, anchored=True)])
+def test_test_windows_never_overlap_their_training_or_each_other(kwargs):
+    frame = _frame(24 * 45)
+    windows = plan_folds(frame, train_days=10, validation_days=4, **kwargs)
+    assert len(windows) >= 3
+    for w in windows:
+        assert w.train_start < w.train_end <= w.validation_start < w.validation_end <= w.test_start < w.test_end
+        splits = fold_splits(frame, w)
+        assert splits.train.timestamps.max() < splits.validation.timestamps.min()
+        assert splits.validation.timestamps.max() < splits.test.timestamps.min()
+    for earlier, later in zip(windows, windows[1:], strict=False):
+        assert earlier.test_end == later.test_start  # back to back: no overlap, no hole
+    assert pd.Timestamp(windows[-1].test_end) == frame.index[-1] + HOUR  # the tail of the history
+    if kwargs.get("anchored"):
+        assert len({w.train_start for w in windows}) == 1
+    else:
+        assert len({w.train_start for w in windows}) == len(windows)
+
+
+def test_each_folds_scaler_sees_only_its_training_rows():
+    frame = _frame(24 * 30, seed=3)
+    window = plan_folds(frame, train_days=10, validation_days=4, test_days=5)[1]
+    train_rows = frame.loc[(frame.index >= window.train_start) & (frame.index < window.train_end)]
+    first = frame.index.get_loc(train_rows.index[0])
+    by_hand = FeatureScaler().fit(compute_market_features(frame.iloc[first - WARMUP_BARS:first + len(train_rows)])
+                                  [WARMUP_BARS:])
+    scaler = fold_splits(frame, window).scaler
+    np.testing.assert_allclose(scaler.mean, by_hand.mean, rtol=1e-9)
+    np.testing.assert_allclose(scaler.std, by_hand.std, rtol=1e-9)
+    # Wild prices after the training window (and long before it) change nothing.
+    changed = frame.copy()
+    outside = (changed.index >= window.train_end) | (changed.index < frame.index[first - WARMUP_BARS])
+    changed.loc[outside, ["open", "high", "low", "close"]] *= np.linspace(1, 50, outside.sum())[:, None]
+    changed.loc[outside, "volume"] *= 1000
+    again = fold_splits(changed, window).scaler
+    np.testing.assert_allclose(again.mean, scaler.mean, rtol=1e-9)
+    np.testing.assert_allclose(again.std, scaler.std, rtol=1e-9)
+
+
+def _sharpe(equity, ppy=8760.0):
+    returns = [b / a - 1 for a, b in zip(equity, equity[1:], strict=False)]
+    mean = sum(returns) / len(returns)
+    std = math.sqrt(sum((r - mean) ** 2 for r in returns) / (len(returns) - 1))
+    return mean / std * math.sqrt(ppy)
+
+
+def test_buy_and_hold_and_cash_numbers_by_hand():
+    market = make_slice([100, 100, 105, 95], close_prices=[100, 105, 95, 120])
+    costs = dict(initial_balance=START, fee=FEE, slippage=SLIPPAGE)
+    hold = run_policy(market, buy_and_hold_policy, "buy_and_hold", 8760.0, **costs).metrics
+    units = START / (1 + FEE) / (100 * (1 + SLIPPAGE))  # bought at the next candle's open
+    equity = [START, units * 105, units * 95, units * 120]
+    assert hold["final_equity"] == pytest.approx(units * 120)
+    assert hold["total_return"] == pytest.approx(units * 120 / START - 1)
+    assert hold["max_drawdown"] == pytest.approx(1 - 95 / 105)
+    assert hold["sharpe"] == pytest.approx(_sharpe(equity))
+    assert hold["fees_paid"] == pytest.approx(START / (1 + FEE) * FEE)
+    assert hold["trades"] == 1 and hold["exposure"] == 1.0
+    cash = run_policy(market, cash_policy, "cash", 8760.0, **costs).metrics
+    assert (cash["total_return"], cash["sharpe"], cash["trades"], cash["fees_paid"]) == (0.0, 0.0, 0, 0.0)
+
+
+def test_moving_average_crossover_by_hand():
+    close = np.array([10, 10, 10, 12, 14, 13, 11, 9], dtype=float)
+    opens = np.concatenate([[10.0], close[:-1]])
+    market = make_slice(opens, close_prices=close)
+    # fast 2 > slow 3 at t = 3, 4, 5: buy decided at t=3 (filled at open[4] = 12), sell at t=6 (open[7] = 11).
+    result = run_policy(market, moving_average_policy(close, fast=2, slow=3), "ma", 8760.0,
+                        initial_balance=START, fee=FEE, slippage=SLIPPAGE)
+    units = START / (1 + FEE) / (12 * (1 + SLIPPAGE))
+    final = units * 11 * (1 - SLIPPAGE) * (1 - FEE)
+    np.testing.assert_array_equal(result.position[0], [0, 0, 0, 0, 1, 1, 1, 0])
+    np.testing.assert_allclose(result.equity[0], [START] * 4 + [units * 14, units * 13, units * 11, final])
+    assert result.metrics["trades"] == 2
+    assert result.metrics["exposure"] == pytest.approx(3 / 7)
+
+
+def _outcome(market, fold, seed, agent, baselines):
+    job = FoldJob(market, None, fold, seed, *[f"2024-01-{d:02d}T00:00:00+00:00" for d in (1, 2, 2, 3, 3, 4)])
+    tests = {"agent": agent, **baselines}
+    return {"job": job.to_dict(), "validation": {}, "test": {k: v.metrics for k, v in tests.items()},
+            "equity": {k: v.equity.mean(axis=0).tolist() for k, v in tests.items()}}
+
+
+def _outcomes(agent_policy_for, folds=8, seeds=2):
+    outcomes = []
+    for fold in range(1, folds + 1):
+        market = random_walk_slice(200, seed=100 + fold)
+        baselines = {name: run_policy(market, policy, name, 8760.0) for name, policy in (
+            ("buy_and_hold", buy_and_hold_policy), ("cash", cash_policy), ("random", random_policy(0)),
+            ("ma_crossover", moving_average_policy(market.close)))}
+        for seed in range(seeds):
+            agent = run_policy(market, agent_policy_for(market, fold * 10 + seed), "agent", 8760.0)
+            outcomes.append(_outcome("walk", fold, seed, agent, baselines))
+    return outcomes
+
+
+def test_verdict_says_no_evidence_for_a_random_policy_on_a_random_walk():
+    result = aggregate(_outcomes(lambda market, seed: random_policy(seed)))
+    assert "no evidence of an edge over buy-and-hold at 95%" in result.verdict
+    assert result.overall["folds"] == 8 and result.overall["seeds"] == 2
+    low, high = result.overall["excess_sharpe_ci"]
+    assert low <= result.overall["mean_excess_sharpe"] <= high
+
+
+def test_verdict_finds_an_edge_that_is_really_there():
+    def oracle(market, _seed):  # looks one candle ahead: long exactly when the next candle rises
+        rises = np.append(market.close[1:] > market.open[1:], False)  # an action fills at the next open
+        return lambda obs, t: np.full(len(obs), BUY if rises[t] else SELL)
+
+    result = aggregate(_outcomes(oracle))
+    assert result.overall["excess_sharpe_ci"][0] > 0
+    assert "no evidence" not in result.verdict and "evidence of an edge" in result.verdict
+    assert result.overall["beats_buy_and_hold"] == 8
+
+
+def test_bootstrap_interval_and_regimes():
+    assert bootstrap_mean_ci([0.5, 0.5, 0.5]) == (0.5, 0.5)
+    low, high = bootstrap_mean_ci([-1.0, 1.0])
+    assert (low, high) == (-1.0, 1.0)  # resamples of two values have means -1, 0 or 1
+    assert all(math.isnan(v) for v in bootstrap_mean_ci([1.0]))
+    assert [regime(r) for r in (0.2, -0.2, 0.05)] == ["bull", "bear", "sideways"]
+
+
+def _tiny_jobs(tmp_path, seeds=(1,), **config):
+    data = tmp_path / "market.csv"
+    if not data.exists():
+        synthetic_frame(24 * 16, seed=5).to_csv(data)
+    overrides = tiny_config(episodes=2, eval_interval=1, **config).to_dict()
+    return plan_jobs([data], tmp_path / "run", overrides, list(seeds), test_days=2, train_days=5,
+                     validation_days=2)
+
+
+def test_fold_job_reports_validation_and_resume_skips_finished_jobs(tmp_path):
+    jobs = _tiny_jobs(tmp_path)
+    assert len(jobs) == 3 and json.loads(json.dumps(jobs[0].to_dict())) == jobs[0].to_dict()
+    reports = []
+    outcome = run_fold_job(jobs[0], report=reports.append)
+    assert [r["episode"] for r in reports] == [1, 2] and {r["metric"] for r in reports} == {"sharpe"}
+    assert outcome["validation"]["best_score"] == max(r["score"] for r in reports)
+    assert set(outcome["test"]) == {"agent", "buy_and_hold", "cash", "random", "ma_crossover"}
+    assert outcome["rows"]["test"] == 48
+    # The replay never holds more than the job collects: 2 episodes x (5 days - 1 candle).
+    assert outcome["config"]["buffer_size"] == 2 * (5 * 24 - 1)
+    handed_out = []
+
+    def recording_executor(pending):
+        handed_out.append([job.fold for job in pending])
+        return (run_fold_job(job) for job in pending)
+
+    run_walkforward(jobs, recording_executor)
+    assert handed_out == [[2, 3]]  # fold 1 had finished
+    (Path(jobs[1].output_dir) / OUTCOME_FILE).unlink()
+    events = []
+    result = run_walkforward(jobs, recording_executor, progress=events.append)
+    assert handed_out[-1] == [2]
+    assert [e["resumed"] for e in events if e["event"] == "job"] == [True, True, False]
+    assert [e["fold"] for e in events if e["event"] == "fold"] == [1, 3, 2]
+    assert len(result.folds) == 3
+
+
+def test_a_folder_of_another_walkforward_is_refused_not_reused(tmp_path):
+    jobs = _tiny_jobs(tmp_path)
+    run_fold_job(jobs[0])
+    other = _tiny_jobs(tmp_path, learning_rate=0.01)
+    with pytest.raises(CheckpointError, match="different walk-forward"):
+        run_fold_job(other[0])
+    # Machine settings may change between runs (resume on another box).
+    assert run_fold_job(_tiny_jobs(tmp_path, parallel_envs=1)[0])["job"]["fold"] == 1
+
+
+def test_parallel_plan_fits_jobs_and_threads_to_the_machine():
+    assert parallel_plan("cpu", 1, 2, 0, 16.0)[:3] == (2, 1, None)
+    assert parallel_plan("cpu", 2, 2, 0, 16.0)[:3] == (1, 2, None)
+    assert parallel_plan("cpu", 1, 16, 0, 3.0)[:2] == (5, 1)  # RAM for 5 jobs of 0.6 GB
+    assert parallel_plan("cpu", 4, 16, 0, 64.0, requested=8)[:2] == (8, 2)
+    assert parallel_plan("cuda", 4, 16, 1, 64.0)[:3] == (4, 4, ["cuda:0"])
+    assert parallel_plan("cuda", 4, 16, 2, 64.0)[:3] == (8, 2, ["cuda:0", "cuda:1"])
+
+
+def test_single_window_verdict_leads_with_buy_and_hold_and_the_window_length():
+    test = {"agent": {"total_return": 0.009, "sharpe": 0.5}, "buy_and_hold": {"total_return": 0.236, "sharpe": 6.8},
+            "cash": {"total_return": 0.0, "sharpe": 0.0}, "random": {"total_return": -0.2, "sharpe": -3.0}}
+    text = single_window_verdict(test, 26.75)
+    assert text.startswith("Verdict: on this 27-day test window buy-and-hold returned +23.6% (Sharpe 6.80)")
+    assert "did not beat buy-and-hold (it beat cash, random)" in text and "nexlify walkforward" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--folds", "2", "--test-days", "3"], "not allowed with"),
+        (["--data", "missing.csv"], "not found"),
+        (["--seeds", "0"], "positive whole number"),
+        (["--train-days", "-5"], "positive number"),
+        (["--jobs", "x"], "positive whole number"),
+        (["--episodes", "0"], "episodes"),
+        (["--device", "tpu"], "cpu, cuda"),
+    ],
+)
+def test_walkforward_mistakes_give_one_line(argv, message, capsys):
+    assert main(["walkforward", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and "\n" not in err
+
+
+def test_walkforward_on_too_short_data_says_what_to_change(tmp_path, capsys):
+    data = tmp_path / "short.csv"
+    synthetic_frame(24 * 20).to_csv(data)
+    assert main(["walkforward", "--data", str(data), "--checkpoint-dir", str(tmp_path / "wf")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "--train-days" in err and "\n" not in err
+    with pytest.raises(DataError, match="too short"):
+        plan_folds(_frame(60), test_days=1)
+
+
+def _binance_kline_export(frame, path):
+    """Binance's 12-column kline CSV without a header: open time in ms ... close time, quote volume, etc."""
+    open_ms = frame.index.as_unit("ms").asi8
+    columns = [open_ms, frame.open, frame.high, frame.low, frame.close, frame.volume, open_ms + 3_599_999,
+               frame.volume * frame.close, np.full(len(frame), 100), frame.volume / 2, frame.volume * frame.close / 2,
+               np.zeros(len(frame))]
+    pd.DataFrame(dict(enumerate(columns))).to_csv(path, header=False, index=False)
+
+
+def test_walkforward_command_runs_two_markets_in_parallel_and_resumes(tmp_path, capsys):
+    files = [tmp_path / "AAA_1h.csv", tmp_path / "BBB_1h.csv"]
+    synthetic_frame(24 * 12, seed=1).to_csv(files[0])
+    _binance_kline_export(synthetic_frame(24 * 12, seed=2), files[1])
+    argv = ["walkforward", "--data", *map(str, files), "--train-days", "4", "--validation-days", "2", "--folds",
+            "2", "--seeds", "1", "--episodes", "2", "--model-size", "tiny", "--jobs", "2",
+            "--checkpoint-dir", str(tmp_path / "wf")]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    assert "[4/4]" in out.err and "fold 2/2 of BBB_1h done" in out.err
+    results = json.loads((tmp_path / "wf" / "walkforward_results.json").read_text())
+    assert set(results["markets"]) == {"AAA_1h", "BBB_1h"} and len(results["jobs"]) == 4
+    assert results["verdict"].startswith("All markets: in 4 out-of-sample test windows")
+    assert (tmp_path / "wf" / "walkforward_report.png").stat().st_size > 10_000
+    assert "Verdict: All markets" in (tmp_path / "wf" / "walkforward_summary.txt").read_text()
+    assert len(list((tmp_path / "wf").glob("*/fold_*/seed_*/best_model.pth"))) == 4
+    assert main(argv) == 0
+    assert capsys.readouterr().err.count("already done") == 4
+
+
+def test_walkforward_never_writes_into_a_train_run_folder(tmp_path, capsys):
+    folder = tmp_path / "trained"
+    folder.mkdir()
+    (folder / "training_results.json").write_text("{}")
+    (folder / "hardware_profile.json").write_text("{}")
+    assert main(["walkforward", "--checkpoint-dir", str(folder)]) == 2
+    assert "holds a `nexlify train` run" in capsys.readouterr().err
+    assert (folder / "hardware_profile.json").read_text() == "{}"
