@@ -341,3 +341,27 @@ def test_training_results_record_the_projection_beside_the_actual_time(tmp_path,
     other = run_training(config.with_overrides({"batch_size": 16}), splits=splits, output_dir=tmp_path / "b",
                          profile={"benchmarks": measured.to_dict()}, quiet=True)
     assert other["run"]["projected_train_seconds"] is None  # a setting the profiler did not measure
+
+
+def test_a_slow_start_with_a_thread_probe_switches_at_once(tmp_path, splits, monkeypatch):
+    # The pipeline gives the trainer a probe that times seconds of the loop per thread count, so a slow
+    # run never spends a whole round at a count that may be ten times slower.
+    monkeypatch.setattr(trainer_module, "detect_cpu", lambda: Cpu(physical_cores=2, logical_cores=2, usable_cores=2))
+    trainer = Trainer(tiny_config(episodes=8, parallel_envs=2, num_workers=2), splits, tmp_path)
+    trainer.expected_transitions_per_s = 1e12
+    asked = []
+    trainer.thread_probe = lambda config, counts: (asked.append((config.num_workers, counts)), {1: 900.0, 2: 100.0})[1]
+    state = trainer.train()
+    assert asked == [(2, [1, 2])]
+    assert [e["kind"] for e in state.events] == ["slow_pace", "threads_adapted"]
+    assert "1: 900, 2: 100" in state.events[-1]["message"]
+    assert trainer.config.num_workers == trainer.agent.config.num_workers == torch.get_num_threads() == 1
+
+
+def test_time_thread_counts_measures_the_real_loop_at_each_count():
+    from nexlify.hardware.measure import time_thread_counts
+
+    before = torch.get_num_threads()
+    rates = time_thread_counts(tiny_config(parallel_envs=4), [1, 2], budget_s=0.2)
+    assert set(rates) == {1, 2} and all(r > 0 for r in rates.values())
+    assert torch.get_num_threads() == before

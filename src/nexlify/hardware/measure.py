@@ -263,3 +263,25 @@ def measure(profile: Profile, budget_s: float = 2.0, time_burst: BurstTimer | No
     finally:
         torch.set_num_threads(threads_before)  # the agent sets the process-wide count; give it back
     return _measurements(dev, samples, round(time.perf_counter() - started, 3), incomplete, tuple(errors))
+
+
+def time_thread_counts(config: TrainingConfig, counts: list[int], budget_s: float = 1.0) -> dict[int, float]:
+    """Transitions/s of the real loop at ``config``'s setting for each torch thread count, interleaved
+    and repeated within about ``budget_s`` (what a training run calls when it falls behind its
+    projection: seconds, not a whole round at a thread count that may be ten times slower)."""
+    import torch
+
+    threads_before = torch.get_num_threads()
+    samples: dict[int, list[float]] = {n: [] for n in counts}
+    deadline = time.perf_counter() + budget_s
+    per_slot = budget_s / (len(counts) * MAX_PAIRS)
+    try:
+        with LoopTimer() as timer:
+            while not samples[counts[-1]] or (len(samples[counts[-1]]) < MAX_PAIRS and time.perf_counter() < deadline):
+                for n in counts:
+                    setting = burst_config(config.device, config.model_size, config.batch_size, n,
+                                           config.parallel_envs)
+                    samples[n].append(timer(setting, per_slot))
+    finally:
+        torch.set_num_threads(threads_before)
+    return {n: statistics.median(v) for n, v in samples.items()}

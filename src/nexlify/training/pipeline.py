@@ -35,6 +35,7 @@ from nexlify.evaluation.report import (
     write_results_json,
     write_summary,
 )
+from nexlify.hardware.measure import time_thread_counts
 from nexlify.hardware.measurements import Measurements
 from nexlify.hardware.plan import planned_rate, projected_train_seconds
 from nexlify.io import write_text_atomic
@@ -143,6 +144,7 @@ def _train_locked(config: TrainingConfig, splits: MarketSplits, output_dir: Path
         measured = Measurements.from_dict((profile or {}).get("benchmarks"))
         rate = planned_rate(measured, trainer.config)
         trainer.expected_transitions_per_s = None if rate is None else rate.transitions_per_s
+        trainer.thread_probe = time_thread_counts
         # Written once the trainer exists: on resume the config in force comes from the checkpoint.
         write_hardware_profile(output_dir, profile, trainer.config, reasons or [], overrides or {})
         state = trainer.train()

@@ -247,6 +247,9 @@ class Trainer:
             self.state = TrainingState()
         # The profiler's measured speed for this setting (transitions/s); None: nothing to compare with.
         self.expected_transitions_per_s: float | None = None
+        # Times the loop at this run's setting for given thread counts in seconds ({threads: transitions/s});
+        # set by the pipeline (hardware.measure.time_thread_counts). Without it a slow run times whole rounds.
+        self.thread_probe: Callable[[TrainingConfig, list[int]], dict[int, float]] | None = None
         self._thread_trial: dict[int, float] | None = None  # rates per thread count once a round ran slow
         self._pace_settled = False
         self._round: _Round | None = None
@@ -412,17 +415,27 @@ class Trainer:
                 self._pace_settled = True
                 return
             self._thread_trial = {}
+            how = "timing the loop" if self.thread_probe else "timing the next rounds"
             self._event("slow_pace", f"{rate:,.0f} transitions/s, {rate / expected:.0%} of the projected "
-                        f"{expected:,.0f}: timing the next rounds at the other torch thread counts")
+                        f"{expected:,.0f}: {how} at each torch thread count")
+            if self.thread_probe is not None:
+                self._thread_trial = self.thread_probe(self.config, thread_candidates(detect_cpu().compute_cores))
+                self._pace_settled = True
+                self._adopt_fastest_threads()
+                return
         self._thread_trial[self.config.num_workers] = rate
         untried = [n for n in thread_candidates(detect_cpu().compute_cores) if n not in self._thread_trial]
         if untried and self.state.episodes_done + rnd.n_envs < self.config.episodes:
             self._set_threads(untried[0])
             return
         self._pace_settled = True
-        best = max(self._thread_trial, key=lambda n: (self._thread_trial[n], -n))  # type: ignore[index]
+        self._adopt_fastest_threads()
+
+    def _adopt_fastest_threads(self) -> None:
+        trial = self._thread_trial or {}
+        best = max(trial, key=lambda n: (trial[n], -n))
         self._set_threads(best)
-        rates = ", ".join(f"{n}: {r:,.0f}" for n, r in sorted(self._thread_trial.items()))
+        rates = ", ".join(f"{n}: {r:,.0f}" for n, r in sorted(trial.items()))
         self._event("threads_adapted", f"{best} torch thread(s): fastest in this run (threads: transitions/s "
                     f"{rates})")
 
