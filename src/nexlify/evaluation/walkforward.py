@@ -64,8 +64,8 @@ BUNDLED_MARKET = "BTCUSDT_1h"
 DEFAULT_EPISODES = 12
 DEFAULT_SEEDS = 3
 VALIDATIONS_PER_RUN = 6  # eval_interval = episodes // this: enough checks to pick a model from
-# One small DQN job leaves most of a GPU idle, so several share it. Not yet measured on a GPU: a
-# starting point for `--jobs`, to be replaced by a measurement (docs/benchmarks.md).
+# One small DQN job leaves most of a GPU idle, so several share it: on one H100, 4 jobs at once ran a
+# walk-forward 2.8x faster than 1 (docs/benchmarks.md); more per card is not measured yet.
 JOBS_PER_GPU = 4
 JOB_MEMORY_GB = 0.6  # peak RSS of one training process (docs/benchmarks.md: 544 MB)
 # Settings of the machine running a job; a resumed run may differ in these and still reuse results.
