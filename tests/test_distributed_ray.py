@@ -1,0 +1,137 @@
+"""Walk-forward and sweeps on a real local Ray (2 CPUs, started once for this module).
+
+Skipped where Ray is not installed (``pip install "nexlify[distributed]"``); CI installs it.
+"""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray", reason='Ray is not installed: pip install "nexlify[distributed]"')
+
+from helpers import synthetic_frame, tiny_config  # noqa: E402
+from nexlify.config import TrainingConfig, read_config_file  # noqa: E402
+from nexlify.distributed.executor import RayExecutor  # noqa: E402
+from nexlify.distributed.sweep import (  # noqa: E402
+    BEST_CONFIG,
+    METRIC,
+    TRIALS_DIR,
+    TRIALS_TABLE,
+    SweepSpec,
+    run_sweep,
+)
+from nexlify.evaluation.walkforward import MACHINE_KEYS, OUTCOME_FILE, plan_jobs, run_fold_job, run_walkforward  # noqa: E402
+
+CONFIG = tiny_config(episodes=2, eval_interval=1, save_interval=2, num_workers=1, parallel_envs=2).to_dict()
+# Every machine setting fixed, so the Ray run and the local one train exactly the same thing.
+EXPLICIT = {key: CONFIG[key] for key in MACHINE_KEYS}
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    cache = tmp_path_factory.getbasetemp() / "nexlify-cache"  # the folder tests/conftest.py points at
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"NEXLIFY_CACHE_DIR": str(cache)}})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory):
+    path = tmp_path_factory.mktemp("market") / "SYNTH_1h.csv"
+    synthetic_frame(rows=24 * 19, seed=5).to_csv(path)  # two folds
+    return path
+
+
+def _jobs(market, folder, seeds=(1,)):
+    return plan_jobs([market], folder, CONFIG, list(seeds), test_days=3, train_days=8, validation_days=3)
+
+
+def _learning(result):
+    return sorted((json.dumps(o["job"]["fold"]), o["job"]["seed"], json.dumps(o["validation"], sort_keys=True),
+                   json.dumps(o["test"], sort_keys=True)) for o in result.outcomes)
+
+
+@pytest.fixture(scope="module")
+def local_run(market, tmp_path_factory):
+    return run_walkforward(_jobs(market, tmp_path_factory.mktemp("local")))
+
+
+def test_a_walkforward_over_ray_equals_the_same_run_without_ray(local_ray, market, local_run, tmp_path):
+    result = run_walkforward(_jobs(market, tmp_path / "ray"), RayExecutor(explicit=EXPLICIT))
+    assert len(result.outcomes) == len(local_run.outcomes) >= 2
+    assert _learning(result) == _learning(local_run)
+    assert result.verdict == local_run.verdict
+    # Each job reserved the one core its plan's single torch thread uses.
+    assert all(o["placement"]["resources"] == {"CPU": 1.0} for o in result.outcomes)
+
+
+def test_a_worker_killed_mid_job_is_retried_and_the_run_completes(local_ray, market, local_run, tmp_path):
+    marker = tmp_path / "killed_pid"
+
+    def dies_once_mid_training(job):
+        def report(record):
+            try:
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGKILL)  # the worker process dies at its first validation check
+
+        return run_fold_job(job, report=report)
+
+    result = run_walkforward(_jobs(market, tmp_path / "ray"), RayExecutor(explicit=EXPLICIT,
+                                                                          run_job=dies_once_mid_training))
+    killed = int(marker.read_text())
+    assert killed not in {o["placement"]["pid"] for o in result.outcomes}
+    assert _learning(result) == _learning(local_run)
+
+
+def test_a_sweep_chooses_on_validation_only_and_a_resume_skips_finished_trials(local_ray, market, tmp_path):
+    calls = tmp_path / "calls.log"
+    fail_once = tmp_path / "failed"
+
+    def counted(job, report=None):
+        with open(calls, "a") as log:
+            log.write(job.output_dir + "\n")
+        if not fail_once.exists():
+            fail_once.write_text(job.output_dir)
+            raise RuntimeError("an injected crash: this trial errors, the others finish")
+        return run_fold_job(job, report=report)
+
+    space = {"learning_rate": {"loguniform": [1e-4, 1e-2]}, "n_step": {"choice": [1, 3]}}
+    jobs = _jobs(market, tmp_path / "template")
+    spec = SweepSpec(space, 4, jobs, {"model_size": "tiny"}, search_seed=0)
+    root = tmp_path / "sweep"
+    first = run_sweep(spec, root, explicit=EXPLICIT, max_failures=0, run_job=counted)
+    assert sorted(row["status"] for row in first.rows).count("error") == 1
+    assert len(first.rows) == 4
+
+    best = read_config_file(root / BEST_CONFIG)
+    TrainingConfig.from_dict(best)  # accepted as a --config file
+    assert best["model_size"] == "tiny" and set(best) == {"model_size", *space}
+    # Chosen on validation only: the best complete trial's objective is the mean of its jobs' best
+    # validation scores, and no trial kept a test number.
+    trial = first.best["trial"]
+    stored = [json.loads(p.read_text()) for p in (root / TRIALS_DIR / trial).rglob(OUTCOME_FILE)]
+    assert len(stored) == len(jobs) and all("test" not in outcome for outcome in stored)
+    assert first.best[METRIC] == pytest.approx(sum(o["validation"]["best_score"] for o in stored) / len(jobs))
+    complete = [row for row in first.rows if row["status"] == "complete"]
+    assert first.best[METRIC] == max(row[METRIC] for row in complete)
+    assert {key: first.best[key] for key in space} == {key: best[key] for key in space}
+    assert (root / TRIALS_TABLE).read_text().count("\n") == 5
+    assert "4 configs were tried" in first.final.verdict or first.final.verdict  # the final verdict ran once
+    assert all("test" in o for o in first.final.outcomes)
+
+    errored = fail_once.read_text()
+    calls.write_text("")
+    second = run_sweep(spec, root, explicit=EXPLICIT, max_failures=0, run_job=counted)
+    assert second.resumed
+    rerun = calls.read_text().splitlines()
+    # Only the errored trial trained again; the finished ones and the final verdict were read back.
+    assert rerun and all(Path(p).parts[-4] == Path(errored).parts[-4] for p in rerun)
+    assert [row for row in second.rows if row["status"] == "error"] == []
