@@ -6,7 +6,8 @@ On the CPU:     python benchmarks/ray_gpu_sharing.py --device cpu --shares 1 2
 Smoke test:     python benchmarks/ray_gpu_sharing.py --quick --device cpu
 
 The same jobs (the latest bundled BTC/USDT candles, ``--folds`` folds of ``--test-days`` x ``--seeds``
-seeds, ``--episodes`` each, the machine's hardware plan) run once per share level, each on a fresh local Ray and in a fresh folder.
+seeds, ``--episodes`` each, the machine's hardware plan) run once per share level, each on a fresh
+local Ray and in a fresh folder.
 Prints per level: wall time, jobs per minute, speed-up over one at a time, mean training time of one
 job, mean GPU utilisation (NVML, sampled every 0.2 s) and whether the results equal the first level's.
 """

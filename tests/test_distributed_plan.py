@@ -32,8 +32,8 @@ def test_a_valid_space_file_is_read_back(tmp_path):
         ({"gamma": {"uniform": [0.99, 0.9]}}, "low < high"),
         ({"n_step": {"uniform": [1, 5]}}, "use randint or choice"),
         ({"learning_rate": {"loguniform": [0, 1e-3]}}, "low end > 0"),
-        ({"learning_rate": {"choice": [1e-4, 2.0]}}, "learning_rate must be a number in (0.0, 1.0]"),
-        ({"n_step": {"randint": [0, 3]}}, "n_step must be a positive integer"),
+        ({"learning_rate": {"choice": [1e-4, 2.0]}}, "learning_rate must be a finite number in (0, 1]"),
+        ({"n_step": {"randint": [0, 3]}}, "n_step must be a whole number from 1"),
         ({"model_size": {"choice": []}}, "non-empty list"),
         ([], "expected a JSON object"),
     ],
@@ -109,3 +109,27 @@ def test_the_best_trial_is_the_best_complete_one_on_validation():
     with pytest.raises(Exception, match="no sweep trial finished"):
         best_trial([rows[1], rows[3]])
     assert math.isfinite(best_trial(rows)[METRIC])
+
+
+def test_ray_flags_without_ray_installed_say_how_to_install(monkeypatch, capsys):
+    import sys
+
+    from nexlify.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError, as where it is not installed
+    for argv in (["walkforward", "--ray"], ["sweep", "--space", "space.json", "--trials", "4"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and 'pip install "nexlify[distributed]"' in err and "\n" not in err
+
+
+def test_a_bad_space_file_is_one_error_line_before_any_work(tmp_path, capsys):
+    pytest.importorskip("ray", reason='the sweep checks for Ray first: pip install "nexlify[distributed]"')
+    from nexlify.cli import main
+
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"learning_rate": {"uniform": [0.1]}}))
+    assert main(["sweep", "--space", str(space), "--trials", "2", "--checkpoint-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "learning_rate uniform needs [low, high]" in err
+    assert not (tmp_path / "out").exists()

@@ -1,4 +1,4 @@
-"""The ``nexlify`` command: train | evaluate | walkforward | trade | profile | download.
+"""The ``nexlify`` command: train | evaluate | walkforward | sweep | trade | profile | download.
 
 User mistakes (bad flags, bad data, bad files) print one line starting with ``error:`` and exit with
 code 2; no traceback. Ctrl-C during training saves a checkpoint and exits with 130.
@@ -11,11 +11,13 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from nexlify.distributed.cluster import LOCAL as LOCAL_RAY
 from nexlify.errors import ConfigError, NexlifyError
 
 EXIT_USAGE = 2
@@ -198,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_flag(trade, default="cpu", help_text="device to run the model on (default cpu)")
 
     _add_walkforward_parser(sub)
+    _add_sweep_parser(sub)
 
     profile = sub.add_parser("profile", help="show the detected hardware and the training plan with reasons")
     profile.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -231,12 +234,38 @@ def _positive(parse: type) -> Any:
 
 
 def _add_walkforward_parser(sub: Any) -> None:
+    wf = sub.add_parser("walkforward", help="train and test on many unseen windows, markets and seeds; "
+                        "an honest verdict against buy-and-hold")
+    _add_walkforward_options(wf, "models/walkforward")
+    wf.add_argument("--jobs", type=_positive(int), help="jobs run at once (default: from the hardware)")
+    _add_ray_options(wf, default=None, what="every (market, fold, seed) as a Ray task")
+
+
+def _add_sweep_parser(sub: Any) -> None:
+    sweep = sub.add_parser("sweep", help="search config keys with Ray Tune on walk-forward validation windows, "
+                           "then one test verdict for the best config")
+    sweep.add_argument("--space", required=True, metavar="FILE", help='JSON file of config keys to search, e.g. '
+                       '{"learning_rate": {"loguniform": [1e-5, 1e-3]}, "n_step": {"choice": [1, 3, 5]}} '
+                       "(choice, uniform, loguniform, randint)")
+    sweep.add_argument("--trials", type=_positive(int), required=True, help="configs to try")
+    _add_walkforward_options(sweep, "models/sweep")
+    _add_ray_options(sweep, default=LOCAL_RAY, what="the sweep's trials")
+
+
+def _add_ray_options(parser: argparse.ArgumentParser, default: str | None, what: str) -> None:
+    parser.add_argument("--ray", nargs="?", const=LOCAL_RAY, default=default, metavar="ADDRESS",
+                        help=f"run {what} on Ray: alone, a local Ray on this machine; auto or HOST:PORT, a running "
+                        'cluster (needs pip install "nexlify[distributed]")')
+    parser.add_argument("--trials-per-gpu", type=_positive(int), help="trials sharing one GPU on Ray (default: as "
+                        "many as its free memory holds, at most 4)")
+
+
+def _add_walkforward_options(wf: argparse.ArgumentParser, default_dir: str) -> None:
+    """The walk-forward's flags, shared by ``walkforward`` and ``sweep``."""
     from nexlify.config import MODEL_SIZES
     from nexlify.evaluation.folds import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS, DEFAULT_VALIDATION_DAYS
     from nexlify.evaluation.walkforward import DEFAULT_EPISODES, DEFAULT_SEEDS
 
-    wf = sub.add_parser("walkforward", help="train and test on many unseen windows, markets and seeds; "
-                        "an honest verdict against buy-and-hold")
     wf.add_argument("--data", metavar="FILE", nargs="+", help="one OHLCV file per market (default: bundled "
                     "BTC/USDT 1h)")
     windows = wf.add_mutually_exclusive_group()
@@ -254,9 +283,8 @@ def _add_walkforward_parser(sub: Any) -> None:
                     help=f"seeds per fold: SEED, SEED+1, ... (default {DEFAULT_SEEDS})")
     wf.add_argument("--episodes", type=config_flag("episodes"),
                     help=f"episodes per fold and seed (default {DEFAULT_EPISODES})")
-    wf.add_argument("--jobs", type=_positive(int), help="jobs run at once (default: from the hardware)")
-    wf.add_argument("--checkpoint-dir", default="models/walkforward", help="where every output goes; run again "
-                    "with the same folder to resume (default models/walkforward)")
+    wf.add_argument("--checkpoint-dir", default=default_dir, help="where every output goes; run again "
+                    f"with the same folder to resume (default {default_dir})")
     wf.add_argument("--balance", type=config_flag("initial_balance", float),
                     help="initial balance in quote currency (default 10000)")
     wf.add_argument("--model-size", choices=MODEL_SIZES, help="override the planned model size")
@@ -279,8 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             build_parser().print_help()
             return EXIT_USAGE
-        handler = {"train": _train, "evaluate": _evaluate, "walkforward": _walkforward, "trade": _trade,
-                   "profile": _profile, "download": _download}
+        handler = {"train": _train, "evaluate": _evaluate, "walkforward": _walkforward, "sweep": _sweep,
+                   "trade": _trade, "profile": _profile, "download": _download}
         return handler[args.command](args, console)
     except NexlifyError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -482,29 +510,31 @@ def _trade_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _walkforward(args: argparse.Namespace, console: Console) -> int:
+@dataclass
+class _WalkforwardPlan:
+    """A walk-forward planned from the flags: its jobs, config, the keys the user set, and how it runs here."""
+
+    jobs: list[Any]
+    config: Any
+    overrides: dict[str, Any]
+    profiler: Any
+    at_once: int
+    why: str
+
+
+def _plan_walkforward(args: argparse.Namespace, output_dir: Path) -> _WalkforwardPlan:
     from nexlify.config import TrainingConfig, read_config_file
     from nexlify.evaluation.walkforward import (
         DEFAULT_EPISODES,
         VALIDATIONS_PER_RUN,
         assign_config,
-        local_executor,
         parallel_plan,
         plan_jobs,
-        run_walkforward,
     )
-    from nexlify.evaluation.walkforward_report import SUMMARY, write_outputs
-    from nexlify.training.pipeline import write_hardware_profile
-    from nexlify.training.run_folder import RunFolderLock, previous_run_outputs
     from nexlify.training.trainer import available_memory_gb
 
     # Flags, files, config and data windows are all checked before the hardware is measured.
     data = [check_input_file("--data", path) for path in args.data] if args.data else [None]
-    output_dir = check_output_dir("--checkpoint-dir", args.checkpoint_dir)
-    foreign = [p.name for p in previous_run_outputs(output_dir) if p.name != "hardware_profile.json"]
-    if foreign:
-        raise ConfigError(f"--checkpoint-dir {output_dir} holds a `nexlify train` run ({', '.join(foreign[:3])}); "
-                          "choose another folder for the walk-forward")
     file_values = read_config_file(args.config) if args.config else None
     early = _validated_overrides(file_values, args)
     seeds = [early.get("seed", TrainingConfig().seed) + i for i in range(args.seeds)]
@@ -522,28 +552,104 @@ def _walkforward(args: argparse.Namespace, console: Console) -> int:
         episodes = walkforward_defaults.get("episodes", config.episodes)
         walkforward_defaults["eval_interval"] = max(1, episodes // VALIDATIONS_PER_RUN)
     config = config.with_overrides(walkforward_defaults)
-    cpu = (profiler.profile or {}).get("cpu") or {}
-    gpus = len(((profiler.profile or {}).get("gpu") or {}).get("devices") or [])
-    at_once, threads, devices, why = parallel_plan(config.device, config.num_workers,
-                                                   int(cpu.get("usable_cores") or 1), gpus, available_memory_gb(),
-                                                   args.jobs)
-    config = config.with_overrides({"num_workers": threads})
+    if args.ray is not None:
+        at_once, devices, why = 0, None, f"on Ray ({args.ray}): each node plans its own jobs"
+    else:
+        cpu = (profiler.profile or {}).get("cpu") or {}
+        gpus = len(((profiler.profile or {}).get("gpu") or {}).get("devices") or [])
+        at_once, threads, devices, why = parallel_plan(config.device, config.num_workers,
+                                                       int(cpu.get("usable_cores") or 1), gpus,
+                                                       available_memory_gb(), args.jobs)
+        config = config.with_overrides({"num_workers": threads})
     jobs = assign_config(jobs, config.to_dict(), devices)
+    return _WalkforwardPlan(jobs, config, {**overrides, **walkforward_defaults}, profiler, at_once, why)
+
+
+def _ray_executor(args: argparse.Namespace, plan: _WalkforwardPlan, console: Console) -> Any:
+    """Runs the jobs on Ray; the nodes' plans are shown once Ray is joined."""
+    from nexlify.distributed.executor import RayExecutor
+
+    return RayExecutor(args.ray, explicit=plan.overrides, trials_per_gpu=args.trials_per_gpu,
+                       on_plan=None if args.quiet else _show_ray_plan(console))
+
+
+def _show_ray_plan(console: Console) -> Any:
+    def show(kinds: list[Any]) -> None:
+        for kind in kinds:
+            console.print(f"Ray: {kind.slots} job(s) at once on {', '.join(kind.nodes)}: "
+                          f"{kind.reservation.reason}", highlight=False, soft_wrap=True)
+
+    return show
+
+
+def _walkforward(args: argparse.Namespace, console: Console) -> int:
+    from nexlify.evaluation.walkforward import local_executor, run_walkforward
+    from nexlify.evaluation.walkforward_report import SUMMARY, write_outputs
+    from nexlify.training.pipeline import write_hardware_profile
+    from nexlify.training.run_folder import RunFolderLock, previous_run_outputs
+
+    if args.ray is not None:
+        from nexlify.distributed.cluster import import_ray
+
+        import_ray()  # before any work: say how to install it
+    output_dir = check_output_dir("--checkpoint-dir", args.checkpoint_dir)
+    foreign = [p.name for p in previous_run_outputs(output_dir) if p.name != "hardware_profile.json"]
+    if foreign:
+        raise ConfigError(f"--checkpoint-dir {output_dir} holds a `nexlify train` run ({', '.join(foreign[:3])}); "
+                          "choose another folder for the walk-forward")
+    plan = _plan_walkforward(args, output_dir)
+    config, jobs = plan.config, plan.jobs
     markets = list(dict.fromkeys(job.market for job in jobs))
+    executor = local_executor(plan.at_once) if args.ray is None else _ray_executor(args, plan, console)
     with RunFolderLock(output_dir):
-        write_hardware_profile(output_dir, profiler.profile, config, [*profiler.explain(), why],
-                               {**overrides, **walkforward_defaults})
+        write_hardware_profile(output_dir, plan.profiler.profile, config, [*plan.profiler.explain(), plan.why],
+                               plan.overrides)
         console.print(f"[bold]Nexlify walk-forward[/bold]: {len(jobs)} jobs ({', '.join(markets)}; {args.seeds} "
                       f"seed(s)), {config.episodes} episodes each, {config.model_size} model on {config.device}; "
-                      f"{why} -> {output_dir}", soft_wrap=True)
-        result = run_walkforward(jobs, local_executor(at_once),
-                                 progress=None if args.quiet else _walkforward_progress(console))
-        run = {"markets": markets, "seeds": args.seeds, "episodes": config.episodes, "train_days": args.train_days,
-               "validation_days": args.validation_days, "anchored": args.anchored,
-               "test_days_label": f"{args.folds} equal folds" if args.folds else f"{args.test_days or 90:g} days",
-               "fee": config.fee, "slippage": config.slippage, "jobs_at_once": at_once}
-        write_outputs(result, output_dir, run)
+                      f"{plan.why} -> {output_dir}", soft_wrap=True)
+        result = run_walkforward(jobs, executor, progress=None if args.quiet else _walkforward_progress(console))
+        write_outputs(result, output_dir, _walkforward_run_info(args, config, plan.at_once, markets))
     print((output_dir / SUMMARY).read_text())
+    console.print(f"outputs in {output_dir}", soft_wrap=True)
+    return 0
+
+
+def _walkforward_run_info(args: argparse.Namespace, config: Any, at_once: int, markets: list[str]) -> dict[str, Any]:
+    return {"markets": markets, "seeds": args.seeds, "episodes": config.episodes, "train_days": args.train_days,
+            "validation_days": args.validation_days, "anchored": args.anchored,
+            "test_days_label": f"{args.folds} equal folds" if args.folds else f"{args.test_days or 90:g} days",
+            "fee": config.fee, "slippage": config.slippage, "jobs_at_once": at_once or "Ray"}
+
+
+def _sweep(args: argparse.Namespace, console: Console) -> int:
+    from nexlify.config import read_config_file
+    from nexlify.distributed.cluster import import_ray
+    from nexlify.distributed.space import read_space
+    from nexlify.distributed.sweep import SUMMARY, TRIALS_DIR, SweepSpec, final_folder, run_sweep, summary_text
+    from nexlify.evaluation.walkforward_report import write_outputs
+    from nexlify.io import write_text_atomic
+    from nexlify.training.run_folder import RunFolderLock
+
+    import_ray()
+    space = read_space(args.space)
+    output_dir = check_output_dir("--checkpoint-dir", args.checkpoint_dir).resolve()
+    plan = _plan_walkforward(args, output_dir / TRIALS_DIR / "_template")
+    base_values = read_config_file(args.config) if args.config else {}
+    spec = SweepSpec(space, args.trials, plan.jobs, base_values, search_seed=plan.config.seed)
+    console.print(f"[bold]Nexlify sweep[/bold]: {args.trials} trial(s) over {', '.join(space)}, each a walk-forward "
+                  f"of {len(plan.jobs)} job(s) judged on validation windows; Ray {args.ray} -> {output_dir}",
+                  soft_wrap=True)
+    with RunFolderLock(output_dir):
+        loud = not args.quiet
+        result = run_sweep(spec, output_dir, address=args.ray, explicit=plan.overrides,
+                           trials_per_gpu=args.trials_per_gpu, on_plan=_show_ray_plan(console) if loud else None,
+                           log_trials=loud, final_progress=_walkforward_progress(console) if loud else None)
+        markets = list(dict.fromkeys(job.market for job in plan.jobs))
+        write_outputs(result.final, final_folder(output_dir, result.best),
+                      _walkforward_run_info(args, plan.config, 0, markets))
+        text = summary_text(result, spec, plan.config.validation_metric)
+        write_text_atomic(output_dir / SUMMARY, text)
+    print(text)
     console.print(f"outputs in {output_dir}", soft_wrap=True)
     return 0
 

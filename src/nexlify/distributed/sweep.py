@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -174,7 +175,7 @@ def run_sweep(spec: SweepSpec, root: str | Path, *, address: str = LOCAL, num_cp
               explicit: dict[str, Any] | None = None, trials_per_gpu: int | None = None,
               max_failures: int = DEFAULT_MAX_FAILURES, run_job: RunJob = run_fold_job,
               on_plan: Callable[[list[TrialKind]], None] | None = None,
-              on_trial: Callable[[str], None] | None = None, final_progress: Any = None) -> SweepResult:
+              log_trials: bool = False, final_progress: Any = None) -> SweepResult:
     """Search, choose on validation, write the outputs, then run the chosen config's test verdict once."""
     from ray import tune
 
@@ -197,7 +198,7 @@ def run_sweep(spec: SweepSpec, root: str | Path, *, address: str = LOCAL, num_cp
                                  data={job.data: Path(job.data).read_bytes() for job in spec.jobs if job.data}),
             reservation.tune_resources())
         tune_path = root / TUNE_DIR
-        callbacks = [trial_log_callback(on_trial)] if on_trial is not None else []
+        callbacks = [trial_log_callback()] if log_trials else []
         if tune.Tuner.can_restore(str(tune_path)):
             tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_errored=True)
             resumed = True
@@ -225,9 +226,12 @@ def run_sweep(spec: SweepSpec, root: str | Path, *, address: str = LOCAL, num_cp
     return SweepResult(rows, best, best_config, final, resumed)
 
 
-def trial_log_callback(say: Callable[[str], None]) -> Any:
-    """A Tune callback saying one line per finished trial."""
+def trial_log_callback() -> Any:
+    """A Tune callback printing one line per finished trial to stderr (Tune pickles it: no console inside)."""
     from ray import tune
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
 
     class TrialLog(tune.Callback):
         def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
@@ -262,6 +266,7 @@ def summary_text(result: SweepResult, spec: SweepSpec, metric: str) -> str:
         f"{BEST_CONFIG} holds it; use it with `nexlify train --config` or `nexlify walkforward --config`.",
         "",
         f"Test verdict, run once, for the chosen config only: {result.final.verdict}",
+        f"(its walk-forward outputs: {FINAL_DIR}/{result.best['trial']}/)",
         "",
         f"{tried} configs were tried. The more configs a search tries, the likelier it is that the best "
         "validation score is partly luck, so expect the chosen config to do worse on new data than on the "
