@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +134,27 @@ def test_a_bad_space_file_is_one_error_line_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "learning_rate uniform needs [low, high]" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_job_on_a_node_takes_that_nodes_machine_settings_but_keeps_what_the_user_set():
+    from nexlify.distributed.executor import node_machine_settings
+    from nexlify.evaluation.walkforward import MACHINE_KEYS
+    from nexlify.hardware.profiler import HardwareProfiler
+
+    planned = HardwareProfiler().config.to_dict()
+    settings = node_machine_settings({"batch_size": 7, "learning_rate": 1e-4})
+    assert set(settings) == set(MACHINE_KEYS) - {"batch_size"}
+    assert settings == {key: planned[key] for key in settings}
+
+
+def test_a_node_without_the_drivers_disk_trains_on_a_shipped_copy_of_the_market(tmp_path):
+    from nexlify.distributed.executor import local_copy_of_data
+    from nexlify.evaluation.walkforward import FoldJob
+
+    job = FoldJob("M", str(tmp_path / "elsewhere" / "M.csv"), 1, 1, "a", "b", "b", "c", "c", "d")
+    copy = local_copy_of_data(job, b"timestamp,open\n")
+    assert copy.data != job.data and copy.data.endswith("M.csv")
+    assert Path(copy.data).read_bytes() == b"timestamp,open\n"
+    here = tmp_path / "M.csv"
+    here.write_text("x")
+    assert local_copy_of_data(FoldJob("M", str(here), 1, 1, "a", "b", "b", "c", "c", "d"), b"y").data == str(here)
