@@ -158,3 +158,16 @@ def test_a_node_without_the_drivers_disk_trains_on_a_shipped_copy_of_the_market(
     here = tmp_path / "M.csv"
     here.write_text("x")
     assert local_copy_of_data(FoldJob("M", str(here), 1, 1, "a", "b", "b", "c", "c", "d"), b"y").data == str(here)
+
+
+def test_a_ray_address_where_nothing_answers_is_one_error_line(capsys):
+    import socket
+
+    from nexlify.distributed.cluster import check_reachable
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ConfigError, match=f"--ray 127.0.0.1:{port}: nothing answers there"):
+        check_reachable(f"127.0.0.1:{port}")
+    check_reachable("auto")  # left to Ray

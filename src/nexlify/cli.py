@@ -237,7 +237,8 @@ def _add_walkforward_parser(sub: Any) -> None:
     wf = sub.add_parser("walkforward", help="train and test on many unseen windows, markets and seeds; "
                         "an honest verdict against buy-and-hold")
     _add_walkforward_options(wf, "models/walkforward")
-    wf.add_argument("--jobs", type=_positive(int), help="jobs run at once (default: from the hardware)")
+    wf.add_argument("--jobs", type=_positive(int), help="jobs run at once (default: from the hardware; with "
+                    "--ray: at most this many over the whole cluster)")
     _add_ray_options(wf, default=None, what="every (market, fold, seed) as a Ray task")
 
 
@@ -570,7 +571,7 @@ def _ray_executor(args: argparse.Namespace, plan: _WalkforwardPlan, console: Con
     from nexlify.distributed.executor import RayExecutor
 
     return RayExecutor(args.ray, explicit=plan.overrides, trials_per_gpu=args.trials_per_gpu,
-                       on_plan=None if args.quiet else _show_ray_plan(console))
+                       max_at_once=args.jobs, on_plan=None if args.quiet else _show_ray_plan(console))
 
 
 def _show_ray_plan(console: Console) -> Any:

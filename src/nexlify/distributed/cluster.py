@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,18 +31,17 @@ def import_ray() -> Any:
 
 
 @contextlib.contextmanager
-def ray_session(address: str = LOCAL, num_cpus: int | None = None) -> Iterator[Any]:
-    """Connected Ray for the block: ``local`` starts one on this machine (``num_cpus`` of its cores,
-    default all), ``auto`` or ``HOST:PORT`` joins a running cluster. An already connected Ray (a
+def ray_session(address: str = LOCAL) -> Iterator[Any]:
+    """Connected Ray for the block: ``local`` starts one on this machine (all its cores), ``auto`` or
+    ``HOST:PORT`` joins a running cluster. An already connected Ray (a
     notebook, the tests) is used as it is and left running."""
     ray = import_ray()
     if ray.is_initialized():
         yield ray
         return
     options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
-    if address == LOCAL:
-        options["num_cpus"] = num_cpus
-    else:
+    if address != LOCAL:
+        check_reachable(address)
         options["address"] = address
     try:
         ray.init(**options)
@@ -54,6 +54,19 @@ def ray_session(address: str = LOCAL, num_cpus: int | None = None) -> Iterator[A
         yield ray
     finally:
         ray.shutdown()
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A HOST:PORT that answers within ``timeout_s``; Ray itself would retry a wrong address for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # ``auto`` and other forms Ray resolves itself, quickly
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"--ray {address}: nothing answers there ({exc.strerror or exc}); start the head with "
+                          "`ray start --head` and pass the address it prints (HOST:6379), or use --ray auto on "
+                          "a cluster node") from None
 
 
 @dataclass(frozen=True)

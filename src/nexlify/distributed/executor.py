@@ -110,26 +110,28 @@ def run_on_node(job: FoldJob, explicit: dict[str, Any], reserved: dict[str, Any]
 class RayExecutor:
     """A walk-forward executor (``run_walkforward(jobs, executor=RayExecutor(...))``) running on Ray.
 
-    ``address``: ``local`` (a Ray on this machine with ``num_cpus`` of its cores), ``auto`` or
+    ``address``: ``local`` (a Ray on this machine, all its cores), ``auto`` or
     ``HOST:PORT``. ``explicit``: the config keys the user set (kept on every node; the rest of the
-    machine settings come from each node's plan). ``run_job`` replaces ``run_fold_job`` (tests).
+    machine settings come from each node's plan). ``max_at_once`` caps the jobs in flight over the
+    whole cluster (default: as many as the nodes hold). ``run_job`` replaces ``run_fold_job`` (tests).
     """
 
-    def __init__(self, address: str = LOCAL, *, num_cpus: int | None = None, explicit: dict[str, Any] | None = None,
+    def __init__(self, address: str = LOCAL, *, explicit: dict[str, Any] | None = None,
                  trials_per_gpu: int | None = None, max_retries: int = DEFAULT_MAX_RETRIES,
-                 run_job: RunJob = run_fold_job, on_plan: Callable[[list[TrialKind]], None] | None = None) -> None:
+                 max_at_once: int | None = None, run_job: RunJob = run_fold_job,
+                 on_plan: Callable[[list[TrialKind]], None] | None = None) -> None:
         self.address = address
-        self.num_cpus = num_cpus
         self.explicit = dict(explicit or {})
         self.trials_per_gpu = trials_per_gpu
         self.max_retries = max_retries
+        self.max_at_once = max_at_once
         self.run_job = run_job
         self.on_plan = on_plan
 
     def __call__(self, jobs: list[FoldJob]) -> Iterator[dict[str, Any]]:
         if not jobs:
             return
-        with ray_session(self.address, self.num_cpus) as ray:
+        with ray_session(self.address) as ray:
             kinds = trial_kinds(node_plans(ray, self.explicit), self.trials_per_gpu)
             if not kinds:
                 raise NexlifyError("no Ray node can hold one trial of this plan; check `ray status`")
@@ -146,7 +148,7 @@ class RayExecutor:
         try:
             while pending or in_flight:
                 for index, kind in enumerate(kinds):
-                    while free[index] > 0 and pending:
+                    while free[index] > 0 and pending and len(in_flight) < (self.max_at_once or len(jobs)):
                         job = pending.pop()
                         ref = task.options(**kind.reservation.ray_options(), max_retries=self.max_retries,
                                            retry_exceptions=False).remote(

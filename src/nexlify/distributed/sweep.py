@@ -171,7 +171,7 @@ class SweepResult:
     resumed: bool
 
 
-def run_sweep(spec: SweepSpec, root: str | Path, *, address: str = LOCAL, num_cpus: int | None = None,
+def run_sweep(spec: SweepSpec, root: str | Path, *, address: str = LOCAL,
               explicit: dict[str, Any] | None = None, trials_per_gpu: int | None = None,
               max_failures: int = DEFAULT_MAX_FAILURES, run_job: RunJob = run_fold_job,
               on_plan: Callable[[list[TrialKind]], None] | None = None,
@@ -185,7 +185,7 @@ def run_sweep(spec: SweepSpec, root: str | Path, *, address: str = LOCAL, num_cp
     root.mkdir(parents=True, exist_ok=True)
     write_text_atomic(root / REQUEST_FILE, json.dumps(spec.to_dict(), indent=2, default=str))
     scheduler = early_stopping(spec.jobs)
-    with ray_session(address, num_cpus) as ray:
+    with ray_session(address) as ray:
         kinds = trial_kinds(node_plans(ray, explicit), trials_per_gpu)
         if not kinds:
             raise NexlifyError("no Ray node can hold one trial of this plan; check `ray status`")
