@@ -22,6 +22,7 @@ from nexlify.distributed.sweep import (  # noqa: E402
     TRIALS_TABLE,
     SweepSpec,
     run_sweep,
+    summary_text,
 )
 from nexlify.evaluation.walkforward import MACHINE_KEYS, OUTCOME_FILE, plan_jobs, run_fold_job, run_walkforward  # noqa: E402
 
@@ -124,8 +125,11 @@ def test_a_sweep_chooses_on_validation_only_and_a_resume_skips_finished_trials(l
     assert first.best[METRIC] == max(row[METRIC] for row in complete)
     assert {key: first.best[key] for key in space} == {key: best[key] for key in space}
     assert (root / TRIALS_TABLE).read_text().count("\n") == 5
-    assert "4 configs were tried" in first.final.verdict or first.final.verdict  # the final verdict ran once
-    assert all("test" in o for o in first.final.outcomes)
+    # The test verdict ran once, for the chosen config only, and is reported beside the trials tried.
+    assert {Path(o["job"]["output_dir"]).parts[-4] for o in first.final.outcomes} == {trial}
+    assert all(o["job"]["config_overrides"]["learning_rate"] == best["learning_rate"] for o in first.final.outcomes)
+    summary = summary_text(first, spec, "sharpe")
+    assert first.final.verdict in summary and "4 configs were tried" in summary and "luck" in summary
 
     errored = fail_once.read_text()
     calls.write_text("")
