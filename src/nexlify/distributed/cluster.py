@@ -95,7 +95,9 @@ def node_plans(ray: Any, overrides: dict[str, Any]) -> list[NodePlan]:
     """Run the hardware planner once on every alive node (a zero-CPU task pinned there)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    probe = ray.remote(num_cpus=0)(plan_on_this_node)
+    # A zero-GPU task must still see the node's cards to plan for them (Ray 2.49-2.5x hid them by default).
+    probe = ray.remote(num_cpus=0, runtime_env={"env_vars": {"RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"}})(
+        plan_on_this_node)
     nodes = [node for node in ray.nodes() if node.get("Alive") and node["Resources"].get("CPU", 0) > 0]
     if not nodes:
         raise ConfigError("the Ray cluster has no alive node with CPUs; check `ray status`")
