@@ -171,3 +171,17 @@ def test_a_ray_address_where_nothing_answers_is_one_error_line(capsys):
     with pytest.raises(ConfigError, match=f"--ray 127.0.0.1:{port}: nothing answers there"):
         check_reachable(f"127.0.0.1:{port}")
     check_reachable("auto")  # left to Ray
+
+
+def test_a_sweep_resumes_across_machine_settings_but_not_across_learning_settings(tmp_path):
+    from nexlify.distributed.sweep import REQUEST_FILE, SweepSpec, resumes_sweep_in
+    from nexlify.evaluation.walkforward import FoldJob
+
+    def spec(**overrides):
+        job = FoldJob("M", None, 1, 1, "a", "b", "b", "c", "c", "d", {"num_workers": 2, "gamma": 0.99, **overrides})
+        return SweepSpec({"n_step": {"choice": [1, 3]}}, 4, [job], {}, search_seed=0)
+
+    (tmp_path / REQUEST_FILE).write_text(json.dumps(spec().identity()))
+    assert resumes_sweep_in(tmp_path, spec(num_workers=8, device="cuda"))  # another node's plan: same sweep
+    with pytest.raises(ConfigError, match="holds a different sweep"):
+        resumes_sweep_in(tmp_path, spec(gamma=0.9))

@@ -27,7 +27,14 @@ from nexlify.distributed.cluster import LOCAL, node_plans, ray_session
 from nexlify.distributed.executor import RayExecutor, TrialKind, job_for_this_node, trial_kinds
 from nexlify.distributed.space import plain_values, tune_space
 from nexlify.errors import ConfigError, NexlifyError
-from nexlify.evaluation.walkforward import OUTCOME_FILE, FoldJob, WalkforwardResult, run_fold_job, run_walkforward
+from nexlify.evaluation.walkforward import (
+    MACHINE_KEYS,
+    OUTCOME_FILE,
+    FoldJob,
+    WalkforwardResult,
+    run_fold_job,
+    run_walkforward,
+)
 from nexlify.io import write_text_atomic
 
 TUNE_DIR = "tune"
@@ -56,6 +63,13 @@ class SweepSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"space": self.space, "trials": self.trials, "search_seed": self.search_seed,
                 "base_values": self.base_values, "jobs": [job.to_dict() for job in self.jobs]}
+
+    def identity(self) -> dict[str, Any]:
+        """What must match for a rerun to resume: all but the machine settings, which each node plans anew."""
+        values = json.loads(json.dumps(self.to_dict(), default=str))
+        for job in values["jobs"]:
+            job["config_overrides"] = {k: v for k, v in job["config_overrides"].items() if k not in MACHINE_KEYS}
+        return values
 
 
 def checks_per_job(episodes: int, eval_interval: int) -> int:
@@ -125,13 +139,13 @@ def make_trainable(spec: SweepSpec, root: Path, explicit: dict[str, Any], reserv
     return trainable
 
 
-def _check_folder(root: Path, spec: SweepSpec) -> bool:
+def resumes_sweep_in(root: Path, spec: SweepSpec) -> bool:
     """True when ``root`` holds this same sweep (resume); ConfigError when it holds another one."""
     path = root / REQUEST_FILE
     if not path.exists():
         return False
     stored = json.loads(path.read_text())
-    if stored != json.loads(json.dumps(spec.to_dict(), default=str)):
+    if stored != spec.identity():
         raise ConfigError(f"{root} holds a different sweep (other space, trials, data or settings); use another "
                           "--checkpoint-dir, or delete that folder to start over")
     return True
@@ -181,9 +195,9 @@ def run_sweep(spec: SweepSpec, root: str | Path, *, address: str = LOCAL,
 
     root = Path(root).resolve()
     explicit = dict(explicit or {})
-    resumed = _check_folder(root, spec)
+    resumed = resumes_sweep_in(root, spec)
     root.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(root / REQUEST_FILE, json.dumps(spec.to_dict(), indent=2, default=str))
+    write_text_atomic(root / REQUEST_FILE, json.dumps(spec.identity(), indent=2))
     scheduler = early_stopping(spec.jobs)
     with ray_session(address) as ray:
         kinds = trial_kinds(node_plans(ray, explicit), trials_per_gpu)
