@@ -34,10 +34,12 @@ EXPLICIT = {key: CONFIG[key] for key in MACHINE_KEYS}
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
     cache = tmp_path_factory.getbasetemp() / "nexlify-cache"  # the folder tests/conftest.py points at
+    sigterm = signal.getsignal(signal.SIGTERM)  # ray.init installs its own; later tests expect the default
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"NEXLIFY_CACHE_DIR": str(cache)}})
     yield ray
     ray.shutdown()
+    signal.signal(signal.SIGTERM, sigterm)
 
 
 @pytest.fixture(scope="module")

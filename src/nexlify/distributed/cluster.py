@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ def ray_session(address: str = LOCAL) -> Iterator[Any]:
     if address != LOCAL:
         check_reachable(address)
         options["address"] = address
+    sigterm = signal.getsignal(signal.SIGTERM)  # ray.init installs its own; the trainer relies on the default
     try:
         ray.init(**options)
     except (ConnectionError, ValueError, RuntimeError) as exc:
@@ -54,6 +56,7 @@ def ray_session(address: str = LOCAL) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+        signal.signal(signal.SIGTERM, sigterm)
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
