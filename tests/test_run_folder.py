@@ -93,3 +93,22 @@ def test_quiet_still_says_where_the_interrupt_checkpoint_went(tmp_path, capsys, 
     assert code == 130
     saved = tmp_path / "run" / INTERRUPTED_CHECKPOINT
     assert f"continue with --resume {saved}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("signal_name,code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_stopped_run_exits_with_its_signal_code_and_says_so_once(tmp_path, capsys, monkeypatch, signal_name,
+                                                                    code):
+    from nexlify.training import pipeline
+    from nexlify.training.trainer import INTERRUPTED_CHECKPOINT, TrainingInterrupted
+
+    def stopped(self):
+        saved = self.output_dir / INTERRUPTED_CHECKPOINT
+        saved.write_bytes(b"saved by the trainer")
+        raise TrainingInterrupted(signal_name, saved)
+
+    monkeypatch.setattr(pipeline.Trainer, "train", stopped)
+    synthetic_frame(500).to_csv(tmp_path / "c.csv")
+    assert main(["train", "--data", str(tmp_path / "c.csv"), "--checkpoint-dir", str(tmp_path / "run"), *FAST]) == code
+    err = capsys.readouterr().err
+    assert err.count("continue with --resume") == 1
+    assert "\ninterrupted\n" not in f"\n{err}"

@@ -1,7 +1,7 @@
 """The ``nexlify`` command: train | evaluate | walkforward | sweep | trade | profile | download.
 
 User mistakes (bad flags, bad data, bad files) print one line starting with ``error:`` and exit with
-code 2; no traceback. Ctrl-C during training saves a checkpoint and exits with 130.
+code 2; no traceback. Ctrl-C (SIGINT) or SIGTERM during training saves a checkpoint and exits with 130 or 143.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from nexlify.distributed.cluster import LOCAL as LOCAL_RAY
 from nexlify.errors import ConfigError, NexlifyError
 
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what kill, systemd and container runtimes expect back
 
 
 class _Parser(argparse.ArgumentParser):
@@ -321,9 +322,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error.strerror or error}{where}; free disk space or fix the permissions, or choose "
               "another folder (files written before are intact)", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as interrupt:
+        # A training run has already said where its checkpoint went; anything else just stops.
+        signal_name = getattr(interrupt, "signal_name", None)
+        if signal_name is None:
+            print("interrupted", file=sys.stderr)
+        return EXIT_TERMINATED if signal_name == "SIGTERM" else EXIT_INTERRUPTED
 
 
 def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -443,8 +447,9 @@ def _train(args: argparse.Namespace, console: Console) -> int:
                                overwrite=args.overwrite)
     except KeyboardInterrupt:
         saved = output_dir / INTERRUPTED_CHECKPOINT
-        # Said even with --quiet: it is the only way back into the run.
-        if saved.exists() and saved.stat().st_mtime >= started:
+        # Said even with --quiet (then the trainer's own display is silent): it is the only way back
+        # into the run.
+        if args.quiet and saved.exists() and saved.stat().st_mtime >= started:
             print(f"interrupted: saved {saved}; continue with --resume {saved}", file=sys.stderr)
         raise
     summary = (output_dir / "training_summary.txt").read_text()
