@@ -218,8 +218,15 @@ def write_report_png(
     ax.legend(fontsize=8)
     # Rotate only the dates: fig.autofmt_xdate() would hide the x labels of the other panels.
     ax.tick_params(axis="x", labelrotation=30)
+    write_figure_png(fig, path)
+
+
+def write_figure_png(fig: Any, path: str | Path, dpi: int = 110) -> None:
+    """Lay ``fig`` out, write it to ``path`` as a PNG atomically (a crash never leaves half a chart) and free it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    fig.savefig(buffer, format="png", dpi=dpi)
     plt.close(fig)
     write_bytes_atomic(path, buffer.getvalue())

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from nexlify.evaluation.report import write_results_json
+from nexlify.evaluation.report import write_figure_png, write_results_json
 from nexlify.evaluation.verdict import BASELINES, stitched_curves
 from nexlify.evaluation.walkforward import WalkforwardResult
-from nexlify.io import write_bytes_atomic, write_text_atomic
+from nexlify.io import write_text_atomic
 
 RESULTS = "walkforward_results.json"
 SUMMARY = "walkforward_summary.txt"
@@ -145,11 +144,7 @@ def write_report_png(path: str | Path, result: WalkforwardResult) -> None:
         ax.set_title(f"{market}: agent Sharpe minus buy-and-hold Sharpe per test window")
         ax.legend(handles=handles, fontsize=7)
     fig.autofmt_xdate()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    write_bytes_atomic(path, buffer.getvalue())
+    write_figure_png(fig, path, dpi=100)
 
 
 def _stitched_times(rows: list[dict[str, Any]]) -> np.ndarray:

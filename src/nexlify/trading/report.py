@@ -7,7 +7,6 @@ the open after the first decision, with the same fee and slippage).
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,7 @@ import pandas as pd
 from nexlify.data.market import periods_per_year
 from nexlify.errors import ConfigError
 from nexlify.evaluation.metrics import compute_metrics
-from nexlify.evaluation.report import metrics_table
-from nexlify.io import write_bytes_atomic
+from nexlify.evaluation.report import metrics_table, write_figure_png
 from nexlify.trading.journal import Journal
 
 
@@ -90,11 +88,7 @@ def write_equity_chart(path: str | Path, report: dict[str, Any]) -> None:
     ax.set_ylabel("equity")
     ax.legend(fontsize=8)
     fig.autofmt_xdate()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(path, buffer.getvalue())
+    write_figure_png(fig, path)
 
 
 def _time(ms: int) -> str:
