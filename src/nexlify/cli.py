@@ -80,6 +80,23 @@ def add_data_flags(parser: argparse.ArgumentParser, days: bool = True) -> None:
     parser.add_argument("--timeframe", default=None, help="candle timeframe for --exchange (default 1h)")
 
 
+def add_plan_flags(parser: argparse.ArgumentParser, seed_help: str, quiet_help: str) -> None:
+    """The flags that override the hardware plan, shared by train and walkforward (and --quiet)."""
+    from nexlify.config import MODEL_SIZES
+
+    parser.add_argument("--balance", type=config_flag("initial_balance", float),
+                        help="initial balance in quote currency (default 10000)")
+    parser.add_argument("--model-size", choices=MODEL_SIZES, help="override the planned model size")
+    parser.add_argument("--batch-size", type=config_flag("batch_size"), help="override the planned batch size")
+    parser.add_argument("--seed", type=config_flag("seed"), help=seed_help)
+    add_device_flag(parser, help_text="override the planned device: cpu, cuda, cuda:N or mps")
+    parser.add_argument("--parallel-envs", type=config_flag("parallel_envs"),
+                        help="override the planned parallel environments")
+    parser.add_argument("--config", metavar="FILE", help="JSON file of config keys applied over the plan")
+    parser.add_argument("--reprofile", action="store_true", help="measure the hardware again, ignoring the cache")
+    parser.add_argument("--quiet", action="store_true", help=quiet_help)
+
+
 def add_run_folder_flags(parser: argparse.ArgumentParser, default: str = "models/adaptive_rl") -> None:
     """--checkpoint-dir and --overwrite: where a run writes, and permission to replace an old run."""
     parser.add_argument("--checkpoint-dir", default=default, help=f"where every output goes (default {default})")
@@ -139,32 +156,20 @@ def _device_flag(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nexlify.config import MODEL_SIZES
-
     parser = _Parser(prog="nexlify", description="Adaptive deep-RL trading agent that plans itself for your hardware.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     train = sub.add_parser("train", help="train on market data with a plan fitted to this machine")
     train.add_argument("--episodes", type=config_flag("episodes"), help="episodes to train (one pass of one "
                        "account over the training split each; default 1000)")
-    train.add_argument("--balance", type=config_flag("initial_balance", float),
-                       help="initial balance in quote currency (default 10000)")
-    train.add_argument("--model-size", choices=MODEL_SIZES, help="override the planned model size")
-    train.add_argument("--batch-size", type=config_flag("batch_size"), help="override the planned batch size")
     add_run_folder_flags(train)
     train.add_argument("--save-interval", type=config_flag("save_interval"),
                        help="episodes between checkpoint_ep{N}.pth (default 50)")
     add_data_flags(train)
-    train.add_argument("--seed", type=config_flag("seed"), help="random seed, 0 to 2**32-1 (default 42)")
     train.add_argument("--resume", nargs="?", const="latest", metavar="PATH",
                        help="continue from a checkpoint (no PATH: the newest in --checkpoint-dir)")
-    add_device_flag(train, help_text="override the planned device: cpu, cuda, cuda:N or mps")
-    train.add_argument("--parallel-envs", type=config_flag("parallel_envs"),
-                       help="override the planned parallel environments")
-    train.add_argument("--config", metavar="FILE", help="JSON file of config keys applied over the plan")
+    add_plan_flags(train, seed_help="random seed, 0 to 2**32-1 (default 42)", quiet_help="no progress display")
     train.add_argument("--tensorboard", action="store_true", help="log scalars to CHECKPOINT_DIR/tensorboard")
-    train.add_argument("--reprofile", action="store_true", help="measure the hardware again, ignoring the cache")
-    train.add_argument("--quiet", action="store_true", help="no progress display")
 
     evaluate = sub.add_parser("evaluate", help="backtest a saved model against the baselines")
     evaluate.add_argument("--model", required=True, metavar="PATH", help="a .pth file written by nexlify train")
@@ -264,7 +269,6 @@ def _add_ray_options(parser: argparse.ArgumentParser, default: str | None, what:
 
 def _add_walkforward_options(wf: argparse.ArgumentParser, default_dir: str) -> None:
     """The walk-forward's flags, shared by ``walkforward`` and ``sweep``."""
-    from nexlify.config import MODEL_SIZES
     from nexlify.evaluation.folds import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS, DEFAULT_VALIDATION_DAYS
     from nexlify.evaluation.walkforward import DEFAULT_EPISODES, DEFAULT_SEEDS
 
@@ -287,17 +291,7 @@ def _add_walkforward_options(wf: argparse.ArgumentParser, default_dir: str) -> N
                     help=f"episodes per fold and seed (default {DEFAULT_EPISODES})")
     wf.add_argument("--checkpoint-dir", default=default_dir, help="where every output goes; run again "
                     f"with the same folder to resume (default {default_dir})")
-    wf.add_argument("--balance", type=config_flag("initial_balance", float),
-                    help="initial balance in quote currency (default 10000)")
-    wf.add_argument("--model-size", choices=MODEL_SIZES, help="override the planned model size")
-    wf.add_argument("--batch-size", type=config_flag("batch_size"), help="override the planned batch size")
-    wf.add_argument("--seed", type=config_flag("seed"), help="first seed (default 42)")
-    add_device_flag(wf, help_text="override the planned device: cpu, cuda, cuda:N or mps")
-    wf.add_argument("--parallel-envs", type=config_flag("parallel_envs"),
-                    help="override the planned parallel environments")
-    wf.add_argument("--config", metavar="FILE", help="JSON file of config keys applied over the plan")
-    wf.add_argument("--reprofile", action="store_true", help="measure the hardware again, ignoring the cache")
-    wf.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_plan_flags(wf, seed_help="first seed (default 42)", quiet_help="no progress lines")
     wf.set_defaults(data_days=None, save_interval=None)
 
 
