@@ -36,6 +36,7 @@ import gzip
 import hashlib
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -65,6 +66,8 @@ DEFAULT_MAX_GAP_BARS = 24
 ROW_NUMBER_LIMIT = 1e9
 # Prices above this are no market's (and overflow equity arithmetic to infinity): a corrupted value.
 MAX_PRICE = 1e15
+# The fix named for a row whose value is wrong.
+_CORRECT = "correct or remove that row"
 # Each of train/validation/test must hold at least this many candles after the warm-up.
 MIN_SPLIT_ROWS = 32
 BUNDLED_FILE = "BTCUSDT_1h.csv.gz"
@@ -142,6 +145,15 @@ class _Rows:
         stamp = None if stamps is None else stamps[first]
         more = f" (and {len(positions) - 1} more rows)" if len(positions) > 1 else ""
         raise DataError(f"{self.label}: {self.name(first, stamp)}: {problem}{more}. Fix: {fix}")
+
+    def reject(
+        self, bad: np.ndarray, problem: str | Callable[[int], str], fix: str, stamps: pd.DatetimeIndex | None = None
+    ) -> None:
+        """``fail`` for the rows where the mask ``bad`` is True, if there are any; ``problem`` is the
+        message, or a function of the first bad row's position that words it (to quote its value)."""
+        if bad.any():
+            positions = np.flatnonzero(bad)
+            self.fail(positions, problem(int(positions[0])) if callable(problem) else problem, fix, stamps)
 
 
 def _fmt_ts(ts: pd.Timestamp) -> str:
@@ -415,9 +427,7 @@ def _parse_timestamps(series: pd.Series, rows: _Rows) -> pd.DatetimeIndex:
         index = pd.DatetimeIndex(series)
         index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
     else:
-        blank = _is_blank(series)
-        if blank.any():
-            rows.fail(np.flatnonzero(blank), "missing timestamp", "fill in or remove that row")
+        rows.reject(_is_blank(series), "missing timestamp", "fill in or remove that row")
         numeric = (
             pd.to_numeric(series, errors="coerce") if not pd.api.types.is_numeric_dtype(series) else series
         )
@@ -430,22 +440,13 @@ def _parse_timestamps(series: pd.Series, rows: _Rows) -> pd.DatetimeIndex:
                           "crypto market)", fix)
             index = _epoch_to_index(numeric.to_numpy(), rows)
         elif numeric_ok.any():
-            rows.fail(
-                np.flatnonzero(~numeric_ok),
-                f"unparsable timestamp {series.iloc[int(np.flatnonzero(~numeric_ok)[0])]!r}"
-                " among epoch numbers",
-                fix,
-            )
+            rows.reject(~numeric_ok, lambda i: f"unparsable timestamp {series.iloc[i]!r} among epoch numbers", fix)
             raise AssertionError  # unreachable; keeps type checkers happy
         else:
             parsed = pd.to_datetime(series, utc=True, errors="coerce", format="ISO8601")
-            bad = parsed.isna().to_numpy()
-            if bad.any():
-                first = int(np.flatnonzero(bad)[0])
-                rows.fail(np.flatnonzero(bad), f"unparsable timestamp {series.iloc[first]!r}", fix)
+            rows.reject(parsed.isna().to_numpy(), lambda i: f"unparsable timestamp {series.iloc[i]!r}", fix)
             index = pd.DatetimeIndex(parsed)
-    if index.isna().any():
-        rows.fail(np.flatnonzero(index.isna()), "missing timestamp", "fill in or remove that row")
+    rows.reject(np.asarray(index.isna()), "missing timestamp", "fill in or remove that row")
     return index.as_unit("ns").rename("timestamp")
 
 
@@ -454,13 +455,8 @@ def _epoch_to_index(values: np.ndarray, rows: _Rows) -> pd.DatetimeIndex:
     < 1e17 <= ns), so files that switch from ms to us (Binance, 2025) load correctly."""
     x = np.asarray(values)
     mag = np.abs(x.astype(np.float64))
-    bad = ~np.isfinite(mag) | (mag >= 9.2e18)
-    if bad.any():
-        rows.fail(
-            np.flatnonzero(bad),
-            f"unparsable timestamp {x[int(np.flatnonzero(bad)[0])].item()!r}",
-            "use epoch seconds/milliseconds or ISO 8601",
-        )
+    rows.reject(~np.isfinite(mag) | (mag >= 9.2e18), lambda i: f"unparsable timestamp {x[i].item()!r}",
+                "use epoch seconds/milliseconds or ISO 8601")
     factor = np.where(mag < 1e11, 10**9, np.where(mag < 1e14, 10**6, np.where(mag < 1e17, 10**3, 1)))
     if np.issubdtype(x.dtype, np.integer):
         ns = x.astype(np.int64) * factor.astype(np.int64)
@@ -476,75 +472,38 @@ def _parse_values(series: pd.Series, name: str, rows: _Rows, stamps: pd.Datetime
     else:
         blank = _is_blank(series)
         values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
-        unparsable = np.isnan(values) & ~blank
-        if unparsable.any():
-            first = int(np.flatnonzero(unparsable)[0])
-            rows.fail(
-                np.flatnonzero(unparsable),
-                f"unparsable {name} value {series.iloc[first]!r}",
-                "use plain numbers (no thousands separators or units)",
-                stamps,
-            )
-    if blank.any():
-        rows.fail(
-            np.flatnonzero(blank), f"missing {name} value (NaN/empty)", "fill in or remove that row", stamps
-        )
-    infinite = ~np.isfinite(values)
-    if infinite.any():
-        rows.fail(np.flatnonzero(infinite), f"{name} is not finite", "correct or remove that row", stamps)
+        rows.reject(np.isnan(values) & ~blank, lambda i: f"unparsable {name} value {series.iloc[i]!r}",
+                    "use plain numbers (no thousands separators or units)", stamps)
+    rows.reject(blank, f"missing {name} value (NaN/empty)", "fill in or remove that row", stamps)
+    rows.reject(~np.isfinite(values), f"{name} is not finite", _CORRECT, stamps)
     return values
+
+
+def _check_within_range(col: str, values: np.ndarray, low: np.ndarray, high: np.ndarray, rows: _Rows,
+                        stamps: pd.DatetimeIndex) -> None:
+    rows.reject((values < low) | (values > high),
+                lambda i: f"{col} {float(values[i])!r} is outside [low {float(low[i])!r}, high {float(high[i])!r}]",
+                _CORRECT, stamps)
+
+
+def _check_price(col: str, values: np.ndarray, rows: _Rows, stamps: pd.DatetimeIndex) -> None:
+    rows.reject(values <= 0, lambda i: f"{col} price {float(values[i])!r} is not positive", _CORRECT, stamps)
+    rows.reject(values > MAX_PRICE,
+                lambda i: f"{col} price {float(values[i])!r} is implausibly large (over {MAX_PRICE:g})",
+                _CORRECT, stamps)
 
 
 def _normalise(raw: pd.DataFrame, rows: _Rows) -> pd.DataFrame:
     picked = _pick_columns(raw, rows)
     stamps = _parse_timestamps(picked["timestamp"].reset_index(drop=True), rows)
     data = {c: _parse_values(picked[c].reset_index(drop=True), c, rows, stamps) for c in OHLCV_COLUMNS}
-    o, h, lo, c, v = (data[k] for k in OHLCV_COLUMNS)
-
+    h, lo, v = data["high"], data["low"], data["volume"]
     for col in PRICE_COLUMNS:
-        bad = data[col] <= 0
-        if bad.any():
-            rows.fail(
-                np.flatnonzero(bad),
-                f"{col} price {float(data[col][bad][0])!r} is not positive",
-                "correct or remove that row",
-                stamps,
-            )
-        bad = data[col] > MAX_PRICE
-        if bad.any():
-            rows.fail(
-                np.flatnonzero(bad),
-                f"{col} price {float(data[col][bad][0])!r} is implausibly large (over {MAX_PRICE:g})",
-                "correct or remove that row",
-                stamps,
-            )
-    bad = h < lo
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        rows.fail(
-            np.flatnonzero(bad),
-            f"high {float(h[i])!r} is below low {float(lo[i])!r}",
-            "correct or remove that row",
-            stamps,
-        )
-    for col, vals in (("open", o), ("close", c)):
-        bad = (vals < lo) | (vals > h)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            rows.fail(
-                np.flatnonzero(bad),
-                f"{col} {float(vals[i])!r} is outside [low {float(lo[i])!r}, high {float(h[i])!r}]",
-                "correct or remove that row",
-                stamps,
-            )
-    bad = v < 0
-    if bad.any():
-        rows.fail(
-            np.flatnonzero(bad),
-            f"volume {float(v[bad][0])!r} is negative",
-            "correct or remove that row",
-            stamps,
-        )
+        _check_price(col, data[col], rows, stamps)
+    rows.reject(h < lo, lambda i: f"high {float(h[i])!r} is below low {float(lo[i])!r}", _CORRECT, stamps)
+    for col in ("open", "close"):
+        _check_within_range(col, data[col], lo, h, rows, stamps)
+    rows.reject(v < 0, lambda i: f"volume {float(v[i])!r} is negative", _CORRECT, stamps)
 
     frame = pd.DataFrame(data, index=stamps)
     ns = stamps.asi8
