@@ -126,12 +126,19 @@ class _Python:
         return value
 
 
-class _Numpy:
-    where = staticmethod(np.where)
-    maximum = staticmethod(np.maximum)
-    log = staticmethod(np.log)
-    logical_not = staticmethod(np.logical_not)
-    features_where = staticmethod(np.where)
+class _Arrays:
+    """The element-wise functions numpy and torch both name alike, taken from ``module``."""
+
+    def __init__(self, module: Any) -> None:
+        self.where = self.features_where = module.where
+        self.maximum = module.maximum
+        self.log = module.log
+        self.logical_not = module.logical_not
+
+
+class _Numpy(_Arrays):
+    def __init__(self) -> None:
+        super().__init__(np)
 
     def vector(self, values: Any, dtype: str) -> np.ndarray:
         return np.ascontiguousarray(values, dtype=dtype)
@@ -146,14 +153,9 @@ class _Numpy:
         return value.tolist()
 
 
-class _Torch:
-    where = staticmethod(torch.where)
-    maximum = staticmethod(torch.maximum)
-    log = staticmethod(torch.log)
-    logical_not = staticmethod(torch.logical_not)
-    features_where = staticmethod(torch.where)
-
+class _Torch(_Arrays):
     def __init__(self, device: torch.device) -> None:
+        super().__init__(torch)
         self.device = device
 
     def vector(self, values: Any, dtype: str) -> torch.Tensor:
