@@ -365,22 +365,15 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     _draws_on_device = False  # the sum tree lives in host memory
 
     def __init__(
-        self,
-        capacity: int,
-        state_size: int,
-        device: str | torch.device = "cpu",
-        state_dtype: torch.dtype | str = torch.float32,
-        seed: int | None = None,
-        alpha: float = 0.6,
-        beta: float = 0.4,
-        eps: float = 1e-6,
-        output_device: str | torch.device | None = None,
+        self, capacity: int, state_size: int, *, alpha: float = 0.6, beta: float = 0.4, eps: float = 1e-6,
+        **buffer_options: Any,
     ) -> None:
+        """``buffer_options``: ``ReplayBuffer``'s (``device``, ``state_dtype``, ``seed``, ``output_device``)."""
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.eps = float(eps)
         self.max_priority = 1.0
-        super().__init__(capacity, state_size, device, state_dtype, seed, output_device)
+        super().__init__(capacity, state_size, **buffer_options)
 
     def _allocate(self, capacity: int) -> None:
         super()._allocate(capacity)
