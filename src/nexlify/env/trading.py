@@ -60,8 +60,11 @@ def resolve_market(
 class TradingEnvironment(gym.Env):
     """Long-only spot trading of one market with fees and slippage. Actions: 0 hold, 1 buy, 2 sell.
 
-    Buy when already long and sell when flat are no-ops, counted in ``info['invalid_actions']``.
-    Reward: per ``reward_mode`` (see ``nexlify.env.rewards``), net of all costs.
+    ``data`` and ``scaler``: see ``resolve_market``. ``account_options`` are those of ``Accounts``
+    (``initial_balance`` 10,000, ``fee`` 0.001, ``slippage`` 0.0005, ``reward_mode`` "log_return",
+    ``ruin_fraction`` 0.1, ``trade_penalty`` 0). Buy when already long and sell when flat are no-ops,
+    counted in ``info['invalid_actions']``. Reward: per ``reward_mode`` (see ``nexlify.env.rewards``),
+    net of all costs.
     """
 
     metadata = {"render_modes": []}
@@ -69,18 +72,14 @@ class TradingEnvironment(gym.Env):
     def __init__(
         self,
         data: MarketSlice | pd.DataFrame | str | Path | None = None,
-        initial_balance: float = 10_000.0,
-        fee: float = 0.001,
-        slippage: float = 0.0005,
-        reward_mode: str = "log_return",
+        *,
         scaler: FeatureScaler | None = None,
-        ruin_fraction: float = 0.1,
+        **account_options: Any,
     ) -> None:
         super().__init__()
         self.market, self.scaler = resolve_market(data, scaler)
-        self.account = Accounts(self.market, 1, initial_balance=initial_balance, fee=fee, slippage=slippage,
-                                reward_mode=reward_mode, ruin_fraction=ruin_fraction, backend="python")
-        self.reward_mode = reward_mode
+        self.account = Accounts(self.market, 1, backend="python", **account_options)
+        self.reward_mode = self.account.reward_mode
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(self.account.observation_size,),
                                                 dtype=np.float32)
         self.action_space = gym.spaces.Discrete(N_ACTIONS)

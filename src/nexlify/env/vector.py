@@ -12,6 +12,7 @@ first observation of its next episode, and the real last observation is in ``inf
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -25,7 +26,10 @@ from nexlify.env.trading import resolve_market
 
 
 class VectorTradingEnv(gym.vector.VectorEnv):
-    """``num_envs`` accounts on one market as numpy arrays; a Gymnasium vector env (same-step autoreset)."""
+    """``num_envs`` accounts on one market as numpy arrays; a Gymnasium vector env (same-step autoreset).
+
+    ``data``, ``scaler`` and ``account_options`` are those of ``TradingEnvironment``.
+    """
 
     metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
 
@@ -33,16 +37,12 @@ class VectorTradingEnv(gym.vector.VectorEnv):
         self,
         data: MarketSlice | pd.DataFrame | str | Path | None = None,
         num_envs: int = 8,
-        initial_balance: float = 10_000.0,
-        fee: float = 0.001,
-        slippage: float = 0.0005,
-        reward_mode: str = "log_return",
+        *,
         scaler: FeatureScaler | None = None,
-        ruin_fraction: float = 0.1,
+        **account_options: Any,
     ) -> None:
         self.market, self.scaler = resolve_market(data, scaler)
-        self.accounts = Accounts(self.market, num_envs, initial_balance=initial_balance, fee=fee,
-                                 slippage=slippage, reward_mode=reward_mode, ruin_fraction=ruin_fraction)
+        self.accounts = Accounts(self.market, num_envs, backend="numpy", **account_options)
         self.num_envs = num_envs
         obs_size = self.accounts.observation_size
         self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(obs_size,), dtype=np.float32)
