@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,7 +11,7 @@ import pytest
 
 from nexlify.hardware.cgroups import cgroup_cpu_limit
 from nexlify.hardware.cpu import detect_cpu
-from nexlify.hardware.detect import Profile
+from nexlify.hardware.detect import Cpu, Environment, Profile, Ram, Storage
 from nexlify.hardware.environment import detect_environment
 from nexlify.hardware.gpu import detect_gpu, nvidia_tensor_cores
 from nexlify.hardware.plan import plan_training
@@ -347,3 +348,18 @@ def test_device_available_and_require_device() -> None:
     assert require_device("cpu") == "cpu" and usable_device_or_cpu("cpu") == "cpu"
     with pytest.raises(ConfigError, match="cpu, cuda, cuda:N or mps"):
         require_device("tpu")
+
+
+def test_profile_sections_round_trip_through_json_and_fill_in_what_a_partial_dict_omits():
+    profile = Profile(cpu=Cpu(brand="X", physical_cores=4, logical_cores=8, usable_cores=6, simd={"avx2": True}),
+                      ram=Ram(32.0, 20.0, 64.0, 40.0, 32.0),
+                      storage=Storage(path="/data", free_gb=100.0, total_gb=500.0, kind="nvme", fstype="ext4"),
+                      environment=Environment(container=True, on_battery=False, os="Linux", python="3.11.9"))
+    again = Profile.from_dict(json.loads(json.dumps(profile.to_dict())))
+    assert (again.cpu, again.ram, again.storage, again.environment) == (
+        profile.cpu, profile.ram, profile.storage, profile.environment)
+    # null (unknown) and unknown keys read as the defaults, as when the key is missing.
+    partial = Profile.from_dict({"storage": {"kind": "hdd", "free_gb": None, "colour": "red"},
+                                 "environment": {"wsl": True, "colab": None}})
+    assert partial.storage == Storage(kind="hdd")
+    assert partial.environment == Environment(wsl=True)

@@ -5,18 +5,19 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nexlify.hardware.cgroups import cgroup_cpu_limit
+from nexlify.hardware.section import Section
 from nexlify.hardware.sysfs import read_int, read_text
 
 SIMD_FLAGS = ("avx", "avx2", "fma", "avx512f", "neon")
 
 
 @dataclass(frozen=True)
-class Cpu:
+class Cpu(Section):
     """What the CPU offers this process. ``usable_cores`` honours affinity, cgroup quota and cpuset."""
 
     brand: str = "unknown"
@@ -36,17 +37,13 @@ class Cpu:
         """Physical cores this process may use: the natural torch thread count."""
         return max(1, min(self.physical_cores, self.logical_cores, self.usable_cores))
 
-    def to_dict(self) -> dict[str, Any]:
-        """The ``profile['cpu']`` layout of ``hardware_profile.json``."""
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> Cpu:
         """A Cpu from a (possibly partial, hand-written) dict: logical = physical = usable cores when
         only one is known, 1 when none is; usable never above logical."""
         v = dict(values or {})
         logical = int(v.get("logical_cores") or v.get("physical_cores") or v.get("usable_cores") or 1)
-        known = {k: v[k] for k in cls.__dataclass_fields__ if v.get(k) is not None}
+        known = cls.given(v)
         known.update(logical_cores=logical, physical_cores=int(v.get("physical_cores") or logical),
                      usable_cores=max(1, min(int(v.get("usable_cores") or logical), logical)))
         return cls(**known)

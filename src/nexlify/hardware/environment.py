@@ -7,15 +7,16 @@ import os
 import platform
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nexlify.hardware.section import Section
 from nexlify.hardware.sysfs import read_text
 
 
 @dataclass(frozen=True)
-class Environment:
+class Environment(Section):
     """The runtime around the hardware (``on_battery`` None when unknown)."""
 
     colab: bool = False
@@ -27,16 +28,6 @@ class Environment:
     python: str | None = None
     torch: str | None = None
     platform: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``profile['environment']`` layout of ``hardware_profile.json``."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> Environment:
-        """An Environment from a partial dict."""
-        v = dict(values or {})
-        return cls(**{k: v[k] for k in cls.__dataclass_fields__ if k in v})
 
 
 def detect_environment(proc_root: str = "/proc", root: str = "/", environ: dict[str, str] | None = None,

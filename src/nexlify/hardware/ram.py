@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nexlify.hardware.cgroups import cgroup_memory
+from nexlify.hardware.section import Section
 from nexlify.hardware.sysfs import read_text
 from nexlify.hardware.units import to_gb
 
 
 @dataclass(frozen=True)
-class Ram:
+class Ram(Section):
     """RAM in GB (2**30). ``total_gb``/``available_gb`` are what this process may use (cgroup-limited)."""
 
     total_gb: float = 8.0
@@ -21,10 +22,6 @@ class Ram:
     host_total_gb: float | None = None
     host_available_gb: float | None = None
     limit_gb: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``profile['ram']`` layout of ``hardware_profile.json``."""
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> Ram:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from nexlify.hardware.section import Section
 from nexlify.hardware.sysfs import read_text
 from nexlify.hardware.units import to_gb
 
@@ -19,7 +19,7 @@ STORAGE_KINDS = ("nvme", "ssd", "hdd", "network", "virtual", "unknown")
 
 
 @dataclass(frozen=True)
-class Storage:
+class Storage(Section):
     """Where outputs go: free/total GB (2**30) and the device kind (one of ``STORAGE_KINDS``)."""
 
     path: str = "."
@@ -29,16 +29,6 @@ class Storage:
     fstype: str | None = None
     mount_point: str | None = None
     device: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``profile['storage']`` layout of ``hardware_profile.json``."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> Storage:
-        """A Storage from a partial dict (unknown kind and space when missing)."""
-        v = dict(values or {})
-        return cls(**{k: v[k] for k in cls.__dataclass_fields__ if v.get(k) is not None})
 
 
 def _unescape_mount(text: str) -> str:
