@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, table  # noqa: E402
 
 from nexlify.data.market import prepare_market  # noqa: E402
-from nexlify.hardware.plan import projected_train_seconds  # noqa: E402
 from nexlify.hardware.profiler import HardwareProfiler  # noqa: E402
+from nexlify.hardware.projection import projected_train_seconds  # noqa: E402
 from nexlify.training.pipeline import backtest_with_baselines  # noqa: E402
 from nexlify.training.trainer import Trainer, evaluate_agent  # noqa: E402
 
@@ -111,7 +111,7 @@ def main() -> None:
                   f"{r['val_sharpe']:.2f}", f"{r['best_val_sharpe'] or float('nan'):.2f}",
                   f"{r['test_sharpe']:.2f}", f"{r['test_return']:+.1%}", f"{r['hold_return']:+.1%}"]
                  for r in results]))
-    projected = projected_train_seconds(measured, planned, steps)
+    projected = projected_train_seconds(measured, planned, steps, len(splits.validation) - 1)
     if projected is not None:
         print(f"Profiler's projection for this run (projected_train_seconds): {projected:.1f} s")
 

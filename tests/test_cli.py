@@ -107,9 +107,13 @@ def test_profile_json_lists_plan_and_reasons():
     assert {"cpu", "ram", "gpu", "storage", "benchmarks", "environment"} <= set(payload["profile"])
     assert payload["plan"]["device"] == "cpu"  # this test machine has no usable GPU
     assert len(payload["reasons"]) >= 5
-    # The planned run's time at the measured real-loop speed of exactly the planned setting.
-    rate = payload["projected_transitions_per_s"]
-    assert payload["projected_train_seconds"] == pytest.approx(payload["plan"]["episodes"] * 3000 / rate, abs=0.1)
+    # The planned run's time: the measured real-loop speed of exactly the planned setting, plus its
+    # validations, checkpoints and start-up as measured.
+    rate, parts = payload["projected_transitions_per_s"], payload["projection"]
+    assert parts["loop_s"] == pytest.approx(payload["plan"]["episodes"] * 3000 / rate, abs=0.01)
+    assert parts["validations"] == 100 and parts["validation_s"] > 0 and parts["checkpoint_s"] > 0
+    total = parts["loop_s"] + parts["validation_s"] + parts["checkpoint_s"] + parts["startup_s"]
+    assert payload["projected_train_seconds"] == pytest.approx(total, abs=0.1)
 
 
 def test_guide_script_wrapper_shows_train_help():

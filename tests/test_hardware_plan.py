@@ -24,9 +24,9 @@ from nexlify.hardware.plan import (
     choose_parallel_envs,
     choose_precision,
     plan_training,
-    projected_train_seconds,
     standard_run_seconds,
 )
+from nexlify.hardware.projection import projected_train_seconds
 from nexlify.hardware.units import GB
 
 

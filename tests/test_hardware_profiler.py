@@ -17,14 +17,15 @@ from rich.console import Console
 from nexlify.config import MODEL_SIZES, TrainingConfig
 from nexlify.hardware.detect import Gpu, GpuDevice, Profile
 from nexlify.hardware.measure import measure
-from nexlify.hardware.measurements import LoopRate, Measurements
-from nexlify.hardware.plan import GPU_BATCH_SIZES, REPLAY_RATIO, plan_training, projected_train_seconds
+from nexlify.hardware.measurements import LoopRate, Measurements, RunCosts
+from nexlify.hardware.plan import GPU_BATCH_SIZES, REPLAY_RATIO, plan_training
 from nexlify.hardware.profiler import (
     HardwareProfiler,
     detect_remembering_gpu,
     hardware_fingerprint,
     print_profile,
 )
+from nexlify.hardware.projection import VALIDATION_STEPS, projected_train_seconds
 from test_hardware_detect import FakeNvml, fake_torch, props
 
 EXAMPLE3 = {"cpu": {"physical_cores": 8, "logical_cores": 16},
@@ -163,6 +164,13 @@ def test_real_machine_cold_and_cached_profile(tmp_path: Path, monkeypatch: pytes
     assert warm.hardware.benchmarks == cold.hardware.benchmarks and warm.config == cold.config
     assert cold.config.num_workers <= cold.hardware.cpu.usable_cores
     assert cold.to_dict()["projected_train_seconds"] == cold.projected_train_seconds
+    # The planned model's run costs beside the loop, timed on the real agent.
+    costs = cold.hardware.benchmarks.run_costs
+    assert costs is not None and (costs.device, costs.model_size) == ("cpu", cold.config.model_size)
+    assert costs.validation_steps == VALIDATION_STEPS and costs.validation_s > 0 and costs.checkpoint_s > 0
+    projection = cold.to_dict()["projection"]
+    assert projection["validations"] == 100 and projection["checkpoints"] == 20  # 1000 episodes, every 10 / 50
+    assert projection["validation_s"] == pytest.approx(100 * costs.validation_s, abs=1e-3)
     json.dumps(cold.to_dict())
     assert not (tmp_path / "out").exists()
 
@@ -222,6 +230,32 @@ def test_measure_times_each_cpu_model_batch_and_thread_count_and_plans_from_it()
     cfg, _ = plan_training(replace(profile, benchmarks=measured))
     assert cfg.num_workers == 1 and cfg.model_size == "small"  # 6,000/s: 500 s fits 600 s; medium's 4,000 not
     assert projected_train_seconds(measured, cfg) == pytest.approx(1000 * 3000 / 6_000)
+
+
+def test_measure_times_the_run_costs_of_the_plan_it_measured() -> None:
+    bursts = FakeBursts(lambda c: (12_000.0 if c.num_workers == 1 else 3_000.0) / (MODEL_SIZES.index(c.model_size) + 1))
+    profile = Profile.from_dict({"cpu": {"physical_cores": 2, "logical_cores": 2}, "ram": {"total_gb": 24}})
+    asked: list[TrainingConfig] = []
+
+    def costs(planned: TrainingConfig) -> RunCosts:
+        asked.append(planned)
+        return RunCosts("cpu", planned.model_size, 0.1, VALIDATION_STEPS, 0.02, 1e-6, 0.5)
+
+    measured = measure(profile, budget_s=60, time_burst=bursts, time_costs=costs)
+    cfg, _ = plan_training(replace(profile, benchmarks=measured))
+    assert [(c.model_size, c.batch_size, c.num_workers, c.parallel_envs) for c in asked] == \
+        [(cfg.model_size, cfg.batch_size, cfg.num_workers, cfg.parallel_envs)]  # once, the final plan
+    assert measured.run_costs == costs(cfg)
+    # 500 s of loop (see above), 100 validations of 0.1 s, 20 checkpoints, 0.5 s start-up.
+    checkpoints = 20 * 0.02 + sum(min(cfg.buffer_size, k * 50 * 3000) for k in range(1, 21)) * 1e-6
+    assert projected_train_seconds(measured, cfg) == pytest.approx(500 + 10 + checkpoints + 0.5)
+
+    def broken(planned: TrainingConfig) -> RunCosts:
+        raise OSError("disk full")
+
+    failed = measure(profile, budget_s=60, time_burst=bursts, time_costs=broken)
+    assert failed.run_costs is None and any("disk full" in e for e in failed.errors)
+    assert projected_train_seconds(failed, cfg) == pytest.approx(500)  # the loop alone: the plan stands
 
 
 def test_measure_drops_hopeless_larger_models_and_stops_at_the_budget() -> None:

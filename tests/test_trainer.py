@@ -12,7 +12,7 @@ from helpers import synthetic_frame, tiny_config
 from nexlify.agent.dqn import AdaptiveDQNAgent
 from nexlify.data.market import prepare_market
 from nexlify.hardware.cpu import Cpu
-from nexlify.hardware.measurements import LoopRate, Measurements
+from nexlify.hardware.measurements import LoopRate, Measurements, RunCosts
 from nexlify.training import trainer as trainer_module
 from nexlify.training.pipeline import run_training
 from nexlify.training.trainer import Trainer, TrainingInterrupted
@@ -365,3 +365,36 @@ def test_time_thread_counts_measures_the_real_loop_at_each_count():
     rates = time_thread_counts(tiny_config(parallel_envs=4), [1, 2], budget_s=0.2)
     assert set(rates) == {1, 2} and all(r > 0 for r in rates.values())
     assert torch.get_num_threads() == before
+
+
+def test_train_seconds_count_the_validations_at_round_ends_too(tmp_path, splits, monkeypatch):
+    # A clock that moves only while a validation runs: train_seconds must hold all of them, those that
+    # fall mid-round and those at the end of a round (eval_interval == parallel_envs: every one).
+    clock = [0.0]
+    real_evaluate = trainer_module.evaluate_agent
+
+    def slow_evaluate(*args, **kwargs):
+        clock[0] += 10.0
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(trainer_module, "evaluate_agent", slow_evaluate)
+    state = Trainer(tiny_config(episodes=4, parallel_envs=2, eval_interval=2), splits, tmp_path).train()
+    assert len(state.validation) == 2
+    assert state.train_seconds == 20.0
+
+
+def test_training_results_project_with_the_run_costs_and_the_real_validation_length(tmp_path, splits):
+    config = tiny_config(episodes=4, eval_interval=3, save_interval=2)
+    costs = RunCosts("cpu", "tiny", validation_s=0.5, validation_steps=100, checkpoint_s=0.1,
+                     checkpoint_s_per_transition=1e-4, startup_s=2.0)
+    measured = Measurements((LoopRate("cpu", "tiny", config.batch_size, config.num_workers, 2, 1_000.0),),
+                            run_costs=costs)
+    run = run_training(config, splits=splits, output_dir=tmp_path, profile={"benchmarks": measured.to_dict()},
+                       quiet=True)["run"]
+    steps, bars = len(splits.train) - 1, len(splits.validation) - 1
+    # Validations at 3 and where the run ends (4); checkpoints at 2 and 4 with 2 and 4 episodes of replay.
+    assert (run["projection"]["validations"], run["projection"]["checkpoints"]) == (2, 2)
+    expected = (4 * steps / 1_000.0 + 2 * 0.5 * bars / 100 + 2 * 0.1
+                + (min(5_000, 2 * steps) + min(5_000, 4 * steps)) * 1e-4 + 2.0)
+    assert run["projected_train_seconds"] == pytest.approx(expected)

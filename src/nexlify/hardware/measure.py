@@ -10,6 +10,11 @@ phases: every model the RAM allows (small to large, dropping larger ones once on
 each CPU batch at 1 thread; then the provisional plan's model and batch at every candidate thread
 count, interleaved and repeated while time is left, so the thread choice and the projection of the
 setting that will train rest on the most samples. Everything runs under one time budget.
+
+Then what a run spends beside its loop, on the planned setting's agent (``LoopTimer.run_costs``): one
+greedy validation backtest of the standard validation length, one checkpoint with and one without
+a full replay memory, and the first round's start-up. ``nexlify.hardware.projection`` multiplies
+them by the counts the run's config implies.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from nexlify.data.features import MARKET_FEATURE_NAMES, FeatureScaler
 from nexlify.data.market import MarketSlice, MarketSplits
 from nexlify.hardware.cpu import thread_candidates
 from nexlify.hardware.detect import Profile
-from nexlify.hardware.measurements import LoopRate, Measurements, device_kind
+from nexlify.hardware.measurements import LoopRate, Measurements, RunCosts, device_kind
 from nexlify.hardware.plan import (
     CPU_BATCH_SIZES,
     GPU_BATCH_SIZES,
@@ -44,6 +49,7 @@ from nexlify.hardware.plan import (
     ram_tier,
     standard_run_seconds,
 )
+from nexlify.hardware.projection import VALIDATION_STEPS
 
 # Rounds of 1 and of 1 + BURST_STEPS env steps are timed in pairs; their difference is the loop's cost
 # per step without what a round costs once (a new vector env, a memory check), which a real round
@@ -51,12 +57,19 @@ from nexlify.hardware.plan import (
 BURST_STEPS = 4
 MAX_PAIRS = 3  # at most; fewer when the slot's time is up
 SURVEY_SHARE = 0.6  # of the CPU budget for the models and batches; the rest times the thread counts
+# Of the budget, kept for the run costs (one validation backtest, two checkpoints) after the bursts.
+RUN_COSTS_SHARE = 0.1
+# Replay rows of a burst trainer: filled with random transitions once, to time a checkpoint's cost
+# per transition of replay memory (the bursts themselves only ever hold a few hundred).
+BURST_BUFFER = 65_536
 # Give up on bigger models once a smaller one already projects this many times over the plan's
 # time budget: bigger ones are slower still, so measuring them only costs profile time.
 SKIP_FACTOR = 4.0
 
 # (config, budget seconds) -> transitions/s; tests inject fakes
 BurstTimer = Callable[[TrainingConfig, float], float]
+# planned config -> what its run spends beside the loop; tests inject fakes
+CostTimer = Callable[[TrainingConfig], RunCosts]
 # (model, batch, threads, parallel envs) -> transitions/s of each burst
 Samples = dict[tuple[str, int, int, int], list[float]]
 
@@ -77,7 +90,7 @@ def burst_config(device: str, model_size: str, batch_size: int, threads: int, pa
     pass runs every step, as it does for most of a run) and no validation inside the burst."""
     return TrainingConfig(device=device, model_size=model_size, batch_size=batch_size, num_workers=threads,
                           parallel_envs=parallel_envs, train_frequency=max(1, batch_size // REPLAY_RATIO),
-                          learning_starts=1, buffer_size=20_000, epsilon_start=0.05, epsilon_end=0.05,
+                          learning_starts=1, buffer_size=BURST_BUFFER, epsilon_start=0.05, epsilon_end=0.05,
                           episodes=10**6, eval_interval=10**6, save_interval=10**6, data_days=None)
 
 
@@ -90,6 +103,7 @@ class LoopTimer:
         self._folder = tempfile.TemporaryDirectory(prefix="nexlify-measure-")
         self._trainers: dict[tuple[str, str, int, int, int], Any] = {}
         self._warm_up_s: dict[tuple[str, str, int, int, int], float] = {}
+        self._round_s: dict[tuple[str, str, int, int, int], list[float]] = {}  # warm rounds as long
 
     def __enter__(self) -> LoopTimer:
         return self
@@ -138,10 +152,66 @@ class LoopTimer:
         while len(long) < MAX_PAIRS and (not long or time.perf_counter() < deadline):
             short.append(self._round(trainer, 1))
             long.append(self._round(trainer, 1 + BURST_STEPS))
+        self._round_s.setdefault(self._key(config), []).extend(long)
         per_step = (sum(long) - sum(short)) / (len(long) * BURST_STEPS)
         if per_step <= 0:  # noise larger than the loop itself: fall back to whole rounds
             per_step = sum(long) / (len(long) * (1 + BURST_STEPS))
         return config.parallel_envs / per_step
+
+
+    def startup_s(self) -> float:
+        """The first trainer's warm-up round beyond its fastest warm round of the same length: the
+        process's one-off costs of the loop (thread pool, first kernels and allocations), which a
+        training process pays in its first round."""
+        first = next(iter(self._trainers), None)
+        if first is None or not self._round_s.get(first):
+            return 0.0
+        return max(0.0, self._warm_up_s[first] - min(self._round_s[first]))
+
+    def run_costs(self, planned: TrainingConfig) -> RunCosts:
+        """What a run of ``planned`` spends beside its loop, timed once each on the agent of its
+        setting (measured already, so its optimizer holds state as in a run): a greedy validation
+        backtest of ``VALIDATION_STEPS`` bars, and checkpoints (with the planned compression) before
+        and after its replay is filled to ``BURST_BUFFER`` with random transitions; their difference
+        is the cost per transition of replay."""
+        import torch
+
+        from nexlify.training.trainer import evaluate_agent
+
+        config = burst_config(planned.device, planned.model_size, planned.batch_size, planned.num_workers,
+                              planned.parallel_envs)
+        trainer = self._trainer(config)
+        agent = trainer.agent
+        torch.set_num_threads(config.num_workers)
+        started = time.perf_counter()
+        evaluate_agent(agent, synthetic_splits(VALIDATION_STEPS).validation, 8760.0, trainer.config)
+        validation_s = time.perf_counter() - started
+        agent.config = agent.config.with_overrides({"checkpoint_compression": planned.checkpoint_compression})
+        path = Path(self._folder.name) / "checkpoint.pth"
+        held = len(agent.replay)
+        before = self._time_save(agent, path)
+        _fill_replay(agent.replay)
+        after = self._time_save(agent, path)
+        per_transition = max(0.0, (after - before) / max(1, len(agent.replay) - held))
+        return RunCosts(device_kind(planned.device), planned.model_size, validation_s, VALIDATION_STEPS,
+                        max(0.0, before - held * per_transition), per_transition, self.startup_s())
+
+    @staticmethod
+    def _time_save(agent: Any, path: Path) -> float:
+        started = time.perf_counter()
+        agent.save(path, include_replay=True)
+        return time.perf_counter() - started
+
+
+def _fill_replay(replay: Any) -> None:
+    """Fill ``replay`` to its capacity with random transitions (random, so compression sees realistic
+    bytes), from a generator of its own so no one's random stream moves."""
+    import torch
+
+    rows, size = replay.capacity - len(replay), replay.state_size
+    gen = torch.Generator().manual_seed(0)
+    replay.add_batch(torch.rand(rows, size, generator=gen), torch.randint(0, 3, (rows,), generator=gen),
+                     torch.rand(rows, generator=gen), torch.rand(rows, size, generator=gen), torch.zeros(rows))
 
 
 def _gpu_candidates(profile: Profile, dev: DeviceChoice) -> Iterator[tuple[str, int, int, int]]:
@@ -238,18 +308,19 @@ def _measurements(dev: DeviceChoice, samples: Samples, duration_s: float | None 
 
 
 def measure(profile: Profile, budget_s: float = 2.0, time_burst: BurstTimer | None = None,
-            model_sizes: tuple[str, ...] = MODEL_SIZES) -> Measurements:
-    """Time the real loop at the candidate settings for ``profile``'s machine within about ``budget_s``
-    (torch's one-off start-up costs excluded: see ``warm_up_torch``). ``time_burst``: a stand-in for
-    the real ``LoopTimer`` (tests)."""
+            model_sizes: tuple[str, ...] = MODEL_SIZES, time_costs: CostTimer | None = None) -> Measurements:
+    """Time the real loop at the candidate settings for ``profile``'s machine, then the planned run's
+    costs beside the loop, within about ``budget_s`` (torch's one-off start-up costs excluded: see
+    ``warm_up_torch``). ``time_burst`` and ``time_costs``: stand-ins for the real ``LoopTimer`` (tests;
+    without ``time_costs`` no run costs are measured)."""
     import torch
 
     if time_burst is None:
         warm_up_torch()
         with LoopTimer() as timer:
-            return measure(profile, budget_s, timer, model_sizes)
+            return measure(profile, budget_s, timer, model_sizes, timer.run_costs)
     started = time.perf_counter()
-    deadline = started + budget_s
+    deadline = started + (1.0 - RUN_COSTS_SHARE) * budget_s
     dev, _ = choose_device(profile)
     samples: Samples = {}
     errors: list[str] = []
@@ -259,10 +330,26 @@ def measure(profile: Profile, budget_s: float = 2.0, time_burst: BurstTimer | No
         if dev.gpu is not None:
             _gpu_measure(profile, dev, deadline, time_burst, samples, errors)
         else:
-            incomplete = _cpu_measure(profile, dev, model_sizes, budget_s, deadline, time_burst, samples, errors)
+            incomplete = _cpu_measure(profile, dev, model_sizes, (1.0 - RUN_COSTS_SHARE) * budget_s, deadline,
+                                      time_burst, samples, errors)
+        costs = None if time_costs is None else _run_costs(profile, dev, samples, time_costs, errors)
     finally:
         torch.set_num_threads(threads_before)  # the agent sets the process-wide count; give it back
-    return _measurements(dev, samples, round(time.perf_counter() - started, 3), incomplete, tuple(errors))
+    return replace(_measurements(dev, samples, round(time.perf_counter() - started, 3), incomplete, tuple(errors)),
+                   run_costs=costs)
+
+
+def _run_costs(profile: Profile, dev: DeviceChoice, samples: Samples, time_costs: CostTimer,
+               errors: list[str]) -> RunCosts | None:
+    """The planned run's costs beside the loop (None when nothing was measured or timing them failed)."""
+    if not samples:
+        return None
+    planned, _ = plan_training(replace(profile, benchmarks=_measurements(dev, samples)))
+    try:
+        return time_costs(planned)
+    except Exception as exc:  # the projection then counts the loop alone; the plan stands
+        errors.append(f"run costs of {planned.model_size} on {device_kind(planned.device)}: {exc}")
+        return None
 
 
 def time_thread_counts(config: TrainingConfig, counts: list[int], budget_s: float = 1.0) -> dict[int, float]:

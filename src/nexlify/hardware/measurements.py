@@ -1,4 +1,5 @@
-"""What the profiler measured: the real training loop's transitions per second per setting.
+"""What the profiler measured: the real training loop's transitions per second per setting, and
+what a run of the planned model spends beside the loop (validation, checkpoints, start-up).
 
 A leaf module (no torch, no trainer) so profiles, caches and the planner can read measurements
 without importing what produced them (``nexlify.hardware.measure``).
@@ -32,6 +33,34 @@ def device_kind(device: str) -> str:
 
 
 @dataclass(frozen=True)
+class RunCosts:
+    """What a run of ``model_size`` on ``device`` spends beside its loop, each timed once on the real
+    agent: one greedy validation backtest of ``validation_steps`` bars (``validation_s``); one
+    checkpoint with its replay memory (``checkpoint_s`` for the networks and optimizer, plus
+    ``checkpoint_s_per_transition`` for each transition of replay it holds); and the first round's
+    one-off start-up (``startup_s``: first allocations, kernels and thread pool, beyond a warm round)."""
+
+    device: str
+    model_size: str
+    validation_s: float
+    validation_steps: int
+    checkpoint_s: float
+    checkpoint_s_per_transition: float
+    startup_s: float
+
+    @classmethod
+    def from_dict(cls, values: Any) -> RunCosts | None:
+        """``asdict``'s layout back, or None for anything else (a hand-edited or older cache)."""
+        try:
+            costs = cls(str(values["device"]), str(values["model_size"]), float(values["validation_s"]),
+                        int(values["validation_steps"]), float(values["checkpoint_s"]),
+                        float(values["checkpoint_s_per_transition"]), float(values["startup_s"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+        return costs if costs.validation_steps > 0 else None
+
+
+@dataclass(frozen=True)
 class Measurements:
     """Every burst the profiler timed, how long it took, and whether it ran out of time."""
 
@@ -39,6 +68,7 @@ class Measurements:
     duration_s: float | None = None
     incomplete: bool = False  # the time budget ran out before every candidate was measured
     errors: tuple[str, ...] = ()
+    run_costs: RunCosts | None = None  # of the planned model
 
     def __bool__(self) -> bool:
         return bool(self.rates)
@@ -65,6 +95,8 @@ class Measurements:
                                "incomplete": self.incomplete}
         if self.errors:
             out["errors"] = list(self.errors)
+        if self.run_costs is not None:
+            out["run_costs"] = asdict(self.run_costs)
         return out
 
     @classmethod
@@ -80,4 +112,4 @@ class Measurements:
             except (KeyError, TypeError, ValueError):
                 continue  # a hand-edited or foreign row: ignore it, never fail the plan
         return cls(tuple(r for r in rates if r.transitions_per_s > 0), v.get("duration_s"),
-                   bool(v.get("incomplete")), tuple(v.get("errors") or ()))
+                   bool(v.get("incomplete")), tuple(v.get("errors") or ()), RunCosts.from_dict(v.get("run_costs")))

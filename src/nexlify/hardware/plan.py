@@ -74,7 +74,7 @@ from nexlify.config import MODEL_SIZES, TrainingConfig, replay_bytes_per_transit
 from nexlify.data.feature_names import STATE_SIZE
 from nexlify.errors import ConfigError
 from nexlify.hardware.detect import GpuDevice, Profile
-from nexlify.hardware.measurements import LoopRate, Measurements
+from nexlify.hardware.measurements import LoopRate
 from nexlify.hardware.units import GB
 
 REPLAY_RATIO = 8  # gradient samples per collected transition, identical on every machine
@@ -145,19 +145,6 @@ def bytes_per_transition(state_size: int = STATE_SIZE, state_dtype: str = "float
 def standard_run_seconds(transitions_per_s: float) -> float:
     """Projected training time of the standard workload at a measured real-loop speed."""
     return STANDARD_TRANSITIONS / transitions_per_s if transitions_per_s > 0 else math.inf
-
-
-def planned_rate(measurements: Measurements, config: TrainingConfig) -> LoopRate | None:
-    """The measured burst that matches ``config`` (device, model, batch, threads), or None when the
-    run differs from everything measured (e.g. a user override)."""
-    return measurements.at(config.device, config.model_size, config.batch_size, config.num_workers)
-
-
-def projected_train_seconds(measurements: Measurements, config: TrainingConfig,
-                            steps_per_episode: int = STEPS_PER_EPISODE) -> float | None:
-    """Training time of ``config.episodes`` episodes at the measured speed of exactly this setting."""
-    rate = planned_rate(measurements, config)
-    return None if rate is None else config.episodes * steps_per_episode / rate.transitions_per_s
 
 
 def _tier_le(value: float, limits: tuple[float, ...]) -> int:

@@ -23,18 +23,14 @@ from nexlify.config import TrainingConfig
 from nexlify.hardware.detect import Gpu, Profile, detect_all
 from nexlify.hardware.gpu import gpu_detection_key, nvml_cards, refresh_free_vram
 from nexlify.hardware.measurements import Measurements
-from nexlify.hardware.plan import (
-    STEPS_PER_EPISODE,
-    Decision,
-    plan_training,
-    planned_rate,
-    projected_train_seconds,
-)
+from nexlify.hardware.plan import Decision, plan_training
+from nexlify.hardware.projection import STEPS_PER_EPISODE, project_run
 from nexlify.io import default_cache_dir, write_text_atomic
 
 # Bump when the measurements change meaning, so old caches are ignored (2: GPU batch sizes, planned GPU
-# model first; 3: bursts of the real training loop instead of a bare update benchmark).
-CACHE_VERSION = 3
+# model first; 3: bursts of the real training loop instead of a bare update benchmark; 4: run costs
+# beside the loop).
+CACHE_VERSION = 4
 PROFILE_FILENAME = "hardware_profile.json"
 
 
@@ -167,9 +163,10 @@ class HardwareProfiler:
 
     @property
     def projected_train_seconds(self) -> float | None:
-        """The planned run's training time at the measured speed of its setting (None unmeasured)."""
-        seconds = projected_train_seconds(self.hardware.benchmarks, self.config)
-        return None if seconds is None else round(seconds, 1)
+        """The planned run's training time: its loop at the measured speed of its setting, plus its
+        validations, checkpoints and start-up as measured (None unmeasured)."""
+        projection = project_run(self.hardware.benchmarks, self.config)
+        return None if projection is None else round(projection.total_s, 1)
 
     def explain(self) -> list[str]:
         """One line per planned key: ``key value: reason``."""
@@ -178,10 +175,11 @@ class HardwareProfiler:
     def to_dict(self) -> dict[str, Any]:
         """Profile, plan and one reason per decision (JSON-serialisable); the layout of
         ``hardware_profile.json`` (the trainer adds the overrides it applied)."""
-        rate = planned_rate(self.hardware.benchmarks, self.config)
+        projection = project_run(self.hardware.benchmarks, self.config)
         return {"profile": self.profile, "plan": self.optimal_config, "reasons": self.explain(),
                 "projected_train_seconds": self.projected_train_seconds,
-                "projected_transitions_per_s": None if rate is None else rate.transitions_per_s}
+                "projected_transitions_per_s": None if projection is None else projection.transitions_per_s,
+                "projection": None if projection is None else projection.to_dict()}
 
     def to_json(self) -> str:
         """``to_dict`` as indented JSON text."""
@@ -264,11 +262,13 @@ def render_profile(profiler: HardwareProfiler) -> list[Any]:
     plan.add_column("Why")
     for d in profiler.decisions:
         plan.add_row(d.key, _fmt(d.value), d.reason)
-    seconds = profiler.projected_train_seconds
-    if seconds is not None:
-        plan.add_row("projected_train_seconds", _fmt(seconds),
+    projection = project_run(profiler.hardware.benchmarks, profiler.config)
+    if projection is not None:
+        plan.add_row("projected_train_seconds", _fmt(round(projection.total_s, 1)),
                      f"{profiler.config.episodes:,} episodes of {STEPS_PER_EPISODE:,} steps at the measured speed "
-                     "of this setting")
+                     f"of this setting ({projection.loop_s:,.0f} s), {projection.validations} validations "
+                     f"({projection.validation_s:,.1f} s), {projection.checkpoints} checkpoints "
+                     f"({projection.checkpoint_s:,.1f} s) and start-up ({projection.startup_s:,.1f} s) as measured")
     tables.append(plan)
     return tables
 

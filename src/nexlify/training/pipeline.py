@@ -37,7 +37,7 @@ from nexlify.evaluation.report import (
 )
 from nexlify.hardware.measure import time_thread_counts
 from nexlify.hardware.measurements import Measurements
-from nexlify.hardware.plan import planned_rate, projected_train_seconds
+from nexlify.hardware.projection import planned_rate, project_run
 from nexlify.io import write_text_atomic
 from nexlify.serialization import read_checkpoint_meta
 from nexlify.training.monitor import TrainingMonitor
@@ -150,6 +150,7 @@ def _train_locked(config: TrainingConfig, splits: MarketSplits, output_dir: Path
         state = trainer.train()
     best = AdaptiveDQNAgent.from_checkpoint(output_dir / BEST_MODEL, device=trainer.config.device)
     tests = backtest_with_baselines(best, splits.test, splits.periods_per_year, trainer.config)
+    projection = project_run(measured, trainer.config, trainer.episode_steps, len(splits.validation) - 1)
     results = {
         "run": {
             "data_source": source,
@@ -162,7 +163,8 @@ def _train_locked(config: TrainingConfig, splits: MarketSplits, output_dir: Path
             "transitions": state.transitions,
             "train_seconds": state.train_seconds,
             # The profiler's projection for this run (None when the run's setting was not measured).
-            "projected_train_seconds": projected_train_seconds(measured, trainer.config, trainer.episode_steps),
+            "projected_train_seconds": None if projection is None else projection.total_s,
+            "projection": None if projection is None else projection.to_dict(),  # its parts
             "total_seconds": time.perf_counter() - started,
             "transitions_per_sec": state.transitions / max(state.train_seconds, 1e-9),
             "best_episode": state.best_episode,

@@ -306,7 +306,9 @@ class Trainer:
             self._step_round(self._round, stop_at)
             if not self._round.over:
                 return False
-            self._finish_round(self._round)
+            started = time.perf_counter()
+            self._finish_round(self._round)  # its validation and checkpoint, when due, are training time too
+            self.state.train_seconds += time.perf_counter() - started
             self._round = None
             budget_spent = stop_at is not None and self.state.transitions >= stop_at
             if self.stop_request.signal_name is not None or budget_spent:
