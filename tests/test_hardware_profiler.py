@@ -232,6 +232,14 @@ def test_measure_times_each_cpu_model_batch_and_thread_count_and_plans_from_it()
     assert projected_train_seconds(measured, cfg) == pytest.approx(1000 * 3000 / 6_000)
 
 
+def test_larger_models_are_measured_only_at_the_batch_that_won_for_the_smaller() -> None:
+    bursts = FakeBursts(lambda c: c.batch_size * 100.0 / (MODEL_SIZES.index(c.model_size) + 1))
+    profile = Profile.from_dict({"cpu": {"physical_cores": 2, "logical_cores": 2}, "ram": {"total_gb": 24}})
+    measure(profile, budget_s=60, time_burst=bursts)
+    assert {c[1:3] for c in bursts.calls if c[1] == "tiny"} == {("tiny", 64), ("tiny", 256)}
+    assert {c[1:3] for c in bursts.calls if c[1] != "tiny"} == {("small", 256), ("medium", 256), ("large", 256)}
+
+
 def test_measure_times_the_run_costs_of_the_plan_it_measured() -> None:
     bursts = FakeBursts(lambda c: (12_000.0 if c.num_workers == 1 else 3_000.0) / (MODEL_SIZES.index(c.model_size) + 1))
     profile = Profile.from_dict({"cpu": {"physical_cores": 2, "logical_cores": 2}, "ram": {"total_gb": 24}})

@@ -6,10 +6,11 @@ interleaved at the planned replay ratio, with the parallel envs the planner woul
 No second DQN and no fudge factor: the projection is the measured speed of the loop that trains.
 
 The candidates: on a GPU the planned model (from the memory tiers) at every GPU batch. On the CPU two
-phases: every model the RAM allows (small to large, dropping larger ones once one is hopeless) at
-each CPU batch at 1 thread; then the provisional plan's model and batch at every candidate thread
-count, interleaved and repeated while time is left, so the thread choice and the projection of the
-setting that will train rest on the most samples. Everything runs under one time budget.
+phases: every model the RAM allows (small to large, dropping larger ones once one is hopeless) at 1
+thread, the smallest at each CPU batch and the larger ones at the batch that won; then the
+provisional plan's model and batch at every candidate thread count, interleaved and repeated while
+time is left, so the thread choice and the projection of the setting that will train rest on the
+most samples. Everything runs under one time budget.
 
 Then what a run spends beside its loop, on the planned setting's agent (``LoopTimer.run_costs``): one
 greedy validation backtest of the standard validation length, one checkpoint with and one without
@@ -35,7 +36,7 @@ from nexlify.data.features import MARKET_FEATURE_NAMES, FeatureScaler
 from nexlify.data.market import MarketSlice, MarketSplits
 from nexlify.hardware.cpu import thread_candidates
 from nexlify.hardware.detect import Profile
-from nexlify.hardware.measurements import LoopRate, Measurements, RunCosts, device_kind
+from nexlify.hardware.measurements import MEASURE_BUDGET_S, LoopRate, Measurements, RunCosts, device_kind
 from nexlify.hardware.plan import (
     CPU_BATCH_SIZES,
     GPU_BATCH_SIZES,
@@ -262,25 +263,30 @@ def _cpu_measure(profile: Profile, dev: DeviceChoice, model_sizes: tuple[str, ..
                  deadline: float, time_burst: BurstTimer, samples: Samples,
                  errors: list[str]) -> bool:
     """Two phases; returns whether the first ran out of time. First every model the RAM allows (small to
-    large, dropping larger ones once one is hopeless) at each CPU batch at 1 thread, which is never
-    pathologically slow; then the provisional plan's model and batch at every candidate thread count,
-    interleaved and repeated while time is left, so the thread choice and the projection of the
-    setting that will train rest on the most samples."""
+    large, dropping larger ones once one is hopeless) at 1 thread, which is never pathologically slow:
+    the smallest at each CPU batch, the larger ones at the batch that won; then the provisional plan's
+    model and batch at every candidate thread count, interleaved and repeated while time is left, so
+    the thread choice and the projection of the setting that will train rest on the most samples."""
     tier = ram_tier(profile.ram.total_gb)
     allowed = model_sizes[: tier + 1] if tier >= 1 else ("tiny",)
     first_deadline = time.perf_counter() + SURVEY_SHARE * budget_s
-    per_slot = SURVEY_SHARE * budget_s / max(1, len(allowed) * len(CPU_BATCH_SIZES))
+    per_slot = SURVEY_SHARE * budget_s / max(1, len(CPU_BATCH_SIZES) + len(allowed) - 1)
     incomplete = False
+    batches = CPU_BATCH_SIZES
     for size in allowed:
-        for batch, envs in _cpu_settings(dev, size):
+        for batch, envs in _cpu_settings(dev, size, batches):
             left = first_deadline - time.perf_counter()
             if left <= 0 and samples:
                 incomplete = True
                 break
             _sample(dev, size, batch, 1, envs, max(0.02, min(per_slot, left)), time_burst, samples, errors)
-        best = max((statistics.median(v) for k, v in samples.items() if k[0] == size), default=0.0)
-        if incomplete or standard_run_seconds(best) > SKIP_FACTOR * PLAN_TIME_BUDGET_S:
+        rates = {k[1]: statistics.median(v) for k, v in samples.items() if k[0] == size}
+        if incomplete or not rates or standard_run_seconds(max(rates.values())) > SKIP_FACTOR * PLAN_TIME_BUDGET_S:
             break
+        # A larger model spends more of each step in the network, where a larger batch costs less per
+        # sample, never more: the batch that ran fastest for the smaller model runs fastest for the larger
+        # ones too. Only it is measured from here on; the others' outcome is foregone.
+        batches = (max(rates, key=lambda b: rates[b]),)
     planned, _ = plan_training(replace(profile, benchmarks=_measurements(dev, samples)))
     envs = next(e for b, e in _cpu_settings(dev, planned.model_size) if b == planned.batch_size)
     counts = thread_candidates(profile.cpu.compute_cores)
@@ -293,10 +299,10 @@ def _cpu_measure(profile: Profile, dev: DeviceChoice, model_sizes: tuple[str, ..
     return incomplete
 
 
-def _cpu_settings(dev: DeviceChoice, size: str) -> list[tuple[int, int]]:
-    """(batch, parallel envs the planner gives it) for each CPU batch."""
+def _cpu_settings(dev: DeviceChoice, size: str, batches: tuple[int, ...] = CPU_BATCH_SIZES) -> list[tuple[int, int]]:
+    """(batch, parallel envs the planner gives it) for each of ``batches``."""
     return [(batch, choose_parallel_envs(dev, ModelChoice(size, batch, MODEL_SIZES.index(size), "cpu-measured"),
-                                         max(1, batch // REPLAY_RATIO)).value) for batch in CPU_BATCH_SIZES]
+                                         max(1, batch // REPLAY_RATIO)).value) for batch in batches]
 
 
 def _measurements(dev: DeviceChoice, samples: Samples, duration_s: float | None = None,
@@ -307,7 +313,7 @@ def _measurements(dev: DeviceChoice, samples: Samples, duration_s: float | None 
     return Measurements(rates, duration_s, incomplete, errors)
 
 
-def measure(profile: Profile, budget_s: float = 2.0, time_burst: BurstTimer | None = None,
+def measure(profile: Profile, budget_s: float = MEASURE_BUDGET_S, time_burst: BurstTimer | None = None,
             model_sizes: tuple[str, ...] = MODEL_SIZES, time_costs: CostTimer | None = None) -> Measurements:
     """Time the real loop at the candidate settings for ``profile``'s machine, then the planned run's
     costs beside the loop, within about ``budget_s`` (torch's one-off start-up costs excluded: see

@@ -1,7 +1,7 @@
 """``HardwareProfiler``: detect, measure (cached per machine), plan, explain.
 
 Detection is cheap (tens of milliseconds) and always fresh, so free RAM, free VRAM and free disk are
-never stale. Measurements (bursts of the real training loop, ~2 s) are cached as JSON per hardware
+never stale. Measurements (bursts of the real training loop and the run costs, ~1.5 s) are cached as JSON per hardware
 fingerprint (CPU brand and cores, RAM total, GPU names, torch version; never free memory) under
 ``$NEXLIFY_CACHE_DIR`` or ``~/.cache/nexlify``. ``reprofile=True`` measures again and rewrites the
 cache. Torch's view of the GPUs is remembered there too (``detect_remembering_gpu``), so a cached
@@ -22,7 +22,7 @@ from typing import Any
 from nexlify.config import TrainingConfig
 from nexlify.hardware.detect import Gpu, Profile, detect_all
 from nexlify.hardware.gpu import gpu_detection_key, nvml_cards, refresh_free_vram
-from nexlify.hardware.measurements import Measurements
+from nexlify.hardware.measurements import MEASURE_BUDGET_S, Measurements
 from nexlify.hardware.plan import Decision, plan_training
 from nexlify.hardware.projection import STEPS_PER_EPISODE, project_run
 from nexlify.io import default_cache_dir, write_text_atomic
@@ -88,7 +88,7 @@ class HardwareProfiler:
 
     def __init__(self, output_dir: str | Path = ".", use_cache: bool = True, reprofile: bool = False,
                  run_benchmarks: bool = True, *, cache_dir: str | Path | None = None,
-                 benchmark_budget_s: float = 2.0,
+                 benchmark_budget_s: float = MEASURE_BUDGET_S,
                  detect: Callable[[Path], Profile] | None = None,
                  benchmark: Callable[[Profile], Measurements] | None = None) -> None:
         start = time.perf_counter()
