@@ -10,7 +10,6 @@ that, and ADDS the rest to the cash already held (the original lost the cash kep
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 Number = TypeVar("Number")
@@ -30,21 +29,11 @@ def sell_fill(units: Number, open_price: Number, fee: float, slippage: float) ->
     return proceeds - fee_paid, fee_paid
 
 
-@dataclass
 class Portfolio:
     """One account. Invariant: equity(price) == cash + units * price at every step."""
 
-    initial_balance: float = 10_000.0
-    fee: float = 0.001
-    slippage: float = 0.0005
-    cash: float = field(init=False)
-    units: float = field(init=False)
-    entry_price: float = field(init=False)
-    fees_paid: float = field(init=False)
-    slippage_paid: float = field(init=False)
-    trades: int = field(init=False)
-
-    def __post_init__(self) -> None:
+    def __init__(self, initial_balance: float = 10_000.0, fee: float = 0.001, slippage: float = 0.0005) -> None:
+        self.initial_balance, self.fee, self.slippage = initial_balance, fee, slippage
         self.reset()
 
     def reset(self) -> None:
