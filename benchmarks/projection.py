@@ -3,8 +3,9 @@
 Run: ./run bench projection [--episodes 100]
 Profiles this machine cold, then runs the main job as `nexlify train` does (the plan, the bundled
 data, validation and checkpoints) for --episodes episodes, and prints `projected_train_seconds` (the
-measured real-loop speed of the planned setting x this run's transitions) next to the actual
-`train_seconds` from training_results.json. The target is within +-25%.
+measured real-loop speed of the planned setting x this run's transitions, plus its validations,
+checkpoints and start-up as measured once each by the profiler) next to the actual `train_seconds`
+from training_results.json, with the projection's parts. The target is within +-25%.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ def main() -> None:
                 [[run["episodes_done"], f"{run['transitions']:,}", "-" if projected is None else f"{projected:.1f}",
                   f"{actual:.1f}", error, f"{run['transitions'] / projected:,.0f}" if projected else "-",
                   f"{run['transitions_per_sec']:,.0f}"]]))
+    parts = run["projection"]
+    if parts is not None:
+        print(f"Projection's parts: loop {parts['loop_s']:.1f} s, {parts['validations']} validations "
+              f"{parts['validation_s']:.1f} s, {parts['checkpoints']} checkpoints {parts['checkpoint_s']:.1f} s, "
+              f"start-up {parts['startup_s']:.2f} s")
     for event in results["events"]:
         print(f"  event: {event['kind']}: {event['message']}")
 
