@@ -51,6 +51,8 @@ def main() -> None:
         print(f"Projection's parts: loop {parts['loop_s']:.1f} s, {parts['validations']} validations "
               f"{parts['validation_s']:.1f} s, {parts['checkpoints']} checkpoints {parts['checkpoint_s']:.1f} s, "
               f"start-up {parts['startup_s']:.2f} s")
+    print(f"Actual parts: loop {actual - run['validation_seconds'] - run['checkpoint_seconds']:.1f} s, "
+          f"validations {run['validation_seconds']:.1f} s, checkpoints {run['checkpoint_seconds']:.1f} s")
     for event in results["events"]:
         print(f"  event: {event['kind']}: {event['message']}")
 

@@ -381,7 +381,8 @@ def test_train_seconds_count_the_validations_at_round_ends_too(tmp_path, splits,
     monkeypatch.setattr(trainer_module, "evaluate_agent", slow_evaluate)
     state = Trainer(tiny_config(episodes=4, parallel_envs=2, eval_interval=2), splits, tmp_path).train()
     assert len(state.validation) == 2
-    assert state.train_seconds == 20.0
+    assert state.train_seconds == state.validation_seconds == 20.0
+    assert state.checkpoint_seconds == 0.0  # the clock stood still while they were written
 
 
 def test_training_results_project_with_the_run_costs_and_the_real_validation_length(tmp_path, splits):

@@ -162,6 +162,8 @@ def _train_locked(config: TrainingConfig, splits: MarketSplits, output_dir: Path
             "episodes_done": state.episodes_done,
             "transitions": state.transitions,
             "train_seconds": state.train_seconds,
+            "validation_seconds": state.validation_seconds,  # of train_seconds
+            "checkpoint_seconds": state.checkpoint_seconds,  # of train_seconds
             # The profiler's projection for this run (None when the run's setting was not measured).
             "projected_train_seconds": None if projection is None else projection.total_s,
             "projection": None if projection is None else projection.to_dict(),  # its parts

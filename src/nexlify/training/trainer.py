@@ -191,6 +191,10 @@ class TrainingState:
     last_save_mark: int = 0
     replay_frozen: bool = False
     train_seconds: float = 0.0
+    # Of train_seconds: the validations (backtests and best-model files) and the checkpoint_ep files,
+    # to set beside the profiler's projection of each.
+    validation_seconds: float = 0.0
+    checkpoint_seconds: float = 0.0
     episodes: list[dict[str, Any]] = field(default_factory=list)
     validation: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -499,10 +503,13 @@ class Trainer:
         mark = worth // (cfg.save_interval * self.episode_steps)
         if mark > state.last_save_mark:
             state.last_save_mark = mark
+            started = time.perf_counter()
             self._save(self.output_dir / f"checkpoint_ep{mark * cfg.save_interval}.pth", include_replay=True)
+            state.checkpoint_seconds += time.perf_counter() - started
 
     def _validate(self, episode: int) -> None:
         """Score the greedy policy on the validation split (as of ``episode`` episodes); keep the best model."""
+        started = time.perf_counter()
         metrics = evaluate_agent(self.agent, self.splits.validation, self.splits.periods_per_year,
                                  self.config).metrics
         score = float(metrics[self.config.validation_metric])
@@ -516,6 +523,7 @@ class Trainer:
             # A model, not a resume point: it may be taken mid-round, so it carries no trainer state.
             metadata = {**self.model_metadata(), "episodes_done": episode}
             self.agent.save(self.output_dir / BEST_MODEL, extra_metadata=metadata, include_replay=False)
+        self.state.validation_seconds += time.perf_counter() - started
 
     # --- checkpoints -------------------------------------------------------------------
     def model_metadata(self) -> dict[str, Any]:
