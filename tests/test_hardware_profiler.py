@@ -290,6 +290,28 @@ def test_measure_on_a_gpu_times_the_planned_model_at_every_gpu_batch_even_out_of
     assert [r.batch_size for r in measured.rates] == list(GPU_BATCH_SIZES)
 
 
+def test_bursts_run_the_precision_and_optimization_level_the_plan_gives_the_device() -> None:
+    seen: set[tuple[str, str, bool]] = set()
+
+    def bursts(config: TrainingConfig, budget_s: float) -> float:
+        seen.add((config.precision, config.optimization_level, config.use_mixed_precision))
+        return 1e6
+
+    h100 = Profile.from_dict({
+        "cpu": {"usable_cores": 16, "physical_cores": 16, "logical_cores": 32},
+        "ram": {"total_gb": 128, "available_gb": 120},
+        "gpu": {"available": True, "backend": "cuda",
+                "devices": [{"vendor": "NVIDIA", "name": "NVIDIA H100 80GB HBM3", "vram_gb": 80,
+                             "compute_capability": [9, 0], "bf16": True, "tensor_cores": True}]}})
+    measured = measure(h100, budget_s=0.0, time_burst=bursts)
+    planned, _ = plan_training(replace(h100, benchmarks=measured))
+    assert seen == {(planned.precision, planned.optimization_level, True)} == {("bf16", "max_performance", True)}
+    seen.clear()
+    laptop = Profile.from_dict({"cpu": {"physical_cores": 2, "logical_cores": 2}, "ram": {"total_gb": 8}})
+    measure(laptop, budget_s=0.0, time_burst=bursts)
+    assert seen == {("fp32", "cpu_optimize", False)}
+
+
 def test_a_failing_burst_is_reported_and_the_rest_still_plans() -> None:
     def flaky(config: TrainingConfig, budget_s: float) -> float:
         if config.num_workers == 2:

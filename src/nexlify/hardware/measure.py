@@ -45,7 +45,9 @@ from nexlify.hardware.plan import (
     DeviceChoice,
     ModelChoice,
     choose_device,
+    choose_optimization_level,
     choose_parallel_envs,
+    choose_precision,
     plan_training,
     ram_tier,
     standard_run_seconds,
@@ -86,11 +88,15 @@ def synthetic_splits(steps: int = BURST_STEPS + 1, seed: int = 0) -> MarketSplit
     return MarketSplits(market, market, market, FeatureScaler(), pd.Timedelta("1h"), 8760.0)
 
 
-def burst_config(device: str, model_size: str, batch_size: int, threads: int, parallel_envs: int) -> TrainingConfig:
-    """The run's learning cadence for one candidate, with exploration at its floor (the greedy forward
-    pass runs every step, as it does for most of a run) and no validation inside the burst."""
+def burst_config(device: str, model_size: str, batch_size: int, threads: int, parallel_envs: int,
+                 precision: str = "fp32", optimization_level: str = "balanced") -> TrainingConfig:
+    """The run's learning cadence for one candidate, at the precision and optimization level the plan
+    gives that device and model, with exploration at its floor (the greedy forward pass runs every
+    step, as it does for most of a run) and no validation inside the burst."""
     return TrainingConfig(device=device, model_size=model_size, batch_size=batch_size, num_workers=threads,
                           parallel_envs=parallel_envs, train_frequency=max(1, batch_size // REPLAY_RATIO),
+                          precision=precision, use_mixed_precision=precision != "fp32",
+                          optimization_level=optimization_level,
                           learning_starts=1, buffer_size=BURST_BUFFER, epsilon_start=0.05, epsilon_end=0.05,
                           episodes=10**6, eval_interval=10**6, save_interval=10**6, data_days=None)
 
@@ -180,7 +186,7 @@ class LoopTimer:
         from nexlify.training.trainer import evaluate_agent
 
         config = burst_config(planned.device, planned.model_size, planned.batch_size, planned.num_workers,
-                              planned.parallel_envs)
+                              planned.parallel_envs, planned.precision, planned.optimization_level)
         trainer = self._trainer(config)
         agent = trainer.agent
         torch.set_num_threads(config.num_workers)
@@ -252,11 +258,20 @@ def _sample(dev: DeviceChoice, size: str, batch: int, threads: int, envs: int, b
             time_burst: BurstTimer, samples: Samples,
             errors: list[str]) -> None:
     try:
-        rate = time_burst(burst_config(dev.device, size, batch, threads, envs), budget_s)
+        rate = time_burst(burst_config(dev.device, size, batch, threads, envs, *_machine_settings(dev, size, batch)),
+                          budget_s)
     except Exception as exc:  # a device that fails mid-way keeps what it measured
         errors.append(f"{device_kind(dev.device)}/{size}/batch {batch}/{threads} threads: {exc}")
         return
     samples.setdefault((size, batch, threads, envs), []).append(rate)
+
+
+def _machine_settings(dev: DeviceChoice, size: str, batch: int) -> tuple[str, str]:
+    """(precision, optimization level) the plan gives ``size`` on ``dev``: a GPU burst runs bf16 or
+    fp16 and TF32 as the run will, not fp32."""
+    model = ModelChoice(size, batch, MODEL_SIZES.index(size), "gpu-measured" if dev.gpu else "cpu-measured")
+    precision = next(d.value for d in choose_precision(dev) if d.key == "precision")
+    return precision, choose_optimization_level(model, dev).value
 
 
 def _cpu_measure(profile: Profile, dev: DeviceChoice, model_sizes: tuple[str, ...], budget_s: float,
@@ -373,7 +388,7 @@ def time_thread_counts(config: TrainingConfig, counts: list[int], budget_s: floa
             while not samples[counts[-1]] or (len(samples[counts[-1]]) < MAX_PAIRS and time.perf_counter() < deadline):
                 for n in counts:
                     setting = burst_config(config.device, config.model_size, config.batch_size, n,
-                                           config.parallel_envs)
+                                           config.parallel_envs, config.precision, config.optimization_level)
                     samples[n].append(timer(setting, per_slot))
     finally:
         torch.set_num_threads(threads_before)
