@@ -232,6 +232,16 @@ def test_measure_times_each_cpu_model_batch_and_thread_count_and_plans_from_it()
     assert projected_train_seconds(measured, cfg) == pytest.approx(1000 * 3000 / 6_000)
 
 
+def test_a_thread_count_far_behind_is_timed_once_and_a_close_one_every_round() -> None:
+    profile = Profile.from_dict({"cpu": {"physical_cores": 2, "logical_cores": 2}, "ram": {"total_gb": 24}})
+    far = FakeBursts(lambda c: c.batch_size * (50.0 if c.num_workers == 1 else 12.5))  # 2 threads at 25%: foregone
+    measure(profile, budget_s=60, time_burst=far)
+    assert [c[3] for c in far.calls if c[1:3] == ("large", 256)] == [1, 1, 2, 1, 1]  # survey, then 1,2 / 1 / 1
+    close = FakeBursts(lambda c: c.batch_size * (50.0 if c.num_workers == 1 else 37.5))  # 75%: worth more samples
+    measure(profile, budget_s=60, time_burst=close)
+    assert [c[3] for c in close.calls if c[1:3] == ("large", 256)] == [1, 1, 2, 1, 2, 1, 2]
+
+
 def test_larger_models_are_measured_only_at_the_batch_that_won_for_the_smaller() -> None:
     bursts = FakeBursts(lambda c: c.batch_size * 100.0 / (MODEL_SIZES.index(c.model_size) + 1))
     profile = Profile.from_dict({"cpu": {"physical_cores": 2, "logical_cores": 2}, "ram": {"total_gb": 24}})

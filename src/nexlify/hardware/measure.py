@@ -65,6 +65,8 @@ RUN_COSTS_SHARE = 0.1
 # Replay rows of a burst trainer: filled with random transitions once, to time a checkpoint's cost
 # per transition of replay memory (the bursts themselves only ever hold a few hundred).
 BURST_BUFFER = 65_536
+# In the thread phase, a count measured under this share of the fastest is not timed again.
+FOREGONE_SHARE = 0.5
 # Give up on bigger models once a smaller one already projects this many times over the plan's
 # time budget: bigger ones are slower still, so measuring them only costs profile time.
 SKIP_FACTOR = 4.0
@@ -311,6 +313,11 @@ def _cpu_measure(profile: Profile, dev: DeviceChoice, model_sizes: tuple[str, ..
         for threads in counts:  # interleaved: a busy spell of the machine hits every count alike
             _sample(dev, planned.model_size, planned.batch_size, threads, envs, per_slot, time_burst, samples, errors)
         rounds += 1
+        rates = {t: statistics.median(v) for t in counts
+                 if (v := samples.get((planned.model_size, planned.batch_size, t, envs)))}
+        # A count already this far behind the fastest stays behind: timing it again only costs the
+        # budget (a pair at the slow count can take longer than the rest of the profile).
+        counts = [t for t in counts if rates.get(t, 0.0) >= FOREGONE_SHARE * max(rates.values(), default=0.0)]
     return incomplete
 
 
