@@ -151,13 +151,14 @@ def test_a_node_without_the_drivers_disk_trains_on_a_shipped_copy_of_the_market(
     from nexlify.distributed.executor import local_copy_of_data
     from nexlify.evaluation.walkforward import FoldJob
 
-    job = FoldJob("M", str(tmp_path / "elsewhere" / "M.csv"), 1, 1, "a", "b", "b", "c", "c", "d")
+    job = FoldJob(1, "a", "b", "b", "c", "c", "d", market="M", data=str(tmp_path / "elsewhere" / "M.csv"), seed=1)
     copy = local_copy_of_data(job, b"timestamp,open\n")
     assert copy.data != job.data and copy.data.endswith("M.csv")
     assert Path(copy.data).read_bytes() == b"timestamp,open\n"
     here = tmp_path / "M.csv"
     here.write_text("x")
-    assert local_copy_of_data(FoldJob("M", str(here), 1, 1, "a", "b", "b", "c", "c", "d"), b"y").data == str(here)
+    here_job = FoldJob(1, "a", "b", "b", "c", "c", "d", market="M", data=str(here), seed=1)
+    assert local_copy_of_data(here_job, b"y").data == str(here)
 
 
 def test_a_ray_address_where_nothing_answers_is_one_error_line(capsys):
@@ -178,7 +179,8 @@ def test_a_sweep_resumes_across_machine_settings_but_not_across_learning_setting
     from nexlify.evaluation.walkforward import FoldJob
 
     def spec(**overrides):
-        job = FoldJob("M", None, 1, 1, "a", "b", "b", "c", "c", "d", {"num_workers": 2, "gamma": 0.99, **overrides})
+        job = FoldJob(1, "a", "b", "b", "c", "c", "d", market="M", data=None, seed=1,
+                      config_overrides={"num_workers": 2, "gamma": 0.99, **overrides})
         return SweepSpec({"n_step": {"choice": [1, 3]}}, 4, [job], {}, search_seed=0)
 
     (tmp_path / REQUEST_FILE).write_text(json.dumps(spec().identity()))

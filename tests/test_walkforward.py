@@ -121,7 +121,8 @@ def test_moving_average_crossover_by_hand():
 
 
 def _outcome(market, fold, seed, agent, baselines):
-    job = FoldJob(market, None, fold, seed, *[f"2024-01-{d:02d}T00:00:00+00:00" for d in (1, 2, 2, 3, 3, 4)])
+    days = [f"2024-01-{d:02d}T00:00:00+00:00" for d in (1, 2, 2, 3, 3, 4)]
+    job = FoldJob(fold, *days, market=market, data=None, seed=seed)
     tests = {"agent": agent, **baselines}
     return {"job": job.to_dict(), "validation": {}, "test": {k: v.metrics for k, v in tests.items()},
             "equity": {k: v.equity.mean(axis=0).tolist() for k, v in tests.items()}}
@@ -273,7 +274,7 @@ def test_walkforward_command_runs_two_markets_in_parallel_and_resumes(tmp_path, 
     synthetic_frame(24 * 12, seed=1).to_csv(files[0])
     _binance_kline_export(synthetic_frame(24 * 12, seed=2), files[1])
     argv = ["walkforward", "--data", *map(str, files), "--train-days", "4", "--validation-days", "2", "--folds",
-            "2", "--seeds", "1", "--episodes", "2", "--model-size", "tiny", "--jobs", "2",
+            "2", "--seeds", "1", "--episodes", "2", "--model-size", "tiny", "--jobs", "2", "--no-pool",
             "--checkpoint-dir", str(tmp_path / "wf")]
     assert main(argv) == 0
     out = capsys.readouterr()
@@ -296,3 +297,72 @@ def test_walkforward_never_writes_into_a_train_run_folder(tmp_path, capsys):
     assert main(["walkforward", "--checkpoint-dir", str(folder)]) == 2
     assert "holds a `nexlify train` run" in capsys.readouterr().err
     assert (folder / "hardware_profile.json").read_text() == "{}"
+
+
+def test_pooled_walkforward_trains_one_policy_on_every_market_and_judges_the_seeds_ensemble(tmp_path, capsys):
+    files = [tmp_path / "AAA_1h.csv", tmp_path / "BBB_1h.csv"]
+    synthetic_frame(24 * 13, seed=1).to_csv(files[0])
+    later = synthetic_frame(24 * 13, seed=2)
+    later.index = later.index + pd.Timedelta(days=1)  # starts and ends a day after AAA
+    later.to_csv(files[1])
+    argv = ["walkforward", "--data", *map(str, files), "--train-days", "4", "--validation-days", "2", "--folds",
+            "2", "--seeds", "2", "--episodes", "2", "--model-size", "tiny", "--jobs", "1", "--quiet",
+            "--checkpoint-dir", str(tmp_path / "wf")]
+    assert main(argv) == 0
+    capsys.readouterr()
+    run = tmp_path / "wf"
+    # One policy per (fold, seed) for both markets: 2 folds x 2 seeds.
+    assert len(list(run.glob("pooled/fold_*/seed_*/best_model.pth"))) == 4
+    assert not list(run.glob("AAA_1h/*")) and len(list(run.glob("pooled/fold_*/ensemble_mean_q.json"))) == 2
+    outcome = json.loads((run / "pooled" / "fold_01" / "seed_42" / OUTCOME_FILE).read_text())
+    rows = {name: market["rows"] for name, market in outcome["markets"].items()}
+    # It trained on both markets' training windows end to end: its replay holds all of them.
+    assert outcome["config"]["buffer_size"] == 2 * (rows["AAA_1h"]["train"] + rows["BBB_1h"]["train"] - 1)
+    results = json.loads((run / "walkforward_results.json").read_text())
+    folds = results["folds"]
+    assert {r["market"] for r in folds} == {"AAA_1h", "BBB_1h"} and len(folds) == 4
+    # Both markets share the windows, inside the period both cover (AAA's last day and BBB's first are left out).
+    for fold in (1, 2):
+        a, b = (r["windows"] for r in folds if r["fold"] == fold)
+        assert a == b
+    first_shared = pd.Timestamp(later.index[0])
+    last_shared = pd.Timestamp(synthetic_frame(24 * 13, seed=1).index[-1])
+    assert pd.Timestamp(folds[0]["windows"]["train"][0]) > first_shared
+    assert pd.Timestamp(folds[-1]["windows"]["test"][1]) == last_shared + HOUR
+    for row in folds:
+        assert row["policy"] == "mean_q ensemble of 2 seed(s)" and row["pooled"]
+        assert row["agent_sharpe"] == row["ensemble"]["sharpe"]
+        bh = row["baselines"]["buy_and_hold"]["sharpe"]
+        assert row["excess_sharpe"] == pytest.approx(row["ensemble"]["sharpe"] - bh)
+    assert "seeds judged as a mean_q ensemble" in (run / "walkforward_summary.txt").read_text()
+    assert main(argv) == 0  # resumes: every job and ensemble is read back
+    assert json.loads((run / "walkforward_results.json").read_text())["folds"] == folds
+
+
+def test_an_ensemble_of_one_seed_is_that_seed(tmp_path):
+    from nexlify.evaluation.fold_ensemble import run_fold_ensemble
+
+    job = _tiny_jobs(tmp_path)[0]
+    outcome = run_fold_job(job)
+    alone = run_fold_ensemble([job], "mean_q")
+    assert alone["job"]["ensemble"] == "mean_q" and alone["job"]["seeds"] == [job.seed]
+    assert alone["test"] == outcome["test"] and alone["validation_backtest"] == outcome["validation_backtest"]
+    assert alone["equity"]["agent"] == outcome["equity"]["agent"]
+
+
+def test_fold_rows_judge_the_ensemble_and_report_the_seeds_spread():
+    outcomes = _outcomes(lambda market, seed: random_policy(seed), folds=1, seeds=2)
+    for outcome, sharpe in zip(outcomes, (0.1, 0.3), strict=True):
+        outcome["test"]["agent"] = {**outcome["test"]["agent"], "sharpe": sharpe}
+        outcome["test"]["buy_and_hold"] = {**outcome["test"]["buy_and_hold"], "sharpe": 0.2}
+    ensemble = json.loads(json.dumps(outcomes[0]))
+    ensemble["job"].update(ensemble="vote", seeds=[0, 1])
+    ensemble["test"]["agent"] = {**ensemble["test"]["agent"], "sharpe": 0.5, "max_drawdown": 0.01}
+    row = aggregate([*outcomes, ensemble]).folds[0]
+    assert row["policy"] == "vote ensemble of 2 seed(s)"
+    assert row["agent_sharpe"] == 0.5 and row["excess_sharpe"] == pytest.approx(0.3)
+    assert row["excess_sharpe_range"] == pytest.approx([-0.1, 0.1])  # the seeds' own spread
+    assert row["agent_max_drawdown"] == 0.01 and row["beats_buy_and_hold"]
+    plain = aggregate(outcomes).folds[0]
+    assert plain["policy"] == "mean of 2 seed(s)" and plain["agent_sharpe"] == pytest.approx(0.2)
+    assert not plain["beats_buy_and_hold"]

@@ -269,8 +269,9 @@ def _add_ray_options(parser: argparse.ArgumentParser, default: str | None, what:
 
 def _add_walkforward_options(wf: argparse.ArgumentParser, default_dir: str) -> None:
     """The walk-forward's flags, shared by ``walkforward`` and ``sweep``."""
+    from nexlify.evaluation.ensemble import ENSEMBLE_MODES
     from nexlify.evaluation.folds import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS, DEFAULT_VALIDATION_DAYS
-    from nexlify.evaluation.walkforward import DEFAULT_EPISODES, DEFAULT_SEEDS
+    from nexlify.evaluation.walkforward import DEFAULT_ENSEMBLE, DEFAULT_EPISODES, DEFAULT_POOL, DEFAULT_SEEDS
 
     wf.add_argument("--data", metavar="FILE", nargs="+", help="one OHLCV file per market (default: bundled "
                     "BTC/USDT 1h)")
@@ -287,6 +288,12 @@ def _add_walkforward_options(wf: argparse.ArgumentParser, default_dir: str) -> N
                     "(default: a rolling window of --train-days)")
     wf.add_argument("--seeds", type=_positive(int), default=DEFAULT_SEEDS,
                     help=f"seeds per fold: SEED, SEED+1, ... (default {DEFAULT_SEEDS})")
+    wf.add_argument("--pool", action=argparse.BooleanOptionalAction, default=DEFAULT_POOL,
+                    help="with several --data markets: train one policy per fold and seed on all of them and test "
+                    f"it on each (--no-pool: one policy per market; default {'pool' if DEFAULT_POOL else 'no-pool'})")
+    wf.add_argument("--ensemble", choices=(*ENSEMBLE_MODES, "none"), default=DEFAULT_ENSEMBLE,
+                    help="judge a fold's seeds as one policy: mean_q (their averaged Q-values), vote, or none (the "
+                    f"mean of the seeds' results) (default {DEFAULT_ENSEMBLE})")
     wf.add_argument("--episodes", type=config_flag("episodes"),
                     help=f"episodes per fold and seed (default {DEFAULT_EPISODES})")
     wf.add_argument("--checkpoint-dir", default=default_dir, help="where every output goes; run again "
@@ -539,7 +546,8 @@ def _plan_walkforward(args: argparse.Namespace, output_dir: Path) -> _Walkforwar
     early = _validated_overrides(file_values, args)
     seeds = [early.get("seed", TrainingConfig().seed) + i for i in range(args.seeds)]
     jobs = plan_jobs(data, output_dir, early, seeds, test_days=args.test_days, folds=args.folds,
-                     train_days=args.train_days, validation_days=args.validation_days, anchored=args.anchored)
+                     train_days=args.train_days, validation_days=args.validation_days, anchored=args.anchored,
+                     pool=args.pool)
 
     from nexlify.hardware.profiler import HardwareProfiler
 
@@ -599,7 +607,7 @@ def _walkforward(args: argparse.Namespace, console: Console) -> int:
                           "choose another folder for the walk-forward")
     plan = _plan_walkforward(args, output_dir)
     config, jobs = plan.config, plan.jobs
-    markets = list(dict.fromkeys(job.market for job in jobs))
+    markets = list(dict.fromkeys(name for job in jobs for name, _ in job.members))
     executor = local_executor(plan.at_once) if args.ray is None else _ray_executor(args, plan, console)
     with RunFolderLock(output_dir):
         write_hardware_profile(output_dir, plan.profiler.profile, config, [*plan.profiler.explain(), plan.why],
@@ -607,7 +615,8 @@ def _walkforward(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[bold]Nexlify walk-forward[/bold]: {len(jobs)} jobs ({', '.join(markets)}; {args.seeds} "
                       f"seed(s)), {config.episodes} episodes each, {config.model_size} model on {config.device}; "
                       f"{plan.why} -> {output_dir}", soft_wrap=True)
-        result = run_walkforward(jobs, executor, progress=None if args.quiet else _walkforward_progress(console))
+        result = run_walkforward(jobs, executor, progress=None if args.quiet else _walkforward_progress(console),
+                                 ensemble=None if args.ensemble == "none" else args.ensemble)
         write_outputs(result, output_dir, _walkforward_run_info(args, config, plan.at_once, markets))
     print((output_dir / SUMMARY).read_text())
     console.print(f"outputs in {output_dir}", soft_wrap=True)
@@ -616,6 +625,8 @@ def _walkforward(args: argparse.Namespace, console: Console) -> int:
 
 def _walkforward_run_info(args: argparse.Namespace, config: Any, at_once: int, markets: list[str]) -> dict[str, Any]:
     return {"markets": markets, "seeds": args.seeds, "episodes": config.episodes, "train_days": args.train_days,
+            "pooled": bool(args.pool and len(markets) > 1),
+            "ensemble": args.ensemble if args.seeds > 1 else "none",
             "validation_days": args.validation_days, "anchored": args.anchored,
             "test_days_label": f"{args.folds} equal folds" if args.folds else f"{args.test_days or 90:g} days",
             "fee": config.fee, "slippage": config.slippage, "jobs_at_once": at_once or "Ray"}
@@ -644,7 +655,7 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
         result = run_sweep(spec, output_dir, address=args.ray, explicit=plan.overrides,
                            trials_per_gpu=args.trials_per_gpu, on_plan=_show_ray_plan(console) if loud else None,
                            log_trials=loud, final_progress=_walkforward_progress(console) if loud else None)
-        markets = list(dict.fromkeys(job.market for job in plan.jobs))
+        markets = list(dict.fromkeys(name for job in plan.jobs for name, _ in job.members))
         write_outputs(result.final, final_folder(output_dir, result.best),
                       _walkforward_run_info(args, plan.config, 0, markets))
         text = summary_text(result, spec, plan.config.validation_metric)
@@ -662,12 +673,16 @@ def _walkforward_progress(console: Console) -> Any:
             row = event["row"]
             bh = row["baselines"]["buy_and_hold"]
             console.print(f"  fold {event['fold']}/{event['folds']} of {event['market']} done ({row['regime']}): "
-                          f"agent Sharpe {row['agent_sharpe']:.2f} vs buy-and-hold {bh['sharpe']:.2f}",
+                          f"agent ({row['policy']}) Sharpe {row['agent_sharpe']:.2f} vs buy-and-hold "
+                          f"{bh['sharpe']:.2f}",
                           highlight=False, soft_wrap=True)
             return
+        from nexlify.evaluation.walkforward import market_outcomes
+
         job = event["outcome"]["job"]
-        agent = event["outcome"]["test"]["agent"]
-        note = "already done" if event["resumed"] else f"test Sharpe {agent['sharpe']:.2f}"
+        views = market_outcomes(event["outcome"])
+        sharpes = ", ".join(f"{view['test']['agent']['sharpe']:.2f}" for view in views)
+        note = "already done" if event["resumed"] else f"test Sharpe {sharpes}"
         console.print(f"[{event['done']}/{event['total']}] {job['market']} fold {job['fold']} seed "
                       f"{job['seed']}: {note}  ({event['elapsed_seconds']:.0f} s elapsed)",
                       highlight=False, soft_wrap=True)

@@ -104,8 +104,11 @@ def final_folder(root: Path, best: dict[str, Any]) -> Path:
 
 
 def validation_only(outcome: dict[str, Any]) -> dict[str, Any]:
-    """An outcome without its test part: what a sweep trial may keep."""
-    return {key: value for key, value in outcome.items() if key not in ("test", "equity")}
+    """An outcome without its test part (each market's, when pooled): what a sweep trial may keep."""
+    kept = {key: value for key, value in outcome.items() if key not in ("test", "equity")}
+    if "markets" in outcome:
+        kept["markets"] = {name: validation_only(result) for name, result in outcome["markets"].items()}
+    return kept
 
 
 def make_trainable(spec: SweepSpec, root: Path, explicit: dict[str, Any], reserved: dict[str, Any],

@@ -108,6 +108,12 @@ def plan_folds(
         train_start = first if anchored else validation_start - train
         windows.append(FoldWindows(k + 1, _iso(train_start), _iso(validation_start), _iso(validation_start),
                                    _iso(test_start), _iso(test_start), _iso(test_end)))
+    check_windows(frame, windows, label)
+    return windows
+
+
+def check_windows(frame: pd.DataFrame, windows: list[FoldWindows], label: str = "data") -> None:
+    """DataError unless every window of every fold holds enough of ``frame``'s candles."""
     for window in windows:
         for part in ("train", "validation", "test"):
             rows = _rows_between(frame, getattr(window, f"{part}_start"), getattr(window, f"{part}_end"))
@@ -117,7 +123,23 @@ def plan_folds(
                     f"{getattr(window, f'{part}_end')}) holds {rows} candles, fewer than {MIN_SPLIT_ROWS}. "
                     "Fix: longer windows or a history without holes"
                 )
-    return windows
+
+
+def common_span(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The first market's candles inside the time every market of ``frames`` covers (name -> frame).
+
+    Several markets share one set of fold windows laid out in this span, so fold k is the same
+    period everywhere: the folds line up in the verdict, and a policy trained on all markets never
+    trains on one market's bars from after another market's test window (crypto markets move together).
+    """
+    start = max(frame.index[0] for frame in frames.values())
+    end = min(frame.index[-1] for frame in frames.values())
+    if start >= end:
+        spans = "; ".join(f"{name} {frame.index[0]:%Y-%m-%d} to {frame.index[-1]:%Y-%m-%d}"
+                          for name, frame in frames.items())
+        raise DataError(f"the markets share no common period ({spans}); give markets whose histories overlap")
+    first = next(iter(frames.values()))
+    return first.loc[(first.index >= start) & (first.index <= end)]
 
 
 def _mask(frame: pd.DataFrame, start: str, end: str) -> np.ndarray:

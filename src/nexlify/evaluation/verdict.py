@@ -1,9 +1,11 @@
 """The walk-forward verdict: pure functions from fold outcomes to tables, statistics and one sentence.
 
-An outcome is what ``run_fold_job`` returns for one (market, fold, seed): its ``job`` (with the
-windows), ``test`` metrics of every policy and ``equity`` curves. The unit of evidence is the fold:
-seeds are averaged inside a fold (their spread is reported apart), and the confidence interval of
-the mean excess Sharpe over buy-and-hold is a seeded percentile bootstrap over folds.
+An outcome is one market's view of what ``run_fold_job`` returns for one (market, fold, seed) (see
+``market_outcomes``): its ``job`` (with the windows), ``test`` metrics of every policy and
+``equity`` curves; a fold's seed ensemble is an outcome whose job has ``ensemble`` set. The unit of
+evidence is the fold: the policy judged is the fold's ensemble when there is one, else the mean of
+its seeds (their spread is reported apart), and the confidence interval of the mean excess Sharpe
+over buy-and-hold is a seeded percentile bootstrap over folds.
 """
 
 from __future__ import annotations
@@ -47,18 +49,46 @@ def _key(outcome: dict[str, Any]) -> tuple[str, int]:
     return outcome["job"]["market"], int(outcome["job"]["fold"])
 
 
+def is_ensemble(outcome: dict[str, Any]) -> bool:
+    """Whether ``outcome`` is a fold's seed ensemble rather than one seed's agent."""
+    return bool(outcome["job"].get("ensemble"))
+
+
+def trades_per_month(metrics: dict[str, Any], periods_per_year: float) -> float:
+    """Orders filled per 30.4 days (a twelfth of a year) of the backtest behind ``metrics``."""
+    months = metrics["steps"] / periods_per_year * 12.0
+    return float(metrics["trades"] / months) if months > 0 else 0.0
+
+
 def fold_rows(outcomes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (market, fold): baselines, the agent per seed and their comparison."""
+    """One row per (market, fold): baselines, the agent per seed, the policy judged and the comparison.
+
+    The policy judged is the fold's seed ensemble when there is one, else the mean over its seeds.
+    """
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for outcome in outcomes:
         groups.setdefault(_key(outcome), []).append(outcome)
     rows = []
-    for (market, fold), members in sorted(groups.items()):
-        members.sort(key=lambda o: o["job"]["seed"])
+    for (market, fold), group in sorted(groups.items()):
+        members = sorted((o for o in group if not is_ensemble(o)), key=lambda o: o["job"]["seed"])
+        ensemble = next((o for o in group if is_ensemble(o)), None)
         job, test = members[0]["job"], members[0]["test"]
+        periods = float(members[0].get("periods_per_year") or 8760.0)
         baselines = {name: test[name] for name in BASELINES if name in test}
-        bh = baselines["buy_and_hold"]
+        bh, ma = baselines["buy_and_hold"], baselines.get("ma_crossover")
         agent_sharpes = np.array([m["test"]["agent"]["sharpe"] for m in members])
+        seed_metrics = [m["test"]["agent"] for m in members]
+        if ensemble is not None:
+            judged = ensemble["test"]["agent"]
+            policy = f"{ensemble['job']['ensemble']} ensemble of {len(members)} seed(s)"
+            sharpe, ret, drawdown = judged["sharpe"], judged["total_return"], judged["max_drawdown"]
+            trades = trades_per_month(judged, periods)
+        else:
+            policy = f"mean of {len(members)} seed(s)"
+            sharpe = float(agent_sharpes.mean())
+            ret = float(np.mean([m["total_return"] for m in seed_metrics]))
+            drawdown = float(np.mean([m["max_drawdown"] for m in seed_metrics]))
+            trades = float(np.mean([trades_per_month(m, periods) for m in seed_metrics]))
         excess = agent_sharpes - bh["sharpe"]
         best = max(baselines, key=lambda n: baselines[n]["sharpe"])
         rows.append({
@@ -67,30 +97,51 @@ def fold_rows(outcomes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "windows": {part: [job[f"{part}_start"], job[f"{part}_end"]] for part in ("train", "validation", "test")},
             "regime": regime(bh["total_return"]),
             "baselines": baselines,
+            "policy": policy,
+            "pooled": bool(job.get("pooled")),
             "agent": {str(m["job"]["seed"]): m["test"]["agent"] for m in members},
+            "ensemble": None if ensemble is None else ensemble["test"]["agent"],
             "validation": {str(m["job"]["seed"]): m["validation"] for m in members},
-            "agent_sharpe": float(agent_sharpes.mean()),
+            "validation_excess_sharpe": _validation_excess(ensemble or members),
+            "agent_sharpe": float(sharpe),
             "agent_sharpe_std": float(agent_sharpes.std(ddof=1)) if len(members) > 1 else 0.0,
-            "agent_return": float(np.mean([m["test"]["agent"]["total_return"] for m in members])),
-            "agent_max_drawdown": float(np.mean([m["test"]["agent"]["max_drawdown"] for m in members])),
-            "excess_sharpe": float(excess.mean()),
+            "agent_return": float(ret),
+            "agent_max_drawdown": float(drawdown),
+            "agent_trades_per_month": float(trades),
+            "excess_sharpe": float(sharpe - bh["sharpe"]),
             "excess_sharpe_range": [float(excess.min()), float(excess.max())],
             "best_baseline": best,
-            "beats_buy_and_hold": bool(agent_sharpes.mean() > bh["sharpe"]),
-            "beats_best_baseline": bool(agent_sharpes.mean() > baselines[best]["sharpe"]),
+            "beats_buy_and_hold": bool(sharpe > bh["sharpe"]),
+            "beats_ma_crossover": bool(ma is not None and sharpe > ma["sharpe"]),
+            "drawdown_within_buy_and_hold": bool(drawdown <= bh["max_drawdown"]),
+            "beats_best_baseline": bool(sharpe > baselines[best]["sharpe"]),
         })
     return rows
+
+
+def _validation_excess(judged: dict[str, Any] | list[dict[str, Any]]) -> float | None:
+    """The judged policy's validation Sharpe minus buy-and-hold's on the same market's validation window
+    (mean over seeds for a list); None for outcomes without validation backtests."""
+    outcomes = judged if isinstance(judged, list) else [judged]
+    values = [o["validation_backtest"]["agent"]["sharpe"] - o["validation_backtest"]["buy_and_hold"]["sharpe"]
+              for o in outcomes if "validation_backtest" in o]
+    return float(np.mean(values)) if values else None
 
 
 def stitched_curves(outcomes: Iterable[dict[str, Any]], market: str) -> dict[str, np.ndarray]:
     """Out-of-sample growth of 1 through the market's test windows in order, per policy.
 
-    ``agent`` is (seeds, points); baselines are (points,). Each window's curve is chained onto the
-    end of the one before.
+    ``agent`` is (seeds, points); ``ensemble``, when every fold has one, and the baselines are
+    (points,). Each window's curve is chained onto the end of the one before.
     """
     by_fold: dict[int, list[dict[str, Any]]] = {}
+    ensembles: dict[int, dict[str, Any]] = {}
     for outcome in outcomes:
-        if outcome["job"]["market"] == market:
+        if outcome["job"]["market"] != market:
+            continue
+        if is_ensemble(outcome):
+            ensembles[int(outcome["job"]["fold"])] = outcome
+        else:
             by_fold.setdefault(int(outcome["job"]["fold"]), []).append(outcome)
     folds = [sorted(by_fold[f], key=lambda o: o["job"]["seed"]) for f in sorted(by_fold)]
     seeds = min(len(members) for members in folds)
@@ -105,6 +156,8 @@ def stitched_curves(outcomes: Iterable[dict[str, Any]], market: str) -> dict[str
 
     curves = {name: chain([members[0]["equity"][name] for members in folds]) for name in BASELINES}
     curves["agent"] = np.stack([chain([members[s]["equity"]["agent"] for members in folds]) for s in range(seeds)])
+    if ensembles and set(ensembles) == set(by_fold):
+        curves["ensemble"] = chain([ensembles[f]["equity"]["agent"] for f in sorted(by_fold)])
     return curves
 
 
@@ -117,6 +170,10 @@ def summarize(rows: list[dict[str, Any]], stitched: dict[str, dict[str, np.ndarr
     excess = [r["excess_sharpe"] for r in rows]
     low, high = bootstrap_mean_ci(excess)
     agent_finals = np.array([curves["agent"][:, -1] - 1.0 for curves in stitched.values()])  # (markets, seeds)
+    # The policy judged: the seeds' ensemble where every market has one, else the mean over seeds.
+    judged_final = (float(np.mean([c["ensemble"][-1] - 1.0 for c in stitched.values()]))
+                    if all("ensemble" in c for c in stitched.values()) else float(agent_finals.mean()))
+    validation = [r["validation_excess_sharpe"] for r in rows if r.get("validation_excess_sharpe") is not None]
     summary = {
         "label": label,
         "folds": len(rows),
@@ -124,13 +181,18 @@ def summarize(rows: list[dict[str, Any]], stitched: dict[str, dict[str, np.ndarr
         "seeds": int(agent_finals.shape[1]),
         "beats_buy_and_hold": sum(r["beats_buy_and_hold"] for r in rows),
         "beats_best_baseline": sum(r["beats_best_baseline"] for r in rows),
+        "beats_ma_crossover": sum(r.get("beats_ma_crossover", False) for r in rows),
+        "drawdown_within_buy_and_hold": sum(r.get("drawdown_within_buy_and_hold", False) for r in rows),
+        "policy": "; ".join(dict.fromkeys(r.get("policy", "mean of seeds") for r in rows)),
+        "trades_per_month": float(np.mean([r.get("agent_trades_per_month", 0.0) for r in rows])),
+        "mean_validation_excess_sharpe": float(np.mean(validation)) if validation else None,
         "mean_excess_sharpe": float(np.mean(excess)),
         "excess_sharpe_ci": [low, high],
         "confidence": CONFIDENCE,
         "agent_max_drawdown": float(np.mean([r["agent_max_drawdown"] for r in rows])),
         "buy_and_hold_max_drawdown": float(np.mean([r["baselines"]["buy_and_hold"]["max_drawdown"] for r in rows])),
         "stitched_return": {
-            "agent": float(agent_finals.mean()),
+            "agent": judged_final,
             **{name: float(np.mean([c[name][-1] - 1.0 for c in stitched.values()])) for name in BASELINES},
         },
         "seed_spread": {

@@ -33,7 +33,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
@@ -42,13 +42,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nexlify.data.market import load_ohlcv
+from nexlify.data.market import MarketSlice, MarketSplits, join_markets, load_ohlcv
 from nexlify.errors import CheckpointError, ConfigError
+from nexlify.evaluation.backtest import Policy, agent_policy, run_baselines, run_policy
 from nexlify.evaluation.folds import (
     DEFAULT_TRAIN_DAYS,
     DEFAULT_VALIDATION_DAYS,
     FoldWindows,
     check_gaps,
+    check_windows,
+    common_span,
     fold_splits,
     plan_folds,
 )
@@ -59,10 +62,14 @@ __all__ = ["FoldJob", "WalkforwardResult", "aggregate", "local_executor", "plan_
 
 OUTCOME_FILE = "fold_outcome.json"
 BUNDLED_MARKET = "BTCUSDT_1h"
+POOLED_MARKET = "pooled"  # the market name of a job that trains on every market at once
 # Default training per fold: few episodes over a year-long window (each episode is a pass over it),
 # so a walk-forward of the bundled BTC stays practical on a 2-core laptop; see README for timings.
 DEFAULT_EPISODES = 12
 DEFAULT_SEEDS = 3
+# How a walk-forward judges several markets and seeds by default (docs/benchmarks.md has the evidence).
+DEFAULT_POOL = True
+DEFAULT_ENSEMBLE = "mean_q"
 VALIDATIONS_PER_RUN = 6  # eval_interval = episodes // this: enough checks to pick a model from
 # One small DQN job leaves most of a GPU idle, so several share it: on one H100, 4 jobs at once ran a
 # walk-forward 2.8x faster than 1 (docs/benchmarks.md); more per card is not measured yet.
@@ -78,33 +85,33 @@ Progress = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
-class FoldJob:
-    """One (market, fold, seed) of a walk-forward; see the module docstring."""
+class FoldJob(FoldWindows):
+    """One (market, fold, seed) of a walk-forward, or a pooled (fold, seed); see the module docstring."""
 
     market: str
     data: str | None
-    fold: int
     seed: int
-    train_start: str
-    train_end: str
-    validation_start: str
-    validation_end: str
-    test_start: str
-    test_end: str
     config_overrides: dict[str, Any] = field(default_factory=dict)
     output_dir: str = "."
+    # A pooled job trains one policy on every (market name, data file) of ``pool`` and tests it on each.
+    pool: tuple[tuple[str, str | None], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "pool": [list(member) for member in self.pool]}  # as JSON gives it back
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FoldJob:
-        return cls(**values)
+        pool = tuple((str(name), data) for name, data in values.get("pool") or ())
+        return cls(**{**values, "pool": pool})
 
     @property
     def windows(self) -> FoldWindows:
-        return FoldWindows(self.fold, self.train_start, self.train_end, self.validation_start,
-                           self.validation_end, self.test_start, self.test_end)
+        return FoldWindows(*(getattr(self, f.name) for f in fields(FoldWindows)))
+
+    @property
+    def members(self) -> tuple[tuple[str, str | None], ...]:
+        """The (market, data) pairs this job trains on: the pool, or its one market."""
+        return self.pool or ((self.market, self.data),)
 
     @property
     def label(self) -> str:
@@ -139,39 +146,41 @@ def plan_jobs(
     validation_days: float = DEFAULT_VALIDATION_DAYS,
     anchored: bool = False,
     devices: Sequence[str] | None = None,
+    pool: bool = False,
 ) -> list[FoldJob]:
     """Every job of a walk-forward over ``data`` (one market per entry), ordered fold by fold.
 
-    Loads and checks each market now, so a bad file fails before any training. ``devices``, when
-    given, are handed out to the jobs in turn (several GPUs).
+    Several markets share one set of windows, laid out in the period they all cover
+    (``common_span``). ``pool``: one job per (fold, seed) trains one policy on every market
+    (``POOLED_MARKET``) instead of one per market. Loads and checks each market now, so a bad file
+    fails before any training. ``devices``, when given, are handed out to the jobs in turn (several GPUs).
     """
     sources = [None if d is None else str(Path(d).resolve()) for d in data]
     names = [market_name(d) for d in sources]
     if len(set(names)) != len(names):
         raise ConfigError(f"--data names the same market twice ({', '.join(names)}); give each file once")
+    if POOLED_MARKET in names:
+        raise ConfigError(f"a market file may not be named {POOLED_MARKET!r} (the name of pooled jobs); rename it")
     if not seeds:
         raise ConfigError("at least one seed is needed")
     feature_set = config_overrides.get("feature_set", "basic")  # its warm-up decides the first usable candle
-    plans: list[tuple[str, str | None, list[FoldWindows]]] = []
-    for name, source in zip(names, sources, strict=True):
-        frame = _load(source)
-        windows = plan_folds(frame, test_days=test_days, folds=folds, train_days=train_days,
-                             validation_days=validation_days, anchored=anchored, label=frame.attrs["source"],
-                             feature_set=feature_set)
+    frames = {name: _load(source) for name, source in zip(names, sources, strict=True)}
+    span = common_span(frames) if len(frames) > 1 else next(iter(frames.values()))
+    label = "the period every market covers" if len(frames) > 1 else span.attrs["source"]
+    windows = plan_folds(span, test_days=test_days, folds=folds, train_days=train_days,
+                         validation_days=validation_days, anchored=anchored, label=label, feature_set=feature_set)
+    for frame in frames.values():
+        check_windows(frame, windows, frame.attrs["source"])
         check_gaps(frame, windows, frame.attrs["source"], feature_set)
-        plans.append((name, source, windows))
+    groups = ([(POOLED_MARKET, None, tuple(zip(names, sources, strict=True)))] if pool and len(names) > 1
+              else [(name, source, ()) for name, source in zip(names, sources, strict=True)])
     jobs = []
-    most_folds = max(len(w) for _, _, w in plans)
-    for k in range(most_folds):
+    for w in windows:
         for seed in seeds:
-            for name, source, windows in plans:
-                if k >= len(windows):
-                    continue
-                w = windows[k]
+            for name, source, members in groups:
                 folder = Path(output_dir) / name / f"fold_{w.fold:02d}" / f"seed_{seed}"
-                jobs.append(FoldJob(name, source, w.fold, int(seed), w.train_start, w.train_end,
-                                    w.validation_start, w.validation_end, w.test_start, w.test_end,
-                                    {}, str(folder)))
+                jobs.append(FoldJob(**asdict(w), market=name, data=source, seed=int(seed),
+                                    output_dir=str(folder), pool=members))
     return assign_config(jobs, config_overrides, devices)
 
 
@@ -211,7 +220,28 @@ def finished_outcome(job: FoldJob) -> dict[str, Any] | None:
 def _learning_view(job: dict[str, Any]) -> dict[str, Any]:
     # The market's name and windows identify its data; the file may have moved (or be the bundled copy).
     overrides = {k: v for k, v in job["config_overrides"].items() if k not in MACHINE_KEYS}
-    return {**job, "config_overrides": overrides, "data": None}
+    return {**job, "config_overrides": overrides, "data": None,
+            "pool": [name for name, _ in job.get("pool") or ()]}
+
+
+def market_splits(job: FoldJob, feature_set: str) -> dict[str, MarketSplits]:
+    """Each market's fold splits (name -> splits), each scaled by its own training rows."""
+    splits = {}
+    for name, data in job.members:
+        frame = _load(data)
+        splits[name] = fold_splits(frame, job.windows, source=frame.attrs["source"], feature_set=feature_set)
+    return splits
+
+
+def joined_splits(splits: dict[str, MarketSplits]) -> MarketSplits:
+    """Several markets' splits end to end (``join_markets``): one path to train and to validate on."""
+    if len(splits) == 1:
+        return next(iter(splits.values()))
+    first = next(iter(splits.values()))
+    parts = {part: join_markets([getattr(s, part) for s in splits.values()])
+             for part in ("train", "validation", "test")}
+    return replace(first, **parts, source="+".join(s.source for s in splits.values()),
+                   gaps=tuple(g for s in splits.values() for g in s.gaps))
 
 
 def run_fold_job(job: FoldJob, report: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
@@ -222,16 +252,15 @@ def run_fold_job(job: FoldJob, report: Callable[[dict[str, Any]], None] | None =
     from nexlify.config import TrainingConfig
     from nexlify.evaluation.report import write_results_json
     from nexlify.training.monitor import TrainingMonitor
-    from nexlify.training.pipeline import backtest_with_baselines
     from nexlify.training.trainer import BEST_MODEL, Trainer
 
     done = finished_outcome(job)
     if done is not None:
         return done
     output_dir = Path(job.output_dir)
-    frame = _load(job.data)
     config = TrainingConfig().with_overrides({**job.config_overrides, "seed": job.seed, "data_days": None})
-    splits = fold_splits(frame, job.windows, source=frame.attrs["source"], feature_set=config.feature_set)
+    markets = market_splits(job, config.feature_set)
+    splits = joined_splits(markets)
     # A replay memory larger than everything the job will ever collect only costs RAM (N jobs at once).
     collected = config.episodes * (len(splits.train) - 1)
     config = config.with_overrides({"buffer_size": max(1, min(config.buffer_size, collected))})
@@ -248,12 +277,10 @@ def run_fold_job(job: FoldJob, report: Callable[[dict[str, Any]], None] | None =
                       metadata=metadata, on_validation=on_validation)
     state = trainer.train()
     best = AdaptiveDQNAgent.from_checkpoint(output_dir / BEST_MODEL, device=trainer.config.device)
-    tests = backtest_with_baselines(best, splits.test, splits.periods_per_year, trainer.config)
     best_record = next((v for v in state.validation if v["episode"] == state.best_episode), None)
     outcome = {
         "job": job.to_dict(),
         "config": trainer.config.to_dict(),
-        "rows": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)},
         "periods_per_year": splits.periods_per_year,
         "episodes_done": state.episodes_done,
         "train_seconds": state.train_seconds,
@@ -264,12 +291,53 @@ def run_fold_job(job: FoldJob, report: Callable[[dict[str, Any]], None] | None =
             "best": best_record,
             "history": [{"episode": v["episode"], "score": v["score"]} for v in state.validation],
         },
-        "test": {name: result.metrics for name, result in tests.items()},
-        # Mean over a policy's accounts (random runs several); rounded to the cent to keep files small.
-        "equity": {name: np.round(result.equity.mean(axis=0), 2).tolist() for name, result in tests.items()},
     }
+    outcome.update(by_market({name: market_backtests(agent_policy(best), market, trainer.config)
+                              for name, market in markets.items()}, pooled=bool(job.pool)))
     write_results_json(output_dir / OUTCOME_FILE, outcome)
     return outcome
+
+
+def market_backtests(policy: Policy, splits: MarketSplits, config: Any) -> dict[str, Any]:
+    """``policy`` and every baseline on one market's validation and test windows, with the config's costs.
+
+    Validation metrics are what a choice between configurations may look at; test metrics and
+    curves are the verdict's.
+    """
+    costs = {"initial_balance": config.initial_balance, "fee": config.fee, "slippage": config.slippage}
+
+    def on(market: MarketSlice) -> dict[str, Any]:
+        results = {"agent": run_policy(market, policy, "agent", splits.periods_per_year, **costs)}
+        results.update(run_baselines(market, splits.periods_per_year, **costs))
+        return results
+
+    validation, test = on(splits.validation), on(splits.test)
+    return {
+        "rows": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)},
+        "validation_backtest": {name: result.metrics for name, result in validation.items()},
+        "test": {name: result.metrics for name, result in test.items()},
+        # Mean over a policy's accounts (random runs several); rounded to the cent to keep files small.
+        "equity": {name: np.round(result.equity.mean(axis=0), 2).tolist() for name, result in test.items()},
+    }
+
+
+def by_market(results: dict[str, dict[str, Any]], pooled: bool) -> dict[str, Any]:
+    """What an outcome holds of its backtests: a pooled job's per market, one market's as they are."""
+    return {"markets": results} if pooled else next(iter(results.values()))
+
+
+def market_outcomes(outcome: dict[str, Any]) -> list[dict[str, Any]]:
+    """One outcome per market tested: a pooled job's outcome is split into its markets' views."""
+    if "markets" not in outcome:
+        return [outcome]  # one market's outcome
+    job = outcome["job"]
+    pool = dict(job.get("pool") or ()) or {job["market"]: job["data"]}
+    views = []
+    for name, result in outcome["markets"].items():
+        view = {key: value for key, value in outcome.items() if key != "markets"}
+        view["job"] = {**job, "market": name, "data": pool.get(name), "pooled": bool(job.get("pool"))}
+        views.append({**view, **result})
+    return views
 
 
 def local_executor(jobs: int = 1) -> Executor:
@@ -309,32 +377,37 @@ class WalkforwardResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the equity curves (those stay in each job's ``fold_outcome.json``)."""
-        jobs = [{key: o[key] for key in ("job", "rows", "episodes_done", "train_seconds", "validation", "test")}
-                for o in self.outcomes]
+        keys = ("job", "rows", "episodes_done", "train_seconds", "validation", "validation_backtest", "test")
+        jobs = [{key: o[key] for key in keys if key in o} for o in self.outcomes]
         return {"verdict": self.verdict, "overall": self.overall, "markets": self.markets,
                 "folds": self.folds, "jobs": jobs}
 
 
 def aggregate(outcomes: Sequence[dict[str, Any]]) -> WalkforwardResult:
-    """The walk-forward's tables and verdicts from its outcomes (pure)."""
-    outcomes = sorted(outcomes, key=lambda o: (o["job"]["market"], o["job"]["fold"], o["job"]["seed"]))
-    rows = fold_rows(outcomes)
+    """The walk-forward's tables and verdicts from its outcomes (pure); pooled outcomes count once per market."""
+    views = [view for outcome in outcomes for view in market_outcomes(outcome)]
+    views.sort(key=lambda o: (o["job"]["market"], o["job"]["fold"], bool(o["job"].get("ensemble")), o["job"]["seed"]))
+    rows = fold_rows(views)
     markets_in_order = list(dict.fromkeys(r["market"] for r in rows))
-    stitched = {m: stitched_curves(outcomes, m) for m in markets_in_order}
+    stitched = {m: stitched_curves(views, m) for m in markets_in_order}
     markets = {m: summarize([r for r in rows if r["market"] == m], {m: stitched[m]}, m) for m in markets_in_order}
     label = "All markets" if len(markets) > 1 else markets_in_order[0]
     overall = summarize(rows, stitched, label)
-    return WalkforwardResult(list(outcomes), rows, markets, overall)
+    return WalkforwardResult(views, rows, markets, overall)
 
 
 def run_walkforward(jobs: Sequence[FoldJob], executor: Executor | None = None,
-                    progress: Progress | None = None) -> WalkforwardResult:
+                    progress: Progress | None = None, ensemble: str | None = None) -> WalkforwardResult:
     """Run the unfinished ``jobs`` (finished ones are read back, not trained again) and aggregate.
 
+    ``ensemble`` (``mean_q`` or ``vote``): once a fold's seeds are all done, their best models act as
+    one policy, and that policy is the one judged (``fold_ensemble``); None judges the seeds' mean.
     ``progress`` gets ``{"event": "job", "outcome", "done", "total", "resumed", "elapsed_seconds"}``
-    after every job and ``{"event": "fold", "market", "fold", "folds", "row"}`` when a fold's seeds
-    are all done.
+    after every job and ``{"event": "fold", "market", "fold", "folds", "row"}`` for each market of a
+    fold once its seeds (and their ensemble) are done.
     """
+    from nexlify.evaluation.fold_ensemble import models_present, run_fold_ensemble
+
     if not jobs:
         raise ConfigError("no walk-forward jobs to run")
     executor = executor or local_executor(1)
@@ -346,23 +419,35 @@ def run_walkforward(jobs: Sequence[FoldJob], executor: Executor | None = None,
             pending.append(job)
         else:
             outcomes.append(done)
-    seeds_per_fold: dict[tuple[str, int], int] = {}
-    folds_per_market: dict[str, int] = {}
+    groups: dict[tuple[str, int], list[FoldJob]] = {}
     for job in jobs:
-        seeds_per_fold[job.market, job.fold] = seeds_per_fold.get((job.market, job.fold), 0) + 1
-        folds_per_market[job.market] = max(folds_per_market.get(job.market, 0), job.fold)
+        groups.setdefault((job.market, job.fold), []).append(job)
+    last_fold = max(job.fold for job in jobs)
+    finished: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    ensembles: list[dict[str, Any]] = []
+    # Ensembles need every seed's model here; a Ray node without a shared folder keeps its own.
+    use_ensemble = ensemble is not None and len({job.seed for job in jobs}) > 1
     started = time.perf_counter()
 
     def tell(outcome: dict[str, Any], resumed: bool) -> None:
+        key = (outcome["job"]["market"], int(outcome["job"]["fold"]))
+        finished.setdefault(key, []).append(outcome)
+        if len(finished[key]) < len(groups[key]):
+            if progress is not None:
+                progress({"event": "job", "outcome": outcome, "done": len(outcomes), "total": len(jobs),
+                          "resumed": resumed, "elapsed_seconds": time.perf_counter() - started})
+            return
+        members = list(finished[key])
+        if use_ensemble and models_present(groups[key]):
+            ensembles.append(run_fold_ensemble(groups[key], ensemble))
+            members.append(ensembles[-1])
         if progress is None:
             return
         progress({"event": "job", "outcome": outcome, "done": len(outcomes), "total": len(jobs),
                   "resumed": resumed, "elapsed_seconds": time.perf_counter() - started})
-        key = (outcome["job"]["market"], outcome["job"]["fold"])
-        members = [o for o in outcomes if (o["job"]["market"], o["job"]["fold"]) == key]
-        if len(members) == seeds_per_fold[key]:
-            progress({"event": "fold", "market": key[0], "fold": key[1], "folds": folds_per_market[key[0]],
-                      "row": fold_rows(members)[0]})
+        views = [view for member in members for view in market_outcomes(member)]
+        for row in fold_rows(views):
+            progress({"event": "fold", "market": row["market"], "fold": key[1], "folds": last_fold, "row": row})
 
     resumed_outcomes, outcomes = outcomes, []
     for outcome in resumed_outcomes:
@@ -371,7 +456,9 @@ def run_walkforward(jobs: Sequence[FoldJob], executor: Executor | None = None,
     for outcome in executor(pending):
         outcomes.append(outcome)
         tell(outcome, resumed=False)
-    return aggregate(outcomes)
+    if use_ensemble and len(ensembles) < len(groups):
+        ensembles = []  # one fold without its ensemble: judge every fold the same way, by the seeds' mean
+    return aggregate([*outcomes, *ensembles])
 
 
 def parallel_plan(device: str, num_workers: int, usable_cores: int, gpus: int, available_gb: float,

@@ -54,12 +54,16 @@ def aggregate_lines(summary: dict[str, Any]) -> list[str]:
     stitched = summary["stitched_return"]
     spread = summary["seed_spread"]
     return [
+        f"  agent judged: {summary.get('policy', 'mean of seeds')}",
         f"  folds where the agent's Sharpe beat buy-and-hold's: {summary['beats_buy_and_hold']} of {summary['folds']}; "
-        f"beat the best simple baseline's: {summary['beats_best_baseline']} of {summary['folds']}",
+        f"the moving-average rule's: {summary.get('beats_ma_crossover', 0)} of {summary['folds']}; "
+        f"the best simple baseline's: {summary['beats_best_baseline']} of {summary['folds']}",
         f"  mean excess Sharpe over buy-and-hold: {summary['mean_excess_sharpe']:+.2f} "
         f"({summary['confidence']:.0%} bootstrap CI over folds: {low:+.2f} to {high:+.2f})",
         f"  mean max drawdown: agent {summary['agent_max_drawdown']:.1%}, buy-and-hold "
-        f"{summary['buy_and_hold_max_drawdown']:.1%}",
+        f"{summary['buy_and_hold_max_drawdown']:.1%}; agent's at most buy-and-hold's in "
+        f"{summary.get('drawdown_within_buy_and_hold', 0)} of {summary['folds']} folds; agent trades per month "
+        f"{summary.get('trades_per_month', 0.0):.1f}",
         "  stitched out-of-sample return: " + ", ".join(
             f"{name} {stitched[name]:+.1%}" for name in ("agent", *BASELINES)),
         f"  seed spread: Sharpe std within a fold {spread['sharpe_std_within_fold']:.2f}; stitched return per seed "
@@ -69,6 +73,11 @@ def aggregate_lines(summary: dict[str, Any]) -> list[str]:
     ]
 
 
+def _judged(run: dict[str, Any]) -> str:
+    mode = run.get("ensemble", "none")
+    return "by their mean" if mode == "none" else f"as a {mode} ensemble"
+
+
 def summary_text(result: WalkforwardResult, run: dict[str, Any]) -> str:
     """The human-readable walk-forward report, ending with the verdict sentence."""
     lines = ["Nexlify walk-forward evaluation", "=" * 31]
@@ -76,6 +85,8 @@ def summary_text(result: WalkforwardResult, run: dict[str, Any]) -> str:
         lines.append(f"Markets: {', '.join(result.markets)}; {run.get('seeds')} seed(s) per fold; "
                      f"{run.get('episodes')} episodes per fold; train {run.get('train_days')} days, validation "
                      f"{run.get('validation_days')} days, test windows {run.get('test_days_label')}; "
+                     f"{'one policy pooled over all markets' if run.get('pooled') else 'one policy per market'}; "
+                     f"seeds judged {_judged(run)}; "
                      f"fees {run.get('fee')}, slippage {run.get('slippage')} for every policy.")
         lines.append("")
     lines.append(f"Verdict: {result.verdict}")
@@ -98,7 +109,7 @@ def summary_text(result: WalkforwardResult, run: dict[str, Any]) -> str:
 
 def write_report_png(path: str | Path, result: WalkforwardResult) -> None:
     """Per market: stitched out-of-sample equity against the baselines, and per-fold excess Sharpe
-    (bar: seed mean, whisker: seed range) coloured by the window's regime, with the mean's interval."""
+    (bar: the policy judged, whisker: seed range) coloured by the window's regime, with the mean's interval."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,6 +127,8 @@ def write_report_png(path: str | Path, result: WalkforwardResult) -> None:
         ax.plot(x, agent.mean(axis=0), lw=1.4, label=f"agent (mean of {len(agent)} seeds)", color="tab:blue")
         if len(agent) > 1:
             ax.fill_between(x, agent.min(axis=0), agent.max(axis=0), color="tab:blue", alpha=0.15, label="seed range")
+        if "ensemble" in curves:
+            ax.plot(x, curves["ensemble"], lw=1.6, label="agent (seeds' ensemble, judged)", color="tab:green")
         for name, colour in zip(BASELINES, ("tab:orange", "black", "tab:purple", "tab:gray"), strict=True):
             ax.plot(x, curves[name], lw=1.0, alpha=0.8, label=name.replace("_", " "), color=colour)
         for r in rows:
@@ -140,7 +153,7 @@ def write_report_png(path: str | Path, result: WalkforwardResult) -> None:
         handles, _ = ax.get_legend_handles_labels()
         handles += [Patch(color=colour, alpha=0.8, label=f"{name} window") for name, colour in REGIME_COLOURS.items()]
         ax.set_xticks(folds)
-        ax.set_xlabel("fold (bar: seed mean; whisker: seed range)")
+        ax.set_xlabel("fold (bar: the policy judged; whisker: seed range)")
         ax.set_title(f"{market}: agent Sharpe minus buy-and-hold Sharpe per test window")
         ax.legend(handles=handles, fontsize=7)
     fig.autofmt_xdate()

@@ -1,0 +1,75 @@
+"""A walk-forward fold's seeds acting as one policy: their best models combined by mean Q or vote.
+
+Seeds of one configuration disagree most where the data says least; their ensemble is usually a
+steadier policy than any one of them (``nexlify.evaluation.ensemble``). Once every seed of a
+(market or pool, fold) has finished, their best models (chosen on validation, each on its own) are
+loaded and the ensemble is backtested on each market's validation and test windows. The result is
+written next to the seeds' folders, so a resumed walk-forward reads it back instead of recomputing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nexlify.errors import ConfigError
+
+ENSEMBLE_FILE = "ensemble_{mode}.json"
+
+
+def ensemble_file(members: Sequence[Any], mode: str) -> Path:
+    """Where the ensemble of ``members`` (FoldJobs of one fold, one per seed) is stored."""
+    return Path(members[0].output_dir).parent / ENSEMBLE_FILE.format(mode=mode)
+
+
+def models_present(members: Sequence[Any]) -> bool:
+    """Whether every seed's best model is on this machine (a Ray node may keep its own on its disk)."""
+    from nexlify.training.trainer import BEST_MODEL
+
+    return all((Path(job.output_dir) / BEST_MODEL).is_file() for job in members)
+
+
+def run_fold_ensemble(members: Sequence[Any], mode: str) -> dict[str, Any]:
+    """The ensemble outcome of one fold's seed jobs (same market or pool, fold and settings).
+
+    Shaped like ``run_fold_job``'s outcome, with ``job.ensemble`` = ``mode`` and ``job.seeds``.
+    """
+    from nexlify.agent.dqn import AdaptiveDQNAgent
+    from nexlify.config import TrainingConfig
+    from nexlify.evaluation.ensemble import ensemble_policy
+    from nexlify.evaluation.report import write_results_json
+    from nexlify.evaluation.walkforward import by_market, market_backtests, market_splits
+    from nexlify.training.trainer import BEST_MODEL
+
+    members = sorted(members, key=lambda job: job.seed)
+    keys = {(job.market, job.fold) for job in members}
+    if len(keys) != 1:
+        raise ConfigError(f"an ensemble combines the seeds of one fold; got {sorted(keys)}")
+    seeds = [job.seed for job in members]
+    path = ensemble_file(members, mode)
+    job = {**members[0].to_dict(), "seed": min(seeds), "seeds": seeds, "ensemble": mode}
+    stored = _read(path)
+    if stored is not None and stored.get("job") == json.loads(json.dumps(job)):
+        return stored
+    agents = [AdaptiveDQNAgent.from_checkpoint(Path(m.output_dir) / BEST_MODEL, device="cpu") for m in members]
+    config = TrainingConfig().with_overrides({**members[0].config_overrides, "data_days": None})
+    policy = ensemble_policy(agents, mode)
+    outcome = {
+        "job": job,
+        "validation": {"metric": config.validation_metric, "members": seeds},
+    }
+    markets = market_splits(members[0], config.feature_set)
+    outcome["periods_per_year"] = next(iter(markets.values())).periods_per_year
+    outcome.update(by_market({name: market_backtests(policy, splits, config) for name, splits in markets.items()},
+                             pooled=bool(members[0].pool)))
+    write_results_json(path, outcome)
+    return outcome
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
