@@ -1,71 +1,131 @@
-"""The learning-levers experiment runner: fold windows, the bootstrap, and a smoke run end to end."""
+"""The learning-levers screen: every lever on the same calendar folds, pooled training that ends before
+every market's validation and test windows, and a smoke run end to end."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pytest
 
 from helpers import synthetic_frame
+from nexlify.evaluation.walkforward import market_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import learning_levers  # noqa: E402
 
+SCRIPT = str(ROOT / "benchmarks" / "learning_levers.py")
+ENV = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}
 
-def test_fold_windows_tile_the_tail_without_overlap() -> None:
-    budget = learning_levers.Budget(folds=3, seeds=1, train_days=10, validation_days=2, test_days=3,
+
+def _markets(folder: Path, rows: int = 2600, shift_days: int = 5) -> list[str]:
+    """Two hourly markets whose histories only partly overlap (the second starts and ends later),
+    like the shared markets (BTC runs to 2025, the others end in 2024)."""
+    paths = []
+    for seed, path in enumerate((folder / "AAAUSDT_1h.csv", folder / "BBBUSDT_1h.csv")):
+        frame = synthetic_frame(rows, seed=seed, drift=0.0002)
+        frame.index = frame.index + pd.Timedelta(days=seed * shift_days)
+        frame.to_csv(path)
+        paths.append(str(path))
+    return paths
+
+
+def test_every_lever_uses_the_same_calendar_folds_and_pooled_training_ends_before_every_test(tmp_path) -> None:
+    paths = _markets(tmp_path, rows=24 * 120, shift_days=20)  # common period: 100 days
+    budget = learning_levers.Budget(folds=2, seeds=2, train_days=30, validation_days=5, test_days=10,
                                     episodes=1, validations=1, parallel_envs=1)
-    folds = [learning_levers.fold_rows(1000, k, budget) for k in (1, 2, 3)]
-    # Hand-computed: tests of 72 bars end at 1000, 928, 856; validation 48 bars; training 240 bars.
-    assert folds == [(496, 736, 784, 856), (568, 808, 856, 928), (640, 880, 928, 1000)]
-    for (_, _, _, test_end), nxt in zip(folds, folds[1:], strict=False):
-        assert test_end == nxt[2]  # back to back, no overlap
-    for train_start, validation_start, test_start, _ in folds:
-        assert train_start < validation_start < test_start  # train, then validation, then test
+    plans = {lever: learning_levers.lever_jobs(lever, paths, budget, tmp_path / "out")
+             for lever in ("baseline", "trend", "pooled")}
+    common_end = pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(hours=24 * 120)  # the first market's end
+    calendar = {}  # lever -> its folds' windows (the plan numbers folds from the lever's first usable candle)
+    for lever, jobs in plans.items():
+        assert {job.seed for job in jobs} == {0, 1}
+        assert all(Path(job.output_dir).is_relative_to(tmp_path / "out" / lever) for job in jobs)
+        calendar[lever] = {tuple(asdict(job.windows).values())[1:] for job in jobs}
+    # Every lever (trend's 30-day feature warm-up included) and market gets the same two calendar
+    # windows: the plan's last two, tests back to back up to the end of the period both markets cover.
+    assert calendar["baseline"] == calendar["trend"] == calendar["pooled"] and len(calendar["baseline"]) == 2
+    before, last = sorted(calendar["baseline"])
+    assert pd.Timestamp(last[-1]) == common_end and before[-1] == last[-2]
+    assert pd.Timestamp(last[-2]) == common_end - pd.Timedelta(days=10)
+    assert pd.Timestamp(before[0]) == pd.Timestamp(before[2]) - pd.Timedelta(days=30)  # train, then validation
+    assert pd.Timestamp(before[0]) >= pd.Timestamp("2024-01-21", tz="UTC")  # inside the common period
+
+    assert {job.market for job in plans["baseline"]} == {"AAAUSDT_1h", "BBBUSDT_1h"}
+    pooled = plans["pooled"]
+    assert len(pooled) == 4 and {job.market for job in pooled} == {"pooled"}
+    assert plans["trend"][0].config_overrides["feature_set"] == "trend"
+    for job in pooled:  # each pooled policy trains on both markets, and on no bar at or after any validation
+        splits = market_splits(job, "basic")
+        assert set(splits) == {"AAAUSDT_1h", "BBBUSDT_1h"}
+        last_trained = max(s.train.timestamps.max() for s in splits.values())
+        assert last_trained < min(s.validation.timestamps.min() for s in splits.values())
+        assert last_trained < min(s.test.timestamps.min() for s in splits.values())
 
 
-def test_bootstrap_interval_brackets_the_mean() -> None:
-    values = np.random.default_rng(0).normal(1.0, 0.5, 40)
-    low, high = learning_levers.bootstrap_ci(values)
-    assert low < values.mean() < high and high - low < 0.5
-    assert learning_levers.bootstrap_ci(values) == (low, high)  # seeded
+def test_random_windows_keep_the_transitions_and_too_many_folds_is_refused(tmp_path) -> None:
+    budget = learning_levers.BUDGETS["standard"]
+    # 8 passes over 180 days of hourly bars = 34,552 transitions = 48 episodes of 720 bars.
+    assert learning_levers.lever_overrides("random_windows", budget)["episodes"] == 48
+    assert learning_levers.lever_overrides("baseline", budget)["eval_interval"] == 2
+    assert "pool" not in learning_levers.lever_overrides("pooled", budget)
+    paths = _markets(tmp_path)
+    result = subprocess.run([sys.executable, SCRIPT, "--smoke", "--folds", "9", "--levers", "baseline", "--data",
+                             *paths, "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT, env=ENV)
+    assert result.returncode == 2 and result.stderr.startswith("error: the markets' common period holds 2 fold(s)")
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 
 
-def test_smoke_run_writes_validation_and_test_records(tmp_path) -> None:
-    data = [tmp_path / "AAAUSDT_1h.csv", tmp_path / "BBBUSDT_1h.csv"]
-    for seed, path in enumerate(data):
-        synthetic_frame(2600, seed=seed, drift=0.0002).to_csv(path)
+@pytest.mark.parametrize("argv, message", [(["--levers", "magic"], "error: unknown lever(s) magic"),
+                                           (["--seeds", "0"], "error: --seeds, --folds")])
+def test_bad_arguments_are_one_error_line(tmp_path, argv, message) -> None:
+    result = subprocess.run([sys.executable, SCRIPT, *argv, "--data", *_markets(tmp_path)],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT, env=ENV)
+    assert result.returncode == 2 and result.stderr.startswith(message)
+
+
+def test_smoke_run_prints_the_tables_and_writes_every_record(tmp_path) -> None:
+    paths = _markets(tmp_path)
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "learning_levers.py"), "--smoke", "--data",
-                             *map(str, data), "--levers", "trend,pooled", "--episodes", "1", "--jobs", "2",
-                             "--out", str(out)],
-                            capture_output=True, text=True, timeout=300, cwd=ROOT,
-                            env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    result = subprocess.run([sys.executable, SCRIPT, "--smoke", "--data", *paths, "--levers", "baseline,pooled",
+                             "--episodes", "1", "--jobs", "2", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "== pooled" in result.stdout and "== trend" in result.stdout and "test excess Sharpe" in result.stdout
+    assert "== pooled" in result.stdout and "== baseline" in result.stdout and "test excess Sharpe" in result.stdout
     saved = json.loads((out / "learning_levers.json").read_text())
     records = saved["records"]
     # 2 levers x 2 markets x 1 fold x 2 seeds, plus one ensemble per (lever, market); the pooled
     # lever trained one model per seed on both markets and is scored on each market on its own.
-    expected = sorted((lever, market, seed) for lever in ("pooled", "trend") for market in ("AAAUSDT_1h", "BBBUSDT_1h")
-                      for seed in ("0", "1", "ensemble_mean_q"))
-    assert sorted((r["lever"], r["market"], str(r["seed"])) for r in records) == expected
-    pooled = [r for r in records if r["lever"] == "pooled" and r["seed"] == 0]
-    assert pooled[0]["transitions"] == 2 * 45 * 24 - 1  # 1 episode over both training windows, joined
-    assert (out / "pooled" / "pooled" / "fold_1" / "seed_0" / "best_model.pth").exists()
+    expected = sorted((lever, market, name) for lever in ("baseline", "pooled")
+                      for market in ("AAAUSDT_1h", "BBBUSDT_1h") for name in ("0", "1", "mean_q"))
+    assert sorted((r["lever"], r["job"]["market"], r["job"].get("ensemble") or str(r["job"]["seed"]))
+                  for r in records) == expected
+    assert len(list(out.glob("pooled/pooled/fold_*/seed_*/best_model.pth"))) == 2
+    assert not list(out.glob("pooled/AAAUSDT_1h"))
+    # One calendar window per fold for both levers and markets.
+    assert len({json.dumps(row["windows"]) for lever in saved["folds"].values() for row in lever}) == 1
     for r in records:
-        for part in ("validation", "test"):
-            assert set(r[part]) == {"agent", "buy_and_hold", "ma_crossover", "cash"}
+        for part in ("validation_backtest", "test"):
+            assert {"agent", "buy_and_hold", "ma_crossover", "cash"} <= set(r[part])
             assert r[part]["cash"]["total_return"] == 0.0
-    trained = [r for r in records if isinstance(r["seed"], int)]
-    # Smoke budget: 15-day validation and test windows of hourly bars.
-    assert all(r["rows"] == {"train": 45 * 24, "validation": 360, "test": 360} for r in trained)
-    assert saved["summaries"]["trend"]["seeds"]["n"] == 4
-    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "learning_levers.py"), "--levers", "magic",
-                          "--data", str(data)], capture_output=True, text=True, timeout=60, cwd=ROOT,
-                         env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
-    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown lever(s) magic")
+        assert r["rows"]["validation"] == r["rows"]["test"] == 15 * 24  # the smoke budget's windows
+    for lever in ("baseline", "pooled"):
+        summary, verdict = saved["summaries"][lever], saved["verdicts"][lever]
+        assert summary["seeds"]["n"] == 4 and summary["ensemble_mean_q"]["n"] == 2
+        seeds = [r for r in records if r["lever"] == lever and not r["job"].get("ensemble")]
+        by_hand = np.mean([r["validation_backtest"]["agent"]["sharpe"] - r["validation_backtest"]["buy_and_hold"]
+                           ["sharpe"] for r in seeds])
+        assert summary["seeds"]["validation_excess_sharpe"] == pytest.approx(by_hand)
+        # The ensemble rows are the walk-forward verdict's folds (its policy judged is the ensemble).
+        ensemble = summary["ensemble_mean_q"]
+        assert ensemble["test_win_vs_bh"] == verdict["beats_buy_and_hold"] / verdict["folds"]
+        assert ensemble["test_excess_sharpe"] == pytest.approx(verdict["mean_excess_sharpe"])
+        assert ensemble["validation_excess_sharpe"] == pytest.approx(verdict["mean_validation_excess_sharpe"])
+        assert f"verdict: {verdict['sentence']}" in result.stdout
