@@ -110,9 +110,9 @@ def lever_jobs(lever: str, paths: list[str], budget: Budget, out_dir: str | Path
                      validation_days=budget.validation_days, pool=bool(LEVERS[lever].get("pool")))
     folds = sorted({job.fold for job in jobs})
     if len(folds) < budget.folds:
-        raise DataError(f"the markets' common period holds {len(folds)} fold(s) of {budget.train_days}+"
-                        f"{budget.validation_days}+{budget.test_days} days, fewer than {budget.folds}; "
-                        "use fewer --folds or longer histories")
+        raise DataError(f"the markets' common period holds {len(folds)} fold(s) of {budget.train_days} training, "
+                        f"{budget.validation_days} validation and {budget.test_days} test days, fewer than "
+                        f"{budget.folds}; use fewer --folds or longer histories")
     kept = set(folds[-budget.folds:])
     return [job for job in jobs if job.fold in kept]
 
