@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from helpers import synthetic_frame
-from nexlify.evaluation.walkforward import market_splits
+from nexlify.evaluation.fold_markets import market_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -39,8 +39,8 @@ def run_fold_ensemble(members: Sequence[Any], mode: str) -> dict[str, Any]:
     from nexlify.agent.dqn import AdaptiveDQNAgent
     from nexlify.config import TrainingConfig
     from nexlify.evaluation.ensemble import ensemble_policy
+    from nexlify.evaluation.fold_markets import by_market, market_backtests, market_splits
     from nexlify.evaluation.report import write_results_json
-    from nexlify.evaluation.walkforward import by_market, market_backtests, market_splits
     from nexlify.training.trainer import BEST_MODEL
 
     members = sorted(members, key=lambda job: job.seed)

@@ -34,17 +34,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, fields, replace
-from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from nexlify.data.market import MarketSlice, MarketSplits, join_markets, load_ohlcv
 from nexlify.errors import CheckpointError, ConfigError
-from nexlify.evaluation.backtest import Policy, agent_policy, run_baselines, run_policy
+from nexlify.evaluation.backtest import agent_policy
+from nexlify.evaluation.fold_markets import by_market, joined_splits, load_market, market_backtests, market_splits
 from nexlify.evaluation.folds import (
     DEFAULT_TRAIN_DAYS,
     DEFAULT_VALIDATION_DAYS,
@@ -52,7 +48,6 @@ from nexlify.evaluation.folds import (
     check_gaps,
     check_windows,
     common_span,
-    fold_splits,
     plan_folds,
 )
 from nexlify.evaluation.verdict import fold_rows, stitched_curves, summarize
@@ -128,12 +123,6 @@ def market_name(data: str | Path | None) -> str:
     return name
 
 
-@lru_cache(maxsize=4)
-def _load(data: str | None) -> pd.DataFrame:
-    # The gap policy is applied to the span the folds use (check_gaps), not to all of history.
-    return load_ohlcv(data, max_gap_bars=None, log_gaps=False)
-
-
 def plan_jobs(
     data: Sequence[str | Path | None],
     output_dir: str | Path,
@@ -164,7 +153,7 @@ def plan_jobs(
     if not seeds:
         raise ConfigError("at least one seed is needed")
     feature_set = config_overrides.get("feature_set", "basic")  # its warm-up decides the first usable candle
-    frames = {name: _load(source) for name, source in zip(names, sources, strict=True)}
+    frames = {name: load_market(source) for name, source in zip(names, sources, strict=True)}
     span = common_span(frames) if len(frames) > 1 else next(iter(frames.values()))
     label = "the period every market covers" if len(frames) > 1 else span.attrs["source"]
     windows = plan_folds(span, test_days=test_days, folds=folds, train_days=train_days,
@@ -224,26 +213,6 @@ def _learning_view(job: dict[str, Any]) -> dict[str, Any]:
             "pool": [name for name, _ in job.get("pool") or ()]}
 
 
-def market_splits(job: FoldJob, feature_set: str) -> dict[str, MarketSplits]:
-    """Each market's fold splits (name -> splits), each scaled by its own training rows."""
-    splits = {}
-    for name, data in job.members:
-        frame = _load(data)
-        splits[name] = fold_splits(frame, job.windows, source=frame.attrs["source"], feature_set=feature_set)
-    return splits
-
-
-def joined_splits(splits: dict[str, MarketSplits]) -> MarketSplits:
-    """Several markets' splits end to end (``join_markets``): one path to train and to validate on."""
-    if len(splits) == 1:
-        return next(iter(splits.values()))
-    first = next(iter(splits.values()))
-    parts = {part: join_markets([getattr(s, part) for s in splits.values()])
-             for part in ("train", "validation", "test")}
-    return replace(first, **parts, source="+".join(s.source for s in splits.values()),
-                   gaps=tuple(g for s in splits.values() for g in s.gaps))
-
-
 def run_fold_job(job: FoldJob, report: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train, select on validation and test one job; see the module docstring."""
     import torch
@@ -296,34 +265,6 @@ def run_fold_job(job: FoldJob, report: Callable[[dict[str, Any]], None] | None =
                               for name, market in markets.items()}, pooled=bool(job.pool)))
     write_results_json(output_dir / OUTCOME_FILE, outcome)
     return outcome
-
-
-def market_backtests(policy: Policy, splits: MarketSplits, config: Any) -> dict[str, Any]:
-    """``policy`` and every baseline on one market's validation and test windows, with the config's costs.
-
-    Validation metrics are what a choice between configurations may look at; test metrics and
-    curves are the verdict's.
-    """
-    costs = {"initial_balance": config.initial_balance, "fee": config.fee, "slippage": config.slippage}
-
-    def on(market: MarketSlice) -> dict[str, Any]:
-        results = {"agent": run_policy(market, policy, "agent", splits.periods_per_year, **costs)}
-        results.update(run_baselines(market, splits.periods_per_year, **costs))
-        return results
-
-    validation, test = on(splits.validation), on(splits.test)
-    return {
-        "rows": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)},
-        "validation_backtest": {name: result.metrics for name, result in validation.items()},
-        "test": {name: result.metrics for name, result in test.items()},
-        # Mean over a policy's accounts (random runs several); rounded to the cent to keep files small.
-        "equity": {name: np.round(result.equity.mean(axis=0), 2).tolist() for name, result in test.items()},
-    }
-
-
-def by_market(results: dict[str, dict[str, Any]], pooled: bool) -> dict[str, Any]:
-    """What an outcome holds of its backtests: a pooled job's per market, one market's as they are."""
-    return {"markets": results} if pooled else next(iter(results.values()))
 
 
 def market_outcomes(outcome: dict[str, Any]) -> list[dict[str, Any]]:
