@@ -148,17 +148,25 @@ def test_a_job_on_a_node_takes_that_nodes_machine_settings_but_keeps_what_the_us
 
 
 def test_a_node_without_the_drivers_disk_trains_on_a_shipped_copy_of_the_market(tmp_path):
-    from nexlify.distributed.executor import local_copy_of_data
+    from nexlify.distributed.executor import job_files, local_copy_of_data
     from nexlify.evaluation.walkforward import FoldJob
 
     job = FoldJob(1, "a", "b", "b", "c", "c", "d", market="M", data=str(tmp_path / "elsewhere" / "M.csv"), seed=1)
-    copy = local_copy_of_data(job, b"timestamp,open\n")
+    copy = local_copy_of_data(job, {job.data: b"timestamp,open\n"})
     assert copy.data != job.data and copy.data.endswith("M.csv")
     assert Path(copy.data).read_bytes() == b"timestamp,open\n"
     here = tmp_path / "M.csv"
     here.write_text("x")
     here_job = FoldJob(1, "a", "b", "b", "c", "c", "d", market="M", data=str(here), seed=1)
-    assert local_copy_of_data(here_job, b"y").data == str(here)
+    assert local_copy_of_data(here_job, {str(here): b"y"}).data == str(here)
+    # A pooled job gets a copy of every market it trains on that this node cannot read.
+    away = str(tmp_path / "elsewhere" / "N.csv")
+    pooled = FoldJob(1, "a", "b", "b", "c", "c", "d", market="pooled", data=None, seed=1,
+                     pool=(("M", str(here)), ("N", away)))
+    assert job_files(pooled) == [str(here), away]
+    moved = local_copy_of_data(pooled, {str(here): b"y", away: b"n"})
+    assert moved.pool[0] == ("M", str(here)) and moved.pool[1][0] == "N" and moved.pool[1][1] != away
+    assert Path(moved.pool[1][1]).read_bytes() == b"n" and moved.data is None
 
 
 def test_a_ray_address_where_nothing_answers_is_one_error_line(capsys):

@@ -72,6 +72,21 @@ def test_a_walkforward_over_ray_equals_the_same_run_without_ray(local_ray, marke
     assert all(o["placement"]["resources"] == {"CPU": 1.0} for o in result.outcomes)
 
 
+def test_a_pooled_walkforward_over_ray_equals_the_same_run_without_ray(local_ray, market, tmp_path):
+    other = tmp_path / "OTHER_1h.csv"
+    synthetic_frame(rows=24 * 19, seed=6).to_csv(other)
+
+    def jobs(folder):
+        return plan_jobs([market, other], folder, CONFIG, [1], test_days=3, train_days=8, validation_days=3,
+                         pool=True)
+
+    local = run_walkforward(jobs(tmp_path / "local"))
+    remote = run_walkforward(jobs(tmp_path / "ray"), RayExecutor(explicit=EXPLICIT))
+    assert {o["job"]["market"] for o in remote.outcomes} == {"SYNTH_1h", "OTHER_1h"}
+    assert all(o["job"]["pooled"] for o in remote.outcomes)
+    assert _learning(remote) == _learning(local) and remote.verdict == local.verdict
+
+
 def test_a_worker_killed_mid_job_is_retried_and_the_run_completes(local_ray, market, local_run, tmp_path):
     marker = tmp_path / "killed_pid"
 

@@ -70,37 +70,48 @@ def node_machine_settings(explicit: dict[str, Any]) -> dict[str, Any]:
     return {key: plan[key] for key in MACHINE_KEYS if key not in explicit}
 
 
-def local_copy_of_data(job: FoldJob, data: bytes | None) -> FoldJob:
-    """The job reading its market from this node: the driver's file when this node sees it, else a
-    copy of the shipped bytes in this node's cache."""
-    if job.data is None or data is None or Path(job.data).exists():
-        return job
-    from nexlify.hardware.profiler import default_cache_dir
-
-    digest = hashlib.sha256(data).hexdigest()[:16]
-    path = default_cache_dir() / "ray_data" / digest / Path(job.data).name
-    if not path.exists():
-        from nexlify.io import write_bytes_atomic
-
-        write_bytes_atomic(path, data)
-    return replace(job, data=str(path))
+def job_files(job: FoldJob) -> list[str]:
+    """The market files ``job`` reads (a pooled job: every market's), in its order."""
+    return [data for _, data in job.members if data is not None]
 
 
-def job_for_this_node(job: FoldJob, explicit: dict[str, Any], reserved: dict[str, Any], data: bytes | None
-                      ) -> FoldJob:
+def local_copy_of_data(job: FoldJob, files: dict[str, bytes]) -> FoldJob:
+    """The job reading its markets from this node: the driver's files where this node sees them, else
+    copies of the shipped bytes (``files``: driver path -> contents) in this node's cache."""
+    def here(data: str | None) -> str | None:
+        if data is None or data not in files or Path(data).exists():
+            return data
+        from nexlify.hardware.profiler import default_cache_dir
+
+        contents = files[data]
+        path = default_cache_dir() / "ray_data" / hashlib.sha256(contents).hexdigest()[:16] / Path(data).name
+        if not path.exists():
+            from nexlify.io import write_bytes_atomic
+
+            write_bytes_atomic(path, contents)
+        return str(path)
+
+    return replace(job, data=here(job.data), pool=tuple((name, here(data)) for name, data in job.pool))
+
+
+def job_for_this_node(job: FoldJob, explicit: dict[str, Any], reserved: dict[str, Any],
+                      files: dict[str, bytes]) -> FoldJob:
     """``job`` as it runs here: this node's plan for the machine settings the user left open, the
     reservation's threads and device, and the market file readable on this node."""
     overrides = {**job.config_overrides, **node_machine_settings(explicit), **reserved}
-    return local_copy_of_data(replace(job, config_overrides=overrides), data)
+    return local_copy_of_data(replace(job, config_overrides=overrides), files)
 
 
-def run_on_node(job: FoldJob, explicit: dict[str, Any], reserved: dict[str, Any], data: bytes | None,
-                run_job: RunJob = run_fold_job) -> dict[str, Any]:
-    """One job inside a Ray task: plan for this node, train, and say where it ran."""
+def run_on_node(job: FoldJob, explicit: dict[str, Any], reserved: dict[str, Any], run_job: RunJob,
+                *contents: bytes) -> dict[str, Any]:
+    """One job inside a Ray task: plan for this node, train, and say where it ran. ``contents``: the
+    job's market files (``job_files``), passed one by one so that Ray hands over their bytes."""
     import ray
 
-    outcome = run_job(job_for_this_node(job, explicit, reserved, data))
-    outcome["job"] = {**outcome["job"], "data": job.data}  # the driver's name for the market file
+    files = dict(zip(job_files(job), contents, strict=True))
+    outcome = run_job(job_for_this_node(job, explicit, reserved, files))
+    # The driver's names for the market files.
+    outcome["job"] = {**outcome["job"], "data": job.data, "pool": job.to_dict()["pool"]}
     context = ray.get_runtime_context()
     outcome["placement"] = {"node": ray.util.get_node_ip_address(), "pid": os.getpid(),
                             "resources": context.get_assigned_resources()}
@@ -152,7 +163,8 @@ class RayExecutor:
                         job = pending.pop()
                         ref = task.options(**kind.reservation.ray_options(), max_retries=self.max_retries,
                                            retry_exceptions=False).remote(
-                            job, self.explicit, kind.reservation.overrides, shipped.get(job.data), self.run_job)
+                            job, self.explicit, kind.reservation.overrides, self.run_job,
+                            *(shipped[path] for path in job_files(job)))
                         in_flight[ref] = (job, index)
                         free[index] -= 1
                 ready, _ = ray.wait(list(in_flight), num_returns=1)
@@ -169,7 +181,7 @@ class RayExecutor:
 
 def ship_data(ray: Any, jobs: list[FoldJob]) -> dict[str, Any]:
     """Each market file once in Ray's object store, for nodes that cannot read the driver's disk."""
-    return {job.data: ray.put(Path(job.data).read_bytes()) for job in jobs if job.data is not None}
+    return {path: ray.put(Path(path).read_bytes()) for path in dict.fromkeys(p for job in jobs for p in job_files(job))}
 
 
 def _result(ray: Any, ref: Any) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nexlify.distributed.cluster import LOCAL, node_plans, ray_session
-from nexlify.distributed.executor import RayExecutor, TrialKind, job_for_this_node, trial_kinds
+from nexlify.distributed.executor import RayExecutor, TrialKind, job_files, job_for_this_node, trial_kinds
 from nexlify.distributed.space import plain_values, tune_space
 from nexlify.errors import ConfigError, NexlifyError
 from nexlify.evaluation.walkforward import (
@@ -127,7 +127,7 @@ def make_trainable(spec: SweepSpec, root: Path, explicit: dict[str, Any], reserv
         for index, job in enumerate(spec.jobs):
             folder = trial_root / job_folder(job)
             trial_job = replace(job, config_overrides={**job.config_overrides, **values}, output_dir=str(folder))
-            trial_job = job_for_this_node(trial_job, explicit, reserved, data.get(job.data or ""))
+            trial_job = job_for_this_node(trial_job, explicit, reserved, data)
 
             def report(record: dict[str, Any], index: int = index) -> None:
                 best[index] = max(best.get(index, -math.inf), float(record["score"]))
@@ -212,7 +212,7 @@ def run_sweep(spec: SweepSpec, root: str | Path, *, address: str = LOCAL,
         reservation = kinds[0].reservation
         trainable = tune.with_resources(
             tune.with_parameters(make_trainable(spec, root, explicit, reservation.overrides, run_job),
-                                 data={job.data: Path(job.data).read_bytes() for job in spec.jobs if job.data}),
+                                 data={path: Path(path).read_bytes() for job in spec.jobs for path in job_files(job)}),
             reservation.tune_resources())
         tune_path = root / TUNE_DIR
         callbacks = [trial_log_callback()] if log_trials else []
