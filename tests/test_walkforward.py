@@ -366,3 +366,22 @@ def test_fold_rows_judge_the_ensemble_and_report_the_seeds_spread():
     plain = aggregate(outcomes).folds[0]
     assert plain["policy"] == "mean of 2 seed(s)" and plain["agent_sharpe"] == pytest.approx(0.2)
     assert not plain["beats_buy_and_hold"]
+
+
+def test_without_every_seeds_model_on_this_machine_the_seeds_mean_is_judged(tmp_path):
+    from nexlify.training.trainer import BEST_MODEL
+
+    jobs = _tiny_jobs(tmp_path, seeds=(1, 2))
+    for job in jobs:
+        run_fold_job(job)
+    # As after a Ray run whose node kept its models on its own disk: one fold lacks a seed's model.
+    (Path(jobs[0].output_dir) / BEST_MODEL).unlink()
+    result = run_walkforward(jobs, ensemble="mean_q")
+    assert {row["policy"] for row in result.folds} == {"mean of 2 seed(s)"}  # every fold judged alike
+    assert not any(o["job"].get("ensemble") for o in result.outcomes)
+    for row in result.folds:
+        assert row["agent_sharpe"] == pytest.approx(np.mean([m["sharpe"] for m in row["agent"].values()]))
+    # With every model here, every fold is judged by its ensemble.
+    (tmp_path / "all").mkdir()
+    again = run_walkforward(_tiny_jobs(tmp_path / "all", seeds=(1, 2)), ensemble="mean_q")
+    assert {row["policy"] for row in again.folds} == {"mean_q ensemble of 2 seed(s)"}
