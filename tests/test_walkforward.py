@@ -124,7 +124,8 @@ def _outcome(market, fold, seed, agent, baselines):
     days = [f"2024-01-{d:02d}T00:00:00+00:00" for d in (1, 2, 2, 3, 3, 4)]
     job = FoldJob(fold, *days, market=market, data=None, seed=seed)
     tests = {"agent": agent, **baselines}
-    return {"job": job.to_dict(), "validation": {}, "test": {k: v.metrics for k, v in tests.items()},
+    return {"job": job.to_dict(), "validation": {}, "periods_per_year": 8760.0,
+            "test": {k: v.metrics for k, v in tests.items()},
             "equity": {k: v.equity.mean(axis=0).tolist() for k, v in tests.items()}}
 
 

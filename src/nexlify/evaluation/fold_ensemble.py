@@ -56,14 +56,14 @@ def run_fold_ensemble(members: Sequence[Any], mode: str) -> dict[str, Any]:
     agents = [AdaptiveDQNAgent.from_checkpoint(Path(m.output_dir) / BEST_MODEL, device="cpu") for m in members]
     config = TrainingConfig().with_overrides({**members[0].config_overrides, "data_days": None})
     policy = ensemble_policy(agents, mode)
+    markets = market_splits(members[0], config.feature_set)
     outcome = {
         "job": job,
+        "periods_per_year": next(iter(markets.values())).periods_per_year,
         "validation": {"metric": config.validation_metric, "members": seeds},
+        **by_market({name: market_backtests(policy, splits, config) for name, splits in markets.items()},
+                    pooled=bool(members[0].pool)),
     }
-    markets = market_splits(members[0], config.feature_set)
-    outcome["periods_per_year"] = next(iter(markets.values())).periods_per_year
-    outcome.update(by_market({name: market_backtests(policy, splits, config) for name, splits in markets.items()},
-                             pooled=bool(members[0].pool)))
     write_results_json(path, outcome)
     return outcome
 

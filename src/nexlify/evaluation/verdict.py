@@ -73,7 +73,7 @@ def fold_rows(outcomes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         members = sorted((o for o in group if not is_ensemble(o)), key=lambda o: o["job"]["seed"])
         ensemble = next((o for o in group if is_ensemble(o)), None)
         job, test = members[0]["job"], members[0]["test"]
-        periods = float(members[0].get("periods_per_year") or 8760.0)
+        periods = float(members[0]["periods_per_year"])
         baselines = {name: test[name] for name in BASELINES if name in test}
         bh, ma = baselines["buy_and_hold"], baselines.get("ma_crossover")
         agent_sharpes = np.array([m["test"]["agent"]["sharpe"] for m in members])
@@ -102,7 +102,7 @@ def fold_rows(outcomes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "agent": {str(m["job"]["seed"]): m["test"]["agent"] for m in members},
             "ensemble": None if ensemble is None else ensemble["test"]["agent"],
             "validation": {str(m["job"]["seed"]): m["validation"] for m in members},
-            "validation_excess_sharpe": _validation_excess(ensemble or members),
+            "validation_excess_sharpe": _validation_excess([ensemble] if ensemble else members),
             "agent_sharpe": float(sharpe),
             "agent_sharpe_std": float(agent_sharpes.std(ddof=1)) if len(members) > 1 else 0.0,
             "agent_return": float(ret),
@@ -119,10 +119,9 @@ def fold_rows(outcomes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _validation_excess(judged: dict[str, Any] | list[dict[str, Any]]) -> float | None:
-    """The judged policy's validation Sharpe minus buy-and-hold's on the same market's validation window
-    (mean over seeds for a list); None for outcomes without validation backtests."""
-    outcomes = judged if isinstance(judged, list) else [judged]
+def _validation_excess(outcomes: list[dict[str, Any]]) -> float | None:
+    """Validation Sharpe minus buy-and-hold's on the same market's validation window, the mean over
+    ``outcomes`` (the ensemble, or the seeds); None for outcomes without validation backtests."""
     values = [o["validation_backtest"]["agent"]["sharpe"] - o["validation_backtest"]["buy_and_hold"]["sharpe"]
               for o in outcomes if "validation_backtest" in o]
     return float(np.mean(values)) if values else None
@@ -181,10 +180,10 @@ def summarize(rows: list[dict[str, Any]], stitched: dict[str, dict[str, np.ndarr
         "seeds": int(agent_finals.shape[1]),
         "beats_buy_and_hold": sum(r["beats_buy_and_hold"] for r in rows),
         "beats_best_baseline": sum(r["beats_best_baseline"] for r in rows),
-        "beats_ma_crossover": sum(r.get("beats_ma_crossover", False) for r in rows),
-        "drawdown_within_buy_and_hold": sum(r.get("drawdown_within_buy_and_hold", False) for r in rows),
-        "policy": "; ".join(dict.fromkeys(r.get("policy", "mean of seeds") for r in rows)),
-        "trades_per_month": float(np.mean([r.get("agent_trades_per_month", 0.0) for r in rows])),
+        "beats_ma_crossover": sum(r["beats_ma_crossover"] for r in rows),
+        "drawdown_within_buy_and_hold": sum(r["drawdown_within_buy_and_hold"] for r in rows),
+        "policy": "; ".join(dict.fromkeys(r["policy"] for r in rows)),
+        "trades_per_month": float(np.mean([r["agent_trades_per_month"] for r in rows])),
         "mean_validation_excess_sharpe": float(np.mean(validation)) if validation else None,
         "mean_excess_sharpe": float(np.mean(excess)),
         "excess_sharpe_ci": [low, high],

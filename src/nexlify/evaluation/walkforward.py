@@ -272,13 +272,10 @@ def market_outcomes(outcome: dict[str, Any]) -> list[dict[str, Any]]:
     if "markets" not in outcome:
         return [outcome]  # one market's outcome
     job = outcome["job"]
-    pool = dict(job.get("pool") or ()) or {job["market"]: job["data"]}
-    views = []
-    for name, result in outcome["markets"].items():
-        view = {key: value for key, value in outcome.items() if key != "markets"}
-        view["job"] = {**job, "market": name, "data": pool.get(name), "pooled": bool(job.get("pool"))}
-        views.append({**view, **result})
-    return views
+    files = dict(job["pool"])
+    shared = {key: value for key, value in outcome.items() if key != "markets"}
+    return [{**shared, **result, "job": {**job, "market": name, "data": files[name], "pooled": True}}
+            for name, result in outcome["markets"].items()]
 
 
 def local_executor(jobs: int = 1) -> Executor:
@@ -366,26 +363,24 @@ def run_walkforward(jobs: Sequence[FoldJob], executor: Executor | None = None,
     last_fold = max(job.fold for job in jobs)
     finished: dict[tuple[str, int], list[dict[str, Any]]] = {}
     ensembles: list[dict[str, Any]] = []
-    # Ensembles need every seed's model here; a Ray node without a shared folder keeps its own.
     use_ensemble = ensemble is not None and len({job.seed for job in jobs}) > 1
     started = time.perf_counter()
 
     def tell(outcome: dict[str, Any], resumed: bool) -> None:
         key = (outcome["job"]["market"], int(outcome["job"]["fold"]))
         finished.setdefault(key, []).append(outcome)
+        if progress is not None:
+            progress({"event": "job", "outcome": outcome, "done": len(outcomes), "total": len(jobs),
+                      "resumed": resumed, "elapsed_seconds": time.perf_counter() - started})
         if len(finished[key]) < len(groups[key]):
-            if progress is not None:
-                progress({"event": "job", "outcome": outcome, "done": len(outcomes), "total": len(jobs),
-                          "resumed": resumed, "elapsed_seconds": time.perf_counter() - started})
             return
         members = list(finished[key])
+        # Ensembles need every seed's model here; a Ray node without a shared folder keeps its own.
         if use_ensemble and models_present(groups[key]):
             ensembles.append(run_fold_ensemble(groups[key], ensemble))
             members.append(ensembles[-1])
         if progress is None:
             return
-        progress({"event": "job", "outcome": outcome, "done": len(outcomes), "total": len(jobs),
-                  "resumed": resumed, "elapsed_seconds": time.perf_counter() - started})
         views = [view for member in members for view in market_outcomes(member)]
         for row in fold_rows(views):
             progress({"event": "fold", "market": row["market"], "fold": key[1], "folds": last_fold, "row": row})

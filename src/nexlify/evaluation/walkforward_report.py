@@ -54,16 +54,16 @@ def aggregate_lines(summary: dict[str, Any]) -> list[str]:
     stitched = summary["stitched_return"]
     spread = summary["seed_spread"]
     return [
-        f"  agent judged: {summary.get('policy', 'mean of seeds')}",
+        f"  agent judged: {summary['policy']}",
         f"  folds where the agent's Sharpe beat buy-and-hold's: {summary['beats_buy_and_hold']} of {summary['folds']}; "
-        f"the moving-average rule's: {summary.get('beats_ma_crossover', 0)} of {summary['folds']}; "
+        f"the moving-average rule's: {summary['beats_ma_crossover']} of {summary['folds']}; "
         f"the best simple baseline's: {summary['beats_best_baseline']} of {summary['folds']}",
         f"  mean excess Sharpe over buy-and-hold: {summary['mean_excess_sharpe']:+.2f} "
         f"({summary['confidence']:.0%} bootstrap CI over folds: {low:+.2f} to {high:+.2f})",
         f"  mean max drawdown: agent {summary['agent_max_drawdown']:.1%}, buy-and-hold "
         f"{summary['buy_and_hold_max_drawdown']:.1%}; agent's at most buy-and-hold's in "
-        f"{summary.get('drawdown_within_buy_and_hold', 0)} of {summary['folds']} folds; agent trades per month "
-        f"{summary.get('trades_per_month', 0.0):.1f}",
+        f"{summary['drawdown_within_buy_and_hold']} of {summary['folds']} folds; agent trades per month "
+        f"{summary['trades_per_month']:.1f}",
         "  stitched out-of-sample return: " + ", ".join(
             f"{name} {stitched[name]:+.1%}" for name in ("agent", *BASELINES)),
         f"  seed spread: Sharpe std within a fold {spread['sharpe_std_within_fold']:.2f}; stitched return per seed "
