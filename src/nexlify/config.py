@@ -67,27 +67,28 @@ class TrainingConfig:
     gradient_accumulation_steps: int = 1
     learning_rate: float = 5e-4
     gamma: float = 0.99
+    n_step: int = 1
     max_grad_norm: float = 10.0
+    # Decoupled (AdamW) weight decay of the Q-network's weights; 0 is plain Adam.
+    weight_decay: float = 0.0
     train_frequency: int = 4  # environment transitions collected per learning step
     learning_starts: int = 1_000  # transitions stored before the first learning step
     target_update: str = "hard"
     target_update_interval: int = 500  # learning steps between hard target copies
     tau: float = 0.005  # Polyak rate when target_update == "polyak"
+    # --- exploration ---
     epsilon_start: float = 1.0
     epsilon_end: float = 0.05
     # Transitions over which epsilon falls linearly. None: the trainer uses exploration_fraction x the
     # run's transitions; a standalone agent uses STANDALONE_EPSILON_DECAY_STEPS.
     epsilon_decay_steps: int | None = None
     exploration_fraction: float = 0.3
-    n_step: int = 1
-    prioritized_replay: bool = False
-    priority_alpha: float = 0.6
-    priority_beta: float = 0.4
-    # Decoupled (AdamW) weight decay of the Q-network's weights; 0 is plain Adam.
-    weight_decay: float = 0.0
     # --- replay memory ---
     buffer_size: int = 100_000
     replay_state_dtype: str = "float32"
+    prioritized_replay: bool = False
+    priority_alpha: float = 0.6
+    priority_beta: float = 0.4
     # --- hardware ---
     device: str = "cpu"
     use_mixed_precision: bool = False

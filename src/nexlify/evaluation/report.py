@@ -15,7 +15,9 @@ import pandas as pd
 from nexlify.evaluation.backtest import BacktestResult
 from nexlify.io import write_bytes_atomic, write_text_atomic
 
-METRIC_ROWS = (
+# The metrics table's rows, (backtest key, label, format), in the order printed.
+# What the equity curve alone shows: the return and the risk taken for it.
+EQUITY_ROWS = (
     ("final_equity", "Final equity", "{:,.2f}"),
     ("total_return", "Total return", "{:+.2%}"),
     ("annualized_return", "Annualised return", "{:+.2%}"),
@@ -24,11 +26,15 @@ METRIC_ROWS = (
     ("sortino", "Sortino", "{:.2f}"),
     ("max_drawdown", "Max drawdown", "{:.2%}"),
     ("calmar", "Calmar", "{:.2f}"),
+)
+# How the policy traded to get there (from its positions and fills).
+TRADING_ROWS = (
     ("trades", "Trades", "{:.0f}"),
     ("win_rate", "Win rate", "{:.1%}"),
     ("exposure", "Exposure", "{:.1%}"),
     ("fees_paid", "Fees paid", "{:,.2f}"),
 )
+METRIC_ROWS = EQUITY_ROWS + TRADING_ROWS
 
 
 def write_results_json(path: str | Path, results: dict[str, Any]) -> None:

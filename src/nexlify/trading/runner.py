@@ -28,18 +28,21 @@ class TradeOptions:
     """``nexlify trade``'s flags."""
 
     model: Path
+    device: str = "cpu"
+    balance: float | None = None  # None: the model's training balance
+    journal: Path | None = None  # None: default_journal(options)
+    # The market traded, polled from the exchange...
     exchange: str = "binance"
     symbol: str = "BTC/USDT"
     timeframe: str = "1h"
-    balance: float | None = None
-    journal: Path | None = None
+    # ...or candles replayed from a file instead (paper only; speed None: as fast as possible).
+    feed: Path | None = None
+    speed: float | None = None
+    # Real orders and their safety catches: live needs confirm_live and max_position (check_options).
     live: bool = False
     confirm_live: bool = False
     sandbox: bool = False
-    feed: Path | None = None
-    speed: float | None = None
-    max_position: float | None = None
-    device: str = "cpu"
+    max_position: float | None = None  # the most quote currency held in the market at once (paper too)
 
 
 def check_options(options: TradeOptions) -> None:
