@@ -59,10 +59,27 @@ LEVERS: dict[str, dict[str, Any]] = {
     # and target refresh spacing (2,000 transitions): the plan's 256 against 1024 (about 2x faster on a CPU).
     "pooled_b256": {"pool": True, "batch_size": 256, "train_frequency": 16, "target_update_interval": 125},
     "pooled_b1024": {"pool": True, "batch_size": 1024, "train_frequency": 64, "target_update_interval": 31},
+    # What `nexlify walkforward` trains by default on a 2-core CPU: the hardware plan's learning settings
+    # (large model, batch 256, a step every 32 transitions, 32 parallel envs), then each apart.
+    "pooled_plan": {"pool": True, "model_size": "large", "batch_size": 256, "train_frequency": 32,
+                    "target_update_interval": 62, "parallel_envs": 32, "buffer_size": 250_000},
+    "pooled_large": {"pool": True, "model_size": "large"},
+    "pooled_envs32": {"pool": True, "parallel_envs": 32},
+    "pooled_b256_f4": {"pool": True, "batch_size": 256},
+    # The algorithm's options and the run length, on the pooled agent.
+    "pooled_nstep3": {"pool": True, "n_step": 3},
+    "pooled_dueling": {"pool": True, "dueling": True},
+    "pooled_per": {"pool": True, "prioritized_replay": True},
+    "pooled_wd": {"pool": True, "weight_decay": 0.01},
+    "pooled_ep4": {"pool": True, "episodes": 4},
+    "pooled_ep16": {"pool": True, "episodes": 16},
+    "pooled_train365": {"pool": True, "train_days": 365},
     "random_windows": {"episode_bars": 720},
     "target": {"action_mode": "target"},
     "target_penalty": {"action_mode": "target", "trade_penalty": 0.001},
 }
+# Lever keys that shape the walk-forward's jobs and windows rather than the TrainingConfig.
+WINDOW_KEYS = ("pool", "train_days")
 DEFAULT_LEVERS = ("baseline", "trend", "pooled", "random_windows", "target")
 SMOKE_LEVERS = DEFAULT_LEVERS
 
@@ -93,8 +110,8 @@ BUDGETS: dict[str, Budget] = {
 # --------------------------------------------------------------------------- plan
 def lever_overrides(lever: str, budget: Budget) -> dict[str, Any]:
     """The TrainingConfig overrides of ``lever``: the budget's run length, then the lever's settings."""
-    overrides = {k: v for k, v in LEVERS[lever].items() if k != "pool"}
-    episodes = budget.episodes
+    overrides = {k: v for k, v in LEVERS[lever].items() if k not in WINDOW_KEYS}
+    episodes = overrides.pop("episodes", budget.episodes)
     if overrides.get("episode_bars"):
         episodes = max(1, round(episodes * (budget.train_days * 24 - 1) / overrides["episode_bars"]))
     return {"episodes": episodes, "eval_interval": max(1, episodes // budget.validations),
@@ -111,7 +128,7 @@ def lever_jobs(lever: str, paths: list[str], budget: Budget, out_dir: str | Path
     from nexlify.evaluation.walkforward import plan_jobs
 
     jobs = plan_jobs(paths, Path(out_dir) / lever, lever_overrides(lever, budget), list(range(budget.seeds)),
-                     test_days=budget.test_days, train_days=budget.train_days,
+                     test_days=budget.test_days, train_days=LEVERS[lever].get("train_days", budget.train_days),
                      validation_days=budget.validation_days, pool=bool(LEVERS[lever].get("pool")))
     folds = sorted({job.fold for job in jobs})
     if len(folds) < budget.folds:
@@ -220,6 +237,48 @@ def report(results: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return "\n\n".join(blocks), summaries
 
 
+def validation_excess_by_window(result: Any, ensembles: bool) -> dict[tuple[str, str], float]:
+    """Validation excess Sharpe over buy-and-hold per (market, validation window): the fold's ensemble,
+    or the mean of its seeds. Keyed by the window's dates, so levers with other fold numbers still pair."""
+    per_window: dict[tuple[str, str], list[float]] = {}
+    for view in result.outcomes:
+        if bool(view["job"].get("ensemble")) != ensembles:
+            continue
+        backtest = view["validation_backtest"]
+        key = (view["job"]["market"], str(view["job"]["validation_start"]))
+        per_window.setdefault(key, []).append(backtest["agent"]["sharpe"] - backtest["buy_and_hold"]["sharpe"])
+    return {key: float(np.mean(values)) for key, values in per_window.items()}
+
+
+def paired_against(results: dict[str, Any], reference: str) -> tuple[str, dict[str, Any]]:
+    """Each lever's validation excess Sharpe minus ``reference``'s on the same (market, window): the
+    mean difference with a bootstrap interval over windows, and the windows where the lever was better.
+    Pairing removes the windows' shared luck, the largest part of the spread between levers."""
+    from nexlify.evaluation.verdict import bootstrap_mean_ci
+
+    rows, out = [], {}
+    for lever, result in results.items():
+        if lever == reference:
+            continue
+        out[lever] = {}
+        cells: list[Any] = [lever]
+        for ensembles, name in ((False, "seeds"), (True, "ensemble")):
+            mine = validation_excess_by_window(result, ensembles)
+            theirs = validation_excess_by_window(results[reference], ensembles)
+            shared = sorted(set(mine) & set(theirs))
+            diffs = [mine[k] - theirs[k] for k in shared]
+            if not diffs:
+                cells += ["n/a", "n/a"]
+                continue
+            low, high = bootstrap_mean_ci(diffs)
+            better = sum(d > 0 for d in diffs)
+            out[lever][name] = {"n": len(diffs), "mean": float(np.mean(diffs)), "ci": [low, high], "better": better}
+            cells += [f"{np.mean(diffs):+.2f} [{low:+.2f}, {high:+.2f}]", f"{better}/{len(diffs)}"]
+        rows.append(cells)
+    headers = ["lever", "seeds: val excess diff [95% CI]", "better", "ensemble: val excess diff [95% CI]", "better"]
+    return f"== paired against {reference} on validation (lever minus {reference})\n{table(headers, rows)}", out
+
+
 def fold_windows(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Each lever's fold windows, one row per (market, fold)."""
     return {lever: [{"market": row["market"], "fold": row["fold"], "windows": row["windows"]} for row in result.folds]
@@ -246,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=None, help="episodes per job (default: the budget's)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes")
     parser.add_argument("--ensemble", choices=("mean_q", "vote"), default="mean_q")
+    parser.add_argument("--reference", default=None, help="lever the others are paired against on validation "
+                        "(default: the first of --levers)")
     parser.add_argument("--out", default="runs/learning_levers", help="folder for models and the JSON")
     args = parser.parse_args(argv)
 
@@ -259,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     budget = replace(budget, **changes)
     levers = args.levers.split(",") if args.levers else list(SMOKE_LEVERS if args.smoke else DEFAULT_LEVERS)
     unknown = [lever for lever in levers if lever not in LEVERS]
+    if args.reference and args.reference not in levers:
+        unknown.append(f"{args.reference} (--reference must be one of --levers)")
     missing = [p for p in args.data if not Path(p).is_file()]
     if unknown or missing or min(budget.seeds, budget.folds, budget.episodes, args.jobs) < 1:
         problem = (f"unknown lever(s) {', '.join(unknown)}; choose from {', '.join(LEVERS)}" if unknown else
@@ -282,12 +345,16 @@ def main(argv: list[str] | None = None) -> int:
     text, summaries = report(results)
     print()
     print(text)
+    paired_text, paired = paired_against(results, args.reference or levers[0])
+    print()
+    print(paired_text)
     seconds = [v["train_seconds"] for result in results.values() for v in result.outcomes if "train_seconds" in v]
     print(f"\nwall time {wall:.0f} s on {args.jobs} process(es); training per job mean {np.mean(seconds):.1f} s, "
           f"max {np.max(seconds):.1f} s")
     payload = {"machine": machine(), "budget": asdict(budget), "ensemble": args.ensemble,
                "levers": {k: LEVERS[k] for k in levers}, "markets": [market_name(p) for p in args.data],
                "wall_seconds": wall, "processes": args.jobs, "summaries": summaries,
+               "paired": {"reference": args.reference or levers[0], "levers": paired},
                "verdicts": {lever: result.overall for lever, result in results.items()},
                "folds": fold_windows(results),
                "records": [record for lever, result in results.items() for record in records(lever, result)]}

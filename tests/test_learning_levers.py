@@ -75,6 +75,10 @@ def test_random_windows_keep_the_transitions_and_too_many_folds_is_refused(tmp_p
     assert learning_levers.lever_overrides("random_windows", budget)["episodes"] == 48
     assert learning_levers.lever_overrides("baseline", budget)["eval_interval"] == 2
     assert "pool" not in learning_levers.lever_overrides("pooled", budget)
+    # A lever's own run length replaces the budget's, and its validations are spaced over it.
+    assert {k: learning_levers.lever_overrides("pooled_ep16", budget)[k] for k in ("episodes", "eval_interval")} \
+        == {"episodes": 16, "eval_interval": 4}
+    assert "train_days" not in learning_levers.lever_overrides("pooled_train365", budget)
     paths = _markets(tmp_path)
     result = subprocess.run([sys.executable, SCRIPT, "--smoke", "--folds", "9", "--levers", "baseline", "--data",
                              *paths, "--out", str(tmp_path / "out")],
@@ -116,6 +120,19 @@ def test_smoke_run_prints_the_tables_and_writes_every_record(tmp_path) -> None:
             assert {"agent", "buy_and_hold", "ma_crossover", "cash"} <= set(r[part])
             assert r[part]["cash"]["total_return"] == 0.0
         assert r["rows"]["validation"] == r["rows"]["test"] == 15 * 24  # the smoke budget's windows
+    # Paired on validation: pooled minus baseline on the same (market, window), computed by hand.
+    assert saved["paired"]["reference"] == "baseline" and "== paired against baseline" in result.stdout
+
+    def excess(lever: str, market: str, ensemble: bool) -> float:
+        views = [r["validation_backtest"] for r in records if r["lever"] == lever and r["job"]["market"] == market
+                 and bool(r["job"].get("ensemble")) == ensemble]
+        return float(np.mean([v["agent"]["sharpe"] - v["buy_and_hold"]["sharpe"] for v in views]))
+
+    for ensemble, name in ((False, "seeds"), (True, "ensemble")):
+        diffs = [excess("pooled", m, ensemble) - excess("baseline", m, ensemble) for m in ("AAAUSDT_1h", "BBBUSDT_1h")]
+        paired = saved["paired"]["levers"]["pooled"][name]
+        assert paired["n"] == 2 and paired["mean"] == pytest.approx(np.mean(diffs))
+        assert paired["better"] == sum(d > 0 for d in diffs)
     for lever in ("baseline", "pooled"):
         summary, verdict = saved["summaries"][lever], saved["verdicts"][lever]
         assert summary["seeds"]["n"] == 4 and summary["ensemble_mean_q"]["n"] == 2
