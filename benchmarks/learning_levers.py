@@ -65,7 +65,9 @@ LEVERS: dict[str, dict[str, Any]] = {
                     "target_update_interval": 62, "parallel_envs": 32, "buffer_size": 250_000},
     "pooled_large": {"pool": True, "model_size": "large"},
     "pooled_envs32": {"pool": True, "parallel_envs": 32},
+    # Bigger batches at the same learning steps (a step every 4 transitions: replay ratios 64 and 256).
     "pooled_b256_f4": {"pool": True, "batch_size": 256},
+    "pooled_b1024_f4": {"pool": True, "batch_size": 1024},
     # The algorithm's options and the run length, on the pooled agent.
     "pooled_nstep3": {"pool": True, "n_step": 3},
     "pooled_dueling": {"pool": True, "dueling": True},
