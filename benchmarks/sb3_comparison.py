@@ -2,10 +2,11 @@
 
 Run: ./run bench sb3_comparison [--episodes 20] [--data-days 180]
 Both learners see the same number of transitions from the training split of the bundled data, use
-the network [128, 128, 64] and 16 gradient samples per collected transition (SB3's usual batch 64
-every 4 steps; ours: bigger batches over parallel environments). Our side runs what users get: this
-machine's plan (batch, parallel envs, torch threads; from a cold profile) with that network and
-replay ratio. SB3 runs at its own faster torch thread count, probed first (our agent sets the
+the network [128, 128, 64] and the same replay ratio (gradient samples per collected transition):
+by default the plan's (SB3: its usual batch 64, a learning step every 64 / ratio steps; ours: the
+plan's bigger batches over parallel environments). Our side runs what users get: this machine's plan
+(batch, learning cadence, parallel envs, torch threads; from a cold profile) with that network.
+SB3 runs at its own faster torch thread count, probed first (our agent sets the
 process-wide thread count, and on a loaded 2-core machine 2 threads can make SB3 several times
 slower: the anchor must not be handicapped). Only training is timed. Printed side by side: wall
 time, transitions/s, gradient samples/s, validation Sharpe and final validation equity of the greedy
@@ -34,15 +35,21 @@ from nexlify.hardware.cpu import thread_candidates  # noqa: E402
 from nexlify.hardware.profiler import HardwareProfiler  # noqa: E402
 from nexlify.training.trainer import Trainer, evaluate_agent  # noqa: E402
 
-REPLAY_RATIO = 16  # SB3 defaults: batch 64 / train_freq 4
+SB3_BATCH = 64  # SB3's default DQN batch; its train_freq sets the replay ratio
 
 
-def run_sb3(splits, transitions: int, seed: int, threads: int) -> dict[str, float]:
+def sb3_train_freq(replay_ratio: int) -> int:
+    """SB3's environment steps per learning step at ``replay_ratio`` gradient samples per transition."""
+    return max(1, SB3_BATCH // replay_ratio)
+
+
+def run_sb3(splits, transitions: int, seed: int, threads: int, replay_ratio: int) -> dict[str, float]:
     from stable_baselines3 import DQN
 
     torch.set_num_threads(threads)
     env = TradingEnvironment(splits.train)
-    model = DQN("MlpPolicy", env, batch_size=64, train_freq=4, learning_starts=1_000, buffer_size=100_000,
+    model = DQN("MlpPolicy", env, batch_size=SB3_BATCH, train_freq=sb3_train_freq(replay_ratio),
+                learning_starts=1_000, buffer_size=100_000,
                 policy_kwargs={"net_arch": [128, 128, 64]}, seed=seed, verbose=0, device="cpu",
                 exploration_fraction=0.3)
     started = time.perf_counter()
@@ -50,10 +57,11 @@ def run_sb3(splits, transitions: int, seed: int, threads: int) -> dict[str, floa
     seconds = time.perf_counter() - started
     policy = lambda obs, _t: model.predict(obs, deterministic=True)[0]  # noqa: E731
     metrics = run_policy(splits.validation, policy, "sb3", splits.periods_per_year).metrics
-    return {"seconds": seconds, "gradient_samples": model._n_updates * 64, **metrics}
+    return {"seconds": seconds, "gradient_samples": model._n_updates * SB3_BATCH, **metrics}
 
 
-def fastest_sb3_threads(splits, candidates: list[int], seconds: float = 10.0) -> tuple[int, dict[int, float]]:
+def fastest_sb3_threads(splits, candidates: list[int], replay_ratio: int,
+                        seconds: float = 10.0) -> tuple[int, dict[int, float]]:
     """SB3's faster torch thread count on this machine right now: each count trains for ``seconds``
     (past learning_starts on any machine worth benchmarking), transitions/s compared."""
     from stable_baselines3 import DQN
@@ -69,7 +77,8 @@ def fastest_sb3_threads(splits, candidates: list[int], seconds: float = 10.0) ->
     rates = {}
     for threads in candidates:
         torch.set_num_threads(threads)
-        model = DQN("MlpPolicy", TradingEnvironment(splits.train), batch_size=64, train_freq=4, learning_starts=1_000,
+        model = DQN("MlpPolicy", TradingEnvironment(splits.train), batch_size=SB3_BATCH,
+                    train_freq=sb3_train_freq(replay_ratio), learning_starts=1_000,
                     buffer_size=100_000, policy_kwargs={"net_arch": [128, 128, 64]}, seed=0, verbose=0,
                     device="cpu")
         started = time.perf_counter()
@@ -78,11 +87,13 @@ def fastest_sb3_threads(splits, candidates: list[int], seconds: float = 10.0) ->
     return max(rates, key=lambda n: rates[n]), rates
 
 
-def run_ours(splits, episodes: int, parallel_envs: int, batch_size: int, threads: int, seed: int) -> dict[str, float]:
-    config = TrainingConfig(model_size="medium", batch_size=batch_size, train_frequency=batch_size // REPLAY_RATIO,
+def run_ours(splits, episodes: int, parallel_envs: int, batch_size: int, threads: int, seed: int,
+             replay_ratio: int) -> dict[str, float]:
+    every = max(1, batch_size // replay_ratio)
+    config = TrainingConfig(model_size="medium", batch_size=batch_size, train_frequency=every,
                             parallel_envs=parallel_envs, episodes=episodes, save_interval=episodes,
                             eval_interval=episodes, learning_starts=1_000, buffer_size=100_000,
-                            target_update_interval=max(1, 10_000 // (batch_size // REPLAY_RATIO)),
+                            target_update_interval=max(1, 10_000 // every),
                             num_workers=threads, seed=seed, data_days=None)
     with tempfile.TemporaryDirectory() as folder:
         trainer = Trainer(config, splits, folder)
@@ -109,7 +120,9 @@ def main() -> None:
     parser.add_argument("--data-days", type=int, default=180)
     parser.add_argument("--parallel-envs", type=int, default=None, help="default: the plan's")
     parser.add_argument("--batch-size", type=int, nargs="+", default=None,
-                        help="our batch size(s), default the plan's; each trains every batch/16 transitions")
+                        help="our batch size(s), default the plan's; each learns every batch/ratio transitions")
+    parser.add_argument("--replay-ratio", type=int, default=None,
+                        help="gradient samples per transition for both learners (default: the plan's)")
     parser.add_argument("--threads", type=int, default=None, help="our torch threads, default the plan's")
     parser.add_argument("--seeds", type=int, default=1, help="repeat each learner over this many seeds")
     parser.add_argument("--skip-sb3", action="store_true")
@@ -119,26 +132,30 @@ def main() -> None:
     batches = args.batch_size or [plan.batch_size]
     envs = args.parallel_envs or plan.parallel_envs
     threads = args.threads or plan.num_workers
+    ratio = args.replay_ratio or max(1, round(plan.replay_ratio))
     splits = prepare_market(None, data_days=args.data_days)
     transitions = args.episodes * (len(splits.train) - 1)
     print(f"Machine: {machine()}")
-    print(f"Ours: the plan's batch {plan.batch_size}, {plan.parallel_envs} parallel envs, {plan.num_workers} torch "
+    print(f"Ours: the plan's batch {plan.batch_size} every {plan.train_frequency} transitions (replay ratio "
+          f"{plan.replay_ratio:g}), {plan.parallel_envs} parallel envs, {plan.num_workers} torch "
           f"thread(s) (planned {plan.model_size}; here the shared network); used: batch {batches}, {envs} envs, "
           f"{threads} thread(s)")
     if not args.skip_sb3:
-        sb3_threads, probe = fastest_sb3_threads(splits, thread_candidates(profiler.hardware.cpu.compute_cores))
+        sb3_threads, probe = fastest_sb3_threads(splits, thread_candidates(profiler.hardware.cpu.compute_cores),
+                                                 ratio)
         print("SB3 thread probe (transitions/s): " + ", ".join(f"{n}: {r:,.0f}" for n, r in probe.items())
               + f" -> SB3 runs at {sb3_threads} thread(s)")
     print(f"Workload: {args.episodes} episodes x {len(splits.train) - 1} steps = {transitions:,} transitions, "
-          f"replay ratio {REPLAY_RATIO}, network [128, 128, 64]\n")
+          f"replay ratio {ratio} (SB3: batch {SB3_BATCH} every {sb3_train_freq(ratio)} steps), "
+          "network [128, 128, 64]\n")
     runs: dict[str, list[dict[str, float]]] = {f"nexlify b{b}": [] for b in batches}
     if not args.skip_sb3:
         runs["stable-baselines3"] = []
     for seed in range(args.seeds):  # interleaved, so a slow spell of the machine hits every learner
         for batch in batches:
-            runs[f"nexlify b{batch}"].append(run_ours(splits, args.episodes, envs, batch, threads, seed))
+            runs[f"nexlify b{batch}"].append(run_ours(splits, args.episodes, envs, batch, threads, seed, ratio))
         if not args.skip_sb3:
-            runs["stable-baselines3"].append(run_sb3(splits, transitions, seed, sb3_threads))
+            runs["stable-baselines3"].append(run_sb3(splits, transitions, seed, sb3_threads, ratio))
     results = {name: {key: float(np.median([r[key] for r in rs])) for key in rs[0]} for name, rs in runs.items()}
     sb3 = runs.get("stable-baselines3")
     rows = []
