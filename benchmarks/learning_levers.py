@@ -73,6 +73,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     "pooled_dueling": {"pool": True, "dueling": True},
     "pooled_per": {"pool": True, "prioritized_replay": True},
     "pooled_wd": {"pool": True, "weight_decay": 0.01},
+    "pooled_penalty": {"pool": True, "trade_penalty": 0.001},
+    "pooled_dsr": {"pool": True, "reward_mode": "differential_sharpe"},
     "pooled_ep4": {"pool": True, "episodes": 4},
     "pooled_ep16": {"pool": True, "episodes": 16},
     "pooled_train365": {"pool": True, "train_days": 365},
