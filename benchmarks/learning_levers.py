@@ -254,10 +254,33 @@ def validation_excess_by_window(result: Any, ensembles: bool) -> dict[tuple[str,
     return {key: float(np.mean(values)) for key, values in per_window.items()}
 
 
+def last_checkpoint_by_run(result: Any) -> dict[tuple[str, str, int], float]:
+    """The validation score of each run's **last** validated checkpoint, per (market or "pooled", window, seed).
+
+    The reported validation figures are those of the checkpoint that scored best on that same window,
+    so they carry a selection bonus, larger for levers whose checkpoints differ more; the last
+    checkpoint's score was never chosen on, so it compares levers without that bonus."""
+    scores = {}
+    for view in result.outcomes:
+        history = (view.get("validation") or {}).get("history")
+        if view["job"].get("ensemble") or not history:
+            continue
+        job = view["job"]
+        scores[("pooled" if job.get("pooled") else job["market"], str(job["validation_start"]), job["seed"])] = \
+            history[-1]["score"]
+    return scores
+
+
+LENSES = (("seeds", lambda result: validation_excess_by_window(result, False)),
+          ("ensemble", lambda result: validation_excess_by_window(result, True)),
+          ("last checkpoint", last_checkpoint_by_run))
+
+
 def paired_against(results: dict[str, Any], reference: str) -> tuple[str, dict[str, Any]]:
-    """Each lever's validation excess Sharpe minus ``reference``'s on the same (market, window): the
-    mean difference with a bootstrap interval over windows, and the windows where the lever was better.
-    Pairing removes the windows' shared luck, the largest part of the spread between levers."""
+    """Each lever minus ``reference`` on the same validation windows, three ways: the validation excess
+    Sharpe of the chosen models (seeds' mean, and the ensemble) per (market, window), and the last
+    checkpoint's validation score per run. Mean difference with a bootstrap interval, and how often the
+    lever was better. Pairing removes the windows' shared luck, the largest part of the spread."""
     from nexlify.evaluation.verdict import bootstrap_mean_ci
 
     rows, out = [], {}
@@ -266,9 +289,8 @@ def paired_against(results: dict[str, Any], reference: str) -> tuple[str, dict[s
             continue
         out[lever] = {}
         cells: list[Any] = [lever]
-        for ensembles, name in ((False, "seeds"), (True, "ensemble")):
-            mine = validation_excess_by_window(result, ensembles)
-            theirs = validation_excess_by_window(results[reference], ensembles)
+        for name, measure in LENSES:
+            mine, theirs = measure(result), measure(results[reference])
             shared = sorted(set(mine) & set(theirs))
             diffs = [mine[k] - theirs[k] for k in shared]
             if not diffs:
@@ -279,7 +301,8 @@ def paired_against(results: dict[str, Any], reference: str) -> tuple[str, dict[s
             out[lever][name] = {"n": len(diffs), "mean": float(np.mean(diffs)), "ci": [low, high], "better": better}
             cells += [f"{np.mean(diffs):+.2f} [{low:+.2f}, {high:+.2f}]", f"{better}/{len(diffs)}"]
         rows.append(cells)
-    headers = ["lever", "seeds: val excess diff [95% CI]", "better", "ensemble: val excess diff [95% CI]", "better"]
+    headers = ["lever", "seeds: val excess diff [95% CI]", "better", "ensemble: val excess diff [95% CI]", "better",
+               "last checkpoint: val Sharpe diff [95% CI]", "better"]
     return f"== paired against {reference} on validation (lever minus {reference})\n{table(headers, rows)}", out
 
 

@@ -146,3 +146,29 @@ def test_smoke_run_prints_the_tables_and_writes_every_record(tmp_path) -> None:
         assert ensemble["test_excess_sharpe"] == pytest.approx(verdict["mean_excess_sharpe"])
         assert ensemble["validation_excess_sharpe"] == pytest.approx(verdict["mean_validation_excess_sharpe"])
         assert f"verdict: {verdict['sentence']}" in result.stdout
+
+
+def test_paired_lenses_compare_the_same_windows_and_the_unselected_last_checkpoint() -> None:
+    from types import SimpleNamespace
+
+    def view(market: str, window: str, seed: int, agent: float, hold: float, history: list[float],
+             ensemble: str | None = None) -> dict:
+        job = {"market": market, "validation_start": window, "seed": seed, "pooled": True, "ensemble": ensemble}
+        return {"job": job, "validation_backtest": {"agent": {"sharpe": agent}, "buy_and_hold": {"sharpe": hold}},
+                "validation": None if ensemble else {"history": [{"score": s} for s in history]}}
+
+    reference = SimpleNamespace(outcomes=[
+        view("A", "w1", 0, 1.0, 0.5, [0.0, 2.0, 0.2]), view("A", "w1", 1, 0.0, 0.5, [0.0, 2.0, -0.4]),
+        view("A", "w2", 0, 2.0, 1.0, [1.0, 1.5]), view("A", "w1", 0, 0.4, 0.5, [], ensemble="mean_q")])
+    lever = SimpleNamespace(outcomes=[
+        view("A", "w1", 0, 2.0, 0.5, [0.0, 1.0, 1.2]), view("A", "w1", 1, 1.0, 0.5, [0.0, 1.0, 0.6]),
+        view("A", "w2", 0, 1.0, 1.0, [1.0, 0.5]), view("A", "w1", 0, 0.9, 0.5, [], ensemble="mean_q"),
+        view("A", "w3", 0, 9.0, 0.0, [9.0])])  # a window the reference lacks is not paired
+    _, paired = learning_levers.paired_against({"ref": reference, "lever": lever}, "ref")
+    out = paired["lever"]
+    # Seeds' mean excess per window: w1 1.0 vs 0.0, w2 0.0 vs 1.0 -> diffs +1.0, -1.0.
+    assert out["seeds"]["n"] == 2 and out["seeds"]["mean"] == pytest.approx(0.0) and out["seeds"]["better"] == 1
+    assert out["ensemble"]["n"] == 1 and out["ensemble"]["mean"] == pytest.approx(0.5)
+    # Last checkpoints, per run: (w1, 0) 1.2 - 0.2, (w1, 1) 0.6 + 0.4, (w2, 0) 0.5 - 1.5.
+    last = out["last checkpoint"]
+    assert last["n"] == 3 and last["mean"] == pytest.approx((1.0 + 1.0 - 1.0) / 3) and last["better"] == 2
