@@ -258,32 +258,34 @@ def validation_excess_by_window(result: Any, ensembles: bool) -> dict[tuple[str,
     return {key: float(np.mean(values)) for key, values in per_window.items()}
 
 
-def last_checkpoint_by_run(result: Any) -> dict[tuple[str, str, int], float]:
-    """The validation score of each run's **last** validated checkpoint, per (market or "pooled", window, seed).
+def last_checkpoint_by_window(result: Any) -> dict[tuple[str, str], float]:
+    """The validation score of each run's **last** validated checkpoint, averaged over the seeds, per
+    validation window (a market's, or all markets' joined for pooled runs: one score per run).
 
     The reported validation figures are those of the checkpoint that scored best on that same window,
     so they carry a selection bonus, larger for levers whose checkpoints differ more; the last
-    checkpoint's score was never chosen on, so it compares levers without that bonus."""
-    scores = {}
+    checkpoint's score was never chosen on, so it compares levers without that bonus. Seeds share
+    their window's market path, so the window, not the run, is the unit resampled."""
+    runs: dict[tuple[str, str], dict[int, float]] = {}
     for view in result.outcomes:
         history = (view.get("validation") or {}).get("history")
         if view["job"].get("ensemble") or not history:
             continue
         job = view["job"]
-        scores[("pooled" if job.get("pooled") else job["market"], str(job["validation_start"]), job["seed"])] = \
-            history[-1]["score"]
-    return scores
+        window = ("pooled" if job.get("pooled") else job["market"], str(job["validation_start"]))
+        runs.setdefault(window, {})[job["seed"]] = history[-1]["score"]
+    return {window: float(np.mean(list(seeds.values()))) for window, seeds in runs.items()}
 
 
 LENSES = (("seeds", lambda result: validation_excess_by_window(result, False)),
           ("ensemble", lambda result: validation_excess_by_window(result, True)),
-          ("last checkpoint", last_checkpoint_by_run))
+          ("last checkpoint", last_checkpoint_by_window))
 
 
 def paired_against(results: dict[str, Any], reference: str) -> tuple[str, dict[str, Any]]:
     """Each lever minus ``reference`` on the same validation windows, three ways: the validation excess
     Sharpe of the chosen models (seeds' mean, and the ensemble) per (market, window), and the last
-    checkpoint's validation score per run. Mean difference with a bootstrap interval, and how often the
+    checkpoint's validation score (seeds' mean) per window. Mean difference with a bootstrap interval, and how often the
     lever was better. Pairing removes the windows' shared luck, the largest part of the spread."""
     from nexlify.evaluation.verdict import bootstrap_mean_ci
 
