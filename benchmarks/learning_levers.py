@@ -89,6 +89,9 @@ LEVERS: dict[str, dict[str, Any]] = {
     "target": {"action_mode": "target"},
     "target_penalty": {"action_mode": "target", "trade_penalty": 0.001},
 }
+# What every lever is measured against: TrainingConfig's defaults as they were when the levers were
+# screened (no switching penalty; 0.001, the screen's pick, is the default now), so the rows stay reproducible.
+SCREEN_BASE: dict[str, Any] = {"trade_penalty": 0.0}
 # Lever keys that shape the walk-forward's jobs and windows rather than the TrainingConfig.
 WINDOW_KEYS = ("pool", "train_days")
 DEFAULT_LEVERS = ("baseline", "trend", "pooled", "random_windows", "target")
@@ -126,7 +129,8 @@ def lever_overrides(lever: str, budget: Budget) -> dict[str, Any]:
     if overrides.get("episode_bars"):
         episodes = max(1, round(episodes * (budget.train_days * 24 - 1) / overrides["episode_bars"]))
     return {"episodes": episodes, "eval_interval": max(1, episodes // budget.validations),
-            "save_interval": episodes, "parallel_envs": budget.parallel_envs, "num_workers": 1, **overrides}
+            "save_interval": episodes, "parallel_envs": budget.parallel_envs, "num_workers": 1, **SCREEN_BASE,
+            **overrides}
 
 
 def lever_jobs(lever: str, paths: list[str], budget: Budget, out_dir: str | Path) -> list[Any]:

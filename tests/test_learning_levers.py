@@ -75,6 +75,9 @@ def test_random_windows_keep_the_transitions_and_too_many_folds_is_refused(tmp_p
     assert learning_levers.lever_overrides("random_windows", budget)["episodes"] == 48
     assert learning_levers.lever_overrides("baseline", budget)["eval_interval"] == 2
     assert "pool" not in learning_levers.lever_overrides("pooled", budget)
+    # Levers are measured against the defaults they were screened on (no switching penalty).
+    assert learning_levers.lever_overrides("pooled", budget)["trade_penalty"] == 0.0
+    assert learning_levers.lever_overrides("pooled_penalty", budget)["trade_penalty"] == 0.001
     # A lever's own run length replaces the budget's, and its validations are spaced over it.
     assert {k: learning_levers.lever_overrides("pooled_ep16", budget)[k] for k in ("episodes", "eval_interval")} \
         == {"episodes": 16, "eval_interval": 4}

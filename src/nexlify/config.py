@@ -109,7 +109,8 @@ class TrainingConfig:
     feature_set: str = "basic"
     action_mode: str = "toggle"
     # Reward subtracted for every fill, on top of its fee (a switching penalty; backtests unchanged).
-    trade_penalty: float = 0.0
+    # 0.001 (about a fee) raised validation on the four-market walk-forward screen (docs/benchmarks.md).
+    trade_penalty: float = 0.001
     # None: an episode is one pass over the whole training window from its first candle. N: an
     # episode is N steps from a start drawn per account and episode (random windows, seeded).
     episode_bars: int | None = None
