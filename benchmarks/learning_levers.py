@@ -42,6 +42,10 @@ from _common import machine, table  # noqa: E402
 SHARED_DATA = Path("/work/shared/data")
 MARKETS = ("BTCUSDT_1h", "BNBUSDT_1h", "LTCUSDT_1h", "XRPUSDT_1h")
 
+# The hardware plan's learning settings on the 2-core Xeon VM (`nexlify profile --json`): large model,
+# batch 256, a learning step every 32 transitions, 32 parallel envs.
+PLAN_SETTINGS: dict[str, Any] = {"model_size": "large", "batch_size": 256, "train_frequency": 32,
+                                 "target_update_interval": 62, "parallel_envs": 32, "buffer_size": 250_000}
 # Each lever: TrainingConfig overrides applied over the budget's settings. "pool": one policy per
 # (fold, seed) trained on every market's training window of the fold end to end, chosen on all their
 # validation windows joined, and tested on each market (same episodes: same passes over each market).
@@ -59,10 +63,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     # and target refresh spacing (2,000 transitions): the plan's 256 against 1024 (about 2x faster on a CPU).
     "pooled_b256": {"pool": True, "batch_size": 256, "train_frequency": 16, "target_update_interval": 125},
     "pooled_b1024": {"pool": True, "batch_size": 1024, "train_frequency": 64, "target_update_interval": 31},
-    # What `nexlify walkforward` trains by default on a 2-core CPU: the hardware plan's learning settings
-    # (large model, batch 256, a step every 32 transitions, 32 parallel envs), then each apart.
-    "pooled_plan": {"pool": True, "model_size": "large", "batch_size": 256, "train_frequency": 32,
-                    "target_update_interval": 62, "parallel_envs": 32, "buffer_size": 250_000},
+    # What `nexlify walkforward` trains by default on a 2-core CPU (PLAN_SETTINGS), then its parts apart.
+    "pooled_plan": {"pool": True, **PLAN_SETTINGS},
     "pooled_large": {"pool": True, "model_size": "large"},
     "pooled_envs32": {"pool": True, "parallel_envs": 32},
     # Bigger batches at the same learning steps (a step every 4 transitions: replay ratios 64 and 256).
@@ -73,14 +75,10 @@ LEVERS: dict[str, dict[str, Any]] = {
     "pooled_dueling": {"pool": True, "dueling": True},
     "pooled_per": {"pool": True, "prioritized_replay": True},
     "pooled_wd": {"pool": True, "weight_decay": 0.01},
-    "pooled_plan_dueling": {"pool": True, "model_size": "large", "batch_size": 256, "train_frequency": 32,
-                            "target_update_interval": 62, "parallel_envs": 32, "buffer_size": 250_000,
-                            "dueling": True},
+    "pooled_plan_dueling": {"pool": True, **PLAN_SETTINGS, "dueling": True},
     "pooled_envs32_dueling": {"pool": True, "parallel_envs": 32, "dueling": True},
     "pooled_penalty": {"pool": True, "trade_penalty": 0.001},
-    "pooled_plan_penalty": {"pool": True, "model_size": "large", "batch_size": 256, "train_frequency": 32,
-                            "target_update_interval": 62, "parallel_envs": 32, "buffer_size": 250_000,
-                            "trade_penalty": 0.001},
+    "pooled_plan_penalty": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.001},
     "pooled_dsr": {"pool": True, "reward_mode": "differential_sharpe"},
     "pooled_ep4": {"pool": True, "episodes": 4},
     "pooled_ep16": {"pool": True, "episodes": 16},
@@ -292,18 +290,20 @@ LENSES = (("seeds", lambda result: validation_excess_by_window(result, False)),
 def paired_against(results: dict[str, Any], reference: str) -> tuple[str, dict[str, Any]]:
     """Each lever minus ``reference`` on the same validation windows, three ways: the validation excess
     Sharpe of the chosen models (seeds' mean, and the ensemble) per (market, window), and the last
-    checkpoint's validation score (seeds' mean) per window. Mean difference with a bootstrap interval, and how often the
-    lever was better. Pairing removes the windows' shared luck, the largest part of the spread."""
+    checkpoint's validation score (seeds' mean) per window. Mean difference with a bootstrap interval,
+    and how often the lever was better. Pairing removes the windows' shared luck, the largest part of
+    the spread."""
     from nexlify.evaluation.verdict import bootstrap_mean_ci
 
     rows, out = [], {}
+    baseline = {name: measure(results[reference]) for name, measure in LENSES}
     for lever, result in results.items():
         if lever == reference:
             continue
         out[lever] = {}
         cells: list[Any] = [lever]
         for name, measure in LENSES:
-            mine, theirs = measure(result), measure(results[reference])
+            mine, theirs = measure(result), baseline[name]
             shared = sorted(set(mine) & set(theirs))
             diffs = [mine[k] - theirs[k] for k in shared]
             if not diffs:
