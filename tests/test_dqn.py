@@ -187,6 +187,26 @@ def test_num_workers_sets_torch_threads_on_cpu() -> None:
     assert torch.get_num_threads() == 2
 
 
+def test_agent_runs_numpys_blas_on_one_thread() -> None:
+    """Host acting matmuls are tiny: the agent pins numpy's BLAS pool to one thread, whatever it was,
+    while torch keeps the planned count."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    if not blas_threads():
+        pytest.skip("numpy reports no BLAS thread pool here")
+    limits = threadpool_limits(limits=2, user_api="blas")
+    try:
+        assert set(blas_threads()) == {2}
+        make_agent(num_workers=2)
+        assert set(blas_threads()) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        limits.restore_original_limits()
+
+
 def test_bf16_autocast_on_cpu_learns() -> None:
     agent = make_agent(precision="bf16")
     assert agent._amp_dtype == torch.bfloat16 and agent.scaler is None

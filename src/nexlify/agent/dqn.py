@@ -21,6 +21,7 @@ import numpy as np
 import psutil
 import torch
 import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
 
 from nexlify.agent.networks import HostQFunction, QNetwork, build_q_network, count_parameters
 from nexlify.agent.replay import NStepAccumulator, PrioritizedReplayBuffer, ReplayBuffer, ReplaySample
@@ -30,6 +31,17 @@ from nexlify.errors import CheckpointError, ConfigError
 from nexlify.serialization import read_checkpoint, write_checkpoint
 
 _STATS_WINDOW = 100  # learn() calls averaged by get_performance_stats
+
+
+def single_thread_blas() -> None:
+    """Run numpy's BLAS (OpenBLAS, MKL) on one thread, process-wide.
+
+    numpy's only matmuls in a run are the host acting forwards (a few dozen rows; see
+    ``HostQFunction``), far too small to gain from threads. A multi-threaded BLAS pool spins while it
+    waits, so beside torch's own threads, or any other busy process, each tiny matmul pays for the
+    spinning: on a loaded 2-core VM the real training loop ran 4x slower with numpy's default pool.
+    """
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -76,8 +88,9 @@ def _reserve_replay(replay_cls: type[ReplayBuffer], capacity: int, state_size: i
 class AdaptiveDQNAgent:
     """Double-DQN agent whose network, batch, replay and precision follow ``config``.
 
-    The constructor applies two process-wide settings: ``torch.set_num_threads(config.num_workers)``
-    (the cores the network math, or the host side of a GPU run, may use) and, for
+    The constructor applies three process-wide settings: ``torch.set_num_threads(config.num_workers)``
+    (the cores the network math, or the host side of a GPU run, may use), one thread for numpy's
+    BLAS (``single_thread_blas``) and, for
     ``optimization_level='max_performance'``, TF32 matmuls. ``gpu_conserve`` keeps the replay
     memory in host RAM and moves each sampled batch to the GPU.
     """
@@ -91,6 +104,7 @@ class AdaptiveDQNAgent:
         self.device = resolve_device(config.device)
         # Host threads for the network math on the CPU, and for the host side of GPU runs.
         torch.set_num_threads(config.num_workers)
+        single_thread_blas()
         if config.optimization_level == "max_performance":
             # TF32 tensor-core matmuls on Ampere+ GPUs: fp32 range, ~10-bit mantissa; plenty for DQN.
             torch.set_float32_matmul_precision("high")
