@@ -488,8 +488,8 @@ def choose_threads(profile: Profile, dev: DeviceChoice, model: ModelChoice) -> D
     measured = {t: r for t, r in profile.benchmarks.by_threads("cpu", model.model_size, model.batch_size).items()
                 if t <= usable}
     if measured:
-        # OpenMP threads that outnumber the idle cores wait on each other at every layer; only the
-        # real loop shows it (a bare update benchmark hardly did), so the measurement decides.
+        # Threads that outnumber the idle cores wait on each other at every layer (on a loaded machine);
+        # only the real loop shows it (a bare update benchmark hardly did), so the measurement decides.
         workers = max(measured, key=lambda t: (measured[t], -t))
         rates = ", ".join(f"{t}: {rate:,.0f}" for t, rate in sorted(measured.items()))
         return Decision("num_workers", workers, f"{workers} torch thread(s): fastest for {model.model_size} at "
