@@ -87,6 +87,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "pooled_penalty_trend": {"pool": True, "trade_penalty": 0.001, "feature_set": "trend"},
     "pooled_penalty_target": {"pool": True, "trade_penalty": 0.001, "action_mode": "target"},
     "pooled_penalty_ep16": {"pool": True, "trade_penalty": 0.001, "episodes": 16},
+    "pooled_penalty_mirror": {"pool": True, "trade_penalty": 0.001, "augment": "mirror"},
     "pooled_plan_penalty_dueling": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.001, "dueling": True},
     "pooled_dsr": {"pool": True, "reward_mode": "differential_sharpe"},
     "pooled_ep4": {"pool": True, "episodes": 4},

@@ -206,6 +206,14 @@ def test_fold_job_reports_validation_and_resume_skips_finished_jobs(tmp_path):
     assert len(result.folds) == 3
 
 
+def test_a_mirror_fold_job_trains_on_the_window_and_its_reflection(tmp_path):
+    outcome = run_fold_job(_tiny_jobs(tmp_path, augment="mirror")[0])
+    # 5 training days (120 candles) and their reflection less its 48 warm-up candles, 2 episodes.
+    assert outcome["config"]["buffer_size"] == 2 * (120 + 120 - 48 - 1)
+    assert outcome["config"]["augment"] == "mirror"
+    assert outcome["rows"] == {"train": 120, "validation": 48, "test": 48}  # the real windows are judged
+
+
 def test_a_folder_of_another_walkforward_is_refused_not_reused(tmp_path):
     jobs = _tiny_jobs(tmp_path)
     run_fold_job(jobs[0])

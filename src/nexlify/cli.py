@@ -424,7 +424,8 @@ def _train(args: argparse.Namespace, console: Console) -> int:
         splits, episodes = resume_checks(resume, early, args.data[0] if args.data else None, args.exchange)
     else:
         splits = load_training_data(args.data, early.get("data_days", TrainingConfig().data_days), args.exchange,
-                                    args.symbol, args.timeframe, early.get("feature_set", TrainingConfig().feature_set))
+                                    args.symbol, args.timeframe, early.get("feature_set", TrainingConfig().feature_set),
+                                    early.get("augment", TrainingConfig().augment))
 
     from nexlify.hardware.profiler import HardwareProfiler
 

@@ -51,6 +51,8 @@ FEATURE_SETS: tuple[str, ...] = ("basic", "trend")
 # How the agent's actions trade (nexlify.env.actions): toggle = hold/buy/sell orders, target = the
 # position it wants (flat/long).
 ACTION_MODES: tuple[str, ...] = ("toggle", "target")
+# Training-data augmentation (nexlify.data.augment): mirror = each training market also reversed.
+AUGMENTS: tuple[str, ...] = ("none", "mirror")
 ENV_BACKENDS: tuple[str, ...] = ("auto", "numpy", "torch")
 STANDALONE_EPSILON_DECAY_STEPS = 100_000
 
@@ -108,6 +110,7 @@ class TrainingConfig:
     reward_mode: str = "log_return"
     feature_set: str = "basic"
     action_mode: str = "toggle"
+    augment: str = "none"  # "mirror": train on each market and on its reverse (nexlify.data.augment)
     # Reward subtracted for every fill, on top of its fee (a switching penalty; backtests unchanged).
     # 0.001 (about a fee) raised validation on the four-market walk-forward screen (docs/benchmarks.md).
     trade_penalty: float = 0.001
@@ -291,6 +294,7 @@ _RULES: dict[str, tuple[Any, ...]] = {
     "reward_mode": REWARD_MODES,
     "feature_set": FEATURE_SETS,
     "action_mode": ACTION_MODES,
+    "augment": AUGMENTS,
     "trade_penalty": (_FLOAT, 0.0, 0.1),
     "episode_bars": (_INT, 1, 10**9, False, True),
     "episodes": (_INT, 1, 10**9),

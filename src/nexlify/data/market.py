@@ -817,16 +817,19 @@ def prepare_markets(
     *,
     max_gap_bars: int | None = DEFAULT_MAX_GAP_BARS,
     feature_set: str = "basic",
+    per_market: Callable[[MarketSplits], MarketSplits] | None = None,
 ) -> MarketSplits:
     """Several markets as one run: ``prepare_market`` on each, one scaler fitted on all their
-    training rows together, and each split the markets' splits joined end to end (``join_markets``).
+    training rows together, and each split the markets' splits joined end to end (``pool_markets``).
+    ``per_market`` (e.g. training-data augmentation) is applied to each market's splits before the join.
 
-    One source gives exactly ``prepare_market``. Several cannot be rebuilt from one origin, so the
-    splits record none (``nexlify evaluate`` then needs ``--data``).
+    One source gives exactly ``prepare_market`` (then ``per_market``). Several cannot be rebuilt from
+    one origin, so the splits record none (``nexlify evaluate`` then needs ``--data``).
     """
+    each_one = per_market or (lambda splits: splits)
     if len(sources) == 1:
-        return prepare_market(sources[0], data_days, train_fraction, validation_fraction,
-                              max_gap_bars=max_gap_bars, feature_set=feature_set)
+        return each_one(prepare_market(sources[0], data_days, train_fraction, validation_fraction,
+                                       max_gap_bars=max_gap_bars, feature_set=feature_set))
     markets = [_split_rows(s, data_days, train_fraction, validation_fraction, max_gap_bars, None, feature_set)
                for s in sources]
     timeframes = {m.report.timeframe for m in markets}
@@ -835,12 +838,17 @@ def prepare_markets(
                         "pool files of one timeframe")
     train_rows = np.concatenate([m.features[m.parts[0]] for m in markets])
     scaler = FeatureScaler(feature_names=feature_names(feature_set)).fit(train_rows)
-    each = [m.splits(scaler) for m in markets]
+    return pool_markets([each_one(m.splits(scaler)) for m in markets])
+
+
+def pool_markets(each: list[MarketSplits]) -> MarketSplits:
+    """Markets' splits (one scaler, one timeframe) as one run: each split joined end to end; the
+    pool records no origin (several files cannot be found again from one)."""
     return MarketSplits(
         train=join_markets([s.train for s in each]),
         validation=join_markets([s.validation for s in each]),
         test=join_markets([s.test for s in each]),
-        scaler=scaler,
+        scaler=each[0].scaler,
         timeframe=each[0].timeframe,
         periods_per_year=each[0].periods_per_year,
         gaps=tuple(g for s in each for g in s.gaps),

@@ -38,6 +38,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from nexlify.data.augment import augment_splits
 from nexlify.errors import CheckpointError, ConfigError
 from nexlify.evaluation.backtest import agent_policy
 from nexlify.evaluation.fold_markets import by_market, joined_splits, load_market, market_backtests, market_splits
@@ -229,7 +230,7 @@ def run_fold_job(job: FoldJob, report: Callable[[dict[str, Any]], None] | None =
     output_dir = Path(job.output_dir)
     config = TrainingConfig().with_overrides({**job.config_overrides, "seed": job.seed, "data_days": None})
     markets = market_splits(job, config.feature_set)
-    splits = joined_splits(markets)
+    splits = joined_splits({name: augment_splits(s, config.augment) for name, s in markets.items()})
     # A replay memory larger than everything the job will ever collect only costs RAM (N jobs at once).
     collected = config.episodes * (len(splits.train) - 1)
     config = config.with_overrides({"buffer_size": max(1, min(config.buffer_size, collected))})

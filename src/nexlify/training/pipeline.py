@@ -13,6 +13,7 @@ from rich.console import Console
 
 from nexlify.agent.dqn import AdaptiveDQNAgent
 from nexlify.config import TrainingConfig
+from nexlify.data.augment import augment_splits
 from nexlify.data.features import FeatureScaler, feature_set_of, warmup_bars
 from nexlify.data.market import (
     MIN_SPLIT_ROWS,
@@ -52,17 +53,19 @@ REPORT = "training_report.png"
 
 def load_training_data(data: Any = None, data_days: int | None = 180, exchange: str | None = None,
                        symbol: str | None = None, timeframe: str | None = None,
-                       feature_set: str = "basic") -> MarketSplits:
+                       feature_set: str = "basic", augment: str = "none") -> MarketSplits:
     """The run's splits from a file/frame (None: the bundled candles), several files (one policy
-    trained on all those markets: ``prepare_markets``) or a fresh exchange download, with the
-    features of ``feature_set``."""
+    trained on all those markets, as ``prepare_markets`` pools them) or a fresh exchange download,
+    with the features of ``feature_set``; each market's training split augmented per ``augment``
+    (``augment_splits``) before markets are joined."""
     if exchange:
         from nexlify.data.exchange import download_ohlcv
 
         data = download_ohlcv(exchange, symbol or "BTC/USDT", timeframe or "1h", days=data_days or 180)
     if isinstance(data, (list, tuple)):
-        return prepare_markets(data, data_days=data_days, feature_set=feature_set)
-    return prepare_market(data, data_days=data_days, feature_set=feature_set)
+        return prepare_markets(data, data_days=data_days, feature_set=feature_set,
+                               per_market=lambda market: augment_splits(market, augment))
+    return augment_splits(prepare_market(data, data_days=data_days, feature_set=feature_set), augment)
 
 
 def timeframe_label(seconds: float) -> str:
@@ -115,10 +118,9 @@ def run_training(
     console = console or Console(stderr=True)
     started = time.perf_counter()
     if splits is None and resume_from is not None:  # a resume runs on the checkpoint's own data
-        metadata = read_checkpoint_meta(resume_from).get("metadata")
-        splits = recorded_splits(metadata if isinstance(metadata, dict) else {}, data, f"checkpoint {resume_from}")
+        splits = recorded_training_splits(read_checkpoint_meta(resume_from), data, f"checkpoint {resume_from}")
     elif splits is None:
-        splits = prepare_market(data, data_days=config.data_days, feature_set=config.feature_set)
+        splits = load_training_data(data, config.data_days, feature_set=config.feature_set, augment=config.augment)
     continuing = resume_from is not None and Path(resume_from).resolve().parent == output_dir.resolve()
     with RunFolderLock(output_dir):
         check_previous_run(output_dir, resume=continuing, overwrite=overwrite)
@@ -244,7 +246,16 @@ def resume_checks(checkpoint: str | Path, overrides: dict[str, Any], data: Any =
     if episodes <= done:
         raise ConfigError(f"{what} has {done} episode(s) done already and the target is {episodes}; pass "
                           f"--episodes N with N > {done} to train further")
-    return recorded_splits(metadata, data, what), episodes
+    return recorded_training_splits(meta, data, what), episodes
+
+
+def recorded_training_splits(meta: dict[str, Any], data: Any, what: str) -> MarketSplits:
+    """What a checkpoint trained on, to continue it: its recorded data (``recorded_splits``) with
+    its training split augmented as its config says."""
+    metadata, saved = meta.get("metadata"), meta.get("config")
+    splits = recorded_splits(metadata if isinstance(metadata, dict) else {}, data, what)
+    augment = saved.get("augment", "none") if isinstance(saved, dict) else "none"
+    return augment_splits(splits, augment)
 
 
 MIN_BACKTEST_ROWS = MIN_SPLIT_ROWS  # candles after the warm-up; fewer make no meaningful backtest
