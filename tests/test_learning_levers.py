@@ -150,6 +150,17 @@ def test_smoke_run_prints_the_tables_and_writes_every_record(tmp_path) -> None:
         assert ensemble["validation_excess_sharpe"] == pytest.approx(verdict["mean_validation_excess_sharpe"])
         assert f"verdict: {verdict['sentence']}" in result.stdout
 
+    # ensemble_members.py rebuilds the pooled lever's ensembles from the same models: its 2-seed set of
+    # best models is the walk-forward's ensemble, to the digit.
+    members = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ensemble_members.py"), "--lever", "pooled",
+                              "--budget", "smoke", "--data", *paths, "--out", str(out), "--sets", "best:1", "best:2",
+                              "last:2"], capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
+    assert members.returncode == 0, members.stderr[-3000:]
+    row = next(line.split() for line in members.stdout.splitlines() if line.strip().startswith("best:2"))
+    assert row[1] == "2" and float(row[2]) == pytest.approx(excess("pooled", "AAAUSDT_1h", True) / 2
+                                                            + excess("pooled", "BBBUSDT_1h", True) / 2, abs=0.006)
+    assert "vs best:1, " in members.stdout and "last:2" in members.stdout
+
 
 def test_paired_lenses_compare_the_same_windows_and_the_unselected_last_checkpoint() -> None:
     from types import SimpleNamespace
