@@ -17,12 +17,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from nexlify.config import ACTION_MODES
+
 HOLD, BUY, SELL = 0, 1, 2
 ACTION_NAMES: tuple[str, ...] = ("hold", "buy", "sell")
 N_ACTIONS: int = len(ACTION_NAMES)
 FLAT, LONG = 0, 1
 TARGET_NAMES: tuple[str, ...] = ("flat", "long")
-ACTION_MODES: tuple[str, ...] = ("toggle", "target")
+__all__ = ["ACTION_MODES", "ACTION_NAMES", "BUY", "FLAT", "HOLD", "LONG", "N_ACTIONS", "SELL", "TARGET_NAMES",
+           "n_actions", "to_orders"]
 
 
 def n_actions(mode: str) -> int:
