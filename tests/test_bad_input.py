@@ -149,6 +149,7 @@ def test_bad_flags_of_other_commands(argv, expected, workspace, capsys, monkeypa
     ('{"initial_balance": 1e999}', ("config key initial_balance", "finite")),
     ('{"buffer_size": 1e30}', ("config key buffer_size", "whole number")),
     ('{"model_size": 3}', ("config key model_size", "one of tiny")),
+    ('{"augment": "flip"}', ("config key augment", "one of none, mirror", "'flip'")),
     ('{"learning_rat": 0.1}', ("unknown config keys: ['learning_rat']",)),
     ("[1, 2]", ("JSON object",)),
     ("{nope", ("not valid JSON",)),
@@ -158,6 +159,17 @@ def test_bad_config_files(content, expected, workspace, capsys, monkeypatch, no_
     monkeypatch.chdir(workspace)
     config = write_config(workspace, content)
     assert_refused(["train", "--config", config, "--checkpoint-dir", "fresh"], workspace, capsys, *expected)
+    assert not (workspace / "fresh").exists()
+
+
+def test_a_training_window_too_short_to_mirror_is_refused(workspace, capsys, monkeypatch, no_profiling):
+    monkeypatch.chdir(workspace)
+    synthetic_frame(24 * 40, seed=2).to_csv(workspace / "short.csv")
+    config = write_config(workspace, '{"augment": "mirror", "feature_set": "trend"}')
+    # The trend features' 720-candle warm-up leaves 168 training candles: too few for their mirror.
+    assert_refused(["train", "--config", config, "--data", "short.csv", "--data-days", "40", "--checkpoint-dir",
+                    "fresh"], workspace, capsys, "augment 'mirror' needs at least 722 training candles", "has 168",
+                   "--data-days")
     assert not (workspace / "fresh").exists()
 
 
