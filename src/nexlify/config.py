@@ -65,6 +65,8 @@ class TrainingConfig:
     # --- network ---
     model_size: str = "small"
     dueling: bool = False
+    # 0: the expected return per action (DQN). N > 0: N quantiles of it per action (QR-DQN).
+    n_quantiles: int = 0
     # --- learning ---
     batch_size: int = 64
     gradient_accumulation_steps: int = 1
@@ -259,6 +261,7 @@ MAX_SEED = 2**32 - 1  # numpy and torch both take seeds in [0, 2**32) everywhere
 _RULES: dict[str, tuple[Any, ...]] = {
     "model_size": MODEL_SIZES,
     "dueling": (_BOOL,),
+    "n_quantiles": (_INT, 0, 1024),
     "batch_size": (_INT, 1, 1 << 20),
     "gradient_accumulation_steps": (_INT, 1, 4096),
     "learning_rate": (_FLOAT, 0.0, 1.0, True),

@@ -23,6 +23,10 @@ class QNetwork(nn.Module):
     ``hidden_layers`` lists the hidden widths (e.g. ``(128, 64)``). With ``dueling=True`` the last
     hidden layer feeds a value stream V(s) and an advantage stream A(s, a), combined as
     ``Q = V + A - mean(A)`` (Wang et al., 2016) so V and A stay identifiable.
+
+    With ``n_quantiles`` N > 0 (QR-DQN, Dabney et al., 2018) the head gives N quantiles of the return
+    per action (``quantiles``, at the midpoints ``(i + 0.5) / N``), and ``forward`` their mean, the
+    Q-value: acting, ensembles and backtests read Q-values either way.
     """
 
     def __init__(
@@ -31,6 +35,7 @@ class QNetwork(nn.Module):
         action_size: int,
         hidden_layers: Sequence[int],
         dueling: bool = False,
+        n_quantiles: int = 0,
     ) -> None:
         super().__init__()
         if state_size < 1 or action_size < 1:
@@ -41,6 +46,10 @@ class QNetwork(nn.Module):
         self.action_size = int(action_size)
         self.hidden_layers = tuple(int(w) for w in hidden_layers)
         self.dueling = bool(dueling)
+        if n_quantiles < 0:
+            raise ValueError(f"n_quantiles must be >= 0, got {n_quantiles}")
+        self.n_quantiles = int(n_quantiles)
+        outputs = max(1, self.n_quantiles)  # values per action (one: the expected return)
 
         layers: list[nn.Module] = []
         width_in = self.state_size
@@ -52,21 +61,33 @@ class QNetwork(nn.Module):
         # which for nets this small is a sizeable share of a forward pass.
         self._hidden: list[nn.Linear] = [m for m in layers if isinstance(m, nn.Linear)]
         if self.dueling:
-            self.value = nn.Linear(width_in, 1)
-            self.advantage = nn.Linear(width_in, self.action_size)
+            self.value = nn.Linear(width_in, outputs)
+            self.advantage = nn.Linear(width_in, self.action_size * outputs)
         else:
-            self.head = nn.Linear(width_in, self.action_size)
+            self.head = nn.Linear(width_in, self.action_size * outputs)
 
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
-        """Q-values of shape ``(batch, action_size)`` for states of shape ``(batch, state_size)``."""
+    def _heads(self, states: torch.Tensor) -> torch.Tensor:
+        """The head's values, shape ``(batch, action_size, max(1, n_quantiles))``."""
         features = states
         for layer in self._hidden:
             features = torch.relu(F.linear(features, layer.weight, layer.bias))
+        per_action = (states.shape[0], self.action_size, max(1, self.n_quantiles))
         if not self.dueling:
-            return F.linear(features, self.head.weight, self.head.bias)
-        advantage = F.linear(features, self.advantage.weight, self.advantage.bias)
-        value = F.linear(features, self.value.weight, self.value.bias)
+            return F.linear(features, self.head.weight, self.head.bias).view(per_action)
+        advantage = F.linear(features, self.advantage.weight, self.advantage.bias).view(per_action)
+        value = F.linear(features, self.value.weight, self.value.bias).unsqueeze(1)
         return value + advantage - advantage.mean(dim=1, keepdim=True)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        """Q-values of shape ``(batch, action_size)`` for states of shape ``(batch, state_size)``."""
+        values = self._heads(states)
+        return values.mean(dim=2) if self.n_quantiles else values.squeeze(2)
+
+    def quantiles(self, states: torch.Tensor) -> torch.Tensor:
+        """Return quantiles ``(batch, action_size, n_quantiles)``; only for ``n_quantiles`` > 0."""
+        if not self.n_quantiles:
+            raise ValueError("this network predicts expected returns, not quantiles (n_quantiles = 0)")
+        return self._heads(states)
 
 
 class HostQFunction:
@@ -104,17 +125,21 @@ class HostQFunction:
             x = x @ weight
             x += bias
             np.maximum(x, 0.0, out=x)
+        per_action = (x.shape[0], self.network.action_size, max(1, self.network.n_quantiles))
         if not self.network.dueling:
             weight, bias = layers[hidden]
-            return x @ weight + bias
-        (w_value, b_value), (w_adv, b_adv) = layers[hidden:]
-        advantage = x @ w_adv + b_adv
-        return (x @ w_value + b_value) + advantage - advantage.mean(axis=1, keepdims=True)
+            values = (x @ weight + bias).reshape(per_action)
+        else:
+            (w_value, b_value), (w_adv, b_adv) = layers[hidden:]
+            advantage = (x @ w_adv + b_adv).reshape(per_action)
+            values = (x @ w_value + b_value)[:, None, :] + advantage - advantage.mean(axis=1, keepdims=True)
+        return values.mean(axis=2) if self.network.n_quantiles else values[:, :, 0]
 
 
 def build_q_network(config: TrainingConfig, state_size: int, action_size: int) -> QNetwork:
     """The Q-network for ``config.model_size`` (widths from the guide's table) and ``config.dueling``."""
-    return QNetwork(state_size, action_size, config.hidden_layers, dueling=config.dueling)
+    return QNetwork(state_size, action_size, config.hidden_layers, dueling=config.dueling,
+                    n_quantiles=config.n_quantiles)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
