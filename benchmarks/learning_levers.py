@@ -94,6 +94,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "pooled_penalty_qr": {"pool": True, "trade_penalty": 0.001, "n_quantiles": 32},
     "pooled_plan_penalty_small": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.001, "model_size": "small"},
     "pooled_plan_penalty_tiny": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.001, "model_size": "tiny"},
+    "pooled_plan_penalty_qr": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.001, "n_quantiles": 32},
     "pooled_plan_penalty_dueling": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.001, "dueling": True},
     "pooled_dsr": {"pool": True, "reward_mode": "differential_sharpe"},
     "pooled_ep4": {"pool": True, "episodes": 4},
