@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from nexlify.data.feature_names import FEATURE_SETS as FEATURE_COLUMNS
+from nexlify.data import feature_names
 from nexlify.errors import ConfigError
 
 # The guide's model-size table: hidden layer widths. One place for this fact.
@@ -48,7 +48,7 @@ def replay_bytes_per_transition(state_size: int, state_dtype: str = "float32") -
 VALIDATION_METRICS: tuple[str, ...] = ("sharpe", "final_equity")
 # The agent's market features (nexlify.data.feature_names.FEATURE_SETS): "basic" looks back 48 bars,
 # "trend" adds week/month returns, moving-average distances, drawdown and a volatility regime.
-FEATURE_SETS: tuple[str, ...] = tuple(FEATURE_COLUMNS)
+FEATURE_SETS: tuple[str, ...] = tuple(feature_names.FEATURE_SETS)
 # How the agent's actions trade (nexlify.env.actions): toggle = hold/buy/sell orders, target = the
 # position it wants (flat/long).
 ACTION_MODES: tuple[str, ...] = ("toggle", "target")

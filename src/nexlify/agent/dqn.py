@@ -151,8 +151,8 @@ class AdaptiveDQNAgent:
             config.n_step + 1, dtype=torch.float32, device=self.device
         )
         # QR-DQN's quantile midpoints tau_i = (i + 0.5) / N.
-        self._quantile_taus = (torch.arange(config.n_quantiles, dtype=torch.float32, device=self.device) + 0.5) / max(
-            1, config.n_quantiles)
+        quantile_index = torch.arange(config.n_quantiles, dtype=torch.float32, device=self.device)
+        self._quantile_taus = (quantile_index + 0.5) / max(1, config.n_quantiles)
 
         self._explore_rng = np.random.default_rng(config.seed)
         # Exploration for tensor batches draws on the training device, so acting never syncs with the host.

@@ -66,28 +66,36 @@ class QNetwork(nn.Module):
         else:
             self.head = nn.Linear(width_in, self.action_size * outputs)
 
-    def _heads(self, states: torch.Tensor) -> torch.Tensor:
-        """The head's values, shape ``(batch, action_size, max(1, n_quantiles))``."""
+    def _features(self, states: torch.Tensor) -> torch.Tensor:
         features = states
         for layer in self._hidden:
             features = torch.relu(F.linear(features, layer.weight, layer.bias))
-        per_action = (states.shape[0], self.action_size, max(1, self.n_quantiles))
-        if not self.dueling:
-            return F.linear(features, self.head.weight, self.head.bias).view(per_action)
-        advantage = F.linear(features, self.advantage.weight, self.advantage.bias).view(per_action)
-        value = F.linear(features, self.value.weight, self.value.bias).unsqueeze(1)
-        return value + advantage - advantage.mean(dim=1, keepdim=True)
+        return features
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         """Q-values of shape ``(batch, action_size)`` for states of shape ``(batch, state_size)``."""
-        values = self._heads(states)
-        return values.mean(dim=2) if self.n_quantiles else values.squeeze(2)
+        features = self._features(states)
+        if self.n_quantiles:
+            return self._quantile_heads(features).mean(dim=2)
+        if not self.dueling:
+            return F.linear(features, self.head.weight, self.head.bias)
+        advantage = F.linear(features, self.advantage.weight, self.advantage.bias)
+        value = F.linear(features, self.value.weight, self.value.bias)
+        return value + advantage - advantage.mean(dim=1, keepdim=True)
 
     def quantiles(self, states: torch.Tensor) -> torch.Tensor:
         """Return quantiles ``(batch, action_size, n_quantiles)``; only for ``n_quantiles`` > 0."""
         if not self.n_quantiles:
             raise ValueError("this network predicts expected returns, not quantiles (n_quantiles = 0)")
-        return self._heads(states)
+        return self._quantile_heads(self._features(states))
+
+    def _quantile_heads(self, features: torch.Tensor) -> torch.Tensor:
+        per_action = (features.shape[0], self.action_size, self.n_quantiles)
+        if not self.dueling:
+            return F.linear(features, self.head.weight, self.head.bias).view(per_action)
+        advantage = F.linear(features, self.advantage.weight, self.advantage.bias).view(per_action)
+        value = F.linear(features, self.value.weight, self.value.bias).unsqueeze(1)
+        return value + advantage - advantage.mean(dim=1, keepdim=True)
 
 
 class HostQFunction:
@@ -125,15 +133,25 @@ class HostQFunction:
             x = x @ weight
             x += bias
             np.maximum(x, 0.0, out=x)
-        per_action = (x.shape[0], self.network.action_size, max(1, self.network.n_quantiles))
+        if self.network.n_quantiles:
+            return self._quantile_means(x, layers[hidden:])
         if not self.network.dueling:
             weight, bias = layers[hidden]
-            values = (x @ weight + bias).reshape(per_action)
-        else:
-            (w_value, b_value), (w_adv, b_adv) = layers[hidden:]
-            advantage = (x @ w_adv + b_adv).reshape(per_action)
-            values = (x @ w_value + b_value)[:, None, :] + advantage - advantage.mean(axis=1, keepdims=True)
-        return values.mean(axis=2) if self.network.n_quantiles else values[:, :, 0]
+            return x @ weight + bias
+        (w_value, b_value), (w_adv, b_adv) = layers[hidden:]
+        advantage = x @ w_adv + b_adv
+        return (x @ w_value + b_value) + advantage - advantage.mean(axis=1, keepdims=True)
+
+    def _quantile_means(self, x: np.ndarray, heads: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """A QR-DQN head's Q-values: each action's quantiles, averaged."""
+        per_action = (x.shape[0], self.network.action_size, self.network.n_quantiles)
+        if not self.network.dueling:
+            (weight, bias), = heads
+            return (x @ weight + bias).reshape(per_action).mean(axis=2)
+        (w_value, b_value), (w_adv, b_adv) = heads
+        advantage = (x @ w_adv + b_adv).reshape(per_action)
+        values = (x @ w_value + b_value)[:, None, :] + advantage - advantage.mean(axis=1, keepdims=True)
+        return values.mean(axis=2)
 
 
 def build_q_network(config: TrainingConfig, state_size: int, action_size: int) -> QNetwork:
