@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nexlify.data.exchange import save_ohlcv
+from nexlify.data.exchange import frame_to_rows, save_ohlcv
 from nexlify.data.features import WARMUP_BARS, compute_market_features
 from nexlify.data.market import (
     MarketSlice,
+    candles_sha256,
     detect_timeframe,
     find_gaps,
     load_ohlcv,
@@ -221,6 +222,22 @@ def test_short_gap_kept_reported_and_logged(caplog: pytest.LogCaptureFixture) ->
     assert "no candles invented" in caplog.text
     gaps = find_gaps(frame)
     assert len(gaps) == 1 and gaps[0].missing_bars == 3
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us"])
+def test_timestamps_in_any_unit_give_the_same_timeframe_gaps_identity_and_rows(unit: str) -> None:
+    # pandas 3 parses timestamps to microseconds; index.asi8 counts in the index's own unit.
+    ns = _hourly(10, drop=[4, 5])
+    other = ns.set_axis(ns.index.as_unit(unit))
+    assert detect_timeframe(other) == pd.Timedelta(hours=1)
+    gaps = find_gaps(other)
+    assert [(g.start, g.end, g.missing_bars) for g in gaps] == [
+        (pd.Timestamp("2024-01-01 04:00", tz="UTC"), pd.Timestamp("2024-01-01 05:00", tz="UTC"), 2)
+    ]
+    assert candles_sha256(other) == candles_sha256(ns)
+    rows = frame_to_rows(other)
+    assert rows == frame_to_rows(ns)
+    assert rows[0][0] == 1_704_067_200_000 and rows[1][0] - rows[0][0] == 3_600_000  # 2024-01-01 UTC, ms
 
 
 def test_long_gap_refused_unless_window_avoids_it() -> None:

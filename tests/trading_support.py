@@ -8,9 +8,8 @@ import torch
 
 from helpers import synthetic_frame, tiny_config
 from nexlify.agent.dqn import AdaptiveDQNAgent
-from nexlify.data.exchange import save_ohlcv
+from nexlify.data.exchange import frame_to_rows, save_ohlcv
 from nexlify.data.features import WARMUP_BARS, FeatureScaler, compute_market_features
-from nexlify.trading.feeds import frame_to_rows
 
 ROWS = 200
 

@@ -187,8 +187,10 @@ def _rows_to_frame(rows: list[list[float]]) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def _frame_to_rows(frame: pd.DataFrame) -> list[list[float]]:
-    ms = (frame.index.asi8 // 1_000_000).tolist()
+def frame_to_rows(frame: pd.DataFrame) -> list[list[float]]:
+    """A ``load_ohlcv`` frame as ccxt OHLCV rows ``[open time ms, o, h, l, c, v]``."""
+    # asi8 counts in the index's own unit (pandas 3 may parse to microseconds): go through ns.
+    ms = (pd.DatetimeIndex(frame.index).as_unit("ns").asi8 // 1_000_000).tolist()
     values = frame[list(OHLCV_COLUMNS)].to_numpy().tolist()
     return [[t, *v] for t, v in zip(ms, values, strict=True)]
 
@@ -243,7 +245,7 @@ def download_ohlcv(
         cache_dir if cache_dir is not None else default_cache_dir(), exchange_id, symbol, timeframe
     )
     cached = _read_cache(path) if use_cache else None
-    rows: list[list[float]] = [] if cached is None else _frame_to_rows(cached)
+    rows: list[list[float]] = [] if cached is None else frame_to_rows(cached)
     fetcher = _Fetcher(ccxt, exchange, exchange_id, symbol, timeframe, page_limit, max_retries, sleep)
 
     if cached is None or len(cached) == 0:

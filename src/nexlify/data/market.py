@@ -272,7 +272,8 @@ def gap_report(frame: pd.DataFrame, max_gap_bars: int | None = DEFAULT_MAX_GAP_B
 def _index_of(frame: pd.DataFrame) -> pd.DatetimeIndex:
     if not isinstance(frame.index, pd.DatetimeIndex):
         raise DataError("expected a frame indexed by timestamps; load it with load_ohlcv first.")
-    return frame.index
+    # asi8 counts in the index's own unit (pandas 3 parses to microseconds): work in nanoseconds.
+    return frame.index.as_unit("ns")
 
 
 # ----------------------------------------------------------------------------- reading

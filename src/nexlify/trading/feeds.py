@@ -16,8 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-import pandas as pd
-
 from nexlify.errors import ExchangeError
 
 PAGE_LIMIT = 500
@@ -69,13 +67,6 @@ class ReplayClock:
             if self.speed:
                 self._real_sleep((ms - self._now) / 1000.0 / self.speed)
             self._now = int(ms)
-
-
-def frame_to_rows(frame: pd.DataFrame) -> list[list[float]]:
-    """A ``load_ohlcv`` frame as ccxt OHLCV rows ``[open time ms, o, h, l, c, v]``."""
-    ms = (pd.DatetimeIndex(frame.index).as_unit("ns").asi8 // 1_000_000).tolist()
-    values = frame[["open", "high", "low", "close", "volume"]].to_numpy().tolist()
-    return [[t, *v] for t, v in zip(ms, values, strict=True)]
 
 
 class ReplayExchange:
@@ -185,6 +176,7 @@ def _open_ms(row: Any) -> int:
 
 def load_replay_rows(path: str | Path) -> list[list[float]]:
     """A CSV/Parquet file's candles, validated by the loader, as ccxt rows."""
+    from nexlify.data.exchange import frame_to_rows
     from nexlify.data.market import load_ohlcv
 
     return frame_to_rows(load_ohlcv(path, max_gap_bars=None, log_gaps=False))
