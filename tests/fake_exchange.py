@@ -74,8 +74,13 @@ class FakeMarket(FakeExchange):
     values for a candle once it was sent; ``reverse_after_ms`` reverses responses from then on;
     ``reject`` [exception] refuses the next orders; ``partial`` [fraction] fills the next orders
     partly; ``lose_responses`` loses the response of that many next orders after placing them;
-    ``stay_open`` [polls] leaves the next orders open for that many ``fetch_order`` calls.
+    ``stay_open`` [polls] leaves the next orders open for that many ``fetch_order`` calls;
+    ``fee_in_base`` takes buy fees in the base currency (as Binance does without BNB), which leaves
+    holdings off the amount step: dust after a sell.
     """
+
+    precisionMode = 4  # ccxt.TICK_SIZE
+    AMOUNT_STEP, MIN_AMOUNT, MIN_COST = 1e-6, 1e-5, 5.0
 
     id = "fakex"
     has = {"fetchOHLCV": True, "fetchOrders": True}
@@ -102,6 +107,8 @@ class FakeMarket(FakeExchange):
         self.cancelled: list[str] = []
         self.orders: list[dict[str, Any]] = []
         self.sent: set[int] = set()
+        self.fee_in_base = False
+        self.markets: dict[str, Any] = {}
 
     @property
     def now_ms(self) -> int:  # type: ignore[override]
@@ -143,10 +150,16 @@ class FakeMarket(FakeExchange):
 
     def load_markets(self) -> dict[str, Any]:
         self._check_network()
-        return {self.symbol: {"symbol": self.symbol}}
+        self.markets = {self.symbol: {
+            "symbol": self.symbol, "precision": {"amount": self.AMOUNT_STEP},
+            "limits": {"amount": {"min": self.MIN_AMOUNT}, "cost": {"min": self.MIN_COST}}}}
+        return self.markets
 
     def amount_to_precision(self, symbol: str, amount: float) -> str:
-        return f"{math.floor(amount * 1e6) / 1e6:.6f}"  # truncates, like ccxt
+        text = f"{math.floor(amount * 1e6) / 1e6:.6f}"  # truncates, like ccxt
+        if float(text) == 0.0:  # and refuses what truncates to nothing, like ccxt
+            raise ccxt.InvalidOrder(f"fakex amount of {symbol} must be greater than minimum amount precision of 1e-06")
+        return text
 
     def fetch_balance(self) -> dict[str, Any]:
         self._check_network()
@@ -171,8 +184,13 @@ class FakeMarket(FakeExchange):
         if side == "buy":
             if cost + fee > self.balances[quote] + 1e-9:
                 raise ccxt.InsufficientFunds(f"fakex: {quote} balance too low")
-            self.balances[quote] -= cost + fee
-            self.balances[base] += filled
+            if self.fee_in_base:
+                fee = filled * self.fee
+                self.balances[quote] -= cost
+                self.balances[base] += filled - fee
+            else:
+                self.balances[quote] -= cost + fee
+                self.balances[base] += filled
         else:
             if filled > self.balances[base] + 1e-12:
                 raise ccxt.InsufficientFunds(f"fakex: {base} balance too low")
@@ -181,7 +199,8 @@ class FakeMarket(FakeExchange):
         order = {"id": str(len(self.orders) + 1), "clientOrderId": client_id, "symbol": symbol, "side": side,
                  "type": type, "amount": amount, "filled": filled, "remaining": amount - filled,
                  "status": "closed" if fraction == 1.0 else "canceled", "average": price, "cost": cost,
-                 "fee": {"cost": fee, "currency": quote}, "timestamp": now, "polls_left": 0}
+                 "fee": {"cost": fee, "currency": base if side == "buy" and self.fee_in_base else quote},
+                 "timestamp": now, "polls_left": 0}
         if self.stay_open:
             order["status"], order["polls_left"] = "open", self.stay_open.pop(0)
         self.orders.append(order)

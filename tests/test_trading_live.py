@@ -9,6 +9,7 @@ from fake_exchange import HOUR, FakeMarket, register
 from nexlify.cli import main
 from nexlify.data.features import WARMUP_BARS
 from nexlify.errors import ExchangeError
+from nexlify.trading.broker import min_sell_units
 from nexlify.trading.feeds import ReplayClock
 from nexlify.trading.journal import Journal
 from nexlify.trading.report import session_report
@@ -167,6 +168,34 @@ def test_a_partial_fill_is_recorded_as_it_happened_and_reconciles_on_restart(liv
     _assert_balances_match(live, first)
     second = live.run(start_ms=live.fake.clock.now_ms())  # restart: balances agree, the session goes on
     _assert_balances_match(live, second)
+
+
+def test_dust_left_by_fees_in_the_base_currency_counts_as_flat(live, rows):
+    # Fees taken in BTC leave holdings off the amount step; selling what the step allows leaves dust
+    # the exchange will not take. Counted as a position, it would stop every later buy.
+    live.fake.fee_in_base = True
+    summary = live.run()
+    orders, fills, events = live.journal_rows()
+    sides = [o["side"] for o in orders]
+    assert sides.count("buy") >= 3 and sides == ["buy", "sell"] * (len(sides) // 2) + ["buy"] * (len(sides) % 2)
+    assert all(o["status"] == "filled" for o in orders)
+    assert not [e for e in events if e["kind"] in ("order_skipped", "rejected")]
+    dust = [fill["units"] - sold["units"] for fill, sold in zip(fills[::2], fills[1::2], strict=False)]
+    assert any(0 < d < FakeMarket.AMOUNT_STEP for d in dust)  # the run really left dust behind
+    _assert_balances_match(live, summary)
+    (live.journal.parent / "quote").mkdir()
+    with_quote_fees = LiveRun(live.journal.parent / "quote", live.monkeypatch, live.model, rows)
+    with_quote_fees.run()
+    assert [o["side"] for o in with_quote_fees.journal_rows()[0]] == sides  # the same decisions
+
+
+def test_min_sell_units_reads_the_markets_step_minimum_amount_and_minimum_value():
+    market = {"precision": {"amount": 1e-5}, "limits": {"amount": {"min": 1e-4}, "cost": {"min": 10.0}}}
+    assert min_sell_units(market, ccxt.TICK_SIZE, price=50_000.0) == pytest.approx(2e-4)  # 10 USDT / 50,000
+    assert min_sell_units(market, ccxt.TICK_SIZE, price=200_000.0) == pytest.approx(1e-4)  # the minimum amount
+    decimals = {"precision": {"amount": 3}, "limits": {}}
+    assert min_sell_units(decimals, ccxt.DECIMAL_PLACES, price=1.0) == pytest.approx(1e-3)
+    assert min_sell_units({}, ccxt.TICK_SIZE, price=1.0) == 0.0
 
 
 def test_restart_stops_with_a_clear_line_when_the_exchange_disagrees(live):

@@ -35,6 +35,10 @@ class Account:
     peak: float = 0.0
     fees_paid: float = 0.0
     trades: int = 0
+    # The smallest holding the exchange will sell (its amount step, minimum amount and minimum order
+    # value): less is dust, left behind by fees taken in the base currency or by amount rounding.
+    # Dust counts as flat, or the agent would believe it is long and never buy again.
+    min_units: float = 0.0
 
     @classmethod
     def opening(cls, balance: float) -> Account:
@@ -43,7 +47,7 @@ class Account:
 
     @property
     def is_long(self) -> bool:
-        return self.units > 0.0
+        return self.units > 0.0 and self.units >= self.min_units
 
     def paper_buy(self, open_price: float, fee: float, slippage: float, budget: float | None = None) -> Fill:
         """Spend all cash (or ``budget``, if smaller) at ``open_price`` with the backtest's costs."""

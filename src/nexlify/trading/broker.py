@@ -21,6 +21,7 @@ from nexlify.trading.journal import Journal
 KEY_ENV, SECRET_ENV, PASSWORD_ENV = "NEXLIFY_API_KEY", "NEXLIFY_API_SECRET", "NEXLIFY_API_PASSWORD"
 ORDER_POLLS = 10  # seconds a market order may stay open before it is cancelled and recorded as is
 BALANCE_TOLERANCE = 1e-6  # relative; exchanges round balances to their own precision
+CCXT_DECIMAL_PLACES, CCXT_TICK_SIZE = 2, 4  # ccxt's precisionMode constants (ccxt is optional here)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,27 @@ def _effective_side(action: str, account: Account) -> str | None:
     return None
 
 
+def amount_step(precision: Any, precision_mode: int) -> float:
+    """The smallest amount increment a ccxt market's ``precision["amount"]`` allows (0.0 if unknown)."""
+    if precision is None:
+        return 0.0
+    if precision_mode == CCXT_TICK_SIZE:
+        return float(precision)
+    if precision_mode == CCXT_DECIMAL_PLACES:
+        return 10.0 ** -float(precision)
+    return 0.0  # significant digits: no fixed step
+
+
+def min_sell_units(market: dict[str, Any], precision_mode: int, price: float) -> float:
+    """The smallest holding a ccxt ``market`` will take in a sell order at ``price``: its amount
+    step, its minimum amount and its minimum order value, whichever is largest."""
+    limits = market.get("limits") or {}
+    min_amount = float((limits.get("amount") or {}).get("min") or 0.0)
+    min_cost = float((limits.get("cost") or {}).get("min") or 0.0)
+    step = amount_step((market.get("precision") or {}).get("amount"), precision_mode)
+    return max(step, min_amount, min_cost / price if price > 0 else 0.0)
+
+
 class PaperBroker:
     """Fills at the next candle's open with the backtest's fee and slippage (``nexlify.env.portfolio``)."""
 
@@ -91,6 +113,9 @@ class PaperBroker:
 
     def __init__(self, fee: float, slippage: float, max_position: float | None = None) -> None:
         self.fee, self.slippage, self.max_position = fee, slippage, max_position
+
+    def min_units(self, price: float) -> float:
+        return 0.0  # paper units are exact: any holding can be sold
 
     def fill_at_open(self, account: Account, action: str | None, open_price: float) -> Fill | None:
         side = _effective_side(action or "hold", account)
@@ -145,9 +170,21 @@ class LiveBroker:
             return None
         return self._settle(account, client_id, candle_ts, side, amount, order)
 
+    def min_units(self, price: float) -> float:
+        """The smallest holding this market will sell at ``price`` (from its loaded market data)."""
+        market = (getattr(self.exchange, "markets", None) or {}).get(self.symbol) or {}
+        return min_sell_units(market, getattr(self.exchange, "precisionMode", CCXT_TICK_SIZE), price)
+
     def _to_precision(self, amount: float) -> float:
+        import ccxt
+
         to_precision = getattr(self.exchange, "amount_to_precision", None)
-        return float(to_precision(self.symbol, amount)) if to_precision else float(amount)
+        if to_precision is None:
+            return float(amount)
+        try:
+            return float(to_precision(self.symbol, amount))
+        except ccxt.InvalidOrder:  # ccxt refuses amounts that round to zero
+            return 0.0
 
     def _send(self, client_id: str, side: str, amount: float, candle_ts: int) -> dict | None:
         import ccxt

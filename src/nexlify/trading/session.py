@@ -229,6 +229,7 @@ class TradingSession:
                 self.journal.add_fill(ts, fill)
             if not self.benchmark.is_long and self.journal.has_decisions():  # bought after the first decision
                 self.benchmark.paper_buy(open_price, self.settings.fee, self.settings.slippage)
+            self.account.min_units = self.broker.min_units(close)
             self.account.mark(close)
             self.benchmark.mark(close)
             self.journal.add_mark(ts, close, self.account, self.benchmark)
