@@ -80,14 +80,14 @@ def report(rows: list[dict[str, Any]], sets: dict[str, tuple[tuple[str, ...], in
         if base != name:
             theirs = per_window(base, "validation", excess)
             diffs = [mine[key] - theirs[key] for key in mine]
-            low, high = bootstrap_mean_ci(diffs)
+            low, high = bootstrap_mean_ci(diffs, clusters=(fold for _, fold in mine))  # a fold's markets together
             better = sum(d > 0 for d in diffs)
             paired = f"{np.mean(diffs):+.2f} [{low:+.2f}, {high:+.2f}] vs {base}, {better}/{len(diffs)}"
         validation.append([name, len(kinds) * seeds, f"{np.mean(list(mine.values())):+.2f}", paired])
         outcome = per_window(name, "test", lambda m: m)
         n = len(outcome)
         test_excess = [excess(m) for m in outcome.values()]
-        low, high = bootstrap_mean_ci(test_excess)
+        low, high = bootstrap_mean_ci(test_excess, clusters=(fold for _, fold in outcome))
         test.append([name, f"{sum(x > 0 for x in test_excess)}/{n}",
                      f"{sum(m['agent']['sharpe'] > m['ma_crossover']['sharpe'] for m in outcome.values())}/{n}",
                      f"{np.mean(test_excess):+.2f} [{low:+.2f}, {high:+.2f}]",

@@ -96,6 +96,9 @@ LEVERS: dict[str, dict[str, Any]] = {
     "pooled_plan_penalty_tiny": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.001, "model_size": "tiny"},
     "pooled_plan_penalty_qr": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.001, "n_quantiles": 32},
     "pooled_plan_penalty_dueling": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.001, "dueling": True},
+    # The penalty's size on the plan's settings (0.001 was picked on the screen's small batches).
+    "pooled_plan_penalty_double": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.002},
+    "pooled_plan_penalty_quadruple": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004},
     "pooled_dsr": {"pool": True, "reward_mode": "differential_sharpe"},
     "pooled_ep4": {"pool": True, "episodes": 4},
     "pooled_ep16": {"pool": True, "episodes": 16},
@@ -212,10 +215,12 @@ def summarize(views: list[dict[str, Any]]) -> dict[str, Any]:
     val_excess = np.array([sharpe(v, "validation_backtest", "agent") - sharpe(v, "validation_backtest", "buy_and_hold")
                            for v in views])
     test_excess = np.array([sharpe(v, "test", "agent") - sharpe(v, "test", "buy_and_hold") for v in views])
-    # The bootstrap resamples (market, fold) units: seeds of one fold share its market path.
+    # The bootstrap resamples (market, fold) units: seeds of one fold share its market path; and the
+    # markets of one calendar window move together, so each window's units are drawn together.
     units: dict[tuple, list[float]] = {}
     for view, excess in zip(views, test_excess, strict=True):
-        units.setdefault((view["job"]["market"], view["job"]["fold"]), []).append(float(excess))
+        units.setdefault((view["job"]["market"], view["job"]["fold"], view["job"]["test_start"]), []).append(
+            float(excess))
     agent, bh = ([v["test"][name] for v in views] for name in ("agent", "buy_and_hold"))
     return {
         "n": len(views),
@@ -225,7 +230,8 @@ def summarize(views: list[dict[str, Any]]) -> dict[str, Any]:
         "test_win_vs_ma": float(np.mean([sharpe(v, "test", "agent") > sharpe(v, "test", "ma_crossover")
                                          for v in views])),
         "test_excess_sharpe": float(test_excess.mean()),
-        "test_excess_ci": bootstrap_mean_ci(np.mean(u) for u in units.values()),
+        "test_excess_ci": bootstrap_mean_ci((np.mean(u) for u in units.values()),
+                                            clusters=(key[2] for key in units)),
         "test_dd_at_most_bh": float(np.mean([a["max_drawdown"] <= b["max_drawdown"] for a, b in zip(agent, bh,
                                                                                                     strict=True)])),
         "test_dd_agent": float(np.mean([a["max_drawdown"] for a in agent])),
@@ -326,8 +332,8 @@ def paired_against(results: dict[str, Any], reference: str) -> tuple[str, dict[s
             if not diffs:
                 cells += ["n/a", "n/a"]
                 continue
-            low, high = bootstrap_mean_ci(diffs)
-            better = sum(d > 0 for d in diffs)
+            low, high = bootstrap_mean_ci(diffs, clusters=(window for _, window in shared))  # markets of a window
+            better = sum(d > 0 for d in diffs)                                                # move together
             out[lever][name] = {"n": len(diffs), "mean": float(np.mean(diffs)), "ci": [low, high], "better": better}
             cells += [f"{np.mean(diffs):+.2f} [{low:+.2f}, {high:+.2f}]", f"{better}/{len(diffs)}"]
         rows.append(cells)

@@ -121,7 +121,8 @@ def test_moving_average_crossover_by_hand():
 
 
 def _outcome(market, fold, seed, agent, baselines):
-    days = [f"2024-01-{d:02d}T00:00:00+00:00" for d in (1, 2, 2, 3, 3, 4)]
+    start = 3 * fold  # each fold its own calendar windows
+    days = [f"2024-01-{start + d:02d}T00:00:00+00:00" for d in (1, 2, 2, 3, 3, 4)]
     job = FoldJob(fold, *days, market=market, data=None, seed=seed)
     tests = {"agent": agent, **baselines}
     return {"job": job.to_dict(), "validation": {}, "periods_per_year": 8760.0,
@@ -166,6 +167,26 @@ def test_bootstrap_interval_and_regimes():
     low, high = bootstrap_mean_ci([-1.0, 1.0])
     assert (low, high) == (-1.0, 1.0)  # resamples of two values have means -1, 0 or 1
     assert all(math.isnan(v) for v in bootstrap_mean_ci([1.0]))
+    # Clusters are drawn whole. Two clusters of three: the mean is -1, 0 or +1, each end 1/4 likely.
+    values, labels = [1.0, 1.0, 1.0, -1.0, -1.0, -1.0], "aaabbb"
+    assert bootstrap_mean_ci(values, clusters=labels) == (-1.0, 1.0)
+    assert bootstrap_mean_ci(values)[0] > -1.0  # as six independent values, all six -1 is a 1/64 draw
+    # Unequal clusters weigh by their size: {3} and {0, 0} give 3, 1 (either mixed order) or 0.
+    assert bootstrap_mean_ci([3.0, 0.0, 0.0], clusters=["x", "y", "y"]) == (0.0, 3.0)
+    assert bootstrap_mean_ci(values, clusters=range(6)) == bootstrap_mean_ci(values)
+    assert all(math.isnan(v) for v in bootstrap_mean_ci([1.0, 2.0], clusters=["same", "same"]))
+    with pytest.raises(ValueError, match="2 cluster labels for 3 values"):
+        bootstrap_mean_ci([1.0, 2.0, 3.0], clusters=["a", "b"])
+
+
+def test_markets_sharing_a_test_window_are_one_piece_of_evidence():
+    # A second market that repeats the first one's results in the same windows adds no evidence:
+    # the interval stays what one market gives (a plain bootstrap would narrow it).
+    one = _outcomes(lambda market, seed: random_policy(seed), folds=6)
+    twin = [{**o, "job": {**o["job"], "market": "twin"}} for o in one]
+    alone, both = aggregate(one).overall, aggregate(one + twin).overall
+    assert both["folds"] == 12 and both["mean_excess_sharpe"] == pytest.approx(alone["mean_excess_sharpe"])
+    assert both["excess_sharpe_ci"] == pytest.approx(alone["excess_sharpe_ci"])
     assert [regime(r) for r in (0.2, -0.2, 0.05)] == ["bull", "bear", "sideways"]
 
 

@@ -5,12 +5,14 @@ An outcome is one market's view of what ``run_fold_job`` returns for one (market
 ``equity`` curves; a fold's seed ensemble is an outcome whose job has ``ensemble`` set. The unit of
 evidence is the fold: the policy judged is the fold's ensemble when there is one, else the mean of
 its seeds (their spread is reported apart), and the confidence interval of the mean excess Sharpe
-over buy-and-hold is a seeded percentile bootstrap over folds.
+over buy-and-hold is a seeded percentile bootstrap over test windows: the markets judged on one
+calendar window move together (crypto prices are correlated), so they are drawn together, as one
+piece of evidence rather than several.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from typing import Any
 
 import numpy as np
@@ -33,13 +35,27 @@ def regime(buy_and_hold_return: float) -> str:
 
 
 def bootstrap_mean_ci(values: Iterable[float], confidence: float = CONFIDENCE,
-                      resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean; (nan, nan) with fewer than two values."""
+                      resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                      clusters: Iterable[Hashable] | None = None) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean; (nan, nan) with fewer than two clusters.
+
+    ``clusters`` labels each value; values that share a label are drawn together (a cluster
+    bootstrap), so correlated values are not counted as independent evidence. Without labels every
+    value is its own cluster: the plain bootstrap.
+    """
     data = np.asarray(list(values), dtype=np.float64)
-    if data.size < 2:
+    labels = list(range(data.size)) if clusters is None else list(clusters)
+    if len(labels) != data.size:
+        raise ValueError(f"{len(labels)} cluster labels for {data.size} values")
+    ids: dict[Hashable, int] = {}
+    cluster_of = np.array([ids.setdefault(label, len(ids)) for label in labels], dtype=np.int64)
+    if len(ids) < 2:
         return float("nan"), float("nan")
+    sums = np.bincount(cluster_of, weights=data, minlength=len(ids))
+    counts = np.bincount(cluster_of, minlength=len(ids)).astype(np.float64)
     rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, data.size, size=(resamples, data.size))].mean(axis=1)
+    draws = rng.integers(0, len(ids), size=(resamples, len(ids)))
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
     tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = np.percentile(means, [tail, 100.0 - tail])
     return float(low), float(high)
@@ -167,7 +183,7 @@ def summarize(rows: list[dict[str, Any]], stitched: dict[str, dict[str, np.ndarr
     stitched returns are their equal-weight mean.
     """
     excess = [r["excess_sharpe"] for r in rows]
-    low, high = bootstrap_mean_ci(excess)
+    low, high = bootstrap_mean_ci(excess, clusters=(tuple(r["windows"]["test"]) for r in rows))
     agent_finals = np.array([curves["agent"][:, -1] - 1.0 for curves in stitched.values()])  # (markets, seeds)
     # The policy judged: the seeds' ensemble where every market has one, else the mean over seeds.
     judged_final = (float(np.mean([c["ensemble"][-1] - 1.0 for c in stitched.values()]))
