@@ -37,6 +37,16 @@ def test_user_mistakes_give_one_line_and_exit_2(argv, message, capsys):
     assert "\n" not in err
 
 
+def test_help_and_flag_errors_answer_without_loading_the_training_engine():
+    # torch and pandas take seconds to import: --help and a mistyped flag must not wait for them.
+    probe = ("import sys\nfrom nexlify.cli import main\ntry:\n    code = main(sys.argv[1:])\n"
+             "except SystemExit as stop:\n    code = stop.code\n"
+             "print(code, sorted(m for m in ('torch', 'pandas') if m in sys.modules))")
+    for argv, code in ((["walkforward", "--help"], 0), (["walkforward", "--seeds", "0"], 2), (["--help"], 0)):
+        done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=120)
+        assert done.stdout.splitlines()[-1] == f"{code} []", (argv, done.stdout[-300:], done.stderr[-300:])
+
+
 def test_bad_config_file_is_refused(tmp_path, capsys):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"batch_size": 64, "learning_rat": 0.1}))

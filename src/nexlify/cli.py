@@ -269,9 +269,16 @@ def _add_ray_options(parser: argparse.ArgumentParser, default: str | None, what:
 
 def _add_walkforward_options(wf: argparse.ArgumentParser, default_dir: str) -> None:
     """The walk-forward's flags, shared by ``walkforward`` and ``sweep``."""
-    from nexlify.evaluation.ensemble import ENSEMBLE_MODES
-    from nexlify.evaluation.folds import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS, DEFAULT_VALIDATION_DAYS
-    from nexlify.evaluation.walkforward import DEFAULT_ENSEMBLE, DEFAULT_EPISODES, DEFAULT_POOL, DEFAULT_SEEDS
+    from nexlify.evaluation.defaults import (
+        DEFAULT_ENSEMBLE,
+        DEFAULT_EPISODES,
+        DEFAULT_POOL,
+        DEFAULT_SEEDS,
+        DEFAULT_TEST_DAYS,
+        DEFAULT_TRAIN_DAYS,
+        DEFAULT_VALIDATION_DAYS,
+        ENSEMBLE_MODES,
+    )
 
     wf.add_argument("--data", metavar="FILE", nargs="+", help="one OHLCV file per market (default: bundled "
                     "BTC/USDT 1h)")
@@ -532,8 +539,8 @@ class _WalkforwardPlan:
 
 def _plan_walkforward(args: argparse.Namespace, output_dir: Path) -> _WalkforwardPlan:
     from nexlify.config import TrainingConfig, read_config_file
+    from nexlify.evaluation.defaults import DEFAULT_EPISODES
     from nexlify.evaluation.walkforward import (
-        DEFAULT_EPISODES,
         VALIDATIONS_PER_RUN,
         assign_config,
         parallel_plan,

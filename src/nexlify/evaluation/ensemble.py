@@ -20,8 +20,7 @@ import numpy as np
 from nexlify.env.actions import to_orders
 from nexlify.errors import ConfigError
 from nexlify.evaluation.backtest import long_positions
-
-ENSEMBLE_MODES: tuple[str, ...] = ("mean_q", "vote")
+from nexlify.evaluation.defaults import ENSEMBLE_MODES
 
 QFunction = Callable[[np.ndarray], np.ndarray]
 """Maps float32 states ``(N, state_size)`` to Q-values ``(N, actions)``."""

@@ -30,10 +30,7 @@ from nexlify.data.market import (
     periods_per_year,
 )
 from nexlify.errors import ConfigError, DataError
-
-DEFAULT_TEST_DAYS = 90
-DEFAULT_TRAIN_DAYS = 365
-DEFAULT_VALIDATION_DAYS = 45
+from nexlify.evaluation.defaults import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS, DEFAULT_VALIDATION_DAYS
 
 
 @dataclass(frozen=True)

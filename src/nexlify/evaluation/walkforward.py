@@ -59,13 +59,6 @@ __all__ = ["FoldJob", "WalkforwardResult", "aggregate", "local_executor", "plan_
 OUTCOME_FILE = "fold_outcome.json"
 BUNDLED_MARKET = "BTCUSDT_1h"
 POOLED_MARKET = "pooled"  # the market name of a job that trains on every market at once
-# Default training per fold: few episodes over a year-long window (each episode is a pass over it),
-# so a walk-forward of the bundled BTC stays practical on a 2-core laptop; see README for timings.
-DEFAULT_EPISODES = 12
-DEFAULT_SEEDS = 3
-# How a walk-forward judges several markets and seeds by default (docs/benchmarks.md has the evidence).
-DEFAULT_POOL = True
-DEFAULT_ENSEMBLE = "mean_q"
 VALIDATIONS_PER_RUN = 6  # eval_interval = episodes // this: enough checks to pick a model from
 # One small DQN job leaves most of a GPU idle, so several share it: on one H100, 4 jobs at once ran a
 # walk-forward 2.8x faster than 1 (docs/benchmarks.md); more per card is not measured yet.
