@@ -28,6 +28,9 @@ def _run_cli(*args, cwd=None):
         (["evaluate", "--model", "missing.pth"], "not found"),
         (["train", "--batch-size", "many"], "whole number"),
         (["bogus"], "invalid choice"),
+        (["trade", "--model", "."], ". is not a file"),
+        (["download", "--out", "candles.txt"], "unsupported file type"),  # refused before any download
+        (["download", "--out", "."], "is a folder"),
     ],
 )
 def test_user_mistakes_give_one_line_and_exit_2(argv, message, capsys):

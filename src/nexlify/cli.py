@@ -19,6 +19,7 @@ from rich.console import Console
 
 from nexlify.distributed.cluster import LOCAL as LOCAL_RAY
 from nexlify.errors import ConfigError, NexlifyError
+from nexlify.io import check_input_file
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
@@ -112,16 +113,6 @@ def check_data_flags(args: argparse.Namespace) -> None:
         raise ConfigError("--symbol and --timeframe need --exchange (or use --data FILE)")
     for path in args.data or ():
         check_input_file("--data", path)
-
-
-def check_input_file(flag: str, path: str | Path) -> Path:
-    """``path`` if it is an existing regular file, else ConfigError naming ``flag``."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{flag} file not found: {path}")
-    if not path.is_file():
-        raise ConfigError(f"{flag} {path} is not a file; give the path of a file")
-    return path
 
 
 def check_output_dir(flag: str, path: str | Path) -> Path:
@@ -712,8 +703,11 @@ def _profile(args: argparse.Namespace, console: Console) -> int:
 
 
 def _download(args: argparse.Namespace, console: Console) -> int:
-    from nexlify.data.exchange import download_ohlcv, save_ohlcv
+    from nexlify.data.exchange import check_save_path, download_ohlcv, save_ohlcv
 
+    if args.out:  # before the download: a long fetch must not end in a refusal
+        check_save_path(args.out)
+        check_output_dir("--out's folder", Path(args.out).expanduser().parent)
     frame = download_ohlcv(args.exchange, args.symbol, args.timeframe, days=args.days)
     if args.out:
         save_ohlcv(frame, args.out)

@@ -1,10 +1,23 @@
-"""Atomic file writes (a crash mid-write leaves the previous file intact) and Nexlify's cache folder."""
+"""Atomic file writes (a crash mid-write leaves the previous file intact), Nexlify's cache folder,
+and the check every command makes of the files it is given to read."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+from nexlify.errors import ConfigError
+
+
+def check_input_file(flag: str, path: str | Path) -> Path:
+    """``path`` if it is an existing regular file, else ConfigError naming ``flag``."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{flag} file not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"{flag} {path} is not a file; give the path of a file")
+    return path
 
 
 def default_cache_dir() -> Path:

@@ -56,12 +56,26 @@ def cache_path(cache_dir: str | Path, exchange_id: str, symbol: str, timeframe: 
     return Path(cache_dir) / (re.sub(r"[^A-Za-z0-9._-]", "_", raw) + ".csv.gz")
 
 
+SAVE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+
+
+def check_save_path(path: str | Path) -> Path:
+    """``path`` if candles can be saved there (a supported file type, not a folder); else DataError.
+    Checked before a download, so a long fetch never ends in a refusal."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise DataError(f"{path} is a folder. Fix: give a file name such as {path / 'candles.csv'}.")
+    if not path.name.lower().endswith(SAVE_SUFFIXES):
+        raise DataError(f"{path}: unsupported file type for saving. Fix: use .csv, .csv.gz or .parquet.")
+    return path
+
+
 def save_ohlcv(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write candles atomically as CSV (gzip when the name ends in .gz) or Parquet.
 
     CSV timestamps are written as ``YYYY-MM-DD HH:MM:SS`` UTC, the layout of the bundled file.
     """
-    path = Path(path).expanduser()
+    path = check_save_path(path)
     name = path.name.lower()
     data = frame[list(OHLCV_COLUMNS)].copy()
     index = pd.DatetimeIndex(frame.index)
@@ -76,15 +90,13 @@ def save_ohlcv(frame: pd.DataFrame, path: str | Path) -> Path:
                 f"{path}: writing Parquet needs pyarrow. Fix: pip install nexlify[parquet]."
             ) from exc
         payload = buffer.getvalue()
-    elif name.endswith((".csv", ".csv.gz")):
+    else:  # .csv or .csv.gz: check_save_path refused anything else
         data.insert(0, "timestamp", index.strftime("%Y-%m-%d %H:%M:%S"))
         # repr-precision floats so a save/load round trip is exact.
         text = data.to_csv(index=False, float_format=None, lineterminator="\n")
         payload = text.encode("utf-8")
         if name.endswith(".gz"):
             payload = gzip.compress(payload, mtime=0)  # mtime=0: identical data gives identical bytes
-    else:
-        raise DataError(f"{path}: unsupported file type for saving. Fix: use .csv, .csv.gz or .parquet.")
     write_bytes_atomic(path, payload)
     return path
 

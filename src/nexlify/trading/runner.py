@@ -16,6 +16,7 @@ from typing import Any
 from nexlify.data.exchange import timeframe_to_ms
 from nexlify.data.features import feature_set_of, warmup_bars
 from nexlify.errors import ConfigError
+from nexlify.io import check_input_file
 from nexlify.live import LiveTrader
 from nexlify.trading.broker import Credentials, LiveBroker, PaperBroker, make_exchange
 from nexlify.trading.feeds import CandleFeed, Clock, ReplayClock, ReplayExchange, SystemClock, load_replay_rows
@@ -47,10 +48,9 @@ class TradeOptions:
 
 def check_options(options: TradeOptions) -> None:
     """Refuse unsafe or contradictory flag combinations before anything is opened."""
-    if not options.model.is_file():
-        raise ConfigError(f"--model file not found: {options.model}")
-    if options.feed is not None and not options.feed.is_file():
-        raise ConfigError(f"--feed file not found: {options.feed}")
+    check_input_file("--model", options.model)
+    if options.feed is not None:
+        check_input_file("--feed", options.feed)
     if options.speed is not None and options.feed is None:
         raise ConfigError("--speed sets how fast a --feed FILE is replayed; give --feed FILE too")
     if options.max_position is not None and not options.max_position > 0:
