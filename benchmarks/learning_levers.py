@@ -99,6 +99,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     # The penalty's size on the plan's settings (0.001 was picked on the screen's small batches).
     "pooled_plan_penalty_double": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.002},
     "pooled_plan_penalty_quadruple": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004},
+    "pooled_plan_penalty_8x": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.008},
+    "pooled_penalty_quadruple": {"pool": True, "trade_penalty": 0.004},
     "pooled_dsr": {"pool": True, "reward_mode": "differential_sharpe"},
     "pooled_ep4": {"pool": True, "episodes": 4},
     "pooled_ep16": {"pool": True, "episodes": 16},

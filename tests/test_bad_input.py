@@ -130,6 +130,7 @@ MODEL = "models/adaptive_rl/best_model.pth"
     (["evaluate", "--model", MODEL, "--data-days", "30"], ("unrecognized", "--data-days")),
     (["evaluate", "--model", MODEL, "--device", "tpu"], ("--device",)),
     (["download", "--days", "0"], ("--days", "from 1")),
+    (["sweep", "--space", "folder", "--trials", "2"], ("--space folder", "is not a file")),
     (["bogus"], ("invalid choice",)),
 ])
 def test_bad_flags_of_other_commands(argv, expected, workspace, capsys, monkeypatch):

@@ -26,6 +26,7 @@ from typing import Any
 
 from nexlify.config import TrainingConfig, config_keys
 from nexlify.errors import ConfigError
+from nexlify.io import check_input_file
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 # Why each of these is not a hyperparameter of the agent.
@@ -47,9 +48,9 @@ NOT_SEARCHABLE: dict[str, str] = {
 def read_space(path: str | Path) -> dict[str, dict[str, list[Any]]]:
     """The validated space in ``path``; ConfigError naming the key and the fix otherwise."""
     try:
-        space = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"--space file not found: {path}") from None
+        space = json.loads(check_input_file("--space", path).read_text())
+    except OSError as exc:  # unreadable (permissions, a device)
+        raise ConfigError(f"--space file {path} cannot be read: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--space file {path} is not valid JSON: {exc}") from None
     return validate_space(space, label=f"--space {path}")
