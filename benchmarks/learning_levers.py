@@ -110,7 +110,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     "target_penalty": {"action_mode": "target", "trade_penalty": 0.001},
 }
 # What every lever is measured against: TrainingConfig's defaults as they were when the levers were
-# screened (no switching penalty; 0.001, the screen's pick, is the default now), so the rows stay reproducible.
+# screened (no switching penalty; 0.004 is the default now, see `pooled_plan_penalty_quadruple`), so the rows
+# stay reproducible.
 SCREEN_BASE: dict[str, Any] = {"trade_penalty": 0.0}
 # Lever keys that shape the walk-forward's jobs and windows rather than the TrainingConfig.
 WINDOW_KEYS = ("pool", "train_days")

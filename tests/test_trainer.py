@@ -220,9 +220,9 @@ def test_device_resident_path_trains_on_the_cpu_device(tmp_path, splits):
     assert trainer.agent.updates > 0
     assert len(trainer.agent.replay) == min(state.transitions, 5_000)
     # Each episode's reward is the log growth of its account (log_return rewards add up), less the
-    # default switching penalty of 0.001 per fill: a whole number of fills, at least one.
+    # default switching penalty of 0.004 per fill: a whole number of fills, at least one.
     penalty = trainer.config.trade_penalty
-    assert penalty == 0.001
+    assert penalty == 0.004
     for episode in state.episodes:
         fills = (np.log1p(episode["return"]) - episode["reward"]) / penalty
         assert fills == pytest.approx(round(fills), abs=0.05) and round(fills) >= 1

@@ -115,8 +115,9 @@ class TrainingConfig:
     action_mode: str = "toggle"
     augment: str = "none"  # "mirror": train on each market and on its reverse (nexlify.data.augment)
     # Reward subtracted for every fill, on top of its fee (a switching penalty; backtests unchanged).
-    # 0.001 (about a fee) raised validation on the four-market walk-forward screen (docs/benchmarks.md).
-    trade_penalty: float = 0.001
+    # 0.004 (about 2.7x a fill's fee and slippage) was at or above 0.001 on every seven-fold
+    # walk-forward validation lens of both base configurations; 0.002 and 0.008 were not (docs/benchmarks.md).
+    trade_penalty: float = 0.004
     # None: an episode is one pass over the whole training window from its first candle. N: an
     # episode is N steps from a start drawn per account and episode (random windows, seeded).
     episode_bars: int | None = None
