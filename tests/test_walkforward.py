@@ -34,6 +34,7 @@ from nexlify.evaluation.walkforward import (
     run_fold_job,
     run_walkforward,
 )
+from nexlify.evaluation.walkforward_report import write_report_png
 
 HOUR = pd.Timedelta(hours=1)
 
@@ -177,6 +178,24 @@ def test_bootstrap_interval_and_regimes():
     assert all(math.isnan(v) for v in bootstrap_mean_ci([1.0, 2.0], clusters=["same", "same"]))
     with pytest.raises(ValueError, match="2 cluster labels for 3 values"):
         bootstrap_mean_ci([1.0, 2.0, 3.0], clusters=["a", "b"])
+
+
+def test_report_chart_draws_an_ensemble_outside_its_seeds_range(tmp_path):
+    # Seeds that churn (random) lose to fees; their ensemble here holds cash, above every seed: the
+    # chart must still be written (it used to crash after a whole walk-forward had run).
+    outcomes = _outcomes(lambda market, seed: random_policy(seed), folds=3)
+    for fold in (1, 2, 3):
+        first = next(o for o in outcomes if o["job"]["fold"] == fold)
+        cash = dict(first["test"]["cash"])
+        ensemble = {**first, "job": {**first["job"], "ensemble": "mean_q", "seed": "ensemble"},
+                    "test": {**first["test"], "agent": cash},
+                    "equity": {**first["equity"], "agent": first["equity"]["cash"]}}
+        outcomes.append(ensemble)
+    result = aggregate(outcomes)
+    row = result.folds[0]
+    assert row["excess_sharpe"] > row["excess_sharpe_range"][1]  # the judged policy is above every seed
+    write_report_png(tmp_path / "report.png", result)
+    assert (tmp_path / "report.png").stat().st_size > 10_000
 
 
 def test_markets_sharing_a_test_window_are_one_piece_of_evidence():

@@ -141,8 +141,10 @@ def write_report_png(path: str | Path, result: WalkforwardResult) -> None:
         means = np.array([r["excess_sharpe"] for r in rows])
         ranges = np.array([r["excess_sharpe_range"] for r in rows])
         ax.bar(folds, means, color=[REGIME_COLOURS[r["regime"]] for r in rows], alpha=0.8)
-        ax.errorbar(folds, means, yerr=[means - ranges[:, 0], ranges[:, 1] - means], fmt="none", ecolor="black",
-                    capsize=3, lw=1)
+        # The seeds' range on its own line, not as error bars around the bar: the ensemble judged is
+        # another policy and may fall outside its seeds' range.
+        ax.vlines(folds, ranges[:, 0], ranges[:, 1], color="black", lw=1)
+        ax.scatter(np.repeat(folds, 2), ranges.ravel(), marker="_", color="black", s=40, zorder=3)
         summary = result.markets[market]
         low, high = summary["excess_sharpe_ci"]
         ax.axhline(0, color="black", lw=0.8)
