@@ -154,12 +154,15 @@ def test_smoke_run_prints_the_tables_and_writes_every_record(tmp_path) -> None:
     # best models is the walk-forward's ensemble, to the digit.
     members = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ensemble_members.py"), "--lever", "pooled",
                               "--budget", "smoke", "--data", *paths, "--out", str(out), "--sets", "best:1", "best:2",
-                              "last:2"], capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
+                              "last:2", "--combine", "mean_q", "portfolio"],
+                             capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
     assert members.returncode == 0, members.stderr[-3000:]
     row = next(line.split() for line in members.stdout.splitlines() if line.strip().startswith("best:2"))
     assert row[1] == "2" and float(row[2]) == pytest.approx(excess("pooled", "AAAUSDT_1h", True) / 2
                                                             + excess("pooled", "BBBUSDT_1h", True) / 2, abs=0.006)
     assert "vs best:1, " in members.stdout and "last:2" in members.stdout
+    # Another combination is paired against the same members combined the reference way.
+    assert "best:2/portfolio" in members.stdout and "vs best:2, " in members.stdout
 
 
 def test_paired_lenses_compare_the_same_windows_and_the_unselected_last_checkpoint() -> None:
@@ -186,3 +189,65 @@ def test_paired_lenses_compare_the_same_windows_and_the_unselected_last_checkpoi
     # Last checkpoints, seeds' mean per window: w1 (1.2 + 0.6) / 2 - (0.2 - 0.4) / 2 = 1.0, w2 0.5 - 1.5.
     last = out["last checkpoint"]
     assert last["n"] == 2 and last["mean"] == pytest.approx((1.0 - 1.0) / 2) and last["better"] == 1
+
+
+def test_a_portfolio_ensemble_is_its_members_each_trading_an_equal_share() -> None:
+    import ensemble_members
+
+    from helpers import random_walk_slice
+    from nexlify.agent.dqn import AdaptiveDQNAgent
+    from nexlify.config import TrainingConfig
+    from nexlify.evaluation.backtest import agent_policy, run_policy
+
+    market = random_walk_slice(300, seed=4)
+    members = [AdaptiveDQNAgent(12, 3, TrainingConfig(model_size="tiny", seed=s)) for s in (1, 2, 5)]
+    alone = [run_policy(market, agent_policy(m), "agent", 8760.0, fee=0.001, slippage=0.0005) for m in members]
+    assert len({round(r.equity[0, -1], 6) for r in alone}) == 3 and all(r.metrics["trades"] > 0 for r in alone)
+    both = ensemble_members.portfolio_backtest(members, market, 8760.0, initial_balance=10_000.0, fee=0.001,
+                                               slippage=0.0005)
+    # A third of the capital each: the portfolio's growth is the members' mean growth, its fills theirs.
+    assert both["total_return"] == pytest.approx(np.mean([r.metrics["total_return"] for r in alone]))
+    assert both["trades"] == sum(r.metrics["trades"] for r in alone)
+    assert both["fees_paid"] == pytest.approx(np.mean([r.metrics["fees_paid"] for r in alone]))
+    # One member is that member on its own.
+    one = ensemble_members.portfolio_backtest(members[:1], market, 8760.0, fee=0.001, slippage=0.0005)
+    assert one["sharpe"] == pytest.approx(alone[0].metrics["sharpe"])
+    assert one["max_drawdown"] == pytest.approx(alone[0].metrics["max_drawdown"])
+
+
+def test_validation_transfer_correlates_each_levers_lead_within_a_window(tmp_path, capsys) -> None:
+    import validation_transfer
+
+    def outcome(lever: str, window: str, seed: int, val: float, test: float, pooled: bool) -> None:
+        view = {"validation_backtest": {"agent": {"sharpe": val + 1.0}, "buy_and_hold": {"sharpe": 1.0}},
+                "test": {"agent": {"sharpe": test - 2.0}, "buy_and_hold": {"sharpe": -2.0}}}
+        job = {"validation_start": window, "market": "pooled" if pooled else "AAA"}
+        body = {"job": job, "markets": {"AAA": view}} if pooled else {"job": job, **view}
+        path = tmp_path / lever / job["market"] / window / f"seed_{seed}" / "fold_outcome.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(body))
+
+    # Window w1 (one market per job): excess on validation 1, 2, 3 and on test 0.5, 0, 1 (lever C's two
+    # seeds average to it). Window w2 (pooled jobs): validation 0, 0, 3, test 1, 2, 3. Window w3 has
+    # only two levers: left out.
+    for lever, val, test in (("A", 1.0, 0.5), ("B", 2.0, 0.0)):
+        outcome(lever, "w1", 0, val, test, pooled=False)
+    outcome("C", "w1", 0, 2.0, 0.0, pooled=False)
+    outcome("C", "w1", 1, 4.0, 2.0, pooled=False)
+    for lever, val, test in (("A", 0.0, 1.0), ("B", 0.0, 2.0), ("C", 3.0, 3.0)):
+        outcome(lever, "w2", 0, val, test, pooled=True)
+    for lever in ("A", "B"):
+        outcome(lever, "w3", 0, 5.0, 5.0, pooled=False)
+    effects = validation_transfer.lever_effects(tmp_path, "fold_outcome.json")
+    # Centred per window: w1 validation -1, 0, 1 and test 0, -0.5, 0.5; w2 -1, -1, 2 and -1, 0, 1.
+    assert sorted(effects) == sorted([("w1", -1.0, 0.0), ("w1", 0.0, -0.5), ("w1", 1.0, 0.5),
+                                      ("w2", -1.0, -1.0), ("w2", -1.0, 0.0), ("w2", 2.0, 1.0)])
+    # Ranks by hand (ties share their mean rank): validation [1, 3, 4, 1, 1, 5], test [2.5, 1, 4, 0, 2.5, 5]
+    # in the order (w1 A, B, C, w2 A, B, C).
+    by_hand = np.corrcoef([1, 3, 4, 1, 1, 5], [2.5, 1, 4, 0, 2.5, 5])[0, 1]
+    rho, low, high = validation_transfer.transfer(effects)
+    assert rho == pytest.approx(by_hand) and low <= rho <= high
+    assert validation_transfer.main(["--out", str(tmp_path)]) == 0
+    assert f"{by_hand:+.2f}" in capsys.readouterr().out
+    assert validation_transfer.main(["--out", str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.startswith("error: --out")
