@@ -101,6 +101,14 @@ LEVERS: dict[str, dict[str, Any]] = {
     "pooled_plan_penalty_quadruple": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004},
     "pooled_plan_penalty_8x": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.008},
     "pooled_penalty_quadruple": {"pool": True, "trade_penalty": 0.004},
+    # Bigger batches at the plan's replay ratio 8 with the default penalty: what the CPU plan would set
+    # if it timed them (train_frequency batch / 8, the target refreshed every ~2,000 transitions, one
+    # vector step per learning step, 16-64 envs). Fewer, larger steps are the only route to 10x SB3 here.
+    "pooled_plan_penalty_quadruple_b512": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004, "batch_size": 512,
+                                           "train_frequency": 64, "target_update_interval": 31, "parallel_envs": 64},
+    "pooled_plan_penalty_quadruple_b1024": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
+                                            "batch_size": 1024, "train_frequency": 128, "target_update_interval": 16,
+                                            "parallel_envs": 64},
     "pooled_dsr": {"pool": True, "reward_mode": "differential_sharpe"},
     "pooled_ep4": {"pool": True, "episodes": 4},
     "pooled_ep16": {"pool": True, "episodes": 16},
