@@ -8,7 +8,8 @@ minus the mean excess of every lever run on that same window and market (so the 
 and downs cancel). Printed per lens: the rank correlation between the levers' effects on validation
 and on test, with a 95% interval from resampling calendar windows (a window's markets move
 together). Near 1: the validation ranking of levers is the test ranking; near 0: choosing on that lens
-is choosing on noise.
+is choosing on noise. Then the ensemble's own gain: the fold's mean-Q ensemble minus the mean of the
+seeds it combines, on validation and on test, over every lever's windows.
 
     PYTHONPATH=src python benchmarks/validation_transfer.py --out runs/screen
 """
@@ -88,6 +89,28 @@ def transfer(effects: Effects, seed: int = 0) -> tuple[float, float, float]:
     return rho, float(low), float(high)
 
 
+def _views(outcome: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return outcome["markets"] if "markets" in outcome else {outcome["job"]["market"]: outcome}
+
+
+def ensemble_gains(out: Path) -> list[tuple[str, float, float]]:
+    """(calendar window, validation gain, test gain) per (lever, window, market): the ensemble's excess
+    Sharpe minus the mean of its seeds' (the models it combines), for every stored ensemble."""
+    gains = []
+    for path in sorted(out.glob(f"*/**/{LENSES['ensemble (mean Q)']}")):
+        ensemble = json.loads(path.read_text())
+        seeds = [json.loads(p.read_text()) for seed in ensemble["job"]["seeds"]
+                 if (p := path.parent / f"seed_{seed}" / LENSES["seeds (chosen models)"]).is_file()]
+        if len(seeds) != len(ensemble["job"]["seeds"]):
+            continue  # a member's outcome is not here (a Ray node kept it): no fair pairing
+        window = str(ensemble["job"]["validation_start"])
+        for market, view in _views(ensemble).items():
+            members = [_views(seed)[market] for seed in seeds]
+            gains.append((window, *(excess(view[part]) - float(np.mean([excess(m[part]) for m in members]))
+                                    for part in ("validation_backtest", "test"))))
+    return gains
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="learning_levers.py's --out folder")
@@ -106,6 +129,18 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([lens, len(effects), len({w for w, _, _ in effects}), f"{rho:+.2f} [{low:+.2f}, {high:+.2f}]"])
     print(f"{out}: levers with outcomes on the same windows; {machine()}\n")
     print(table(["lens", "effects", "calendar windows", "rank corr validation -> test [95% CI]"], rows))
+    gains = ensemble_gains(out)
+    if gains:
+        from nexlify.evaluation.verdict import bootstrap_mean_ci
+
+        cells = []
+        for column, part in ((1, "validation"), (2, "test")):
+            values = [g[column] for g in gains]
+            low, high = bootstrap_mean_ci(values, clusters=[g[0] for g in gains])
+            cells.append([part, len(values), f"{np.mean(values):+.2f} [{low:+.2f}, {high:+.2f}]",
+                          f"{sum(v > 0 for v in values)}/{len(values)}"])
+        print("\nthe mean-Q ensemble minus the mean of its seeds (every lever's windows):")
+        print(table(["window", "pairs", "excess Sharpe gain [95% CI]", "ensemble better"], cells))
     return 0
 
 

@@ -247,7 +247,18 @@ def test_validation_transfer_correlates_each_levers_lead_within_a_window(tmp_pat
     by_hand = np.corrcoef([1, 3, 4, 1, 1, 5], [2.5, 1, 4, 0, 2.5, 5])[0, 1]
     rho, low, high = validation_transfer.transfer(effects)
     assert rho == pytest.approx(by_hand) and low <= rho <= high
+    # Lever C's ensemble of its two seeds on w1: excess 5 on validation and 1 on test, against its
+    # seeds' means (2 + 4) / 2 = 3 and (0 + 2) / 2 = 1: gains +2 and 0.
+    (tmp_path / "C" / "AAA" / "w1" / "ensemble_mean_q.json").write_text(json.dumps({
+        "job": {"validation_start": "w1", "market": "AAA", "seeds": [0, 1], "ensemble": "mean_q"},
+        "validation_backtest": {"agent": {"sharpe": 5.0}, "buy_and_hold": {"sharpe": 0.0}},
+        "test": {"agent": {"sharpe": 1.0}, "buy_and_hold": {"sharpe": 0.0}}}))
+    assert validation_transfer.ensemble_gains(tmp_path) == [("w1", 2.0, 0.0)]
     assert validation_transfer.main(["--out", str(tmp_path)]) == 0
-    assert f"{by_hand:+.2f}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"{by_hand:+.2f}" in printed
+    gain_rows = {line.split()[0]: line.split() for line in printed.splitlines()[-2:]}
+    assert gain_rows["validation"][1:3] == ["1", "+2.00"] and gain_rows["validation"][-1] == "1/1"
+    assert gain_rows["test"][1:3] == ["1", "+0.00"] and gain_rows["test"][-1] == "0/1"
     assert validation_transfer.main(["--out", str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err.startswith("error: --out")
