@@ -48,3 +48,29 @@ def test_a_model_without_a_scaler_is_refused(tmp_path):
     AdaptiveDQNAgent(12, 3, tiny_config()).save(tmp_path / "bare.pth")
     with pytest.raises(CheckpointError, match="scaler"):
         LiveTrader.from_model(tmp_path / "bare.pth")
+
+
+def test_an_ensemble_trader_takes_the_action_of_the_members_mean_q(tmp_path, splits):
+    from nexlify.errors import ConfigError
+
+    paths = []
+    for seed in (1, 2, 3):
+        agent = AdaptiveDQNAgent(12, 3, tiny_config(seed=seed))
+        paths.append(tmp_path / f"seed{seed}.pth")
+        agent.save(paths[-1], extra_metadata={"scaler": splits.scaler.to_dict()})
+    trader = LiveTrader.from_models(paths)
+    candles = load_ohlcv(None, log_gaps=False)
+    states = [build_state(candles.iloc[end - LIVE_HISTORY_BARS:end], splits.scaler) for end in range(-400, 0, 40)]
+    members = [AdaptiveDQNAgent.from_checkpoint(path) for path in paths]
+    for state in states:
+        q = np.stack([m.host_q_function()(state[None, :])[0] for m in members]).astype(np.float64)
+        assert trader.greedy_action(state) == int(q.mean(axis=0).argmax())
+    # The members disagree somewhere, so the mean is not any one member's choice by construction.
+    choices = {tuple(int(m.host_q_function()(np.stack(states)).argmax(axis=1)[i]) for m in members)
+               for i in range(len(states))}
+    assert any(len(set(c)) > 1 for c in choices)
+    # A member saved with another scaler (other data) is refused.
+    other = splits.scaler.to_dict() | {"mean": [v + 1.0 for v in splits.scaler.to_dict()["mean"]]}
+    AdaptiveDQNAgent(12, 3, tiny_config(seed=4)).save(tmp_path / "other.pth", extra_metadata={"scaler": other})
+    with pytest.raises(ConfigError, match="trained on different data"):
+        LiveTrader.from_models([paths[0], tmp_path / "other.pth"])

@@ -220,3 +220,47 @@ def test_a_parquet_feed_replays_like_the_csv(files, backtest, tmp_path):
     equity = [m["equity"] for m in _marks(tmp_path / "pq.sqlite")]
     np.testing.assert_array_equal(equity, backtest["agent"].equity[0][: len(equity)])
     assert len(equity) == 31
+
+
+def test_an_ensemble_session_equals_the_ensembles_backtest_and_keeps_its_members(files, backtest, tmp_path, capsys):
+    model, feed = files
+    # Members of the same data (one scaler) that disagree: thresholds 0.5, 0.2 and 1.2.
+    members = [model, rule_model(tmp_path / "eager.pth", market_frame(), threshold=0.2),
+               rule_model(tmp_path / "patient.pth", market_frame(), threshold=1.2)]
+    agents = [AdaptiveDQNAgent.from_checkpoint(path, device="cpu") for path in members]
+    frame = load_ohlcv(feed)
+    market = market_slice_from_frame(frame, FeatureScaler.from_dict(agents[0].checkpoint_metadata["scaler"]))
+    ensemble = backtest_with_baselines(agents, market, periods_per_year(detect_timeframe(frame)), agents[0].config)
+    assert ensemble["agent"].metrics["trades"] >= 4
+    assert not np.array_equal(ensemble["agent"].equity, backtest["agent"].equity)  # not the first member alone
+    journal = tmp_path / "ensemble.sqlite"
+    argv = ["trade", "--model", *map(str, members), "--feed", str(feed), "--journal", str(journal)]
+    assert main(argv) == 0
+    _assert_equals_backtest(journal, ensemble)
+    # `nexlify evaluate` backtests the same ensemble, beside the first model without replacing its evaluation.
+    assert main(["evaluate", "--model", *map(str, members), "--data", str(feed)]) == 0
+    evaluated = json.loads((model.parent / "evaluation_ensemble" / "evaluation_results.json").read_text())
+    assert evaluated["model"] == [str(m) for m in members]
+    assert evaluated["test"]["agent"]["final_equity"] == pytest.approx(ensemble["agent"].metrics["final_equity"])
+    assert "mean-Q ensemble of 3 models" in capsys.readouterr().out
+    # The journal belongs to this set of members, in any order; another set is refused, the journal intact.
+    assert main(["trade", "--model", *map(str, members[::-1]), "--feed", str(feed), "--journal", str(journal)]) == 0
+    before = journal.read_bytes()
+    assert main(["trade", "--model", *map(str, members[:2]), "--feed", str(feed), "--journal", str(journal)]) == 2
+    assert "belongs to another session (model_sha256" in capsys.readouterr().err
+    assert journal.read_bytes() == before
+
+
+def test_an_ensemble_of_models_trained_on_other_data_is_refused(files, tmp_path, capsys):
+    _, feed = files
+    model = rule_model(tmp_path / "model.pth", market_frame())
+    other = rule_model(tmp_path / "other.pth", market_frame(seed=9))  # another market: another scaler
+    for command in ("trade", "evaluate"):
+        extra = ["--feed", str(feed)] if command == "trade" else ["--data", str(feed)]
+        assert main([command, "--model", str(model), str(other), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "trained on different data" in err[0], err
+        assert main([command, "--model", str(model), str(model), *extra]) == 2
+        assert "names the same file twice" in capsys.readouterr().err
+    # Nothing half-made: no journal, no evaluation folder.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pth", "other.pth"]

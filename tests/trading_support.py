@@ -18,11 +18,12 @@ def market_frame(rows: int = ROWS, seed: int = 3):
     return synthetic_frame(rows, seed=seed)
 
 
-def rule_model(path: Path, frame) -> Path:
+def rule_model(path: Path, frame, threshold: float = 0.5) -> Path:
     """A tiny saved agent whose network encodes a rule that trades often and reads every part of the state.
 
-    Buy when the 48-candle z-score is above 0.5, sell below -0.5 or when the open position has gained
-    more than 2%, hold in a drawdown deeper than 3%: market features and all account features matter.
+    Buy when the 48-candle z-score is above ``threshold``, sell below -``threshold`` or when the open
+    position has gained more than 2%, hold in a drawdown deeper than 3%: market features and all
+    account features matter. Models of one ``frame`` share its scaler (an ensemble's members do).
     """
     agent = AdaptiveDQNAgent(12, 3, tiny_config())
     net = agent.q_network
@@ -35,8 +36,8 @@ def rule_model(path: Path, frame) -> Path:
         first.weight[3, 11], first.bias[3] = -1.0, -0.03  # relu(-drawdown - 3%)
         for unit in range(4):
             second.weight[unit, unit] = 1.0
-        head.weight[1, 0], head.weight[1, 1], head.bias[1] = 1.0, -1.0, -0.5  # buy
-        head.weight[2, 1], head.weight[2, 0], head.bias[2] = 1.0, -1.0, -0.5  # sell
+        head.weight[1, 0], head.weight[1, 1], head.bias[1] = 1.0, -1.0, -threshold  # buy
+        head.weight[2, 1], head.weight[2, 0], head.bias[2] = 1.0, -1.0, -threshold  # sell
         head.weight[2, 2] = 50.0
         head.weight[0, 3] = 20.0  # hold
     scaler = FeatureScaler().fit(compute_market_features(frame)[WARMUP_BARS:])

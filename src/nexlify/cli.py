@@ -163,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--tensorboard", action="store_true", help="log scalars to CHECKPOINT_DIR/tensorboard")
 
     evaluate = sub.add_parser("evaluate", help="backtest a saved model against the baselines")
-    evaluate.add_argument("--model", required=True, metavar="PATH", help="a .pth file written by nexlify train")
+    evaluate.add_argument("--model", required=True, metavar="PATH", nargs="+",
+                          help="a .pth file written by nexlify train; several files are backtested as one mean-Q "
+                          "ensemble (as nexlify trade would trade them)")
     evaluate.add_argument("--data", metavar="FILE", help="data to backtest on (default: the held-out test "
                           "split of the model's training data)")
     evaluate.add_argument("--out", metavar="DIR", help="output folder (default: MODEL_DIR/evaluation)")
@@ -171,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     trade = sub.add_parser("trade", help="run a trained model on a market: paper trading by default, --live "
                            "for real orders; --report shows a session's results")
-    trade.add_argument("--model", metavar="PATH", help="a .pth file written by nexlify train (e.g. best_model.pth)")
+    trade.add_argument("--model", metavar="PATH", nargs="+",
+                       help="a .pth file written by nexlify train (e.g. best_model.pth); several files trade as "
+                       "one mean-Q ensemble (e.g. the best models of runs with other --seed values)")
     trade.add_argument("--exchange", default="binance", help="ccxt exchange id (default binance)")
     trade.add_argument("--symbol", default="BTC/USDT", help="market symbol (default BTC/USDT)")
     trade.add_argument("--timeframe", default="1h", help="candle timeframe (default 1h)")
@@ -468,12 +472,16 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
     from nexlify.evaluation.report import metrics_table
     from nexlify.training.pipeline import evaluate_model
 
-    model = check_input_file("--model", args.model)
+    models = [check_input_file("--model", path) for path in args.model]
+    if len({path.resolve() for path in models}) != len(models):
+        raise ConfigError("--model names the same file twice; an ensemble needs different models")
     if args.data:
         check_input_file("--data", args.data)
     out = check_output_dir("--out", args.out) if args.out else None
-    results = evaluate_model(model, data=args.data, out_dir=out, device=args.device)
-    print(f"Backtest on {results['data']} ({results['rows']} rows)\n" + metrics_table(results["test"])
+    results = evaluate_model(models[0] if len(models) == 1 else models, data=args.data, out_dir=out,
+                             device=args.device)
+    what = "" if len(models) == 1 else f"of the mean-Q ensemble of {len(models)} models "
+    print(f"Backtest {what}on {results['data']} ({results['rows']} rows)\n" + metrics_table(results["test"])
           + "\n\n" + results["verdict"])
     return 0
 
@@ -489,7 +497,8 @@ def _trade(args: argparse.Namespace, console: Console) -> int:
     from nexlify.trading.runner import TradeOptions, run_trade
 
     options = TradeOptions(
-        model=Path(args.model), exchange=args.exchange, symbol=args.symbol, timeframe=args.timeframe,
+        model=Path(args.model[0]), ensemble=tuple(Path(path) for path in args.model[1:]),
+        exchange=args.exchange, symbol=args.symbol, timeframe=args.timeframe,
         balance=args.balance, journal=Path(args.journal) if args.journal else None, live=args.live,
         confirm_live=args.confirm_live, sandbox=args.sandbox, feed=Path(args.feed) if args.feed else None,
         speed=args.speed, max_position=args.max_position, device=args.device)

@@ -42,24 +42,58 @@ def build_state(
     return np.concatenate([market.astype(np.float32), np.array(account, dtype=np.float32)])
 
 
-class LiveTrader:
-    """A trained model ready for live decisions: ``decide(candles, ...)`` returns 'hold'/'buy'/'sell'."""
+def shared_scaler(agents: tuple | list) -> FeatureScaler:
+    """The feature scaler every model in ``agents`` was saved with; refused unless they all have one
+    and it is the same (an ensemble's members must read the market the same way)."""
+    if any("scaler" not in agent.checkpoint_metadata for agent in agents):
+        raise CheckpointError("this model has no saved feature scaler; load a file written by nexlify train")
+    scalers = [agent.checkpoint_metadata["scaler"] for agent in agents]
+    if any(scaler != scalers[0] for scaler in scalers[1:]):
+        raise ConfigError("the ensemble's models were trained on different data (their feature scalers "
+                          "differ); combine models trained with the same --data and --data-days, "
+                          "e.g. the same run with other seeds")
+    return FeatureScaler.from_dict(scalers[0])
 
-    def __init__(self, agent) -> None:
-        if "scaler" not in agent.checkpoint_metadata:
-            raise CheckpointError("this model has no saved feature scaler; load a file written by nexlify train")
-        self.agent = agent
-        self.scaler = FeatureScaler.from_dict(agent.checkpoint_metadata["scaler"])
+
+class LiveTrader:
+    """A trained model, or a mean-Q ensemble of several (e.g. the best models of a few seeds), ready
+    for live decisions: ``decide(candles, ...)`` returns 'hold'/'buy'/'sell'.
+
+    An ensemble decides as the walk-forward's judged ensemble does (``nexlify.evaluation.ensemble``):
+    the action with the highest Q-value averaged over the members. Its members must share the feature
+    scaler (trained on the same data), the state and the actions; the first member's config (costs,
+    action mode) is the session's.
+    """
+
+    def __init__(self, agent, *others) -> None:
+        from nexlify.evaluation.ensemble import check_members
+
+        members = (agent, *others)
+        self.scaler = shared_scaler(members)
+        check_members(members)
+        self.agent, self.members = agent, members
+        # Host copies of the weights, made once: a decision per candle must not copy them again.
+        self._q_functions = [member.host_q_function() for member in members]
 
     @classmethod
     def from_model(cls, path: str | Path, device: str = "cpu") -> LiveTrader:
+        return cls.from_models([path], device)
+
+    @classmethod
+    def from_models(cls, paths: list[str | Path] | tuple[str | Path, ...], device: str = "cpu") -> LiveTrader:
+        """One model, or the mean-Q ensemble of several model files."""
         from nexlify.agent.dqn import AdaptiveDQNAgent
 
-        return cls(AdaptiveDQNAgent.from_checkpoint(path, device=device))
+        return cls(*(AdaptiveDQNAgent.from_checkpoint(path, device=device) for path in paths))
+
+    def greedy_action(self, state: np.ndarray) -> int:
+        """The model's (or the ensemble's) greedy action index for one state."""
+        from nexlify.evaluation.ensemble import greedy_actions
+
+        return int(greedy_actions(self._q_functions, state[None, :])[0])
 
     def decide(self, recent_candles: pd.DataFrame, is_long: bool = False, entry_price: float = 0.0,
                equity: float = 1.0, peak_equity: float = 1.0) -> str:
         """The greedy action for the latest candle, as a name."""
         state = build_state(recent_candles, self.scaler, is_long, entry_price, equity, peak_equity)
-        action = self.agent.act(state, explore=False)
-        return ACTION_NAMES[to_orders(action, is_long, self.agent.config.action_mode)]
+        return ACTION_NAMES[to_orders(self.greedy_action(state), is_long, self.agent.config.action_mode)]

@@ -43,23 +43,37 @@ def combine_q_values(q_values: np.ndarray, mode: str) -> np.ndarray:
     return np.where(tied, mean_q, -np.inf).argmax(axis=1).astype(np.int64)
 
 
-def ensemble_policy(agents: Sequence[Any], mode: str = "mean_q") -> Callable[[np.ndarray, int], np.ndarray]:
-    """A backtest policy (``obs, t -> orders``) acting greedily for the ensemble of ``agents``.
-
-    Every member must see the same state and choose among the same actions.
-    """
+def check_members(agents: Sequence[Any]) -> str:
+    """The members' common action mode; ConfigError unless they see the same state and choose among
+    the same actions the same way (an ensemble of other models' Q-values means nothing)."""
     if not agents:
         raise ConfigError("an ensemble needs at least one trained agent")
     shapes = {(a.state_size, a.action_size) for a in agents}
     if len(shapes) != 1:
         raise ConfigError(f"ensemble members differ in (state size, action count): {sorted(shapes)}; "
                           "combine only models trained with the same feature set and actions")
-    if mode not in ENSEMBLE_MODES:
-        raise ConfigError(f"ensemble mode must be one of {', '.join(ENSEMBLE_MODES)}; got {mode!r}")
     modes = {agent.config.action_mode for agent in agents}
     if len(modes) != 1:
         raise ConfigError(f"ensemble members use different action modes {sorted(modes)}")
-    action_mode = modes.pop()
+    return modes.pop()
+
+
+def greedy_actions(q_functions: Sequence[QFunction], states: np.ndarray, mode: str = "mean_q") -> np.ndarray:
+    """The greedy actions (int64, ``(N,)``) of one member, or of several combined by ``mode``."""
+    states = np.ascontiguousarray(states, dtype=np.float32)
+    if len(q_functions) == 1:
+        return q_functions[0](states).argmax(axis=1).astype(np.int64)
+    return combine_q_values(np.stack([q(states) for q in q_functions]), mode)
+
+
+def ensemble_policy(agents: Sequence[Any], mode: str = "mean_q") -> Callable[[np.ndarray, int], np.ndarray]:
+    """A backtest policy (``obs, t -> orders``) acting greedily for the ensemble of ``agents``.
+
+    Every member must see the same state and choose among the same actions.
+    """
+    action_mode = check_members(agents)
+    if mode not in ENSEMBLE_MODES:
+        raise ConfigError(f"ensemble mode must be one of {', '.join(ENSEMBLE_MODES)}; got {mode!r}")
     q_functions: list[QFunction] = [agent.host_q_function() for agent in agents]
 
     def policy(obs: np.ndarray, _t: int) -> np.ndarray:

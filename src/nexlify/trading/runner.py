@@ -30,6 +30,8 @@ class TradeOptions:
 
     model: Path
     device: str = "cpu"
+    # More models: with ``model`` they trade as one mean-Q ensemble (e.g. the best models of three seeds).
+    ensemble: tuple[Path, ...] = ()
     balance: float | None = None  # None: the model's training balance
     journal: Path | None = None  # None: default_journal(options)
     # The market traded, polled from the exchange...
@@ -46,9 +48,18 @@ class TradeOptions:
     max_position: float | None = None  # the most quote currency held in the market at once (paper too)
 
 
+    @property
+    def models(self) -> tuple[Path, ...]:
+        """Every model the session trades with: one, or the members of an ensemble."""
+        return (self.model, *self.ensemble)
+
+
 def check_options(options: TradeOptions) -> None:
     """Refuse unsafe or contradictory flag combinations before anything is opened."""
-    check_input_file("--model", options.model)
+    for model in options.models:
+        check_input_file("--model", model)
+    if len({path.resolve() for path in options.models}) != len(options.models):
+        raise ConfigError("--model names the same file twice; an ensemble needs different models")
     if options.feed is not None:
         check_input_file("--feed", options.feed)
     if options.speed is not None and options.feed is None:
@@ -82,11 +93,20 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def models_sha256(paths: tuple[Path, ...]) -> str:
+    """A model file's SHA-256, or for an ensemble one of its members' sorted digests (a mean-Q ensemble
+    does not depend on their order): a resumed journal must go on with the same models."""
+    digests = [_sha256(path) for path in paths]
+    if len(digests) == 1:
+        return digests[0]
+    return hashlib.sha256(",".join(sorted(digests)).encode()).hexdigest()
+
+
 def build_session(options: TradeOptions, journal: Journal, out: Callable[[str], Any] = print,
                   clock: Clock | None = None) -> TradingSession:
     """Everything a session needs, from the options; ``clock`` replaces wall time (tests)."""
     check_options(options)
-    trader = LiveTrader.from_model(options.model, device=options.device)
+    trader = LiveTrader.from_models(options.models, device=options.device)
     config = trader.agent.config
     balance = options.balance if options.balance is not None else config.initial_balance
     credentials = Credentials.from_environment() if options.live else None
@@ -125,7 +145,7 @@ def build_session(options: TradeOptions, journal: Journal, out: Callable[[str], 
     settings = SessionSettings(
         source=source, symbol=symbol, timeframe=timeframe, timeframe_ms=timeframe_ms,
         mode="live" if options.live else "paper", initial_balance=float(balance), fee=config.fee,
-        slippage=config.slippage, max_position=options.max_position, model_sha256=_sha256(options.model))
+        slippage=config.slippage, max_position=options.max_position, model_sha256=models_sha256(options.models))
     if options.live:
         broker: Any = LiveBroker(exchange, options.symbol, journal, feed.call, clock.now_ms, clock.sleep_until,
                                  float(options.max_position or 0.0), config.fee, config.slippage, redact, report)
@@ -151,14 +171,16 @@ def run_trade(options: TradeOptions, out: Callable[[str], Any] = print, clock: C
     """Run a session to the end of its feed (or Ctrl-C); returns its summary."""
     check_options(options)
     path = options.journal or default_journal(options)
-    created = not path.exists()
+    created, folder_created = not path.exists(), not path.parent.exists()
     with Journal(path, durable=options.live) as journal:
         try:
             session = build_session(options, journal, out=out, clock=clock)
         except BaseException:
-            if created:  # a session that never started leaves no empty journal behind
+            if created:  # a session that never started leaves no empty journal (nor its new folder) behind
                 for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
                     leftover.unlink(missing_ok=True)
+                if folder_created and not any(path.parent.iterdir()):
+                    path.parent.rmdir()
             raise
         summary = session.run()
     summary["journal"] = str(path)

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from nexlify.data.features import feature_set_of, live_history_bars, warmup_bars
@@ -70,7 +69,6 @@ class TradingSession:
         self.tf = settings.timeframe_ms
         self.fresh_window_ms = fresh_window_ms if fresh_window_ms is not None else self.tf // 10
         self.poll_ms = max(min(10_000, self.tf // 20), 1)
-        self._q_function = trader.agent.host_q_function()
         feature_set = feature_set_of(trader.scaler.feature_names)
         self.warmup_bars, self.history_bars = warmup_bars(feature_set), live_history_bars(feature_set)
         self.feature_bars = max(FEATURE_BARS, 2 * self.warmup_bars)
@@ -257,9 +255,9 @@ class TradingSession:
                              index=pd.to_datetime([r[0] for r in rows], unit="ms", utc=True).rename("timestamp"))
         state = build_state(frame, self.trader.scaler, self.account.is_long, self.account.entry_price,
                             self.account.equity, self.account.peak)
-        # The backtest's own policy: the greedy action of the host Q-function on a (1, state) batch,
-        # as the order that carries it out (a position-target model names the position it wants).
-        action = int(np.argmax(self._q_function(state[None, :])[0]))
+        # The backtest's own policy: the greedy action of the host Q-function (an ensemble's mean Q) on a
+        # (1, state) batch, as the order that carries it out (a position-target model names the position).
+        action = self.trader.greedy_action(state)
         return ACTION_NAMES[to_orders(action, self.account.is_long, self.trader.agent.config.action_mode)]
 
     def _status(self, ts: int, close: float, action: str | None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ from nexlify.data.market import (
     prepare_markets,
 )
 from nexlify.errors import CheckpointError, ConfigError, DataError
-from nexlify.evaluation.backtest import BacktestResult, run_baselines
+from nexlify.evaluation.backtest import BacktestResult, run_baselines, run_policy
+from nexlify.evaluation.ensemble import check_members, ensemble_policy
 from nexlify.evaluation.report import (
     metrics_table,
     single_window_verdict,
@@ -86,11 +88,16 @@ def write_hardware_profile(output_dir: Path, profile: dict[str, Any] | None, con
     write_text_atomic(output_dir / HARDWARE_PROFILE, json.dumps(payload, indent=2, default=str))
 
 
-def backtest_with_baselines(agent: AdaptiveDQNAgent, market: MarketSlice, periods_per_year: float,
-                            config: TrainingConfig) -> dict[str, BacktestResult]:
-    """The agent's greedy policy and every baseline on ``market``, with the config's costs."""
-    results = {"agent": evaluate_agent(agent, market, periods_per_year, config)}
-    results.update(run_baselines(market, periods_per_year, config.initial_balance, config.fee, config.slippage))
+def backtest_with_baselines(agent: AdaptiveDQNAgent | Sequence[AdaptiveDQNAgent], market: MarketSlice,
+                            periods_per_year: float, config: TrainingConfig) -> dict[str, BacktestResult]:
+    """The agent's greedy policy (several agents: their mean-Q ensemble) and every baseline on
+    ``market``, with the config's costs."""
+    costs = {"initial_balance": config.initial_balance, "fee": config.fee, "slippage": config.slippage}
+    if isinstance(agent, AdaptiveDQNAgent):
+        results = {"agent": evaluate_agent(agent, market, periods_per_year, config)}
+    else:
+        results = {"agent": run_policy(market, ensemble_policy(agent, "mean_q"), "agent", periods_per_year, **costs)}
+    results.update(run_baselines(market, periods_per_year, **costs))
     return results
 
 
@@ -261,20 +268,28 @@ def recorded_training_splits(meta: dict[str, Any], data: Any, what: str) -> Mark
 MIN_BACKTEST_ROWS = MIN_SPLIT_ROWS  # candles after the warm-up; fewer make no meaningful backtest
 
 
-def evaluate_model(model_path: str | Path, data: Any = None, out_dir: str | Path | None = None,
-                   device: str = "cpu") -> dict[str, Any]:
-    """Backtest a saved model against the baselines.
+def evaluate_model(model_path: str | Path | Sequence[str | Path], data: Any = None,
+                   out_dir: str | Path | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Backtest a saved model (or several, as one mean-Q ensemble) against the baselines.
 
     Without ``data``: exactly the held-out test split the model was trained with (the recorded
     source, window and test window, checked against the saved scaler), or a refusal. With ``data``:
     the whole of that file or frame after the feature warm-up. Features are normalised with the
-    scaler saved in the model, never refitted on the test data.
+    scaler saved in the model, never refitted on the test data. An ensemble's members must share
+    that scaler (trained on the same data, e.g. with other seeds); its results go to
+    ``evaluation_ensemble`` beside the first model, so the single model's evaluation is kept.
     """
-    agent = AdaptiveDQNAgent.from_checkpoint(model_path, device=device)
+    from nexlify.live import shared_scaler
+
+    paths = [Path(model_path)] if isinstance(model_path, (str, Path)) else [Path(path) for path in model_path]
+    agents = [AdaptiveDQNAgent.from_checkpoint(path, device=device) for path in paths]
+    for path, member in zip(paths, agents, strict=True):
+        if "scaler" not in member.checkpoint_metadata:
+            raise CheckpointError(f"{path} has no feature scaler; it was not saved by `nexlify train`")
+    check_members(agents)
+    agent, scaler = agents[0], shared_scaler(agents)
+    model_path = paths[0]
     meta = agent.checkpoint_metadata
-    if "scaler" not in meta:
-        raise CheckpointError(f"{model_path} has no feature scaler; it was not saved by `nexlify train`")
-    scaler = FeatureScaler.from_dict(meta["scaler"])
     if data is None:
         splits = recorded_splits(meta, what=f"model {model_path}")
         if splits.record()["test_window"] != meta.get("test_window"):
@@ -286,14 +301,16 @@ def evaluate_model(model_path: str | Path, data: Any = None, out_dir: str | Path
         market = market_slice_from_frame(frame, scaler)
         ppy, label = periods_per_year(detect_timeframe(frame)), str(data)
     config = agent.config
-    tests = backtest_with_baselines(agent, market, ppy, config)
+    tests = backtest_with_baselines(agent if len(agents) == 1 else agents, market, ppy, config)
     test = {name: r.metrics for name, r in tests.items()}
     verdict = single_window_verdict(test, (len(market) - 1) / ppy * 365)
-    results = {"model": str(model_path), "data": label, "rows": len(market), "test": test, "verdict": verdict}
-    out = Path(out_dir) if out_dir is not None else Path(model_path).parent / "evaluation"
+    results = {"model": str(model_path) if len(paths) == 1 else [str(path) for path in paths],
+               "data": label, "rows": len(market), "test": test, "verdict": verdict}
+    default_out = "evaluation" if len(paths) == 1 else "evaluation_ensemble"
+    out = Path(out_dir) if out_dir is not None else model_path.parent / default_out
     out.mkdir(parents=True, exist_ok=True)
     write_results_json(out / "evaluation_results.json", results)
     write_text_atomic(out / "evaluation_summary.txt",
-                      f"Backtest of {model_path} on {label} ({len(market)} rows)\n\n"
+                      f"Backtest of {' + '.join(map(str, paths))} on {label} ({len(market)} rows)\n\n"
                       + metrics_table(results["test"]) + "\n\n" + verdict + "\n")
     return results
