@@ -262,3 +262,36 @@ def test_validation_transfer_correlates_each_levers_lead_within_a_window(tmp_pat
     assert gain_rows["test"][1:3] == ["1", "+0.00"] and gain_rows["test"][-1] == "0/1"
     assert validation_transfer.main(["--out", str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err.startswith("error: --out")
+
+
+def test_pair_walkforwards_pairs_two_runs_with_the_three_lenses(tmp_path, capsys) -> None:
+    import pair_walkforwards
+
+    def run(name: str, seeds: list[tuple[float, float]], ensemble: float) -> Path:
+        folder = tmp_path / name
+        window = {"market": "AAA", "fold": 1, "validation_start": "2024-01-01"}
+        for seed, (excess, last_score) in enumerate(seeds):
+            path = folder / "AAA" / "fold_01" / f"seed_{seed}" / "fold_outcome.json"
+            path.parent.mkdir(parents=True)
+            path.write_text(json.dumps({
+                "job": {**window, "seed": seed},
+                "validation": {"history": [{"score": 9.0}, {"score": last_score}]},
+                "validation_backtest": {"agent": {"sharpe": excess + 1.0}, "buy_and_hold": {"sharpe": 1.0}}}))
+        (folder / "AAA" / "fold_01" / "ensemble_mean_q.json").write_text(json.dumps({
+            "job": {**window, "seed": 0, "seeds": [0, 1], "ensemble": "mean_q"},
+            "validation_backtest": {"agent": {"sharpe": ensemble}, "buy_and_hold": {"sharpe": 0.0}}}))
+        (folder / "walkforward_results.json").write_text("{}")
+        return folder
+
+    # Seeds' excess 1 and 0 against 2 and 1: +1.00; ensembles 0.5 against 0: -0.50; last validation
+    # scores 0.2 and 0.4 against 0.9 and 0.7: +0.50 (the best score, 9, is the selected one: ignored).
+    first, second = run("first", [(1.0, 0.2), (0.0, 0.4)], 0.5), run("second", [(2.0, 0.9), (1.0, 0.7)], 0.0)
+    assert pair_walkforwards.main([str(first), str(second)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith(str(second)))
+    cells = row.split()
+    assert cells[1] == "+1.00" and cells[4] == "1/1"
+    assert cells[5] == "-0.50" and cells[8] == "0/1"
+    assert cells[9] == "+0.50" and cells[12] == "1/1"
+    assert pair_walkforwards.main([str(first), str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no finished walk-forward" in err and len(err.strip().splitlines()) == 1
