@@ -47,7 +47,6 @@ class TradeOptions:
     sandbox: bool = False
     max_position: float | None = None  # the most quote currency held in the market at once (paper too)
 
-
     @property
     def models(self) -> tuple[Path, ...]:
         """Every model the session trades with: one, or the members of an ensemble."""
