@@ -215,3 +215,36 @@ def test_train_on_several_markets_pools_them_into_one_policy(tmp_path, capsys):
     # Several files cannot be found again from one origin: evaluate asks for --data.
     assert main(["evaluate", "--model", str(out / "best_model.pth"), "--out", str(tmp_path / "eval")]) == 2
     assert "trained on several markets" in capsys.readouterr().err
+
+
+def test_train_several_seeds_leaves_each_run_and_their_ensemble(tmp_path, capsys):
+    import torch
+
+    from nexlify.agent.dqn import AdaptiveDQNAgent
+
+    data = tmp_path / "candles.csv"
+    synthetic_frame(500, seed=3).to_csv(data)
+    out = tmp_path / "models"
+    common = ["--data", str(data), "--episodes", "2", "--save-interval", "2", "--data-days", "30", "--model-size",
+              "tiny", "--batch-size", "16", "--parallel-envs", "2", "--checkpoint-dir", str(out), "--quiet"]
+    assert main(["train", *common, "--seed", "7", "--seeds", "2"]) == 0
+    printed = capsys.readouterr().out
+    runs = [out / "seed_7", out / "seed_8"]
+    for seed, run in zip((7, 8), runs, strict=True):
+        assert json.loads((run / "training_results.json").read_text())["config"]["seed"] == seed
+    first, second = (AdaptiveDQNAgent.from_checkpoint(run / "best_model.pth").q_network.state_dict() for run in runs)
+    assert any(not torch.equal(first[name], second[name]) for name in first)  # two seeds, two models
+    # The ensemble's backtest is `nexlify evaluate` of the two best models, to the digit.
+    ensemble = json.loads((out / "ensemble" / "evaluation_results.json").read_text())
+    assert main(["evaluate", "--model", *(str(run / "best_model.pth") for run in runs), "--out",
+                 str(tmp_path / "ev")]) == 0
+    assert json.loads((tmp_path / "ev" / "evaluation_results.json").read_text())["test"] == ensemble["test"]
+    assert f"trade them together: nexlify trade --model {runs[0] / 'best_model.pth'}" in printed
+    # Refused before anything is measured or written: a rerun over them, and --resume with --seeds.
+    before = (runs[0] / "best_model.pth").read_bytes()
+    capsys.readouterr()
+    assert main(["train", *common, "--seed", "7", "--seeds", "2"]) == 2
+    assert "already holds a previous run" in capsys.readouterr().err
+    assert main(["train", *common, "--seeds", "2", "--resume", str(runs[0] / "final_model.pth")]) == 2
+    assert "resume each seed's run on its own" in capsys.readouterr().err
+    assert (runs[0] / "best_model.pth").read_bytes() == before

@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue from a checkpoint (no PATH: the newest in --checkpoint-dir)")
     add_plan_flags(train, seed_help="random seed, 0 to 2**32-1 (default 42)", quiet_help="no progress display")
     train.add_argument("--tensorboard", action="store_true", help="log scalars to CHECKPOINT_DIR/tensorboard")
+    train.add_argument("--seeds", type=_positive(int), default=1,
+                       help="train N runs (SEED, SEED+1, ...) into CHECKPOINT_DIR/seed_S and backtest their best "
+                       "models as one mean-Q ensemble into CHECKPOINT_DIR/ensemble (default 1: one run)")
 
     evaluate = sub.add_parser("evaluate", help="backtest a saved model against the baselines")
     evaluate.add_argument("--model", required=True, metavar="PATH", nargs="+",
@@ -402,7 +405,7 @@ def _validated_overrides(file_values: dict[str, Any] | None, args: argparse.Name
 
 
 def _train(args: argparse.Namespace, console: Console) -> int:
-    from nexlify.config import TrainingConfig, read_config_file
+    from nexlify.config import MAX_SEED, TrainingConfig, read_config_file
     from nexlify.training.pipeline import load_training_data, resume_checks, run_training
     from nexlify.training.run_folder import check_previous_run
     from nexlify.training.trainer import INTERRUPTED_CHECKPOINT, accounts_per_round
@@ -419,6 +422,15 @@ def _train(args: argparse.Namespace, console: Console) -> int:
                        overwrite=args.overwrite)
     file_values = read_config_file(args.config) if args.config else None
     early = _validated_overrides(file_values, args)
+    seeds = [early.get("seed", TrainingConfig().seed) + i for i in range(args.seeds)]
+    if len(seeds) > 1:
+        if resume is not None:
+            raise ConfigError("--resume continues one run; resume each seed's run on its own (--checkpoint-dir "
+                              "CHECKPOINT_DIR/seed_S --resume) and drop --seeds")
+        if seeds[-1] > MAX_SEED:
+            raise ConfigError(f"--seed {seeds[0]} with --seeds {len(seeds)} runs past the largest seed {MAX_SEED}")
+        for seed in seeds:
+            check_previous_run(output_dir / f"seed_{seed}", resume=False, overwrite=args.overwrite)
     if resume is not None:  # exactly the checkpoint's data and set-up, or a refusal
         if args.data and len(args.data) > 1:
             raise ConfigError("--resume continues on one market's recorded data; a run on several --data files "
@@ -443,25 +455,45 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     else:  # the learning settings are the checkpoint's, not this machine's plan
         console.print(f"[bold]Nexlify[/bold]: resuming {resume} up to {config.episodes} episodes on {config.device} "
                       f"-> {output_dir}", soft_wrap=True)
-    started = time.time()
-    try:
-        results = run_training(config, splits=splits, output_dir=output_dir, profile=profiler.profile,
-                               reasons=profiler.explain(), overrides=overrides, resume_from=resume,
-                               tensorboard=args.tensorboard, console=console, quiet=args.quiet,
-                               overwrite=args.overwrite)
-    except KeyboardInterrupt:
-        saved = output_dir / INTERRUPTED_CHECKPOINT
-        # Said even with --quiet (then the trainer's own display is silent): it is the only way back
-        # into the run.
-        if args.quiet and saved.exists() and saved.stat().st_mtime >= started:
-            print(f"interrupted: saved {saved}; continue with --resume {saved}", file=sys.stderr)
-        raise
-    summary = (output_dir / "training_summary.txt").read_text()
-    print(summary)
-    run = results["run"]
-    console.print(f"done: {run['episodes_done']} episode(s) in {run['train_seconds']:.0f} s; outputs in {output_dir}",
-                  soft_wrap=True)
+    run_dirs = [output_dir] if len(seeds) == 1 else [output_dir / f"seed_{seed}" for seed in seeds]
+    for seed, run_dir in zip(seeds, run_dirs, strict=True):
+        if len(seeds) > 1:
+            console.print(f"[bold]seed {seed}[/bold] ({seeds.index(seed) + 1} of {len(seeds)}) -> {run_dir}",
+                          soft_wrap=True)
+        started = time.time()
+        try:
+            results = run_training(config.with_overrides({"seed": seed}), splits=splits, output_dir=run_dir,
+                                   profile=profiler.profile, reasons=profiler.explain(),
+                                   overrides=overrides if len(seeds) == 1 else {**overrides, "seed": seed},
+                                   resume_from=resume, tensorboard=args.tensorboard, console=console,
+                                   quiet=args.quiet, overwrite=args.overwrite)
+        except KeyboardInterrupt:
+            saved = run_dir / INTERRUPTED_CHECKPOINT
+            # Said even with --quiet (then the trainer's own display is silent): it is the only way back
+            # into the run.
+            if args.quiet and saved.exists() and saved.stat().st_mtime >= started:
+                print(f"interrupted: saved {saved}; continue with --resume {saved}", file=sys.stderr)
+            raise
+        print((run_dir / "training_summary.txt").read_text())
+        run = results["run"]
+        console.print(f"done: {run['episodes_done']} episode(s) in {run['train_seconds']:.0f} s; outputs in "
+                      f"{run_dir}", soft_wrap=True)
+    if len(seeds) > 1:
+        _evaluate_seed_ensemble(run_dirs, output_dir / "ensemble")
     return 0
+
+
+def _evaluate_seed_ensemble(run_dirs: list[Path], out: Path) -> None:
+    """The seeds' best models as one mean-Q ensemble on their held-out test split (``nexlify evaluate``)."""
+    from nexlify.evaluation.report import metrics_table
+    from nexlify.training.pipeline import evaluate_model
+    from nexlify.training.trainer import BEST_MODEL
+
+    models = [run_dir / BEST_MODEL for run_dir in run_dirs]
+    results = evaluate_model(models, out_dir=out, device="cpu")  # backtests act on the host anyway
+    print(f"The {len(models)} seeds' best models as one mean-Q ensemble, on {results['data']} "
+          f"({results['rows']} rows)\n" + metrics_table(results["test"]) + "\n\n" + results["verdict"])
+    print(f"outputs in {out}; trade them together: nexlify trade --model {' '.join(map(str, models))}")
 
 
 def _same_folder(a: Path, b: Path) -> bool:
