@@ -227,8 +227,13 @@ def test_train_several_seeds_leaves_each_run_and_their_ensemble(tmp_path, capsys
     out = tmp_path / "models"
     common = ["--data", str(data), "--episodes", "2", "--save-interval", "2", "--data-days", "30", "--model-size",
               "tiny", "--batch-size", "16", "--parallel-envs", "2", "--checkpoint-dir", str(out), "--quiet"]
-    assert main(["train", *common, "--seed", "7", "--seeds", "2"]) == 0
+    assert main(["train", *common, "--seed", "7"]) == 0  # a single run first: seed runs replace it only
+    capsys.readouterr()                                     # when told to, and never sit beside it
+    assert main(["train", *common, "--seed", "7", "--seeds", "2"]) == 2
+    assert "already holds a previous run" in capsys.readouterr().err and (out / "best_model.pth").is_file()
+    assert main(["train", *common, "--seed", "7", "--seeds", "2", "--overwrite"]) == 0
     printed = capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["ensemble", "seed_7", "seed_8"]
     runs = [out / "seed_7", out / "seed_8"]
     for seed, run in zip((7, 8), runs, strict=True):
         assert json.loads((run / "training_results.json").read_text())["config"]["seed"] == seed

@@ -407,7 +407,7 @@ def _validated_overrides(file_values: dict[str, Any] | None, args: argparse.Name
 def _train(args: argparse.Namespace, console: Console) -> int:
     from nexlify.config import MAX_SEED, TrainingConfig, read_config_file
     from nexlify.training.pipeline import load_training_data, resume_checks, run_training
-    from nexlify.training.run_folder import check_previous_run
+    from nexlify.training.run_folder import RunFolderLock, check_previous_run, previous_run_outputs, remove_previous_run
     from nexlify.training.trainer import INTERRUPTED_CHECKPOINT, accounts_per_round
 
     # Everything the user gave is checked first: flags, files, config, data; then the hardware is
@@ -456,6 +456,9 @@ def _train(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[bold]Nexlify[/bold]: resuming {resume} up to {config.episodes} episodes on {config.device} "
                       f"-> {output_dir}", soft_wrap=True)
     run_dirs = [output_dir] if len(seeds) == 1 else [output_dir / f"seed_{seed}" for seed in seeds]
+    if len(seeds) > 1 and args.overwrite and previous_run_outputs(output_dir):
+        with RunFolderLock(output_dir):  # a single run replaced by seed runs: the folder never mixes them
+            remove_previous_run(output_dir)
     for seed, run_dir in zip(seeds, run_dirs, strict=True):
         if len(seeds) > 1:
             console.print(f"[bold]seed {seed}[/bold] ({seeds.index(seed) + 1} of {len(seeds)}) -> {run_dir}",
