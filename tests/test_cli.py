@@ -232,7 +232,9 @@ def test_train_several_seeds_leaves_each_run_and_their_ensemble(tmp_path, capsys
     assert main(["train", *common, "--seed", "7", "--seeds", "2"]) == 2
     assert "already holds a previous run" in capsys.readouterr().err and (out / "best_model.pth").is_file()
     assert main(["train", *common, "--seed", "7", "--seeds", "2", "--overwrite"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "2 episodes x 2 seeds, one after another" in captured.err
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["ensemble", "seed_7", "seed_8"]
     runs = [out / "seed_7", out / "seed_8"]
     for seed, run in zip((7, 8), runs, strict=True):

@@ -450,7 +450,8 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     if resume is None:
         console.print(f"[bold]Nexlify[/bold]: {config.model_size} model on {config.device}, batch "
                       f"{config.batch_size} x {config.gradient_accumulation_steps}, "
-                      f"{accounts_per_round(config)} parallel envs, {config.episodes} episodes -> {output_dir}",
+                      f"{accounts_per_round(config)} parallel envs, {config.episodes} episodes"
+                      + (f" x {len(seeds)} seeds, one after another" if len(seeds) > 1 else "") + f" -> {output_dir}",
                       soft_wrap=True)
     else:  # the learning settings are the checkpoint's, not this machine's plan
         console.print(f"[bold]Nexlify[/bold]: resuming {resume} up to {config.episodes} episodes on {config.device} "
