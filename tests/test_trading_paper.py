@@ -237,7 +237,7 @@ def test_an_ensemble_session_equals_the_ensembles_backtest_and_keeps_its_members
     argv = ["trade", "--model", *map(str, members), "--feed", str(feed), "--journal", str(journal)]
     assert main(argv) == 0
     _assert_equals_backtest(journal, ensemble)
-    # `nexlify evaluate` backtests the same ensemble, beside the first model without replacing its evaluation.
+    # `nexlify evaluate` backtests the same ensemble, into `evaluation_ensemble` beside the first model.
     assert main(["evaluate", "--model", *map(str, members), "--data", str(feed)]) == 0
     evaluated = json.loads((model.parent / "evaluation_ensemble" / "evaluation_results.json").read_text())
     assert evaluated["model"] == [str(m) for m in members]
