@@ -19,7 +19,7 @@ from rich.console import Console
 
 from nexlify.distributed.cluster import LOCAL as LOCAL_RAY
 from nexlify.errors import ConfigError, NexlifyError
-from nexlify.io import check_input_file
+from nexlify.io import check_input_file, check_model_files
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
@@ -460,10 +460,9 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     if len(seeds) > 1 and args.overwrite and previous_run_outputs(output_dir):
         with RunFolderLock(output_dir):  # a single run replaced by seed runs: the folder never mixes them
             remove_previous_run(output_dir)
-    for seed, run_dir in zip(seeds, run_dirs, strict=True):
+    for number, (seed, run_dir) in enumerate(zip(seeds, run_dirs, strict=True), start=1):
         if len(seeds) > 1:
-            console.print(f"[bold]seed {seed}[/bold] ({seeds.index(seed) + 1} of {len(seeds)}) -> {run_dir}",
-                          soft_wrap=True)
+            console.print(f"[bold]seed {seed}[/bold] ({number} of {len(seeds)}) -> {run_dir}", soft_wrap=True)
         started = time.time()
         try:
             results = run_training(config.with_overrides({"seed": seed}), splits=splits, output_dir=run_dir,
@@ -508,9 +507,7 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
     from nexlify.evaluation.report import metrics_table
     from nexlify.training.pipeline import evaluate_model
 
-    models = [check_input_file("--model", path) for path in args.model]
-    if len({path.resolve() for path in models}) != len(models):
-        raise ConfigError("--model names the same file twice; an ensemble needs different models")
+    models = check_model_files(args.model)
     if args.data:
         check_input_file("--data", args.data)
     out = check_output_dir("--out", args.out) if args.out else None

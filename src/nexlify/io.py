@@ -20,6 +20,14 @@ def check_input_file(flag: str, path: str | Path) -> Path:
     return path
 
 
+def check_model_files(paths: list[str | Path] | tuple[str | Path, ...]) -> list[Path]:
+    """``--model`` files: each an existing file, and no file twice (an ensemble needs different models)."""
+    models = [check_input_file("--model", path) for path in paths]
+    if len({path.resolve() for path in models}) != len(models):
+        raise ConfigError("--model names the same file twice; an ensemble needs different models")
+    return models
+
+
 def default_cache_dir() -> Path:
     """``$NEXLIFY_CACHE_DIR`` when set, else ``~/.cache/nexlify`` (profiles, downloaded candles)."""
     env = os.environ.get("NEXLIFY_CACHE_DIR")

@@ -16,6 +16,7 @@ from nexlify.data.market import market_state_from_candles
 from nexlify.env.accounts import account_features
 from nexlify.env.actions import ACTION_NAMES, to_orders
 from nexlify.errors import CheckpointError, ConfigError
+from nexlify.evaluation.ensemble import check_members, greedy_actions
 
 
 def build_state(
@@ -66,8 +67,6 @@ class LiveTrader:
     """
 
     def __init__(self, agent, *others) -> None:
-        from nexlify.evaluation.ensemble import check_members
-
         members = (agent, *others)
         self.scaler = shared_scaler(members)
         check_members(members)
@@ -88,8 +87,6 @@ class LiveTrader:
 
     def greedy_action(self, state: np.ndarray) -> int:
         """The model's (or the ensemble's) greedy action index for one state."""
-        from nexlify.evaluation.ensemble import greedy_actions
-
         return int(greedy_actions(self._q_functions, state[None, :])[0])
 
     def decide(self, recent_candles: pd.DataFrame, is_long: bool = False, entry_price: float = 0.0,

@@ -59,7 +59,8 @@ def check_members(agents: Sequence[Any]) -> str:
 
 
 def greedy_actions(q_functions: Sequence[QFunction], states: np.ndarray, mode: str = "mean_q") -> np.ndarray:
-    """The greedy actions (int64, ``(N,)``) of one member, or of several combined by ``mode``."""
+    """The greedy actions (int64, ``(N,)``) of one member, or of several combined by ``mode`` (one
+    member's own argmax is what either mode gives it)."""
     states = np.ascontiguousarray(states, dtype=np.float32)
     if len(q_functions) == 1:
         return q_functions[0](states).argmax(axis=1).astype(np.int64)
@@ -78,7 +79,6 @@ def ensemble_policy(agents: Sequence[Any], mode: str = "mean_q") -> Callable[[np
 
     def policy(obs: np.ndarray, _t: int) -> np.ndarray:
         states = np.ascontiguousarray(obs, dtype=np.float32)
-        chosen = combine_q_values(np.stack([q(states) for q in q_functions]), mode)
-        return to_orders(chosen, long_positions(states), action_mode, np.where)
+        return to_orders(greedy_actions(q_functions, states, mode), long_positions(states), action_mode, np.where)
 
     return policy

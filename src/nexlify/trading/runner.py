@@ -16,7 +16,7 @@ from typing import Any
 from nexlify.data.exchange import timeframe_to_ms
 from nexlify.data.features import feature_set_of, warmup_bars
 from nexlify.errors import ConfigError
-from nexlify.io import check_input_file
+from nexlify.io import check_input_file, check_model_files
 from nexlify.live import LiveTrader
 from nexlify.trading.broker import Credentials, LiveBroker, PaperBroker, make_exchange
 from nexlify.trading.feeds import CandleFeed, Clock, ReplayClock, ReplayExchange, SystemClock, load_replay_rows
@@ -55,10 +55,7 @@ class TradeOptions:
 
 def check_options(options: TradeOptions) -> None:
     """Refuse unsafe or contradictory flag combinations before anything is opened."""
-    for model in options.models:
-        check_input_file("--model", model)
-    if len({path.resolve() for path in options.models}) != len(options.models):
-        raise ConfigError("--model names the same file twice; an ensemble needs different models")
+    check_model_files(options.models)
     if options.feed is not None:
         check_input_file("--feed", options.feed)
     if options.speed is not None and options.feed is None:
