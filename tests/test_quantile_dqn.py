@@ -31,8 +31,8 @@ def test_quantile_regression_loss_by_hand():
     agent = AdaptiveDQNAgent(2, 2, config)
     # Replace both networks' outputs with fixed quantiles so the loss can be computed by hand.
     fixed = {"online": torch.tensor([[[0.0, 1.0], [2.0, 4.0]]]), "target": torch.tensor([[[10.0, 20.0], [3.0, 5.0]]])}
-    agent.q_network.quantiles = lambda s: fixed["online"].expand(s.shape[0], -1, -1)
-    agent.q_network.forward = lambda s: fixed["online"].expand(s.shape[0], -1, -1).mean(dim=2)
+    agent.q_network.quantiles = lambda s, noise=None: fixed["online"].expand(s.shape[0], -1, -1)
+    agent.q_network.forward = lambda s, noise=None: fixed["online"].expand(s.shape[0], -1, -1).mean(dim=2)
     agent.target_network.quantiles = lambda s: fixed["target"].expand(s.shape[0], -1, -1)
     batch = ReplaySample(states=torch.zeros(1, 2), actions=torch.tensor([0]), rewards=torch.tensor([1.0]),
                          next_states=torch.zeros(1, 2), dones=torch.tensor([0.0]), horizons=None,

@@ -76,6 +76,9 @@ class TrainingConfig:
     max_grad_norm: float = 10.0
     # Decoupled (AdamW) weight decay of the Q-network's weights; 0 is plain Adam.
     weight_decay: float = 0.0
+    # Dropout on the Q-network's hidden units, in the learning forward pass only (never when acting
+    # or computing targets); 0 is none.
+    dropout: float = 0.0
     train_frequency: int = 4  # environment transitions collected per learning step
     learning_starts: int = 1_000  # transitions stored before the first learning step
     target_update: str = "hard"
@@ -282,6 +285,7 @@ _RULES: dict[str, tuple[Any, ...]] = {
     "priority_alpha": (_FLOAT, 0.0, 1.0),
     "priority_beta": (_FLOAT, 0.0, 1.0),
     "weight_decay": (_FLOAT, 0.0, 1.0),
+    "dropout": (_FLOAT, 0.0, 0.9),
     "buffer_size": (_INT, 1, 10**10),
     "replay_state_dtype": REPLAY_STATE_DTYPES,
     "device": (_STR,),

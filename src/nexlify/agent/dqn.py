@@ -115,8 +115,8 @@ class AdaptiveDQNAgent:
             self.q_network: QNetwork = build_q_network(config, state_size, action_size).to(self.device)
         self.target_network: QNetwork = copy.deepcopy(self.q_network)
         self.target_network.requires_grad_(False)
-        # The networks have no dropout/batch-norm; eval mode documents that acting and targets are
-        # deterministic functions of the weights (and stays right if such layers are ever added).
+        # Dropout is applied only where a generator is passed (the learning forward pass); eval mode
+        # documents that acting and targets are deterministic functions of the weights.
         self.q_network.eval()
         self.target_network.eval()
         self._online_params = list(self.q_network.parameters())
@@ -159,6 +159,10 @@ class AdaptiveDQNAgent:
         self._device_rng = torch.Generator(device=self.device)
         self._device_rng.manual_seed(config.seed + 2)
         self._host_q: HostQFunction | None = None  # numpy view of q_network for acting on the CPU
+        # Dropout masks of the learning forward pass; None without dropout (no draws, same arithmetic).
+        self._dropout_rng = torch.Generator(device=self.device)
+        self._dropout_rng.manual_seed(config.seed + 3)
+        self._learning_noise = self._dropout_rng if config.dropout > 0 else None
 
         self.steps = 0  # transitions remembered
         self.updates = 0  # learning steps taken
@@ -304,7 +308,7 @@ class AdaptiveDQNAgent:
             return self._quantile_loss(batch)
         horizons = None if self.config.n_step == 1 else batch.horizons
         targets = self.compute_td_targets(batch.rewards, batch.next_states, batch.dones, horizons)
-        q = self.q_network(batch.states).gather(1, batch.actions.unsqueeze(1)).squeeze(1).float()
+        q = self.q_network(batch.states, self._learning_noise).gather(1, batch.actions.unsqueeze(1)).squeeze(1).float()
         if batch.weights is None:
             loss = F.huber_loss(q, targets, delta=1.0)
         else:
@@ -329,7 +333,7 @@ class AdaptiveDQNAgent:
             best = self.q_network(batch.next_states).argmax(dim=1)
             next_quantiles = self.target_network.quantiles(batch.next_states)[rows, best].float()
             targets = batch.rewards.unsqueeze(1) + (discount * (1.0 - batch.dones)).unsqueeze(1) * next_quantiles
-        predicted = self.q_network.quantiles(batch.states)[rows, batch.actions].float()
+        predicted = self.q_network.quantiles(batch.states, self._learning_noise)[rows, batch.actions].float()
         delta = targets.unsqueeze(1) - predicted.unsqueeze(2)  # (batch, predicted i, target j)
         pinball = delta * (self._quantile_taus.view(1, -1, 1) - (delta.detach() < 0).float())
         per_sample = pinball.sum(dim=1).mean(dim=1)
@@ -500,6 +504,7 @@ class AdaptiveDQNAgent:
                 "replay": self.replay.generator.get_state(),
                 "replay_device_type": self.replay.generator.device.type,
                 "device_explore": self._device_rng.get_state().cpu(),
+                "dropout": self._dropout_rng.get_state().cpu(),
                 "device_type": self.device.type,
             },
             "replay": self.replay.state_dict() if include_replay else None,
@@ -538,6 +543,8 @@ class AdaptiveDQNAgent:
         self.replay.set_generator_state(rng["replay"], rng.get("replay_device_type", "cpu"))
         if rng.get("device_explore") is not None and rng.get("device_type") == self.device.type:
             self._device_rng.set_state(rng["device_explore"])  # fits only a generator of the same device type
+        if rng.get("dropout") is not None and rng.get("device_type") == self.device.type:
+            self._dropout_rng.set_state(rng["dropout"])
         self._nstep = {}
         for num_envs, acc_state in (state.get("nstep") or {}).items():
             self._push_nstep_accumulator(int(num_envs)).load_state_dict(acc_state)

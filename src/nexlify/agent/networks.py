@@ -1,8 +1,9 @@
-"""Q-networks: a plain ReLU MLP with an optional dueling head.
+"""Q-networks: a plain ReLU MLP with an optional dueling head and optional dropout.
 
-There is deliberately no dropout or batch-norm, so the network computes the same function in
-``train()`` and ``eval()`` mode: acting and target computation can never be noisier than intended
-(the original agent acted with dropout switched on).
+There is no batch-norm, and dropout (config key ``dropout``) is not tied to ``train()`` / ``eval()``
+mode: it applies only when the caller passes a random generator, which the agent does in the one
+forward pass that is learned from. Acting, targets, backtests and live trading call the network
+without one, so they can never be noisier than intended (the original agent acted with dropout on).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ class QNetwork(nn.Module):
     With ``n_quantiles`` N > 0 (QR-DQN, Dabney et al., 2018) the head gives N quantiles of the return
     per action (``quantiles``, at the midpoints ``(i + 0.5) / N``), and ``forward`` their mean, the
     Q-value: acting, ensembles and backtests read Q-values either way.
+
+    With ``dropout`` p > 0, ``forward`` and ``quantiles`` given a ``noise`` generator zero each hidden
+    unit with probability p and scale the rest by 1 / (1 - p) (inverted dropout), drawing from that
+    generator only; without one they compute the deterministic network.
     """
 
     def __init__(
@@ -36,6 +41,7 @@ class QNetwork(nn.Module):
         hidden_layers: Sequence[int],
         dueling: bool = False,
         n_quantiles: int = 0,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if state_size < 1 or action_size < 1:
@@ -49,6 +55,9 @@ class QNetwork(nn.Module):
         if n_quantiles < 0:
             raise ValueError(f"n_quantiles must be >= 0, got {n_quantiles}")
         self.n_quantiles = int(n_quantiles)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.dropout = float(dropout)
         outputs = max(1, self.n_quantiles)  # values per action (one: the expected return)
 
         layers: list[nn.Module] = []
@@ -66,15 +75,22 @@ class QNetwork(nn.Module):
         else:
             self.head = nn.Linear(width_in, self.action_size * outputs)
 
-    def _features(self, states: torch.Tensor) -> torch.Tensor:
+    def _features(self, states: torch.Tensor, noise: torch.Generator | None = None) -> torch.Tensor:
         features = states
+        keep = 1.0 - self.dropout
         for layer in self._hidden:
             features = torch.relu(F.linear(features, layer.weight, layer.bias))
+            if noise is not None and self.dropout:
+                # The mask comes from the caller's generator, not torch's global one, so a seeded
+                # run is reproducible and resumes bit-exactly whatever else draws random numbers.
+                mask = torch.empty_like(features).bernoulli_(keep, generator=noise)
+                features = features * mask / keep
         return features
 
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
-        """Q-values of shape ``(batch, action_size)`` for states of shape ``(batch, state_size)``."""
-        features = self._features(states)
+    def forward(self, states: torch.Tensor, noise: torch.Generator | None = None) -> torch.Tensor:
+        """Q-values of shape ``(batch, action_size)`` for states of shape ``(batch, state_size)``;
+        with ``noise``, through the dropout the network was built with."""
+        features = self._features(states, noise)
         if self.n_quantiles:
             return self._quantile_heads(features).mean(dim=2)
         if not self.dueling:
@@ -83,11 +99,11 @@ class QNetwork(nn.Module):
         value = F.linear(features, self.value.weight, self.value.bias)
         return value + advantage - advantage.mean(dim=1, keepdim=True)
 
-    def quantiles(self, states: torch.Tensor) -> torch.Tensor:
+    def quantiles(self, states: torch.Tensor, noise: torch.Generator | None = None) -> torch.Tensor:
         """Return quantiles ``(batch, action_size, n_quantiles)``; only for ``n_quantiles`` > 0."""
         if not self.n_quantiles:
             raise ValueError("this network predicts expected returns, not quantiles (n_quantiles = 0)")
-        return self._quantile_heads(self._features(states))
+        return self._quantile_heads(self._features(states, noise))
 
     def _quantile_heads(self, features: torch.Tensor) -> torch.Tensor:
         per_action = (features.shape[0], self.action_size, self.n_quantiles)
@@ -155,9 +171,10 @@ class HostQFunction:
 
 
 def build_q_network(config: TrainingConfig, state_size: int, action_size: int) -> QNetwork:
-    """The Q-network for ``config.model_size`` (widths from the guide's table) and ``config.dueling``."""
+    """The Q-network for ``config.model_size`` (widths from the guide's table), ``config.dueling``,
+    ``config.n_quantiles`` and ``config.dropout``."""
     return QNetwork(state_size, action_size, config.hidden_layers, dueling=config.dueling,
-                    n_quantiles=config.n_quantiles)
+                    n_quantiles=config.n_quantiles, dropout=config.dropout)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
