@@ -112,6 +112,12 @@ LEVERS: dict[str, dict[str, Any]] = {
     "pooled_plan_penalty_quadruple_b1024": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
                                             "batch_size": 1024, "train_frequency": 128, "target_update_interval": 16,
                                             "parallel_envs": 64},
+    # The issue's first levers, never measured on the default base: random episode windows (parallel
+    # accounts no longer march through the same bars in step) and the trend and regime features.
+    "pooled_plan_penalty_quadruple_random": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
+                                             "episode_bars": 720},
+    "pooled_plan_penalty_quadruple_trend": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
+                                            "feature_set": "trend"},
     "pooled_dsr": {"pool": True, "reward_mode": "differential_sharpe"},
     "pooled_ep4": {"pool": True, "episodes": 4},
     "pooled_ep16": {"pool": True, "episodes": 16},
@@ -154,12 +160,18 @@ BUDGETS: dict[str, Budget] = {
 
 
 # --------------------------------------------------------------------------- plan
-def lever_overrides(lever: str, budget: Budget) -> dict[str, Any]:
-    """The TrainingConfig overrides of ``lever``: the budget's run length, then the lever's settings."""
+def lever_overrides(lever: str, budget: Budget, markets: int = 1) -> dict[str, Any]:
+    """The TrainingConfig overrides of ``lever``: the budget's run length, then the lever's settings.
+
+    With random windows (``episode_bars``) the episode count grows so each account sees as many
+    transitions as a full pass would give: a pooled job's full pass walks ``markets`` training
+    windows joined end to end.
+    """
     overrides = {k: v for k, v in LEVERS[lever].items() if k not in WINDOW_KEYS}
     episodes = overrides.pop("episodes", budget.episodes)
     if overrides.get("episode_bars"):
-        episodes = max(1, round(episodes * (budget.train_days * 24 - 1) / overrides["episode_bars"]))
+        full_pass = markets * LEVERS[lever].get("train_days", budget.train_days) * 24 - 1
+        episodes = max(1, round(episodes * full_pass / overrides["episode_bars"]))
     return {"episodes": episodes, "eval_interval": max(1, episodes // budget.validations),
             "save_interval": episodes, "parallel_envs": budget.parallel_envs, "num_workers": 1, **SCREEN_BASE,
             **overrides}
@@ -174,9 +186,11 @@ def lever_jobs(lever: str, paths: list[str], budget: Budget, out_dir: str | Path
     from nexlify.errors import DataError
     from nexlify.evaluation.walkforward import plan_jobs
 
-    jobs = plan_jobs(paths, Path(out_dir) / lever, lever_overrides(lever, budget), list(range(budget.seeds)),
+    pooled = bool(LEVERS[lever].get("pool"))
+    overrides = lever_overrides(lever, budget, len(paths) if pooled else 1)
+    jobs = plan_jobs(paths, Path(out_dir) / lever, overrides, list(range(budget.seeds)),
                      test_days=budget.test_days, train_days=LEVERS[lever].get("train_days", budget.train_days),
-                     validation_days=budget.validation_days, pool=bool(LEVERS[lever].get("pool")))
+                     validation_days=budget.validation_days, pool=pooled)
     folds = sorted({job.fold for job in jobs})
     if len(folds) < budget.folds:
         raise DataError(f"the markets' common period holds {len(folds)} fold(s) of {budget.train_days} training, "

@@ -73,6 +73,9 @@ def test_random_windows_keep_the_transitions_and_too_many_folds_is_refused(tmp_p
     budget = learning_levers.BUDGETS["standard"]
     # 8 passes over 180 days of hourly bars = 34,552 transitions = 48 episodes of 720 bars.
     assert learning_levers.lever_overrides("random_windows", budget)["episodes"] == 48
+    # Pooled: a full pass walks the four markets' windows joined, so four times the random windows.
+    assert learning_levers.lever_overrides("pooled_plan_penalty_quadruple_random", budget, 4)["episodes"] \
+        == round(8 * (4 * 180 * 24 - 1) / 720) == 192
     assert learning_levers.lever_overrides("baseline", budget)["eval_interval"] == 2
     assert "pool" not in learning_levers.lever_overrides("pooled", budget)
     # Levers are measured against the defaults they were screened on (no switching penalty).
