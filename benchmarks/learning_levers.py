@@ -118,6 +118,11 @@ LEVERS: dict[str, dict[str, Any]] = {
                                              "episode_bars": 720},
     "pooled_plan_penalty_quadruple_trend": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
                                             "feature_set": "trend"},
+    # Dropout in the learning forward pass (acting and targets use the whole network).
+    "pooled_plan_penalty_quadruple_dropout10": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
+                                                "dropout": 0.1},
+    "pooled_plan_penalty_quadruple_dropout30": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
+                                                "dropout": 0.3},
     "pooled_dsr": {"pool": True, "reward_mode": "differential_sharpe"},
     "pooled_ep4": {"pool": True, "episodes": 4},
     "pooled_ep16": {"pool": True, "episodes": 16},
