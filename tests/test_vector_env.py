@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import random_walk_slice
+from helpers import make_slice, random_walk_slice
 from nexlify.env.accounts import Accounts, AccountStep
 from nexlify.env.actions import N_ACTIONS
 from nexlify.env.trading import TradingEnvironment
@@ -130,3 +130,29 @@ def test_is_a_gymnasium_vector_env():
     wrapped = gym.wrappers.vector.RecordEpisodeStatistics(venv)
     wrapped.reset()
     wrapped.step(venv.action_space.sample())
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_an_account_ruined_midway_gets_a_fresh_balance_where_it_stands(backend):
+    # Prices halve every hour: an account that buys at the first open is below 10% of its balance
+    # (ruin) after the fill at row 1's open and the marks at rows 1-4; with 20 rows it is ruined far
+    # before the window's end. It restarts with 10,000 in cash at the row it reached, not at row 0.
+    prices = [1000.0 * 0.5**t for t in range(20)]
+    accounts = Accounts(make_slice(prices), 2, backend=backend, device="cpu")
+    accounts.reset()
+    xp = (lambda a: torch.as_tensor(a)) if backend == "torch" else np.asarray
+    ruined_at = None
+    for t in range(1, 19):
+        result = accounts.step(xp(np.array([1, 0], dtype=np.int64)))  # account 0 buys, 1 holds cash
+        terminated = np.asarray(result.terminated)
+        if terminated[0] and ruined_at is None:
+            ruined_at = t
+            assert not terminated[1] and float(result.info["equity"][0]) <= 1_000.0
+            after = {k: np.asarray(v) for k, v in accounts.info().items()}
+            assert after["step"][0] == t  # the same row: the window goes on
+            assert after["cash"][0] == 10_000.0 and after["position"][0] == 0.0 and after["equity"][0] == 10_000.0
+            assert after["trades"][0] == 0
+    assert ruined_at is not None and ruined_at < 10
+    result = accounts.step(xp(np.array([0, 0], dtype=np.int64)))  # row 19: the window's end
+    assert np.asarray(result.truncated).all()
+    assert (np.asarray(accounts.info()["step"]) == 0).all()  # a new episode starts at row 0

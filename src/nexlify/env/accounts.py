@@ -19,7 +19,11 @@ reaching its end is truncation; equity falling to ``ruin_fraction`` of the initi
 termination. ``trade_penalty`` is subtracted from the reward of every step with a fill.
 
 ``step`` resets finished accounts in the same step ("same-step autoreset") and returns one
-``AccountStep`` record on every backend; ``advance`` is the step without the reset.
+``AccountStep`` record on every backend; ``advance`` is the step without the reset. An account ruined
+before its episode's last row gets a fresh balance at the row it reached (``refund_rows``) rather
+than going back to the start, so every account still walks each row of its window once per episode:
+early, heavily exploring training loses its accounts often, and restarting them at the first row
+would replay the start of the window and never reach its end.
 """
 
 from __future__ import annotations
@@ -245,12 +249,17 @@ class Accounts:
 
     def reset_rows(self, mask: Any) -> None:
         """Start a fresh episode for the accounts where ``mask`` is True."""
+        self.refund_rows(mask)
+        self._place_episodes(mask)
+
+    def refund_rows(self, mask: Any) -> None:
+        """A fresh balance and no position for the accounts where ``mask`` is True, at the row and in
+        the window they are in."""
         where = self.xp.where
         for name, _, value in _STATE:
             if name not in _PLACED:
                 setattr(self, name, where(mask, self.initial_balance if value is None else value,
                                           getattr(self, name)))
-        self._place_episodes(mask)
 
     def _place_episodes(self, mask: Any) -> None:
         """Where the new episodes of the accounts in ``mask`` run: the whole market (``episode_bars``
@@ -347,15 +356,20 @@ class Accounts:
         done = terminated | truncated
         info = self.info()  # references the pre-reset arrays: reset_rows builds new ones
         final_obs = self.observe()
+        # Ruined before the window's end: refunded where it stands; at the end: a new episode.
+        ruined_midway = terminated & (self.t < self.end)
+        new_episode = done & ~ruined_midway
         if self.backend == "torch":
             # Resetting unconditionally avoids a device-to-host sync to ask whether anyone finished.
-            self.reset_rows(done)
+            self.refund_rows(ruined_midway)
+            self.reset_rows(new_episode)
             obs = self.observe()
             reward = reward.float()
         else:
             obs = final_obs
             if done.any():
-                self.reset_rows(done)
+                self.refund_rows(ruined_midway)
+                self.reset_rows(new_episode)
                 obs = self.observe()
             reward = reward.astype(np.float32)
         return AccountStep(obs, reward, terminated, truncated, final_obs, info)

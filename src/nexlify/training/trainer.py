@@ -47,9 +47,6 @@ BEST_MODEL = "best_model.pth"
 FINAL_MODEL = "final_model.pth"
 INTERRUPTED_CHECKPOINT = "checkpoint_interrupted.pth"
 MEMORY_CHECK_EVERY_STEPS = 256
-# A round ends early once every account has been ruined; asked every this many steps, on both
-# backends alike (on a GPU each question is a device-to-host sync).
-ALL_RUINED_CHECK_STEPS = 32
 # A round under this share of the profiler's projected speed times the other torch thread counts.
 SLOW_PACE_FRACTION = 0.75
 # Settings that belong to the machine running the job, not to the run being resumed.
@@ -113,8 +110,10 @@ class StopRequest:
 class _Round:
     """The round in progress: its accounts, and what each account's first episode has earned so far.
 
-    An account ruined early restarts and keeps collecting transitions; only its first episode counts
-    for the round's records.
+    A round always runs its window to the end: an account ruined on the way gets a fresh balance where
+    it stands and keeps collecting transitions (``Accounts.step``), so a round is exactly
+    ``n_envs x episode_steps`` transitions, as the exploration schedule and the projection assume.
+    Only the account's first life counts for the round's records.
     """
 
     def __init__(self, accounts: Accounts, episode_steps: int) -> None:
@@ -122,7 +121,6 @@ class _Round:
         self.n_envs = accounts.num_envs
         self.episode_steps = episode_steps
         self.step = 0
-        self.all_ruined = False
         self.obs = accounts.reset()
         xp = accounts.xp
         self.first_episode = xp.fill(self.n_envs, True, "bool")
@@ -134,7 +132,7 @@ class _Round:
 
     @property
     def over(self) -> bool:
-        return self.step >= self.episode_steps or self.all_ruined
+        return self.step >= self.episode_steps
 
     def record(self, result: AccountStep) -> None:
         """Add a step's rewards and episode ends to each account's first episode."""
@@ -145,8 +143,6 @@ class _Round:
         self.first_episode = self.first_episode & ~result.done
         self.obs = result.obs
         self.step += 1
-        if self.step % ALL_RUINED_CHECK_STEPS == 0 and not bool(self.first_episode.any()):
-            self.all_ruined = True
 
     def add_loss(self, loss: torch.Tensor) -> None:
         if self.loss_sum.device != loss.device:
@@ -160,7 +156,7 @@ class _Round:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe progress, for a checkpoint taken mid-round."""
         to_list = self.accounts.xp.to_list
-        return {"n_envs": self.n_envs, "step": self.step, "all_ruined": self.all_ruined,
+        return {"n_envs": self.n_envs, "step": self.step,
                 "accounts": self.accounts.state_dict(), "first_episode": to_list(self.first_episode),
                 "episode_reward": to_list(self.episode_reward), "final_equity": to_list(self.final_equity),
                 "loss_sum": float(self.loss_sum), "loss_count": self.loss_count, "seconds": self.seconds}
@@ -170,7 +166,7 @@ class _Round:
         vector = self.accounts.xp.vector
         self.accounts.load_state_dict(values["accounts"])
         self.obs = self.accounts.observe()
-        self.step, self.all_ruined = int(values["step"]), bool(values["all_ruined"])
+        self.step = int(values["step"])
         self.first_episode = vector(values["first_episode"], "bool")
         self.episode_reward = vector(values["episode_reward"], "float64")
         self.final_equity = vector(values["final_equity"], "float64")
