@@ -252,6 +252,12 @@ class Accounts:
         self.refund_rows(mask)
         self._place_episodes(mask)
 
+    def _restart_finished(self, done: Any, terminated: Any) -> None:
+        """A fresh balance for every finished account; a new window only for those that reached the
+        end of theirs (an account ruined before it goes on where it stands)."""
+        self.refund_rows(done)
+        self._place_episodes(done & ~(terminated & (self.t < self.end)))
+
     def refund_rows(self, mask: Any) -> None:
         """A fresh balance and no position for the accounts where ``mask`` is True, at the row and in
         the window they are in."""
@@ -356,20 +362,15 @@ class Accounts:
         done = terminated | truncated
         info = self.info()  # references the pre-reset arrays: reset_rows builds new ones
         final_obs = self.observe()
-        # Ruined before the window's end: refunded where it stands; at the end: a new episode.
-        ruined_midway = terminated & (self.t < self.end)
-        new_episode = done & ~ruined_midway
         if self.backend == "torch":
             # Resetting unconditionally avoids a device-to-host sync to ask whether anyone finished.
-            self.refund_rows(ruined_midway)
-            self.reset_rows(new_episode)
+            self._restart_finished(done, terminated)
             obs = self.observe()
             reward = reward.float()
         else:
             obs = final_obs
             if done.any():
-                self.refund_rows(ruined_midway)
-                self.reset_rows(new_episode)
+                self._restart_finished(done, terminated)
                 obs = self.observe()
             reward = reward.astype(np.float32)
         return AccountStep(obs, reward, terminated, truncated, final_obs, info)
