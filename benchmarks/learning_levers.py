@@ -126,6 +126,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     # Twice the training history per fold (what `nexlify walkforward` trains on by default: 365 days).
     "pooled_plan_penalty_quadruple_train365": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
                                                "train_days": 365},
+    "pooled_plan_penalty_quadruple_volscaled": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
+                                                "reward_mode": "vol_scaled"},
     "pooled_dsr": {"pool": True, "reward_mode": "differential_sharpe"},
     "pooled_ep4": {"pool": True, "episodes": 4},
     "pooled_ep16": {"pool": True, "episodes": 16},

@@ -32,7 +32,7 @@ MODEL_SIZES: tuple[str, ...] = tuple(MODEL_WIDTHS)
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 OPTIMIZATION_LEVELS: tuple[str, ...] = ("max_performance", "balanced", "gpu_conserve", "cpu_optimize")
 TARGET_UPDATE_MODES: tuple[str, ...] = ("hard", "polyak")
-REWARD_MODES: tuple[str, ...] = ("log_return", "differential_sharpe")
+REWARD_MODES: tuple[str, ...] = ("log_return", "differential_sharpe", "vol_scaled")
 REPLAY_STATE_DTYPES: tuple[str, ...] = ("float32", "float16")
 _STATE_ITEM_BYTES = {"float32": 4, "float16": 2}
 

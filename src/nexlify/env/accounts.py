@@ -16,7 +16,8 @@ action chosen on it is filled at the open of candle t+1 and the account is marke
 t+1. An episode runs from the first to the last row of the market, or, with ``episode_bars``, for
 that many steps from a row drawn per account and episode from ``window_seed`` (``window_starts``):
 reaching its end is truncation; equity falling to ``ruin_fraction`` of the initial balance is
-termination. ``trade_penalty`` is subtracted from the reward of every step with a fill.
+termination. ``trade_penalty`` is subtracted from the reward of every step with a fill (with
+``reward_mode`` "vol_scaled", before the step's reward is scaled).
 
 ``step`` resets finished accounts in the same step ("same-step autoreset") and returns one
 ``AccountStep`` record on every backend; ``advance`` is the step without the reset. An account ruined
@@ -40,7 +41,7 @@ from nexlify.data.features import ACCOUNT_FEATURE_NAMES
 from nexlify.data.market import MarketSlice
 from nexlify.env.actions import BUY, SELL
 from nexlify.env.portfolio import buy_fill, sell_fill
-from nexlify.env.rewards import differential_sharpe_step
+from nexlify.env.rewards import differential_sharpe_step, volatility_reward_scale
 from nexlify.errors import ConfigError
 
 BACKENDS = ("numpy", "torch", "python")
@@ -224,12 +225,14 @@ class Accounts:
         self.xp: Any = {"numpy": _Numpy, "python": _Python}.get(backend, lambda: _Torch(self.device))()
         self.initial_balance, self.fee, self.slippage = float(initial_balance), fee, slippage
         self.reward_mode, self.ruin_fraction = reward_mode, ruin_fraction
-        self._log_return_reward = reward_mode == "log_return"
+        self._log_return_reward = reward_mode in ("log_return", "vol_scaled")
         self._ruin_equity = ruin_fraction * float(initial_balance)
         self._last_row = len(market) - 1
         self.episode_bars, self.window_seed, self.trade_penalty = episode_bars, int(window_seed), trade_penalty
         self.open = self.xp.vector(market.open, "float64")
         self.close = self.xp.vector(market.close, "float64")
+        self._reward_scale = (self.xp.vector(volatility_reward_scale(market.close), "float64")
+                              if reward_mode == "vol_scaled" else None)
         self.n_market = market.features.shape[1]
         self.observation_size = self.n_market + len(ACCOUNT_FEATURE_NAMES)
         # Zero-padded so one gather yields whole observation rows; the account columns are filled after.
@@ -347,6 +350,8 @@ class Accounts:
             # A cost-aware reward: each fill costs this much more reward than its fee already does,
             # to discourage churn (the equity, and so every backtest, is unchanged).
             reward = reward - self.trade_penalty * traded
+        if self._reward_scale is not None:
+            reward = reward * self._reward_scale[self.t]  # the volatility known when the action was chosen
         self.equity = equity
         self.peak = xp.maximum(self.peak, equity)
         self.t = t_next
