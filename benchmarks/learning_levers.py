@@ -128,6 +128,9 @@ LEVERS: dict[str, dict[str, Any]] = {
                                                "train_days": 365},
     "pooled_plan_penalty_quadruple_volscaled": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
                                                 "reward_mode": "vol_scaled"},
+    "pooled_plan_penalty_quadruple_nstep3": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004, "n_step": 3},
+    "pooled_plan_penalty_quadruple_dueling": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
+                                              "dueling": True},
     "pooled_dsr": {"pool": True, "reward_mode": "differential_sharpe"},
     "pooled_ep4": {"pool": True, "episodes": 4},
     "pooled_ep16": {"pool": True, "episodes": 16},
@@ -405,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=None, help="the plan's last N folds (default: the budget's)")
     parser.add_argument("--episodes", type=int, default=None, help="episodes per job (default: the budget's)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes")
-    parser.add_argument("--ensemble", choices=("mean_q", "vote"), default="mean_q")
+    parser.add_argument("--ensemble", choices=("mean_q", "vote", "consensus"), default="mean_q")
     parser.add_argument("--reference", default=None, help="lever the others are paired against on validation "
                         "(default: the first of --levers)")
     parser.add_argument("--out", default="runs/learning_levers", help="folder for models and the JSON")

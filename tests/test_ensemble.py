@@ -64,3 +64,42 @@ def test_members_must_match() -> None:
         ensemble_policy(_agents([1]) + _agents([2], state_size=18))
     with pytest.raises(ConfigError, match="at least one"):
         ensemble_policy([])
+
+
+# --- consensus: switch only when every member would ------------------------------------------
+def test_consensus_orders_by_hand() -> None:
+    from nexlify.env.actions import BUY, FLAT, HOLD, LONG, SELL
+    from nexlify.evaluation.ensemble import consensus_orders
+
+    is_long = np.array([False, False, False, True, True])
+    # Toggle actions are orders; sell while flat (and buy while long) do nothing, so they do not switch.
+    members = np.array([[BUY, BUY, SELL, SELL, SELL],
+                        [BUY, HOLD, HOLD, SELL, BUY]])
+    np.testing.assert_array_equal(consensus_orders(members, is_long, "toggle"), [BUY, HOLD, HOLD, SELL, HOLD])
+    # Target actions name positions: long for a flat account is a buy, flat for a long one a sell.
+    targets = np.array([[LONG, LONG, FLAT, FLAT, LONG],
+                        [LONG, FLAT, FLAT, FLAT, FLAT]])
+    np.testing.assert_array_equal(consensus_orders(targets, is_long, "target"), [BUY, HOLD, HOLD, SELL, HOLD])
+
+
+def test_consensus_policy_follows_the_members_greedy_actions() -> None:
+    from nexlify.evaluation.backtest import long_positions
+    from nexlify.evaluation.ensemble import consensus_orders
+
+    members = _agents([1, 2, 3])
+    obs = np.random.default_rng(1).standard_normal((64, 12)).astype(np.float32)
+    obs[:, 9] = np.arange(64) % 2  # the position flag: half the accounts long
+    choices = np.stack([m.act(obs, explore=False) for m in members])
+    orders = ensemble_policy(members, "consensus")(obs, 0)
+    np.testing.assert_array_equal(orders, consensus_orders(choices, long_positions(obs), "toggle"))
+    # One member: its own greedy orders, except the no-op ones, which become holds.
+    single = ensemble_policy(members[:1], "consensus")(obs, 0)
+    own = members[0].act(obs, explore=False)
+    noop = ((own == 1) & (obs[:, 9] > 0.5)) | ((own == 2) & (obs[:, 9] <= 0.5))
+    np.testing.assert_array_equal(single, np.where(noop, 0, own))
+    with pytest.raises(ConfigError, match="positions"):
+        combine_q_values(np.zeros((2, 3, 3)), "consensus")
+    market = random_walk_slice(200, seed=3)
+    first = run_policy(market, ensemble_policy(_agents([1, 2, 3]), "consensus"), "ensemble", 8760.0)
+    again = run_policy(market, ensemble_policy(_agents([1, 2, 3]), "consensus"), "ensemble", 8760.0)
+    np.testing.assert_array_equal(first.equity, again.equity)

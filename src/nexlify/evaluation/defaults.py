@@ -13,5 +13,5 @@ DEFAULT_EPISODES = 12
 DEFAULT_SEEDS = 3
 # How a walk-forward judges several markets and seeds by default (docs/benchmarks.md has the evidence).
 DEFAULT_POOL = True
-ENSEMBLE_MODES: tuple[str, ...] = ("mean_q", "vote")
+ENSEMBLE_MODES: tuple[str, ...] = ("mean_q", "vote", "consensus")
 DEFAULT_ENSEMBLE = "mean_q"

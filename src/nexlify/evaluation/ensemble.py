@@ -5,7 +5,10 @@ variance of the policy without more training data. Two ways to combine:
 
 * ``mean_q``: the action with the highest Q-value averaged over the members;
 * ``vote``: the action most members choose greedily; a tie goes to the tied action with the highest
-  mean Q-value (and then to the lowest action index), so the result never depends on chance.
+  mean Q-value (and then to the lowest action index), so the result never depends on chance;
+* ``consensus``: the position changes only when every member's greedy action would change it
+  (buy when flat, sell when long); otherwise the ensemble holds. Disagreement among the seeds is
+  uncertainty, and a switch costs fees for sure, so it waits until they agree.
 
 Both are pure functions of the members' weights: the same members give the same actions.
 """
@@ -17,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from nexlify.env.actions import to_orders
+from nexlify.env.actions import BUY, HOLD, SELL, to_orders
 from nexlify.errors import ConfigError
 from nexlify.evaluation.backtest import long_positions
 from nexlify.evaluation.defaults import ENSEMBLE_MODES
@@ -30,6 +33,9 @@ def combine_q_values(q_values: np.ndarray, mode: str) -> np.ndarray:
     """Greedy ensemble actions (int64, shape ``(N,)``) from members' Q-values ``(members, N, actions)``."""
     if mode not in ENSEMBLE_MODES:
         raise ConfigError(f"ensemble mode must be one of {', '.join(ENSEMBLE_MODES)}; got {mode!r}")
+    if mode == "consensus":
+        raise ConfigError("the consensus ensemble decides from the accounts' positions; use ensemble_policy "
+                          "(or consensus_orders) instead of combining Q-values alone")
     q_values = np.asarray(q_values, dtype=np.float64)
     mean_q = q_values.mean(axis=0)
     if mode == "mean_q":
@@ -41,6 +47,16 @@ def combine_q_values(q_values: np.ndarray, mode: str) -> np.ndarray:
     # on an exact tie.
     tied = votes == votes.max(axis=1, keepdims=True)
     return np.where(tied, mean_q, -np.inf).argmax(axis=1).astype(np.int64)
+
+
+def consensus_orders(member_actions: np.ndarray, is_long: np.ndarray, action_mode: str) -> np.ndarray:
+    """The ``consensus`` ensemble's orders (int64, ``(N,)``) from each member's greedy actions
+    ``(members, N)``: buy a flat account, or sell a long one, only if every member's action would;
+    otherwise hold."""
+    is_long = np.asarray(is_long, dtype=bool)
+    orders = np.stack([to_orders(actions, is_long, action_mode, np.where) for actions in member_actions])
+    switch = np.where(is_long, SELL, BUY)
+    return np.where((orders == switch).all(axis=0), switch, HOLD).astype(np.int64)
 
 
 def check_members(agents: Sequence[Any]) -> str:
@@ -79,6 +95,9 @@ def ensemble_policy(agents: Sequence[Any], mode: str = "mean_q") -> Callable[[np
 
     def policy(obs: np.ndarray, _t: int) -> np.ndarray:
         states = np.ascontiguousarray(obs, dtype=np.float32)
+        if mode == "consensus":
+            choices = np.stack([q(states).argmax(axis=1) for q in q_functions])
+            return consensus_orders(choices, long_positions(states), action_mode)
         return to_orders(greedy_actions(q_functions, states, mode), long_positions(states), action_mode, np.where)
 
     return policy
