@@ -9,6 +9,7 @@ import torch
 
 from helpers import make_slice, random_walk_slice, synthetic_frame, tiny_config
 from nexlify.agent.dqn import AdaptiveDQNAgent
+from nexlify.config import TrainingConfig
 from nexlify.data.market import prepare_market
 from nexlify.env.accounts import Accounts, window_starts
 from nexlify.env.actions import BUY, FLAT, HOLD, LONG, SELL, n_actions, to_orders
@@ -130,3 +131,31 @@ def test_trade_penalty_lowers_the_reward_of_fill_steps_only() -> None:
         a, b = plain.step(step), penalised.step(step)
         np.testing.assert_allclose(a.reward - b.reward, 0.002 * filled, atol=1e-7)
         np.testing.assert_array_equal(a.info["equity"], b.info["equity"])  # equity is never penalised
+
+
+# --- risk aversion -------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_risk_aversion_charges_the_squared_log_return_of_every_step(backend: str) -> None:
+    market = random_walk_slice(40, seed=8)
+    orders = [[BUY, HOLD], [HOLD, BUY], [HOLD, HOLD], [SELL, HOLD], [HOLD, SELL], [HOLD, HOLD]]
+    plain = Accounts(market, 2, trade_penalty=0.001, backend=backend)
+    averse = Accounts(market, 2, trade_penalty=0.001, risk_aversion=3.0, backend=backend)
+    equity = np.full(2, 10_000.0)
+    for step in orders:
+        actions = np.array(step) if backend == "numpy" else torch.as_tensor(step)
+        a, b = plain.step(actions), averse.step(actions)
+        after = np.asarray(a.info["equity"], dtype=np.float64)
+        log_return = np.log(after / equity)
+        to_numpy = (lambda x: x.cpu().numpy()) if backend == "torch" else np.asarray
+        np.testing.assert_allclose(to_numpy(a.reward) - to_numpy(b.reward), 3.0 * log_return**2, rtol=1e-4,
+                                   atol=1e-9)  # rewards are float32
+        np.testing.assert_array_equal(after, np.asarray(b.info["equity"], dtype=np.float64))
+        equity = after
+    # A flat account that does not trade pays nothing: its log return is 0.
+    assert log_return[1] == 0.0
+
+
+def test_risk_aversion_key_is_validated() -> None:
+    assert TrainingConfig(risk_aversion=2.5).risk_aversion == 2.5
+    with pytest.raises(ConfigError, match="risk_aversion"):
+        TrainingConfig(risk_aversion=-1.0)

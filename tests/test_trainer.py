@@ -229,6 +229,18 @@ def test_device_resident_path_trains_on_the_cpu_device(tmp_path, splits):
         assert fills == pytest.approx(round(fills), abs=0.05) and round(fills) >= 1
 
 
+def test_risk_aversion_reaches_the_training_reward(tmp_path, splits):
+    # Without the penalty an episode's reward is its log growth less risk_aversion x the sum of its
+    # squared log returns: strictly below the growth once the account has held through a move.
+    plain = Trainer(tiny_config(episodes=2, trade_penalty=0.0), splits, tmp_path / "plain").train()
+    averse = Trainer(tiny_config(episodes=2, trade_penalty=0.0, risk_aversion=50.0), splits,
+                     tmp_path / "averse").train()
+    for episode in plain.episodes:
+        assert episode["reward"] == pytest.approx(np.log1p(episode["return"]), abs=1e-6)
+    for episode in averse.episodes:
+        assert episode["reward"] < np.log1p(episode["return"]) - 1e-6
+
+
 def test_device_path_is_reproducible_and_resumable(tmp_path, splits):
     full = Trainer(tiny_config(episodes=4, env_backend="torch"), splits, tmp_path / "full")
     full.train()

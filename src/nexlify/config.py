@@ -121,6 +121,9 @@ class TrainingConfig:
     # 0.004 (about 2.7x a fill's fee and slippage) was at or above 0.001 on every seven-fold
     # walk-forward validation lens of both base configurations; 0.002 and 0.008 were not (docs/benchmarks.md).
     trade_penalty: float = 0.004
+    # Reward subtracted per step: this times the step's squared log return (a mean-variance reward:
+    # holding through wild bars must earn more than holding through calm ones; backtests unchanged).
+    risk_aversion: float = 0.0
     # None: an episode is one pass over the whole training window from its first candle. N: an
     # episode is N steps from a start drawn per account and episode (random windows, seeded).
     episode_bars: int | None = None
@@ -305,6 +308,7 @@ _RULES: dict[str, tuple[Any, ...]] = {
     "action_mode": ACTION_MODES,
     "augment": AUGMENTS,
     "trade_penalty": (_FLOAT, 0.0, 0.1),
+    "risk_aversion": (_FLOAT, 0.0, 1e4),
     "episode_bars": (_INT, 1, 10**9, False, True),
     "episodes": (_INT, 1, 10**9),
     "data_days": (_INT, 1, 36_500, False, True),  # up to a century of candles; None = all of them

@@ -16,8 +16,9 @@ action chosen on it is filled at the open of candle t+1 and the account is marke
 t+1. An episode runs from the first to the last row of the market, or, with ``episode_bars``, for
 that many steps from a row drawn per account and episode from ``window_seed`` (``window_starts``):
 reaching its end is truncation; equity falling to ``ruin_fraction`` of the initial balance is
-termination. ``trade_penalty`` is subtracted from the reward of every step with a fill (with
-``reward_mode`` "vol_scaled", before the step's reward is scaled).
+termination. ``trade_penalty`` is subtracted from the reward of every step with a fill and
+``risk_aversion`` times the step's squared log return from every step (with ``reward_mode``
+"vol_scaled", both before the step's reward is scaled).
 
 ``step`` resets finished accounts in the same step ("same-step autoreset") and returns one
 ``AccountStep`` record on every backend; ``advance`` is the step without the reset. An account ruined
@@ -200,6 +201,7 @@ class Accounts:
         episode_bars: int | None = None,
         window_seed: int = 0,
         trade_penalty: float = 0.0,
+        risk_aversion: float = 0.0,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ConfigError(f"num_envs must be a positive integer, got {num_envs!r}")
@@ -229,6 +231,7 @@ class Accounts:
         self._ruin_equity = ruin_fraction * float(initial_balance)
         self._last_row = len(market) - 1
         self.episode_bars, self.window_seed, self.trade_penalty = episode_bars, int(window_seed), trade_penalty
+        self.risk_aversion = risk_aversion
         self.open = self.xp.vector(market.open, "float64")
         self.close = self.xp.vector(market.close, "float64")
         self._reward_scale = (self.xp.vector(volatility_reward_scale(market.close), "float64")
@@ -350,6 +353,10 @@ class Accounts:
             # A cost-aware reward: each fill costs this much more reward than its fee already does,
             # to discourage churn (the equity, and so every backtest, is unchanged).
             reward = reward - self.trade_penalty * traded
+        if self.risk_aversion:
+            # Mean-variance: a step's squared log return costs this much more, so a position held
+            # through wild bars must earn more than one held through calm ones.
+            reward = reward - self.risk_aversion * step_return * step_return
         if self._reward_scale is not None:
             reward = reward * self._reward_scale[self.t]  # the volatility known when the action was chosen
         self.equity = equity
