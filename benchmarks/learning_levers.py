@@ -138,6 +138,10 @@ LEVERS: dict[str, dict[str, Any]] = {
                                             "risk_aversion": 1.0},
     "pooled_plan_penalty_quadruple_risk3": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
                                             "risk_aversion": 3.0},
+    # The default base again with other seeds (3, 4, 5): how far the reference's own training luck
+    # moves the paired lenses, the yardstick for every lever paired against it.
+    "pooled_plan_penalty_quadruple_seeds345": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
+                                               "first_seed": 3},
     "pooled_dsr": {"pool": True, "reward_mode": "differential_sharpe"},
     "pooled_ep4": {"pool": True, "episodes": 4},
     "pooled_ep16": {"pool": True, "episodes": 16},
@@ -151,7 +155,7 @@ LEVERS: dict[str, dict[str, Any]] = {
 # stay reproducible.
 SCREEN_BASE: dict[str, Any] = {"trade_penalty": 0.0}
 # Lever keys that shape the walk-forward's jobs and windows rather than the TrainingConfig.
-WINDOW_KEYS = ("pool", "train_days")
+WINDOW_KEYS = ("pool", "train_days", "first_seed")
 DEFAULT_LEVERS = ("baseline", "trend", "pooled", "random_windows", "target")
 SMOKE_LEVERS = DEFAULT_LEVERS
 
@@ -208,7 +212,8 @@ def lever_jobs(lever: str, paths: list[str], budget: Budget, out_dir: str | Path
 
     pooled = bool(LEVERS[lever].get("pool"))
     overrides = lever_overrides(lever, budget, len(paths) if pooled else 1)
-    jobs = plan_jobs(paths, Path(out_dir) / lever, overrides, list(range(budget.seeds)),
+    first_seed = LEVERS[lever].get("first_seed", 0)
+    jobs = plan_jobs(paths, Path(out_dir) / lever, overrides, list(range(first_seed, first_seed + budget.seeds)),
                      test_days=budget.test_days, train_days=LEVERS[lever].get("train_days", budget.train_days),
                      validation_days=budget.validation_days, pool=pooled)
     folds = sorted({job.fold for job in jobs})

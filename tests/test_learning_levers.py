@@ -85,6 +85,11 @@ def test_random_windows_keep_the_transitions_and_too_many_folds_is_refused(tmp_p
     assert {k: learning_levers.lever_overrides("pooled_ep16", budget)[k] for k in ("episodes", "eval_interval")} \
         == {"episodes": 16, "eval_interval": 4}
     assert "train_days" not in learning_levers.lever_overrides("pooled_train365", budget)
+    # The other-seeds lever trains the default base's configuration with seeds 3, 4 and 5.
+    others = learning_levers.lever_jobs("pooled_plan_penalty_quadruple_seeds345", _markets(tmp_path),
+                                        learning_levers.BUDGETS["smoke"], tmp_path / "seeds")
+    assert sorted({job.seed for job in others}) == [3, 4]  # the smoke budget's two seeds
+    assert "first_seed" not in others[0].config_overrides
     paths = _markets(tmp_path)
     result = subprocess.run([sys.executable, SCRIPT, "--smoke", "--folds", "9", "--levers", "baseline", "--data",
                              *paths, "--out", str(tmp_path / "out")],
