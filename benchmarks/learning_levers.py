@@ -363,18 +363,33 @@ LENSES = (("seeds", lambda result: validation_excess_by_window(result, False)),
           ("last checkpoint", last_checkpoint_by_window))
 
 
-def paired_against(results: dict[str, Any], reference: str) -> tuple[str, dict[str, Any]]:
+def reference_lenses(results: dict[str, Any], references: list[str]) -> dict[str, dict[tuple[str, str], float]]:
+    """Each lens's per-window values of the reference: one run's, or the mean of several runs' (the
+    same configuration with other seeds) on the windows they all have, which halves the reference's
+    own training luck that every lever paired against it shares."""
+    lenses = {}
+    for name, measure in LENSES:
+        runs = [measure(results[reference]) for reference in references]
+        shared = set.intersection(*(set(run) for run in runs))
+        lenses[name] = {key: float(np.mean([run[key] for run in runs])) for key in shared}
+    return lenses
+
+
+def paired_against(results: dict[str, Any], reference: str | list[str]) -> tuple[str, dict[str, Any]]:
     """Each lever minus ``reference`` on the same validation windows, three ways: the validation excess
     Sharpe of the chosen models (seeds' mean, and the ensemble) per (market, window), and the last
     checkpoint's validation score (seeds' mean) per window. Mean difference with a bootstrap interval,
     and how often the lever was better. Pairing removes the windows' shared luck, the largest part of
-    the spread."""
+    the spread. ``reference`` may name several runs of one configuration (other seeds): the lever is
+    then paired against their mean per window (``reference_lenses``)."""
     from nexlify.evaluation.verdict import bootstrap_mean_ci
 
+    references = [reference] if isinstance(reference, str) else list(reference)
+    reference = "+".join(references)
     rows, out = [], {}
-    baseline = {name: measure(results[reference]) for name, measure in LENSES}
+    baseline = reference_lenses(results, references)
     for lever, result in results.items():
-        if lever == reference:
+        if lever in references:
             continue
         out[lever] = {}
         cells: list[Any] = [lever]
@@ -422,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes")
     parser.add_argument("--ensemble", choices=("mean_q", "vote", "consensus"), default="mean_q")
     parser.add_argument("--reference", default=None, help="lever the others are paired against on validation "
-                        "(default: the first of --levers)")
+                        "(default: the first of --levers); several, comma-separated (one configuration with "
+                        "other seeds), are averaged per window")
     parser.add_argument("--out", default="runs/learning_levers", help="folder for models and the JSON")
     args = parser.parse_args(argv)
 
@@ -436,8 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     budget = replace(budget, **changes)
     levers = args.levers.split(",") if args.levers else list(SMOKE_LEVERS if args.smoke else DEFAULT_LEVERS)
     unknown = [lever for lever in levers if lever not in LEVERS]
-    if args.reference and args.reference not in levers:
-        unknown.append(f"{args.reference} (--reference must be one of --levers)")
+    references = args.reference.split(",") if args.reference else levers[:1]
+    unknown += [f"{name} (--reference must be one of --levers)" for name in references if name not in levers]
     missing = [p for p in args.data if not Path(p).is_file()]
     if unknown or missing or min(budget.seeds, budget.folds, budget.episodes, args.jobs) < 1:
         problem = (f"unknown lever(s) {', '.join(unknown)}; choose from {', '.join(LEVERS)}" if unknown else
@@ -461,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     text, summaries = report(results)
     print()
     print(text)
-    paired_text, paired = paired_against(results, args.reference or levers[0])
+    paired_text, paired = paired_against(results, references)
     print()
     print(paired_text)
     seconds = [v["train_seconds"] for result in results.values() for v in result.outcomes if "train_seconds" in v]
@@ -470,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"machine": machine(), "budget": asdict(budget), "ensemble": args.ensemble,
                "levers": {k: LEVERS[k] for k in levers}, "markets": [market_name(p) for p in args.data],
                "wall_seconds": wall, "processes": args.jobs, "summaries": summaries,
-               "paired": {"reference": args.reference or levers[0], "levers": paired},
+               "paired": {"reference": "+".join(references), "levers": paired},
                "verdicts": {lever: result.overall for lever, result in results.items()},
                "folds": fold_windows(results),
                "records": [record for lever, result in results.items() for record in records(lever, result)]}

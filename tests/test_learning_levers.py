@@ -197,6 +197,16 @@ def test_paired_lenses_compare_the_same_windows_and_the_unselected_last_checkpoi
     # Last checkpoints, seeds' mean per window: w1 (1.2 + 0.6) / 2 - (0.2 - 0.4) / 2 = 1.0, w2 0.5 - 1.5.
     last = out["last checkpoint"]
     assert last["n"] == 2 and last["mean"] == pytest.approx((1.0 - 1.0) / 2) and last["better"] == 1
+    # Two runs of the reference (other seeds) are averaged per window, on the windows both have.
+    other = SimpleNamespace(outcomes=[
+        view("A", "w1", 3, 3.0, 0.5, [0.0, 0.8]), view("A", "w1", 0, 1.4, 0.5, [], ensemble="mean_q")])
+    text, paired = learning_levers.paired_against({"ref": reference, "other": other, "lever": lever}, ["ref", "other"])
+    out = paired["lever"]
+    assert set(paired) == {"lever"} and "paired against ref+other" in text
+    # w1 only: seeds 1.0 - mean(0.0, 2.5); ensemble 0.4 - mean(-0.1, 0.9); last 0.9 - mean(-0.1, 0.8).
+    assert out["seeds"]["n"] == 1 and out["seeds"]["mean"] == pytest.approx(1.0 - 1.25)
+    assert out["ensemble"]["mean"] == pytest.approx(0.4 - 0.4)
+    assert out["last checkpoint"]["mean"] == pytest.approx(0.9 - 0.35)
 
 
 def test_a_portfolio_ensemble_is_its_members_each_trading_an_equal_share() -> None:
