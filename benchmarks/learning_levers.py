@@ -145,6 +145,10 @@ LEVERS: dict[str, dict[str, Any]] = {
     # The default base again, same seeds, in its own folder: retrained by the current code when the
     # reference's stored jobs predate a change to training (an old folder's jobs are reused as they are).
     "pooled_plan_penalty_quadruple_retrained": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004},
+    "pooled_plan_penalty_quadruple_gamma997_seeds345": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
+                                                        "gamma": 0.997, "first_seed": 3},
+    "pooled_plan_penalty_quadruple_gamma997_retrained": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
+                                                         "gamma": 0.997},
     "pooled_dsr": {"pool": True, "reward_mode": "differential_sharpe"},
     "pooled_ep4": {"pool": True, "episodes": 4},
     "pooled_ep16": {"pool": True, "episodes": 16},
