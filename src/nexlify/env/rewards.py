@@ -1,4 +1,4 @@
-"""Reward functions shared by the single and vectorised environments (plain arithmetic).
+"""Reward functions shared by the single and vectorised environments.
 
 - ``log_return``: log(equity_after / equity_before), net of every cost. Rewards of an episode add up
   to log(final equity / initial equity), so the agent maximises compound growth.

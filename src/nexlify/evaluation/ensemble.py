@@ -1,7 +1,7 @@
 """Ensembles of trained agents (typically one per seed) acting as one greedy policy.
 
 Seeds of the same configuration disagree most where the data says least; combining them cuts the
-variance of the policy without more training data. Two ways to combine:
+variance of the policy without more training data. Three ways to combine:
 
 * ``mean_q``: the action with the highest Q-value averaged over the members;
 * ``vote``: the action most members choose greedily; a tie goes to the tied action with the highest
@@ -10,7 +10,7 @@ variance of the policy without more training data. Two ways to combine:
   (buy when flat, sell when long); otherwise the ensemble holds. Disagreement among the seeds is
   uncertainty, and a switch costs fees for sure, so it waits until they agree.
 
-Both are pure functions of the members' weights: the same members give the same actions.
+All three are pure functions of the members' weights: the same members give the same actions.
 """
 
 from __future__ import annotations
