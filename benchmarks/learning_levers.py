@@ -46,6 +46,9 @@ MARKETS = ("BTCUSDT_1h", "BNBUSDT_1h", "LTCUSDT_1h", "XRPUSDT_1h")
 # batch 256, a learning step every 32 transitions, 32 parallel envs.
 PLAN_SETTINGS: dict[str, Any] = {"model_size": "large", "batch_size": 256, "train_frequency": 32,
                                  "target_update_interval": 62, "parallel_envs": 32, "buffer_size": 250_000}
+# The default base of the later rounds: what `nexlify walkforward` trains by default on a 2-core CPU,
+# with the default switching penalty; its levers add one setting each.
+DEFAULT_BASE: dict[str, Any] = {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004}
 # Each lever: TrainingConfig overrides applied over the budget's settings. "pool": one policy per
 # (fold, seed) trained on every market's training window of the fold end to end, chosen on all their
 # validation windows joined, and tested on each market (same episodes: same passes over each market).
@@ -98,7 +101,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "pooled_plan_penalty_dueling": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.001, "dueling": True},
     # The penalty's size on the plan's settings (0.001 was picked on the screen's small batches).
     "pooled_plan_penalty_double": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.002},
-    "pooled_plan_penalty_quadruple": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004},
+    "pooled_plan_penalty_quadruple": {**DEFAULT_BASE},
     "pooled_plan_penalty_8x": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.008},
     "pooled_penalty_quadruple": {"pool": True, "trade_penalty": 0.004},
     # Bigger batches at the plan's replay ratio 8 with the default penalty: what the CPU plan would set
@@ -106,49 +109,35 @@ LEVERS: dict[str, dict[str, Any]] = {
     # vector step per learning step, 16-64 envs). Fewer, larger steps are the only route to 10x SB3 here.
     # A longer horizon (about two weeks of hourly bars against four days): holding through noise is
     # worth more, and the trend moves the agent sat out on test are weeks long.
-    "pooled_plan_penalty_quadruple_gamma997": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004, "gamma": 0.997},
-    "pooled_plan_penalty_quadruple_b512": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004, "batch_size": 512,
+    "pooled_plan_penalty_quadruple_gamma997": {**DEFAULT_BASE, "gamma": 0.997},
+    "pooled_plan_penalty_quadruple_b512": {**DEFAULT_BASE, "batch_size": 512,
                                            "train_frequency": 64, "target_update_interval": 31, "parallel_envs": 64},
-    "pooled_plan_penalty_quadruple_b1024": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
-                                            "batch_size": 1024, "train_frequency": 128, "target_update_interval": 16,
-                                            "parallel_envs": 64},
+    "pooled_plan_penalty_quadruple_b1024": {**DEFAULT_BASE, "batch_size": 1024, "train_frequency": 128,
+                                            "target_update_interval": 16, "parallel_envs": 64},
     # The first levers, never measured on the default base: random episode windows (parallel
     # accounts no longer march through the same bars in step) and the trend and regime features.
-    "pooled_plan_penalty_quadruple_random": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
-                                             "episode_bars": 720},
-    "pooled_plan_penalty_quadruple_trend": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
-                                            "feature_set": "trend"},
+    "pooled_plan_penalty_quadruple_random": {**DEFAULT_BASE, "episode_bars": 720},
+    "pooled_plan_penalty_quadruple_trend": {**DEFAULT_BASE, "feature_set": "trend"},
     # Dropout in the learning forward pass (acting and targets use the whole network).
-    "pooled_plan_penalty_quadruple_dropout10": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
-                                                "dropout": 0.1},
-    "pooled_plan_penalty_quadruple_dropout30": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
-                                                "dropout": 0.3},
+    "pooled_plan_penalty_quadruple_dropout10": {**DEFAULT_BASE, "dropout": 0.1},
+    "pooled_plan_penalty_quadruple_dropout30": {**DEFAULT_BASE, "dropout": 0.3},
     # Twice the training history per fold (what `nexlify walkforward` trains on by default: 365 days).
-    "pooled_plan_penalty_quadruple_train365": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
-                                               "train_days": 365},
-    "pooled_plan_penalty_quadruple_volscaled": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
-                                                "reward_mode": "vol_scaled"},
-    "pooled_plan_penalty_quadruple_nstep3": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004, "n_step": 3},
-    "pooled_plan_penalty_quadruple_dueling": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
-                                              "dueling": True},
-    "pooled_plan_penalty_quadruple_qr": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004, "n_quantiles": 32},
-    "pooled_plan_penalty_quadruple_eps01": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
-                                            "epsilon_end": 0.01},
-    "pooled_plan_penalty_quadruple_risk1": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
-                                            "risk_aversion": 1.0},
-    "pooled_plan_penalty_quadruple_risk3": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
-                                            "risk_aversion": 3.0},
+    "pooled_plan_penalty_quadruple_train365": {**DEFAULT_BASE, "train_days": 365},
+    "pooled_plan_penalty_quadruple_volscaled": {**DEFAULT_BASE, "reward_mode": "vol_scaled"},
+    "pooled_plan_penalty_quadruple_nstep3": {**DEFAULT_BASE, "n_step": 3},
+    "pooled_plan_penalty_quadruple_dueling": {**DEFAULT_BASE, "dueling": True},
+    "pooled_plan_penalty_quadruple_qr": {**DEFAULT_BASE, "n_quantiles": 32},
+    "pooled_plan_penalty_quadruple_eps01": {**DEFAULT_BASE, "epsilon_end": 0.01},
+    "pooled_plan_penalty_quadruple_risk1": {**DEFAULT_BASE, "risk_aversion": 1.0},
+    "pooled_plan_penalty_quadruple_risk3": {**DEFAULT_BASE, "risk_aversion": 3.0},
     # The default base again with other seeds (3, 4, 5): how far the reference's own training luck
     # moves the paired lenses, the yardstick for every lever paired against it.
-    "pooled_plan_penalty_quadruple_seeds345": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
-                                               "first_seed": 3},
+    "pooled_plan_penalty_quadruple_seeds345": {**DEFAULT_BASE, "first_seed": 3},
     # The default base again, same seeds, in its own folder: retrained by the current code when the
     # reference's stored jobs predate a change to training (an old folder's jobs are reused as they are).
-    "pooled_plan_penalty_quadruple_retrained": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004},
-    "pooled_plan_penalty_quadruple_gamma997_seeds345": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
-                                                        "gamma": 0.997, "first_seed": 3},
-    "pooled_plan_penalty_quadruple_gamma997_retrained": {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004,
-                                                         "gamma": 0.997},
+    "pooled_plan_penalty_quadruple_retrained": {**DEFAULT_BASE},
+    "pooled_plan_penalty_quadruple_gamma997_seeds345": {**DEFAULT_BASE, "gamma": 0.997, "first_seed": 3},
+    "pooled_plan_penalty_quadruple_gamma997_retrained": {**DEFAULT_BASE, "gamma": 0.997},
     "pooled_dsr": {"pool": True, "reward_mode": "differential_sharpe"},
     "pooled_ep4": {"pool": True, "episodes": 4},
     "pooled_ep16": {"pool": True, "episodes": 16},
