@@ -193,6 +193,8 @@ def test_paired_lenses_compare_the_same_windows_and_the_unselected_last_checkpoi
     out = paired["lever"]
     # Seeds' mean excess per window: w1 1.0 vs 0.0, w2 0.0 vs 1.0 -> diffs +1.0, -1.0.
     assert out["seeds"]["n"] == 2 and out["seeds"]["mean"] == pytest.approx(0.0) and out["seeds"]["better"] == 1
+    # t interval over the two windows: mean 0, sd sqrt(2), standard error 1, t(1) quantile 12.706.
+    assert out["seeds"]["t_ci"] == pytest.approx([-12.706, 12.706])
     assert out["ensemble"]["n"] == 1 and out["ensemble"]["mean"] == pytest.approx(0.5)
     # Last checkpoints, seeds' mean per window: w1 (1.2 + 0.6) / 2 - (0.2 - 0.4) / 2 = 1.0, w2 0.5 - 1.5.
     last = out["last checkpoint"]
@@ -306,10 +308,22 @@ def test_pair_walkforwards_pairs_two_runs_with_the_three_lenses(tmp_path, capsys
     first, second = run("first", [(1.0, 0.2), (0.0, 0.4)], 0.5), run("second", [(2.0, 0.9), (1.0, 0.7)], 0.0)
     assert pair_walkforwards.main([str(first), str(second)]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith(str(second)))
-    cells = row.split()
-    assert cells[1] == "+1.00" and cells[4] == "1/1"
-    assert cells[5] == "-0.50" and cells[8] == "0/1"
-    assert cells[9] == "+0.50" and cells[12] == "1/1"
+    cells = row.split()  # per lens: mean, bootstrap [lo, hi], "t", t [lo, hi], better
+    assert cells[1] == "+1.00" and cells[7] == "1/1"
+    assert cells[8] == "-0.50" and cells[14] == "0/1"
+    assert cells[15] == "+0.50" and cells[21] == "1/1"
     assert pair_walkforwards.main([str(first), str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no finished walk-forward" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cluster_t_interval_by_hand() -> None:
+    # Clusters a: (1, 3) -> 2, b: 4, c: 6 -> mean 4, sd 2, se 2 / sqrt(3); t(2) = 4.303.
+    low, high = learning_levers.cluster_t_interval([1.0, 3.0, 4.0, 6.0], ["a", "a", "b", "c"])
+    half = 4.303 * 2.0 / 3**0.5
+    assert (low, high) == pytest.approx((4.0 - half, 4.0 + half))
+    assert all(x != x for x in learning_levers.cluster_t_interval([1.0, 2.0], ["a", "a"]))  # one cluster: nan
+    # Beyond the table the expansion stays within 0.3% of the exact quantiles (2.201 at 11, 2.042 at 30).
+    assert learning_levers.t_quantile_975(11) == pytest.approx(2.201, rel=3e-3)
+    assert learning_levers.t_quantile_975(30) == pytest.approx(2.042, rel=3e-3)
+    assert learning_levers.t_quantile_975(10_000) == pytest.approx(1.960, rel=1e-3)
