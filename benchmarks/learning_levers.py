@@ -411,7 +411,7 @@ def paired_against(results: dict[str, Any], reference: str | list[str]) -> tuple
     from nexlify.evaluation.verdict import bootstrap_mean_ci
 
     references = [reference] if isinstance(reference, str) else list(reference)
-    reference = "+".join(references)
+    label = "+".join(references)
     rows, out = [], {}
     baseline = reference_lenses(results, references)
     for lever, result in results.items():
@@ -438,7 +438,7 @@ def paired_against(results: dict[str, Any], reference: str | list[str]) -> tuple
     headers = ["lever", "seeds: val excess diff [bootstrap] t [t interval]", "better",
                "ensemble: val excess diff [bootstrap] t [t interval]", "better",
                "last checkpoint: val Sharpe diff [bootstrap] t [t interval]", "better"]
-    return f"== paired against {reference} on validation (lever minus {reference})\n{table(headers, rows)}", out
+    return f"== paired against {label} on validation (lever minus {label})\n{table(headers, rows)}", out
 
 
 def fold_windows(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
