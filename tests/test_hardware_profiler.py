@@ -340,3 +340,41 @@ def test_old_cache_layout_reads_as_unmeasured() -> None:
     assert not Measurements.from_dict(old)
     fresh = Measurements((LoopRate("cpu", "tiny", 256, 1, 32, 1.5),), 0.1)
     assert Measurements.from_dict(json.loads(json.dumps(fresh.to_dict()))) == fresh
+
+
+def test_per_step_seconds_mean_on_the_cpu_and_fastest_rounds_on_a_gpu() -> None:
+    from nexlify.hardware.measure import _per_step_seconds
+
+    short, long = [0.010, 0.030], [0.050, 0.110]  # one hiccup in each length
+    # CPU: mean difference ((0.16 - 0.04) / 2 pairs / 4 steps); GPU: fastest of each length ((0.05 - 0.01) / 4).
+    assert _per_step_seconds(short, long, 4, gpu=False) == pytest.approx(0.015)
+    assert _per_step_seconds(short, long, 4, gpu=True) == pytest.approx(0.010)
+    # Noise larger than the loop: whole rounds instead (mean on the CPU, fastest on a GPU), never <= 0.
+    assert _per_step_seconds([0.06, 0.08], [0.05, 0.07], 4, gpu=False) == pytest.approx(0.06 / 5)
+    assert _per_step_seconds([0.06], [0.05], 4, gpu=True) == pytest.approx(0.05 / 5)
+
+
+def test_gpu_bursts_are_longer_than_cpu_bursts() -> None:
+    from nexlify.hardware.measure import BURST_STEPS, GPU_BURST_STEPS, burst_steps
+
+    assert burst_steps("cpu") == BURST_STEPS
+    assert burst_steps("cuda") == burst_steps("cuda:1") == burst_steps("mps") == GPU_BURST_STEPS > BURST_STEPS
+
+
+def test_checkpoint_cost_per_row_holds_when_the_bursts_filled_the_replay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bursts can fill the replay almost to capacity; the cost per replay row must still come from
+    a checkpoint without replay against one with the whole replay, not from the few rows added."""
+    from nexlify.hardware.measure import BURST_BUFFER, LoopTimer, _fill_replay, burst_config
+
+    def fake_save(agent: Any, path: Path, include_replay: bool) -> float:
+        return 0.1 + (len(agent.replay) * 1e-5 if include_replay else 0.0)  # 0.1 s plus 10 us a row
+
+    monkeypatch.setattr(LoopTimer, "_time_save", staticmethod(fake_save))
+    planned = TrainingConfig(model_size="tiny", batch_size=64, parallel_envs=8, num_workers=1)
+    with LoopTimer() as timer:
+        trainer = timer._trainer(burst_config("cpu", "tiny", 64, 1, 8))
+        _fill_replay(trainer.agent.replay)  # full before the run costs are timed
+        assert len(trainer.agent.replay) == BURST_BUFFER
+        costs = timer.run_costs(planned)
+    assert costs.checkpoint_s == pytest.approx(0.1)
+    assert costs.checkpoint_s_per_transition == pytest.approx(1e-5)

@@ -58,6 +58,13 @@ from nexlify.hardware.projection import VALIDATION_STEPS
 # per step without what a round costs once (a new vector env, a memory check), which a real round
 # of thousands of steps spreads thin. Each step takes about one learning step.
 BURST_STEPS = 4
+# On a GPU a step takes milliseconds and the kernels run behind the host: four-step rounds drown in a
+# round's fixed costs and launch jitter (an H100 burst once measured a quarter of the run's speed).
+GPU_BURST_STEPS = 16
+# Rounds run back to back before a GPU setting is first timed: an idle GPU runs at a fraction of its
+# clock until sustained work ramps it up, and a run is sustained work from its first seconds.
+GPU_WARM_S = 0.3
+GPU_MIN_TIMING_S = 0.4  # of pairs a GPU setting is timed for, whatever the budget left
 MAX_PAIRS = 3  # at most; fewer when the slot's time is up
 SURVEY_SHARE = 0.6  # of the CPU budget for the models and batches; the rest times the thread counts
 # Of the budget, kept for the run costs (one validation backtest, two checkpoints) after the bursts.
@@ -77,6 +84,23 @@ BurstTimer = Callable[[TrainingConfig, float], float]
 CostTimer = Callable[[TrainingConfig], RunCosts]
 # (model, batch, threads, parallel envs) -> transitions/s of each burst
 Samples = dict[tuple[str, int, int, int], list[float]]
+
+
+def burst_steps(device: str) -> int:
+    """Steps a long burst round adds to a short one on ``device``."""
+    return BURST_STEPS if device_kind(device) == "cpu" else GPU_BURST_STEPS
+
+
+def synchronize(device: str) -> None:
+    """Wait for ``device``'s queued kernels: a round's clock must stop when its work is done, not
+    when the host has merely queued it."""
+    import torch
+
+    kind = device_kind(device)
+    if kind == "cuda":
+        torch.cuda.synchronize(device)
+    elif kind == "mps":
+        torch.mps.synchronize()
 
 
 def synthetic_splits(steps: int = BURST_STEPS + 1, seed: int = 0) -> MarketSplits:
@@ -127,9 +151,14 @@ class LoopTimer:
         key = self._key(config)
         trainer = self._trainers.get(key)
         if trainer is None:
-            trainer = Trainer(config, synthetic_splits(), Path(self._folder.name) / str(len(self._trainers)))
+            steps = burst_steps(config.device)
+            trainer = Trainer(config, synthetic_splits(1 + steps), Path(self._folder.name) / str(len(self._trainers)))
             self._trainers[key] = trainer
-            self._warm_up_s[key] = self._round(trainer, 1 + BURST_STEPS)  # first allocations, the thread pool
+            self._warm_up_s[key] = self._round(trainer, 1 + steps)  # first allocations, the thread pool
+            if device_kind(config.device) != "cpu":
+                warm_until = time.perf_counter() + GPU_WARM_S
+                while time.perf_counter() < warm_until:
+                    self._round(trainer, 1 + steps)
         return trainer
 
     @staticmethod
@@ -142,29 +171,34 @@ class LoopTimer:
 
         torch.set_num_threads(trainer.config.num_workers)  # another setting's trainer may have changed it
         trainer.episode_steps = steps  # the round's length; the synthetic market holds the longest
+        device = trainer.config.device
+        synchronize(device)
         started = time.perf_counter()
         trainer.run_round(trainer.config.parallel_envs)
+        synchronize(device)
         return time.perf_counter() - started
 
     def __call__(self, config: TrainingConfig, budget_s: float) -> float:
-        """Transitions/s of the loop for ``config``: rounds of 1 and of 1 + ``BURST_STEPS`` steps timed
+        """Transitions/s of the loop for ``config``: rounds of 1 and of 1 + ``burst_steps`` steps timed
         in pairs until ``budget_s`` is spent (at least one pair, at most ``MAX_PAIRS``)."""
+        steps = burst_steps(config.device)
         deadline = time.perf_counter() + budget_s
         fresh = self._trainers.get(self._key(config)) is None
         trainer = self._trainer(config)
         if fresh and time.perf_counter() >= deadline:
             # Hopelessly slow (a loaded machine at too many threads): the warm-up round, fixed costs
             # and all, is measurement enough and keeps the profile near its budget.
-            return config.parallel_envs * (1 + BURST_STEPS) / self._warm_up_s[self._key(config)]
+            return config.parallel_envs * (1 + steps) / self._warm_up_s[self._key(config)]
+        # A GPU setting gets its pairs even out of time while they are quick: one pair of a fast setting
+        # is within launch jitter of nothing, and the fastest setting is the one the run will train.
+        minimum_until = time.perf_counter() + (0.0 if device_kind(config.device) == "cpu" else GPU_MIN_TIMING_S)
         short: list[float] = []
         long: list[float] = []
-        while len(long) < MAX_PAIRS and (not long or time.perf_counter() < deadline):
+        while len(long) < MAX_PAIRS and (not long or time.perf_counter() < max(deadline, minimum_until)):
             short.append(self._round(trainer, 1))
-            long.append(self._round(trainer, 1 + BURST_STEPS))
+            long.append(self._round(trainer, 1 + steps))
         self._round_s.setdefault(self._key(config), []).extend(long)
-        per_step = (sum(long) - sum(short)) / (len(long) * BURST_STEPS)
-        if per_step <= 0:  # noise larger than the loop itself: fall back to whole rounds
-            per_step = sum(long) / (len(long) * (1 + BURST_STEPS))
+        per_step = _per_step_seconds(short, long, steps, gpu=device_kind(config.device) != "cpu")
         return config.parallel_envs / per_step
 
 
@@ -180,9 +214,9 @@ class LoopTimer:
     def run_costs(self, planned: TrainingConfig) -> RunCosts:
         """What a run of ``planned`` spends beside its loop, timed once each on the agent of its
         setting (measured already, so its optimizer holds state as in a run): a greedy validation
-        backtest of ``VALIDATION_STEPS`` bars, and checkpoints (with the planned compression) before
-        and after its replay is filled to ``BURST_BUFFER`` with random transitions; their difference
-        is the cost per transition of replay."""
+        backtest of ``VALIDATION_STEPS`` bars, and checkpoints (with the planned compression) without
+        its replay and with the replay filled to ``BURST_BUFFER`` with random transitions; their
+        difference over the rows is the cost per transition of replay."""
         import torch
 
         from nexlify.training.trainer import evaluate_agent
@@ -197,19 +231,35 @@ class LoopTimer:
         validation_s = time.perf_counter() - started
         agent.config = agent.config.with_overrides({"checkpoint_compression": planned.checkpoint_compression})
         path = Path(self._folder.name) / "checkpoint.pth"
-        held = len(agent.replay)
-        before = self._time_save(agent, path)
+        # Without its replay, then with a full one: the bursts may have filled the replay almost to
+        # capacity already, so a difference against what it held would divide noise by a few rows.
+        without_replay = self._time_save(agent, path, include_replay=False)
         _fill_replay(agent.replay)
-        after = self._time_save(agent, path)
-        per_transition = max(0.0, (after - before) / max(1, len(agent.replay) - held))
+        with_replay = self._time_save(agent, path, include_replay=True)
+        per_transition = max(0.0, (with_replay - without_replay) / len(agent.replay))
         return RunCosts(device_kind(planned.device), planned.model_size, validation_s, VALIDATION_STEPS,
-                        max(0.0, before - held * per_transition), per_transition, self.startup_s())
+                        without_replay, per_transition, self.startup_s())
 
     @staticmethod
-    def _time_save(agent: Any, path: Path) -> float:
+    def _time_save(agent: Any, path: Path, include_replay: bool) -> float:
         started = time.perf_counter()
-        agent.save(path, include_replay=True)
+        agent.save(path, include_replay=include_replay)
         return time.perf_counter() - started
+
+
+def _per_step_seconds(short: list[float], long: list[float], steps: int, gpu: bool) -> float:
+    """Seconds per loop step from paired rounds of 1 and 1 + ``steps`` steps.
+
+    On the CPU the mean difference: the run lives with the machine's load as the bursts saw it. On a
+    GPU the fastest round of each length: a step is milliseconds, and host-side hiccups (a thread
+    descheduled, the collector) only ever add time, which a few rounds cannot average out, while a
+    run of thousands of queued steps absorbs them.
+    """
+    per_step = ((min(long) - min(short)) / steps if gpu
+                else (sum(long) - sum(short)) / (len(long) * steps))
+    if per_step <= 0:  # noise larger than the loop itself: fall back to whole rounds
+        per_step = (min(long) if gpu else sum(long) / len(long)) / (1 + steps)
+    return per_step
 
 
 def _fill_replay(replay: Any) -> None:
