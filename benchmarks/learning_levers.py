@@ -15,7 +15,7 @@ Run from the repository root (the lead's 16-core machine; no GPU needed)::
     PYTHONPATH=src python benchmarks/learning_levers.py --smoke --jobs 2      # a few minutes on 2 cores
 
 Prints one table per lever (validation mean Sharpe and excess Sharpe over buy-and-hold; test win
-rates against buy-and-hold and the MA rule, mean excess Sharpe with a bootstrap CI, drawdowns,
+rates against buy-and-hold and the MA rule, mean excess Sharpe with the verdict's t CI, drawdowns,
 trades per month) and the walk-forward's verdict sentence, and writes every (lever, market, fold,
 seed or ensemble) record to ``OUT/learning_levers.json``; each lever's models and fold outcomes stay
 in ``OUT/<lever>/`` (a rerun reads finished jobs back instead of training them again).
@@ -256,7 +256,7 @@ def judge_all(jobs: dict[str, list[Any]], processes: int, ensemble: str) -> dict
 # --------------------------------------------------------------------------- summary
 def summarize(views: list[dict[str, Any]]) -> dict[str, Any]:
     """Validation and test figures of one group of market outcomes (one lever's seeds, or ensembles)."""
-    from nexlify.evaluation.verdict import bootstrap_mean_ci, trades_per_month
+    from nexlify.evaluation.verdict import cluster_t_interval, trades_per_month
 
     def sharpe(view: dict, part: str, name: str) -> float:
         return view[part][name]["sharpe"]
@@ -264,8 +264,8 @@ def summarize(views: list[dict[str, Any]]) -> dict[str, Any]:
     val_excess = np.array([sharpe(v, "validation_backtest", "agent") - sharpe(v, "validation_backtest", "buy_and_hold")
                            for v in views])
     test_excess = np.array([sharpe(v, "test", "agent") - sharpe(v, "test", "buy_and_hold") for v in views])
-    # The bootstrap resamples (market, fold) units: seeds of one fold share its market path; and the
-    # markets of one calendar window move together, so each window's units are drawn together.
+    # The interval's units are (market, fold): seeds of one fold share its market path; and the
+    # markets of one calendar window move together, so each window's units count as one observation.
     units: dict[tuple, list[float]] = {}
     for view, excess in zip(views, test_excess, strict=True):
         units.setdefault((view["job"]["market"], view["job"]["fold"], view["job"]["test_start"]), []).append(
@@ -279,8 +279,8 @@ def summarize(views: list[dict[str, Any]]) -> dict[str, Any]:
         "test_win_vs_ma": float(np.mean([sharpe(v, "test", "agent") > sharpe(v, "test", "ma_crossover")
                                          for v in views])),
         "test_excess_sharpe": float(test_excess.mean()),
-        "test_excess_ci": bootstrap_mean_ci((np.mean(u) for u in units.values()),
-                                            clusters=(key[2] for key in units)),
+        "test_excess_ci": cluster_t_interval((np.mean(u) for u in units.values()),
+                                             clusters=(key[2] for key in units)),
         "test_dd_at_most_bh": float(np.mean([a["max_drawdown"] <= b["max_drawdown"] for a, b in zip(agent, bh,
                                                                                                     strict=True)])),
         "test_dd_agent": float(np.mean([a["max_drawdown"] for a in agent])),
@@ -359,34 +359,6 @@ LENSES = (("seeds", lambda result: validation_excess_by_window(result, False)),
           ("last checkpoint", last_checkpoint_by_window))
 
 
-# Student's t 97.5% quantiles for 1-10 degrees of freedom; above that a Cornish-Fisher expansion
-# (within 0.3% from 10 on) keeps scipy out of the benchmark's dependencies.
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
-
-
-def t_quantile_975(df: int) -> float:
-    """The 97.5% quantile of Student's t with ``df`` degrees of freedom."""
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959964
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-
-
-def cluster_t_interval(values: list[float], clusters: list[Any]) -> tuple[float, float]:
-    """95% t interval of the mean over clusters: each cluster's mean is one observation (calendar
-    windows, whose markets move together), with n_clusters - 1 degrees of freedom; (nan, nan) below
-    two clusters. With seven windows a percentile bootstrap is about a third narrower than this, too
-    narrow for the lever screen: reruns of one configuration came out "resolved" apart by it."""
-    groups: dict[Any, list[float]] = {}
-    for value, cluster in zip(values, clusters, strict=True):
-        groups.setdefault(cluster, []).append(value)
-    means = np.array([np.mean(group) for group in groups.values()])
-    if len(means) < 2:
-        return float("nan"), float("nan")
-    half = t_quantile_975(len(means) - 1) * means.std(ddof=1) / math.sqrt(len(means))
-    return float(means.mean() - half), float(means.mean() + half)
-
-
 def reference_lenses(results: dict[str, Any], references: list[str]) -> dict[str, dict[tuple[str, str], float]]:
     """Each lens's per-window values of the reference: one run's, or the mean of several runs' (the
     same configuration with other seeds) on the windows they all have, which halves the reference's
@@ -408,7 +380,7 @@ def paired_against(results: dict[str, Any], reference: str | list[str]) -> tuple
     (``cluster_t_interval``), the one to trust with few windows. ``reference`` may name several runs
     of one configuration (other seeds): the lever is then paired against their mean per window
     (``reference_lenses``)."""
-    from nexlify.evaluation.verdict import bootstrap_mean_ci
+    from nexlify.evaluation.verdict import bootstrap_mean_ci, cluster_t_interval
 
     references = [reference] if isinstance(reference, str) else list(reference)
     label = "+".join(references)

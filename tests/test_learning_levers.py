@@ -315,15 +315,3 @@ def test_pair_walkforwards_pairs_two_runs_with_the_three_lenses(tmp_path, capsys
     assert pair_walkforwards.main([str(first), str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no finished walk-forward" in err and len(err.strip().splitlines()) == 1
-
-
-def test_cluster_t_interval_by_hand() -> None:
-    # Clusters a: (1, 3) -> 2, b: 4, c: 6 -> mean 4, sd 2, se 2 / sqrt(3); t(2) = 4.303.
-    low, high = learning_levers.cluster_t_interval([1.0, 3.0, 4.0, 6.0], ["a", "a", "b", "c"])
-    half = 4.303 * 2.0 / 3**0.5
-    assert (low, high) == pytest.approx((4.0 - half, 4.0 + half))
-    assert all(x != x for x in learning_levers.cluster_t_interval([1.0, 2.0], ["a", "a"]))  # one cluster: nan
-    # Beyond the table the expansion stays within 0.3% of the exact quantiles (2.201 at 11, 2.042 at 30).
-    assert learning_levers.t_quantile_975(11) == pytest.approx(2.201, rel=3e-3)
-    assert learning_levers.t_quantile_975(30) == pytest.approx(2.042, rel=3e-3)
-    assert learning_levers.t_quantile_975(10_000) == pytest.approx(1.960, rel=1e-3)

@@ -24,7 +24,7 @@ from nexlify.evaluation.backtest import (
 )
 from nexlify.evaluation.folds import fold_splits, plan_folds
 from nexlify.evaluation.report import single_window_verdict
-from nexlify.evaluation.verdict import bootstrap_mean_ci, regime
+from nexlify.evaluation.verdict import bootstrap_mean_ci, cluster_t_interval, regime, t_quantile_975
 from nexlify.evaluation.walkforward import (
     OUTCOME_FILE,
     FoldJob,
@@ -180,6 +180,32 @@ def test_bootstrap_interval_and_regimes():
         bootstrap_mean_ci([1.0, 2.0, 3.0], clusters=["a", "b"])
 
 
+def test_cluster_t_interval_by_hand():
+    # Equal clusters: the t interval over the cluster means. a: (1, 3) -> 2, b: (4, 4) -> 4, c: (5, 7) -> 6;
+    # mean 4, sd 2, se 2 / sqrt(3), t(2) = 4.303.
+    half = 4.303 * 2.0 / 3**0.5
+    assert cluster_t_interval([1.0, 3.0, 4.0, 4.0, 5.0, 7.0], "aabbcc") == pytest.approx((4.0 - half, 4.0 + half))
+    # Unequal clusters (CR1), centred on the mean of all values 3.5: summed deviations a -3, b 0.5,
+    # c 2.5; variance 3/2 * 15.5 / 4**2.
+    half = 4.303 * (1.5 * 15.5 / 16) ** 0.5
+    assert cluster_t_interval([1.0, 3.0, 4.0, 6.0], "aabc") == pytest.approx((3.5 - half, 3.5 + half))
+    # Without labels: the ordinary t interval (sd of 1, 2, 3 is 1; t(2)).
+    assert cluster_t_interval([1.0, 2.0, 3.0]) == pytest.approx((2.0 - 4.303 / 3**0.5, 2.0 + 4.303 / 3**0.5))
+    assert all(math.isnan(v) for v in cluster_t_interval([1.0, 2.0], clusters=["same", "same"]))
+    with pytest.raises(ValueError, match="2 cluster labels for 3 values"):
+        cluster_t_interval([1.0, 2.0, 3.0], clusters=["a", "b"])
+    # Wider than the percentile bootstrap with few windows: five windows, one value each.
+    values = [0.9, -0.4, 1.3, 0.2, -0.7]
+    t_low, t_high = cluster_t_interval(values)
+    b_low, b_high = bootstrap_mean_ci(values)
+    assert t_high - t_low > 1.4 * (b_high - b_low)
+    # Beyond the table the expansion stays within 0.3% of the exact quantiles (2.201 at 11, 2.042 at 30).
+    assert t_quantile_975(4) == 2.776
+    assert t_quantile_975(11) == pytest.approx(2.201, rel=3e-3)
+    assert t_quantile_975(30) == pytest.approx(2.042, rel=3e-3)
+    assert t_quantile_975(10_000) == pytest.approx(1.960, rel=1e-3)
+
+
 def test_report_chart_draws_an_ensemble_outside_its_seeds_range(tmp_path):
     # Seeds that churn (random) lose to fees; their ensemble here holds cash, above every seed: the
     # chart must still be written (it used to crash after a whole walk-forward had run).
@@ -200,7 +226,7 @@ def test_report_chart_draws_an_ensemble_outside_its_seeds_range(tmp_path):
 
 def test_markets_sharing_a_test_window_are_one_piece_of_evidence():
     # A second market that repeats the first one's results in the same windows adds no evidence:
-    # the interval stays what one market gives (a plain bootstrap would narrow it).
+    # the interval stays what one market gives (values counted one by one would narrow it).
     one = _outcomes(lambda market, seed: random_policy(seed), folds=6)
     twin = [{**o, "job": {**o["job"], "market": "twin"}} for o in one]
     alone, both = aggregate(one).overall, aggregate(one + twin).overall

@@ -59,7 +59,7 @@ def aggregate_lines(summary: dict[str, Any]) -> list[str]:
         f"the moving-average rule's: {summary['beats_ma_crossover']} of {summary['folds']}; "
         f"the best simple baseline's: {summary['beats_best_baseline']} of {summary['folds']}",
         f"  mean excess Sharpe over buy-and-hold: {summary['mean_excess_sharpe']:+.2f} "
-        f"({summary['confidence']:.0%} bootstrap CI over folds: {low:+.2f} to {high:+.2f})",
+        f"({summary['confidence']:.0%} t CI over test windows: {low:+.2f} to {high:+.2f})",
         f"  mean max drawdown: agent {summary['agent_max_drawdown']:.1%}, buy-and-hold "
         f"{summary['buy_and_hold_max_drawdown']:.1%}; agent's at most buy-and-hold's in "
         f"{summary['drawdown_within_buy_and_hold']} of {summary['folds']} folds; agent trades per month "
