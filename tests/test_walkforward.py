@@ -34,7 +34,7 @@ from nexlify.evaluation.walkforward import (
     run_fold_job,
     run_walkforward,
 )
-from nexlify.evaluation.walkforward_report import write_report_png
+from nexlify.evaluation.walkforward_report import aggregate_lines, fold_table, write_report_png
 
 HOUR = pd.Timedelta(hours=1)
 
@@ -178,6 +178,19 @@ def test_bootstrap_interval_and_regimes():
     assert all(math.isnan(v) for v in bootstrap_mean_ci([1.0, 2.0], clusters=["same", "same"]))
     with pytest.raises(ValueError, match="2 cluster labels for 3 values"):
         bootstrap_mean_ci([1.0, 2.0, 3.0], clusters=["a", "b"])
+
+
+def test_fold_rows_report_the_time_the_agent_spent_long():
+    always_long = aggregate(_outcomes(lambda market, seed: lambda obs, t: np.full(len(obs), BUY), folds=3))
+    never_long = aggregate(_outcomes(lambda market, seed: lambda obs, t: np.full(len(obs), SELL), folds=3))
+    # Always long holds from the first fill to the end, as buy-and-hold does; never long holds cash.
+    hold = [r["baselines"]["buy_and_hold"]["exposure"] for r in always_long.folds]
+    assert [r["agent_exposure"] for r in always_long.folds] == pytest.approx(hold) and min(hold) > 0.99
+    assert [r["agent_exposure"] for r in never_long.folds] == [0.0, 0.0, 0.0]
+    assert always_long.overall["exposure"] == pytest.approx(np.mean(hold)) and never_long.overall["exposure"] == 0.0
+    text = "\n".join(aggregate_lines(never_long.overall))
+    assert "long 0% of the time (buy-and-hold: 100%)" in text
+    assert fold_table(never_long.folds).splitlines()[1].split()[-3] == "0%"  # then: best baseline (Sharpe)
 
 
 def test_cluster_t_interval_by_hand():
