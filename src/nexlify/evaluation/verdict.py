@@ -36,6 +36,18 @@ def regime(buy_and_hold_return: float) -> str:
     return "sideways"
 
 
+def _clustered(values: Iterable[float],
+               clusters: Iterable[Hashable] | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(values, each value's cluster index, the number of clusters); no labels: one cluster each."""
+    data = np.asarray(list(values), dtype=np.float64)
+    labels = list(range(data.size)) if clusters is None else list(clusters)
+    if len(labels) != data.size:
+        raise ValueError(f"{len(labels)} cluster labels for {data.size} values")
+    ids: dict[Hashable, int] = {}
+    cluster_of = np.array([ids.setdefault(label, len(ids)) for label in labels], dtype=np.int64)
+    return data, cluster_of, len(ids)
+
+
 def bootstrap_mean_ci(values: Iterable[float], confidence: float = CONFIDENCE,
                       resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
                       clusters: Iterable[Hashable] | None = None) -> tuple[float, float]:
@@ -45,18 +57,13 @@ def bootstrap_mean_ci(values: Iterable[float], confidence: float = CONFIDENCE,
     bootstrap), so correlated values are not counted as independent evidence. Without labels every
     value is its own cluster: the plain bootstrap.
     """
-    data = np.asarray(list(values), dtype=np.float64)
-    labels = list(range(data.size)) if clusters is None else list(clusters)
-    if len(labels) != data.size:
-        raise ValueError(f"{len(labels)} cluster labels for {data.size} values")
-    ids: dict[Hashable, int] = {}
-    cluster_of = np.array([ids.setdefault(label, len(ids)) for label in labels], dtype=np.int64)
-    if len(ids) < 2:
+    data, cluster_of, groups = _clustered(values, clusters)
+    if groups < 2:
         return float("nan"), float("nan")
-    sums = np.bincount(cluster_of, weights=data, minlength=len(ids))
-    counts = np.bincount(cluster_of, minlength=len(ids)).astype(np.float64)
+    sums = np.bincount(cluster_of, weights=data, minlength=groups)
+    counts = np.bincount(cluster_of, minlength=groups).astype(np.float64)
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(ids), size=(resamples, len(ids)))
+    draws = rng.integers(0, groups, size=(resamples, groups))
     means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
     tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = np.percentile(means, [tail, 100.0 - tail])
@@ -86,13 +93,7 @@ def cluster_t_interval(values: Iterable[float],
     over the cluster means, and the interval is centred on the mean of all values. Without labels
     every value is its own cluster: the ordinary t interval.
     """
-    data = np.asarray(list(values), dtype=np.float64)
-    labels = list(range(data.size)) if clusters is None else list(clusters)
-    if len(labels) != data.size:
-        raise ValueError(f"{len(labels)} cluster labels for {data.size} values")
-    ids: dict[Hashable, int] = {}
-    cluster_of = np.array([ids.setdefault(label, len(ids)) for label in labels], dtype=np.int64)
-    groups = len(ids)
+    data, cluster_of, groups = _clustered(values, clusters)
     if groups < 2:
         return float("nan"), float("nan")
     mean = float(data.mean())
