@@ -271,6 +271,8 @@ def summarize(views: list[dict[str, Any]]) -> dict[str, Any]:
         units.setdefault((view["job"]["market"], view["job"]["fold"], view["job"]["test_start"]), []).append(
             float(excess))
     agent, bh = ([v["test"][name] for v in views] for name in ("agent", "buy_and_hold"))
+    exposure = np.array([a["exposure"] for a in agent])
+    validation_trend = np.array([v["validation_backtest"]["buy_and_hold"]["total_return"] for v in views])
     return {
         "n": len(views),
         "validation_sharpe": float(np.mean([sharpe(v, "validation_backtest", "agent") for v in views])),
@@ -287,7 +289,19 @@ def summarize(views: list[dict[str, Any]]) -> dict[str, Any]:
         "test_dd_bh": float(np.mean([b["max_drawdown"] for b in bh])),
         "trades_per_month": float(np.mean([trades_per_month(v["test"]["agent"], v["periods_per_year"])
                                            for v in views])),
+        "test_exposure": float(exposure.mean()),
+        # How far the test position is the validation window's trend carried on by the model choice
+        # (docs/benchmarks.md, "What the agent does out of sample"): a lever that learns timing of its
+        # own should lower it.
+        "exposure_follows_validation": correlation(exposure, validation_trend),
     }
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson's correlation of ``a`` and ``b``; nan when either is constant or shorter than 2."""
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 def group_name(view: dict[str, Any]) -> str:
@@ -314,9 +328,11 @@ def report(results: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                          f"{s['test_win_vs_bh']:.0%}", f"{s['test_win_vs_ma']:.0%}",
                          f"{s['test_excess_sharpe']:+.2f} {ci}",
                          f"{s['test_dd_at_most_bh']:.0%}", f"{s['test_dd_agent']:.1%} / {s['test_dd_bh']:.1%}",
-                         f"{s['trades_per_month']:.1f}"])
+                         f"{s['trades_per_month']:.1f}", f"{s['test_exposure']:.0%}",
+                         f"{s['exposure_follows_validation']:+.2f}"])
         headers = ["group", "n", "val Sharpe", "val excess", "test win B&H", "test win MA",
-                   "test excess Sharpe [95% CI]", "DD<=B&H", "DD agent/B&H", "trades/mo"]
+                   "test excess Sharpe [95% CI]", "DD<=B&H", "DD agent/B&H", "trades/mo", "test long",
+                   "corr(long, val B&H)"]
         blocks.append(f"== {lever}: {LEVERS[lever] or 'defaults'}\n{table(headers, rows)}\n"
                       f"verdict: {result.verdict}")
     return "\n\n".join(blocks), summaries

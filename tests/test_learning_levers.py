@@ -4,6 +4,7 @@ every market's validation and test windows, and a smoke run end to end."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from dataclasses import asdict
@@ -315,3 +316,24 @@ def test_pair_walkforwards_pairs_two_runs_with_the_three_lenses(tmp_path, capsys
     assert pair_walkforwards.main([str(first), str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no finished walk-forward" in err and len(err.strip().splitlines()) == 1
+
+
+def _view(market: str, fold: int, exposure: float, validation_trend: float, test_sharpe: float) -> dict:
+    metrics = {"sharpe": 0.0, "max_drawdown": 0.2, "exposure": 1.0, "trades": 2, "steps": 2160, "total_return": 0.0}
+    return {"job": {"market": market, "fold": fold, "test_start": f"2024-0{fold}-01"}, "periods_per_year": 8760.0,
+            "validation_backtest": {"agent": {**metrics, "sharpe": 1.0},
+                                    "buy_and_hold": {**metrics, "total_return": validation_trend}},
+            "test": {"agent": {**metrics, "sharpe": test_sharpe, "exposure": exposure, "max_drawdown": 0.1},
+                     "buy_and_hold": metrics, "ma_crossover": {**metrics, "sharpe": -1.0}}}
+
+
+def test_summary_reports_the_time_long_and_how_it_follows_the_validation_trend() -> None:
+    views = [_view("A", 1, 0.9, 0.2, 1.0), _view("B", 1, 0.7, 0.1, -1.0), _view("A", 2, 0.1, -0.2, 0.5),
+             _view("B", 2, 0.3, -0.1, 0.5)]
+    s = learning_levers.summarize(views)
+    assert s["test_exposure"] == pytest.approx(0.5)
+    # Exposure deviations (0.4, 0.2, -0.4, -0.2) against trends (0.2, 0.1, -0.2, -0.1): exactly linear.
+    assert s["exposure_follows_validation"] == pytest.approx(1.0)
+    assert s["test_win_vs_bh"] == pytest.approx(0.75) and s["test_win_vs_ma"] == pytest.approx(0.75)  # -1 ties MA
+    assert s["test_excess_sharpe"] == pytest.approx(0.25) and s["validation_excess_sharpe"] == 1.0
+    assert math.isnan(learning_levers.correlation(np.ones(3), np.arange(3.0)))
