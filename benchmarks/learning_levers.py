@@ -138,6 +138,12 @@ LEVERS: dict[str, dict[str, Any]] = {
     "pooled_plan_penalty_quadruple_retrained": {**DEFAULT_BASE},
     "pooled_plan_penalty_quadruple_gamma997_seeds345": {**DEFAULT_BASE, "gamma": 0.997, "first_seed": 3},
     "pooled_plan_penalty_quadruple_gamma997_retrained": {**DEFAULT_BASE, "gamma": 0.997},
+    # Slower learning, two ways: half the learning rate, and the target network refreshed every 250
+    # learning steps (~8,000 transitions) instead of 62 (~2,000). Both damp how far one pass over the
+    # training path moves the policy; the agent's out-of-sample position is mostly one macro bet per
+    # window (docs/benchmarks.md, session 8), which slower learning may make less a matter of luck.
+    "pooled_plan_penalty_quadruple_lr_half": {**DEFAULT_BASE, "learning_rate": 2.5e-4},
+    "pooled_plan_penalty_quadruple_target250": {**DEFAULT_BASE, "target_update_interval": 250},
     "pooled_dsr": {"pool": True, "reward_mode": "differential_sharpe"},
     "pooled_ep4": {"pool": True, "episodes": 4},
     "pooled_ep16": {"pool": True, "episodes": 16},
