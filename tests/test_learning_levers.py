@@ -200,6 +200,10 @@ def test_paired_lenses_compare_the_same_windows_and_the_unselected_last_checkpoi
     # Last checkpoints, seeds' mean per window: w1 (1.2 + 0.6) / 2 - (0.2 - 0.4) / 2 = 1.0, w2 0.5 - 1.5.
     last = out["last checkpoint"]
     assert last["n"] == 2 and last["mean"] == pytest.approx((1.0 - 1.0) / 2) and last["better"] == 1
+    # Every checkpoint, each run's mean then the seeds': w1 lever (2.2/3 + 1.6/3) / 2, reference
+    # (2.2/3 + 1.6/3) / 2 -> 0; w2 lever 0.75, reference 1.25 -> -0.5.
+    every = out["every checkpoint"]
+    assert every["n"] == 2 and every["mean"] == pytest.approx((0.0 - 0.5) / 2) and every["better"] == 0
     # Two runs of the reference (other seeds) are averaged per window, on the windows both have.
     other = SimpleNamespace(outcomes=[
         view("A", "w1", 3, 3.0, 0.5, [0.0, 0.8]), view("A", "w1", 0, 1.4, 0.5, [], ensemble="mean_q")])
