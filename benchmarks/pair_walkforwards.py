@@ -3,8 +3,9 @@
 For a setting the lever screen cannot express (a walk-forward flag such as ``--anchored``, or a run at
 the walk-forward's own defaults), run ``nexlify walkforward`` once per setting into its own
 ``--checkpoint-dir`` with the same markets, folds and validation length, then compare the folders
-here with the lever screen's three lenses (``learning_levers.paired_against``): the seeds' chosen
-models, the fold's ensemble, and the unselected last checkpoint, each run minus the first.
+here with the lever screen's four lenses (``learning_levers.paired_against``): the seeds' chosen
+models, the fold's ensemble, the unselected last checkpoint and the mean of every validated
+checkpoint, each run minus the first.
 
     PYTHONPATH=src python benchmarks/pair_walkforwards.py runs/rolling runs/anchored
 """
