@@ -152,6 +152,9 @@ LEVERS: dict[str, dict[str, Any]] = {
                                                       "target_update_interval": 16, "parallel_envs": 64},
     "pooled_plan_penalty_quadruple_lr_half": {**DEFAULT_BASE, "learning_rate": 2.5e-4},
     "pooled_plan_penalty_quadruple_target250": {**DEFAULT_BASE, "target_update_interval": 250},
+    "pooled_plan_penalty_quadruple_lr_half_seeds345": {**DEFAULT_BASE, "learning_rate": 2.5e-4, "first_seed": 3},
+    # (seeds 0-2 of it were trained by the current code already: a retrained run would repeat them)
+    "pooled_plan_penalty_quadruple_lr_half_seeds678": {**DEFAULT_BASE, "learning_rate": 2.5e-4, "first_seed": 6},
     "pooled_dsr": {"pool": True, "reward_mode": "differential_sharpe"},
     "pooled_ep4": {"pool": True, "episodes": 4},
     "pooled_ep16": {"pool": True, "episodes": 16},
