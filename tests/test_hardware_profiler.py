@@ -378,3 +378,34 @@ def test_checkpoint_cost_per_row_holds_when_the_bursts_filled_the_replay(monkeyp
         costs = timer.run_costs(planned)
     assert costs.checkpoint_s == pytest.approx(0.1)
     assert costs.checkpoint_s_per_transition == pytest.approx(1e-5)
+
+
+def test_a_gpu_setting_is_timed_in_pairs_even_out_of_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU a fresh setting past the deadline is still timed in pairs of warm rounds (for at least
+    GPU_MIN_TIMING_S), never judged by its first round, whose allocations and kernel loads would
+    make a fast batch look slow. The CPU plays the GPU here: same code path, no CUDA calls."""
+    from nexlify.hardware import measure
+
+    synced: list[str] = []
+    monkeypatch.setattr(measure, "device_kind", lambda device: "cuda")
+    monkeypatch.setattr(measure, "synchronize", synced.append)
+    monkeypatch.setattr(measure, "GPU_WARM_S", 0.0)
+    monkeypatch.setattr(measure, "GPU_MIN_TIMING_S", 0.05)
+    config = measure.burst_config("cpu", "tiny", 64, 1, 8)
+    with measure.LoopTimer() as timer:
+        rate = timer(config, 0.0)  # out of time before it starts
+        rounds = timer._round_s[timer._key(config)]  # the pairs' long rounds (absent: no pairs timed)
+    assert len(rounds) >= 1 and rate > 0
+    # Every round waits for the device before and after: the warm-up round, then each pair's two.
+    assert synced.count("cpu") == 2 * (1 + 2 * len(rounds))
+    assert measure.burst_steps("cpu") == measure.GPU_BURST_STEPS  # GPU-length rounds through the patched kind
+
+
+def test_a_hopeless_cpu_setting_is_judged_by_its_warm_up_round() -> None:
+    from nexlify.hardware import measure
+
+    config = measure.burst_config("cpu", "tiny", 64, 1, 8)
+    with measure.LoopTimer() as timer:
+        rate = timer(config, 0.0)
+        assert timer._round_s.get(timer._key(config)) is None  # no pairs: the warm-up round alone
+        assert rate == pytest.approx(8 * (1 + measure.BURST_STEPS) / timer._warm_up_s[timer._key(config)])

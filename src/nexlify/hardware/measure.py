@@ -59,7 +59,7 @@ from nexlify.hardware.projection import VALIDATION_STEPS
 # of thousands of steps spreads thin. Each step takes about one learning step.
 BURST_STEPS = 4
 # On a GPU a step takes milliseconds and the kernels run behind the host: four-step rounds drown in a
-# round's fixed costs and launch jitter (an H100 burst once measured a quarter of the run's speed).
+# round's fixed costs and launch jitter (H100 bursts measured a third of the run's speed).
 GPU_BURST_STEPS = 16
 # Rounds run back to back before a GPU setting is first timed: an idle GPU runs at a fraction of its
 # clock until sustained work ramps it up, and a run is sustained work from its first seconds.
@@ -182,23 +182,26 @@ class LoopTimer:
         """Transitions/s of the loop for ``config``: rounds of 1 and of 1 + ``burst_steps`` steps timed
         in pairs until ``budget_s`` is spent (at least one pair, at most ``MAX_PAIRS``)."""
         steps = burst_steps(config.device)
+        gpu = device_kind(config.device) != "cpu"
         deadline = time.perf_counter() + budget_s
         fresh = self._trainers.get(self._key(config)) is None
         trainer = self._trainer(config)
-        if fresh and time.perf_counter() >= deadline:
+        if fresh and not gpu and time.perf_counter() >= deadline:
             # Hopelessly slow (a loaded machine at too many threads): the warm-up round, fixed costs
-            # and all, is measurement enough and keeps the profile near its budget.
+            # and all, is measurement enough and keeps the profile near its budget. Not on a GPU: its
+            # batches are timed even out of time (they decide the plan), and a first round's
+            # allocations and kernel loads would make the fast ones look several times slower.
             return config.parallel_envs * (1 + steps) / self._warm_up_s[self._key(config)]
         # A GPU setting gets its pairs even out of time while they are quick: one pair of a fast setting
         # is within launch jitter of nothing, and the fastest setting is the one the run will train.
-        minimum_until = time.perf_counter() + (0.0 if device_kind(config.device) == "cpu" else GPU_MIN_TIMING_S)
+        minimum_until = time.perf_counter() + (GPU_MIN_TIMING_S if gpu else 0.0)
         short: list[float] = []
         long: list[float] = []
         while len(long) < MAX_PAIRS and (not long or time.perf_counter() < max(deadline, minimum_until)):
             short.append(self._round(trainer, 1))
             long.append(self._round(trainer, 1 + steps))
         self._round_s.setdefault(self._key(config), []).extend(long)
-        per_step = _per_step_seconds(short, long, steps, gpu=device_kind(config.device) != "cpu")
+        per_step = _per_step_seconds(short, long, steps, gpu=gpu)
         return config.parallel_envs / per_step
 
 
