@@ -426,8 +426,7 @@ def paired_against(results: dict[str, Any], reference: str | list[str]) -> tuple
     windows' shared luck, the largest part of the spread. Two intervals: the cluster bootstrap, and
     the t interval over the windows (``cluster_t_interval``), the one to trust with few windows.
     ``reference`` may name several runs of one configuration (other seeds): the lever is then paired
-    against their mean per window
-    (``reference_lenses``)."""
+    against their mean per window (``reference_lenses``)."""
     from nexlify.evaluation.verdict import bootstrap_mean_ci, cluster_t_interval
 
     references = [reference] if isinstance(reference, str) else list(reference)
@@ -476,6 +475,8 @@ def records(lever: str, result: Any) -> list[dict[str, Any]]:
 
 # --------------------------------------------------------------------------- command line
 def main(argv: list[str] | None = None) -> int:
+    from nexlify.evaluation.defaults import DEFAULT_ENSEMBLE, ENSEMBLE_MODES
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", nargs="+", default=[str(SHARED_DATA / f"{m}.csv") for m in MARKETS],
                         help="market files (default: the four shared markets)")
@@ -487,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=None, help="the plan's last N folds (default: the budget's)")
     parser.add_argument("--episodes", type=int, default=None, help="episodes per job (default: the budget's)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes")
-    parser.add_argument("--ensemble", choices=("mean_q", "vote", "consensus"), default="mean_q")
+    parser.add_argument("--ensemble", choices=ENSEMBLE_MODES, default=DEFAULT_ENSEMBLE)
     parser.add_argument("--reference", default=None, help="lever the others are paired against on validation "
                         "(default: the first of --levers); several, comma-separated (one configuration with "
                         "other seeds), are averaged per window")

@@ -141,14 +141,14 @@ def fold_rows(outcomes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             policy = f"{ensemble['job']['ensemble']} ensemble of {len(members)} seed(s)"
             sharpe, ret, drawdown = judged["sharpe"], judged["total_return"], judged["max_drawdown"]
             trades = trades_per_month(judged, periods)
-            exposure = judged.get("exposure", float("nan"))
+            exposure = judged["exposure"]
         else:
             policy = f"mean of {len(members)} seed(s)"
             sharpe = float(agent_sharpes.mean())
             ret = float(np.mean([m["total_return"] for m in seed_metrics]))
             drawdown = float(np.mean([m["max_drawdown"] for m in seed_metrics]))
             trades = float(np.mean([trades_per_month(m, periods) for m in seed_metrics]))
-            exposure = float(np.mean([m.get("exposure", float("nan")) for m in seed_metrics]))
+            exposure = float(np.mean([m["exposure"] for m in seed_metrics]))
         excess = agent_sharpes - bh["sharpe"]
         best = max(baselines, key=lambda n: baselines[n]["sharpe"])
         rows.append({
@@ -246,7 +246,7 @@ def summarize(rows: list[dict[str, Any]], stitched: dict[str, dict[str, np.ndarr
         "drawdown_within_buy_and_hold": sum(r["drawdown_within_buy_and_hold"] for r in rows),
         "policy": "; ".join(dict.fromkeys(r["policy"] for r in rows)),
         "trades_per_month": float(np.mean([r["agent_trades_per_month"] for r in rows])),
-        "exposure": float(np.mean([r.get("agent_exposure", float("nan")) for r in rows])),
+        "exposure": float(np.mean([r["agent_exposure"] for r in rows])),
         "mean_validation_excess_sharpe": float(np.mean(validation)) if validation else None,
         "mean_excess_sharpe": float(np.mean(excess)),
         "excess_sharpe_ci": [low, high],

@@ -45,7 +45,7 @@ def fold_table(rows: list[dict[str, Any]]) -> str:
             f"{bh['sharpe']:>8.2f}  {r['agent_return']:>+9.1%}  "
             f"{r['agent_sharpe']:>6.2f} ±{r['agent_sharpe_std']:>5.2f}  "
             f"{r['excess_sharpe']:>+6.2f}  {r['agent_max_drawdown']:>8.1%}  {bh['max_drawdown']:>7.1%}  "
-            f"{r.get('agent_exposure', float('nan')):>6.0%}  "
+            f"{r['agent_exposure']:>6.0%}  "
             f"{r['best_baseline']} ({r['baselines'][r['best_baseline']]['sharpe']:.2f})")
     return "\n".join(lines)
 
@@ -65,7 +65,7 @@ def aggregate_lines(summary: dict[str, Any]) -> list[str]:
         f"  mean max drawdown: agent {summary['agent_max_drawdown']:.1%}, buy-and-hold "
         f"{summary['buy_and_hold_max_drawdown']:.1%}; agent's at most buy-and-hold's in "
         f"{summary['drawdown_within_buy_and_hold']} of {summary['folds']} folds; agent trades per month "
-        f"{summary['trades_per_month']:.1f}; long {summary.get('exposure', float('nan')):.0%} of the time "
+        f"{summary['trades_per_month']:.1f}; long {summary['exposure']:.0%} of the time "
         "(buy-and-hold: 100%)",
         "  stitched out-of-sample return: " + ", ".join(
             f"{name} {stitched[name]:+.1%}" for name in ("agent", *BASELINES)),

@@ -86,9 +86,14 @@ CostTimer = Callable[[TrainingConfig], RunCosts]
 Samples = dict[tuple[str, int, int, int], list[float]]
 
 
+def on_accelerator(device: str) -> bool:
+    """Whether ``device`` is a GPU (CUDA, ROCm or MPS): its kernels run behind the host."""
+    return device_kind(device) != "cpu"
+
+
 def burst_steps(device: str) -> int:
     """Steps a long burst round adds to a short one on ``device``."""
-    return BURST_STEPS if device_kind(device) == "cpu" else GPU_BURST_STEPS
+    return GPU_BURST_STEPS if on_accelerator(device) else BURST_STEPS
 
 
 def synchronize(device: str) -> None:
@@ -155,7 +160,7 @@ class LoopTimer:
             trainer = Trainer(config, synthetic_splits(1 + steps), Path(self._folder.name) / str(len(self._trainers)))
             self._trainers[key] = trainer
             self._warm_up_s[key] = self._round(trainer, 1 + steps)  # first allocations, the thread pool
-            if device_kind(config.device) != "cpu":
+            if on_accelerator(config.device):
                 warm_until = time.perf_counter() + GPU_WARM_S
                 while time.perf_counter() < warm_until:
                     self._round(trainer, 1 + steps)
@@ -182,7 +187,7 @@ class LoopTimer:
         """Transitions/s of the loop for ``config``: rounds of 1 and of 1 + ``burst_steps`` steps timed
         in pairs until ``budget_s`` is spent (at least one pair, at most ``MAX_PAIRS``)."""
         steps = burst_steps(config.device)
-        gpu = device_kind(config.device) != "cpu"
+        gpu = on_accelerator(config.device)
         deadline = time.perf_counter() + budget_s
         fresh = self._trainers.get(self._key(config)) is None
         trainer = self._trainer(config)
