@@ -137,6 +137,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     # The default base again, same seeds, in its own folder: retrained by the current code when the
     # reference's stored jobs predate a change to training (an old folder's jobs are reused as they are).
     "pooled_plan_penalty_quadruple_retrained": {**DEFAULT_BASE},
+    "pooled_plan_penalty_quadruple_seeds678": {**DEFAULT_BASE, "first_seed": 6},
     "pooled_plan_penalty_quadruple_gamma997_seeds345": {**DEFAULT_BASE, "gamma": 0.997, "first_seed": 3},
     "pooled_plan_penalty_quadruple_gamma997_retrained": {**DEFAULT_BASE, "gamma": 0.997},
     # Slower learning, two ways: half the learning rate, and the target network refreshed every 250
@@ -166,7 +167,8 @@ LEVERS: dict[str, dict[str, Any]] = {
 # What every lever is measured against: TrainingConfig's defaults as they were when the levers were
 # screened (no switching penalty; 0.004 is the default now, see `pooled_plan_penalty_quadruple`), so the rows
 # stay reproducible.
-SCREEN_BASE: dict[str, Any] = {"trade_penalty": 0.0}
+# Every validated model is kept, so a run's snapshots can be ensembled or re-chosen afterwards.
+SCREEN_BASE: dict[str, Any] = {"trade_penalty": 0.0, "keep_validated_models": True}
 # Lever keys that shape the walk-forward's jobs and windows rather than the TrainingConfig.
 WINDOW_KEYS = ("pool", "train_days", "first_seed")
 DEFAULT_LEVERS = ("baseline", "trend", "pooled", "random_windows", "target")

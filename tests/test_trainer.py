@@ -416,3 +416,25 @@ def test_training_results_project_with_the_run_costs_and_the_real_validation_len
     expected = (4 * steps / 1_000.0 + 2 * 0.5 * bars / 100 + 2 * 0.1
                 + (min(5_000, 2 * steps) + min(5_000, 4 * steps)) * 1e-4 + 2.0)
     assert run["projected_train_seconds"] == pytest.approx(expected)
+
+
+def test_kept_snapshots_are_the_validated_models_with_their_scores(tmp_path, splits):
+    from nexlify.evaluation.snapshots import run_snapshots
+    from nexlify.training.trainer import evaluate_agent
+
+    trainer = Trainer(tiny_config(episodes=4, eval_interval=1, keep_validated_models=True), splits, tmp_path / "kept")
+    trainer.train()
+    history = trainer.state.validation
+    snapshots = run_snapshots(tmp_path / "kept", history)
+    assert [s.episode for s in snapshots] == [1, 2, 3, 4]
+    best = AdaptiveDQNAgent.from_checkpoint(tmp_path / "kept" / "best_model.pth")
+    for snapshot in snapshots:
+        agent = AdaptiveDQNAgent.from_checkpoint(snapshot.path)
+        assert agent.checkpoint_metadata["validation_score"] == snapshot.score
+        # Scored again on the validation split, the kept model is the one that earned the score.
+        rescored = evaluate_agent(agent, splits.validation, splits.periods_per_year, trainer.config).metrics
+        assert rescored[trainer.config.validation_metric] == pytest.approx(snapshot.score)
+        if snapshot.episode == trainer.state.best_episode:
+            assert all(torch.equal(a, b) for a, b in zip(_weights(agent), _weights(best), strict=True))
+    Trainer(tiny_config(episodes=2, eval_interval=1), splits, tmp_path / "default").train()
+    assert not list((tmp_path / "default").glob("validated_ep*.pth"))  # off by default: only the best is kept

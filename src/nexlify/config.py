@@ -133,6 +133,9 @@ class TrainingConfig:
     eval_interval: int = 10  # episodes between greedy validation runs
     save_interval: int = 50  # episodes between checkpoint_ep{N}.pth files
     validation_metric: str = "sharpe"
+    # Keep every validated model as validated_ep{N}.pth (weights only, a few hundred KB each), not
+    # just the best: what an ensemble of a run's snapshots is built from (nexlify.evaluation.snapshots).
+    keep_validated_models: bool = False
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -315,6 +318,7 @@ _RULES: dict[str, tuple[Any, ...]] = {
     "eval_interval": (_INT, 1, 10**9),
     "save_interval": (_INT, 1, 10**9),
     "validation_metric": VALIDATION_METRICS,
+    "keep_validated_models": (_BOOL,),
     "seed": (_INT, 0, MAX_SEED),
 }
 

@@ -39,6 +39,7 @@ from nexlify.env.accounts import Accounts, AccountStep
 from nexlify.env.actions import n_actions, to_orders
 from nexlify.errors import CheckpointError, ConfigError
 from nexlify.evaluation.backtest import agent_policy, run_policy
+from nexlify.evaluation.snapshots import VALIDATED_MODEL
 from nexlify.hardware.cpu import detect_cpu, thread_candidates
 from nexlify.hardware.units import GB
 from nexlify.training.monitor import TrainingMonitor
@@ -514,11 +515,14 @@ class Trainer:
         self.state.validation.append(record)
         if self.on_validation is not None:
             self.on_validation(record)
+        # A model, not a resume point: it may be taken mid-round, so it carries no trainer state.
+        metadata = {**self.model_metadata(), "episodes_done": episode, "validation_score": score}
+        if self.config.keep_validated_models:
+            self.agent.save(self.output_dir / VALIDATED_MODEL.format(episode=episode), extra_metadata=metadata,
+                            include_replay=False)
         if self.state.best_score is None or score > self.state.best_score:
             self.state.best_score = score
             self.state.best_episode = episode
-            # A model, not a resume point: it may be taken mid-round, so it carries no trainer state.
-            metadata = {**self.model_metadata(), "episodes_done": episode}
             self.agent.save(self.output_dir / BEST_MODEL, extra_metadata=metadata, include_replay=False)
         self.state.validation_seconds += time.perf_counter() - started
 

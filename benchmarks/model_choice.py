@@ -1,0 +1,185 @@
+"""The model choice judged without its bonus: each rule chosen on one half of a validation window and
+scored on the other half, against buy-and-hold, on a lever screen's stored runs.
+
+Choosing the validated snapshot that scored best on a validation window and then scoring the choice
+on that same window flatters it (the "choice bonus", docs/benchmarks.md). Here each rule of
+``nexlify.evaluation.snapshots`` picks its snapshots on one half of every validation window and is
+scored on the other half (both ways round: first half to second, second to first), so rules that
+choose and rules that do not (``last``, ``all``) are compared on data none of them chose on. The test
+windows are scored too, each rule choosing on the whole validation window as a walk-forward would;
+report them as they fall, never choose on them.
+
+Needs runs trained with ``keep_validated_models`` (the lever screen keeps them):
+
+    PYTHONPATH=src python benchmarks/learning_levers.py --levers L1,L2 --folds 7 --seeds 3 --out runs/screen
+    PYTHONPATH=src python benchmarks/model_choice.py --screen runs/screen --levers L1,L2 --folds 7 --seeds 3
+
+Several levers that are one configuration with other seeds (a reference's runs) are also pooled:
+each window's value is the mean over the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import fields, replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, table  # noqa: E402
+from learning_levers import BUDGETS, MARKETS, SHARED_DATA, lever_jobs  # noqa: E402
+
+RULES = ("best", "top2", "last", "all")
+HALVES = ("first", "second")
+
+
+def half(market: Any, which: str) -> Any:
+    """The first or second half of a MarketSlice's rows (the second gets the odd row)."""
+    middle = len(market) // 2
+    rows = slice(0, middle) if which == "first" else slice(middle, len(market))
+    return replace(market, **{f.name: getattr(market, f.name)[rows] for f in fields(market)})
+
+
+def other(which: str) -> str:
+    return HALVES[1 - HALVES.index(which)]
+
+
+def fold_study(members: list[Any]) -> list[dict[str, Any]]:
+    """Every rule's scores on one fold: nested (choose on one validation half, score the other) and
+    on test (choose on the whole validation window, the trainer's scores). One record per market."""
+    from nexlify.agent.dqn import AdaptiveDQNAgent
+    from nexlify.config import TrainingConfig
+    from nexlify.evaluation.backtest import buy_and_hold_policy, run_policy
+    from nexlify.evaluation.ensemble import ensemble_policy
+    from nexlify.evaluation.fold_markets import market_splits
+    from nexlify.evaluation.snapshots import Snapshot, choose, run_snapshots
+    from nexlify.evaluation.walkforward import finished_outcome
+
+    members = sorted(members, key=lambda job: job.seed)
+    config = TrainingConfig().with_overrides({**members[0].config_overrides, "data_days": None})
+    costs = {"initial_balance": config.initial_balance, "fee": config.fee, "slippage": config.slippage}
+    runs = [run_snapshots(job.output_dir, finished_outcome(job)["validation"]["history"]) for job in members]
+    agents = {s.path: AdaptiveDQNAgent.from_checkpoint(s.path, device="cpu") for run in runs for s in run}
+    markets = market_splits(members[0], config.feature_set)
+
+    def backtest(snapshots: list[Snapshot], window: Any, ppy: float) -> dict[str, float]:
+        result = run_policy(window, ensemble_policy([agents[s.path] for s in snapshots]), "agent", ppy, **costs)
+        return {"sharpe": float(result.metrics["sharpe"]), "long": float(result.position.mean())}
+
+    windows = {name: {"first": half(s.validation, "first"), "second": half(s.validation, "second"),
+                      "test": s.test} for name, s in markets.items()}
+    ppy = {name: s.periods_per_year for name, s in markets.items()}
+    # Each snapshot alone on each half of every market's validation window: the scores a rule chooses by
+    # (the mean over markets, as the pooled trainer scores the markets' windows together).
+    alone = {(s.path, which): np.mean([backtest([s], windows[m][which], ppy[m])["sharpe"] for m in markets])
+             for run in runs for s in run for which in HALVES}
+    records = []
+    for name in markets:
+        hold = {which: run_policy(windows[name][which], buy_and_hold_policy, "buy_and_hold", ppy[name],
+                                  **costs).metrics["sharpe"] for which in (*HALVES, "test")}
+        record = {"market": name, "fold": members[0].fold, "seeds": [job.seed for job in members],
+                  "nested": {}, "test": {}, "test_long": {}}
+        for rule in RULES:
+            scores = []
+            for chosen_on in HALVES:
+                rescored = [[replace(s, score=alone[(s.path, chosen_on)]) for s in run] for run in runs]
+                scored_on = other(chosen_on)
+                sharpe = backtest(choose(rescored, rule), windows[name][scored_on], ppy[name])["sharpe"]
+                scores.append(sharpe - hold[scored_on])
+            record["nested"][rule] = {"first_to_second": scores[0], "second_to_first": scores[1]}
+            outcome = backtest(choose(runs, rule), windows[name]["test"], ppy[name])
+            record["test"][rule] = outcome["sharpe"] - hold["test"]
+            record["test_long"][rule] = outcome["long"]
+        records.append(record)
+    return records
+
+
+def window_values(records: list[dict[str, Any]], rule: str, lens: str) -> dict[tuple[str, int], float]:
+    """Per (market, fold) window: ``nested`` (both directions' mean), ``forward`` (first half chosen,
+    second scored) or ``test``; averaged over the runs (levers) that share the window."""
+    values: dict[tuple[str, int], list[float]] = {}
+    for record in records:
+        if lens == "test":
+            value = record["test"][rule]
+        else:
+            nested = record["nested"][rule]
+            value = (nested["first_to_second"] if lens == "forward"
+                     else (nested["first_to_second"] + nested["second_to_first"]) / 2)
+        values.setdefault((record["market"], record["fold"]), []).append(value)
+    return {key: float(np.mean(v)) for key, v in values.items()}
+
+
+def compare(records: list[dict[str, Any]], label: str) -> str:
+    """Each rule's mean excess Sharpe per lens, and each rule minus ``best`` paired by window."""
+    from nexlify.evaluation.verdict import cluster_t_interval
+
+    rows = []
+    for rule in RULES:
+        row: list[object] = [label, rule]
+        for lens in ("nested", "forward", "test"):
+            mine = window_values(records, rule, lens)
+            row.append(f"{np.mean(list(mine.values())):+.2f}")
+            if rule != "best":
+                base = window_values(records, "best", lens)
+                keys = sorted(mine)
+                diff = [mine[k] - base[k] for k in keys]
+                low, high = cluster_t_interval(diff, [k[1] for k in keys])
+                row.append(f"{np.mean(diff):+.2f} [{low:+.2f}, {high:+.2f}] {sum(d > 0 for d in diff)}/{len(diff)}")
+            else:
+                row.append("")
+        test = window_values(records, rule, "test")
+        row.append(f"{sum(v > 0 for v in test.values())}/{len(test)}")
+        longs = [r["test_long"][rule] for r in records]
+        row.append(f"{np.mean(longs):.0%}")
+        rows.append(row)
+    return table(["runs", "rule", "nested", "minus best", "forward", "minus best", "test (as it falls)",
+                  "minus best", "test > B&H", "test long"], rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--screen", required=True, help="the lever screen's --out folder")
+    parser.add_argument("--levers", required=True, help="comma-separated levers of that screen")
+    parser.add_argument("--data", nargs="+", default=[str(SHARED_DATA / f"{m}.csv") for m in MARKETS])
+    parser.add_argument("--folds", type=int, default=7)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args(argv)
+    budget = replace(BUDGETS["standard"], folds=args.folds, seeds=args.seeds)
+    out = Path(args.screen).resolve()
+    started = time.perf_counter()
+    by_lever: dict[str, list[list[Any]]] = {}
+    for lever in args.levers.split(","):
+        folds: dict[int, list[Any]] = {}
+        for job in lever_jobs(lever, args.data, budget, out):
+            folds.setdefault(job.fold, []).append(job)
+        by_lever[lever] = list(folds.values())
+    tasks = [(lever, members) for lever, folds in by_lever.items() for members in folds]
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
+        done = list(pool.map(fold_study, [members for _, members in tasks]))
+    records = {lever: [] for lever in by_lever}
+    for (lever, _), fold_records in zip(tasks, done, strict=True):
+        records[lever].extend(fold_records)
+    print(f"{machine()}; {len(tasks)} folds in {time.perf_counter() - started:.0f} s\n")
+    print("Validation excess Sharpe over buy-and-hold, each rule chosen on one half of the window and scored on "
+          "the other (nested: both ways round; forward: first half chosen, second scored); test: chosen on the "
+          "whole validation window. 'minus best': paired by window, t interval over folds, windows better.\n")
+    blocks = [compare(rs, lever) for lever, rs in records.items()]
+    if len(records) > 1:
+        blocks.append(compare([r for rs in records.values() for r in rs], "pooled"))
+    print("\n\n".join(blocks))
+    path = out / "model_choice.json"
+    path.write_text(json.dumps({"machine": machine(), "records": records}, indent=1))
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

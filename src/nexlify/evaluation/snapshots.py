@@ -1,0 +1,74 @@
+"""The model choice: which of a run's validated models act for it out of sample.
+
+A run validates its greedy policy every ``eval_interval`` episodes; each validated model is a
+*snapshot* (kept on disk as ``validated_ep{N}.pth`` when ``keep_validated_models`` is on). Choosing
+the snapshot with the best validation score is not free: the snapshots of one run differ mostly in
+the macro position they take (long or flat for most of a window), and the best one on a trending
+validation window is the one that took the trend's side (docs/benchmarks.md, "What the agent does out
+of sample"). The rules:
+
+* ``best``: each run's best-scoring snapshot (what ``best_model.pth`` holds);
+* ``top2``: each run's two best-scoring snapshots;
+* ``last``: each run's last snapshot (no choice at all);
+* ``all``: every snapshot of every run (an ensemble that averages the snapshots' macro bets).
+
+Ties go to the earlier snapshot, as in the trainer (a later one must score strictly higher).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nexlify.errors import ConfigError
+
+MODEL_CHOICES: tuple[str, ...] = ("best", "top2", "last", "all")
+VALIDATED_MODEL = "validated_ep{episode}.pth"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One validated model of a run: when it was taken, its validation score and its file."""
+
+    episode: int
+    score: float
+    path: Path
+
+
+def run_snapshots(run_dir: str | Path, history: Sequence[dict[str, Any]]) -> list[Snapshot]:
+    """A run's snapshots in episode order, from its validation ``history`` (``{"episode", "score"}``
+    records, as in ``training_results.json`` or a fold outcome) and the files in ``run_dir``.
+
+    ConfigError names the first missing file: the run was trained without ``keep_validated_models``.
+    """
+    snapshots = []
+    for record in sorted(history, key=lambda r: int(r["episode"])):
+        path = Path(run_dir) / VALIDATED_MODEL.format(episode=int(record["episode"]))
+        if not path.is_file():
+            raise ConfigError(f"{path} not found: the run kept only its best model; train it with the "
+                              "config key keep_validated_models set to true to choose among its snapshots")
+        snapshots.append(Snapshot(int(record["episode"]), float(record["score"]), path))
+    return snapshots
+
+
+def choose(runs: Sequence[Sequence[Snapshot]], rule: str) -> list[Snapshot]:
+    """The snapshots that act together (one ensemble) under ``rule``, from each run's snapshots."""
+    if rule not in MODEL_CHOICES:
+        raise ConfigError(f"model choice must be one of {', '.join(MODEL_CHOICES)}; got {rule!r}")
+    empty = [i for i, run in enumerate(runs) if not run]
+    if not runs or empty:
+        raise ConfigError("every run needs at least one validated snapshot to choose from")
+    chosen: list[Snapshot] = []
+    for run in runs:
+        ordered = sorted(run, key=lambda s: s.episode)
+        if rule == "all":
+            chosen.extend(ordered)
+        elif rule == "last":
+            chosen.append(ordered[-1])
+        else:
+            # Highest score first; among equal scores the earliest (Python's sort is stable).
+            ranked = sorted(ordered, key=lambda s: -s.score)
+            chosen.extend(sorted(ranked[: 1 if rule == "best" else 2], key=lambda s: s.episode))
+    return chosen
