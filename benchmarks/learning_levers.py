@@ -252,23 +252,23 @@ def train_all(jobs: list[Any], processes: int, started: float) -> None:
             print(f"[{time.perf_counter() - started:6.1f} s] {done}/{len(pending)} training jobs", flush=True)
 
 
-def run_lever(jobs: list[Any], ensemble: str) -> Any:
+def run_lever(jobs: list[Any], ensemble: str, model_choice: str = "best") -> Any:
     """The walk-forward of one lever's jobs, judged by the folds' seed ensembles (a WalkforwardResult).
 
     Its jobs are trained already (``train_all``): this reads their outcomes back and builds the ensembles.
     """
     from nexlify.evaluation.walkforward import local_executor, run_walkforward
 
-    return run_walkforward(jobs, local_executor(1), ensemble=ensemble)
+    return run_walkforward(jobs, local_executor(1), ensemble=ensemble, model_choice=model_choice)
 
 
-def judge_all(jobs: dict[str, list[Any]], processes: int, ensemble: str) -> dict[str, Any]:
+def judge_all(jobs: dict[str, list[Any]], processes: int, ensemble: str, model_choice: str = "best") -> dict[str, Any]:
     """``run_lever`` for every lever, levers side by side in ``processes`` processes (ensembles backtest
     every fold's validation and test windows, seconds each)."""
     if processes <= 1 or len(jobs) <= 1:
-        return {lever: run_lever(planned, ensemble) for lever, planned in jobs.items()}
+        return {lever: run_lever(planned, ensemble, model_choice) for lever, planned in jobs.items()}
     with ProcessPoolExecutor(max_workers=min(processes, len(jobs)), mp_context=get_context("spawn")) as pool:
-        futures = {lever: pool.submit(run_lever, planned, ensemble) for lever, planned in jobs.items()}
+        futures = {lever: pool.submit(run_lever, planned, ensemble, model_choice) for lever, planned in jobs.items()}
         return {lever: future.result() for lever, future in futures.items()}
 
 
@@ -477,7 +477,8 @@ def records(lever: str, result: Any) -> list[dict[str, Any]]:
 
 # --------------------------------------------------------------------------- command line
 def main(argv: list[str] | None = None) -> int:
-    from nexlify.evaluation.defaults import DEFAULT_ENSEMBLE, ENSEMBLE_MODES
+    from nexlify.evaluation.defaults import DEFAULT_ENSEMBLE, DEFAULT_MODEL_CHOICE, ENSEMBLE_MODES
+    from nexlify.evaluation.snapshots import MODEL_CHOICES
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", nargs="+", default=[str(SHARED_DATA / f"{m}.csv") for m in MARKETS],
@@ -491,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=None, help="episodes per job (default: the budget's)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes")
     parser.add_argument("--ensemble", choices=ENSEMBLE_MODES, default=DEFAULT_ENSEMBLE)
+    parser.add_argument("--model-choice", choices=MODEL_CHOICES, default=DEFAULT_MODEL_CHOICE,
+                        help="which validated models of each seed the fold ensembles combine")
     parser.add_argument("--reference", default=None, help="lever the others are paired against on validation "
                         "(default: the first of --levers); several, comma-separated (one configuration with "
                         "other seeds), are averaged per window")
@@ -524,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(everything)} training jobs on {args.jobs} process(es); {machine()}")
         print(f"budget: {asdict(budget)}", flush=True)
         train_all(everything, args.jobs, started)
-        results = judge_all(jobs, args.jobs, args.ensemble)
+        results = judge_all(jobs, args.jobs, args.ensemble, args.model_choice)
     except NexlifyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -539,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwall time {wall:.0f} s on {args.jobs} process(es); training per job mean {np.mean(seconds):.1f} s, "
           f"max {np.max(seconds):.1f} s")
     payload = {"machine": machine(), "budget": asdict(budget), "ensemble": args.ensemble,
+               "model_choice": args.model_choice,
                "levers": {k: LEVERS[k] for k in levers}, "markets": [market_name(p) for p in args.data],
                "wall_seconds": wall, "processes": args.jobs, "summaries": summaries,
                "paired": {"reference": "+".join(references), "levers": paired},

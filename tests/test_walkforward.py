@@ -14,7 +14,7 @@ from nexlify.cli import main
 from nexlify.data.features import WARMUP_BARS, FeatureScaler, compute_market_features
 from nexlify.data.market import load_ohlcv
 from nexlify.env.trading import BUY, SELL
-from nexlify.errors import CheckpointError, DataError
+from nexlify.errors import CheckpointError, ConfigError, DataError
 from nexlify.evaluation.backtest import (
     buy_and_hold_policy,
     cash_policy,
@@ -330,6 +330,8 @@ def test_single_window_verdict_leads_with_buy_and_hold_and_the_window_length():
         (["--jobs", "x"], "positive whole number"),
         (["--episodes", "0"], "episodes"),
         (["--device", "tpu"], "cpu, cuda"),
+        (["--model-choice", "median"], "choose from 'best', 'top2', 'last', 'all'"),
+        (["--model-choice", "all", "--ensemble", "none"], "acts through the seeds' ensemble"),
     ],
 )
 def test_walkforward_mistakes_give_one_line(argv, message, capsys):
@@ -473,3 +475,51 @@ def test_without_every_seeds_model_on_this_machine_the_seeds_mean_is_judged(tmp_
     (tmp_path / "all").mkdir()
     again = run_walkforward(_tiny_jobs(tmp_path / "all", seeds=(1, 2)), ensemble="mean_q")
     assert {row["policy"] for row in again.folds} == {"mean_q ensemble of 2 seed(s)"}
+
+
+def test_model_choice_last_of_one_seed_is_its_final_model(tmp_path):
+    from nexlify.agent.dqn import AdaptiveDQNAgent
+    from nexlify.config import TrainingConfig
+    from nexlify.evaluation.backtest import agent_policy
+    from nexlify.evaluation.fold_ensemble import run_fold_ensemble
+    from nexlify.evaluation.fold_markets import market_backtests, market_splits
+
+    job = _tiny_jobs(tmp_path, keep_validated_models=True)[0]
+    run_fold_job(job)
+    last = run_fold_ensemble([job], "mean_q", "last")
+    assert last["validation"]["models"] == ["seed_1/validated_ep2.pth"]  # validated at episodes 1 and 2
+    assert last["job"]["model_choice"] == "last"
+    # The last validation is where the run ended: that snapshot acts exactly as the final model.
+    final = AdaptiveDQNAgent.from_checkpoint(Path(job.output_dir) / "final_model.pth", device="cpu")
+    config = TrainingConfig().with_overrides({**job.config_overrides, "data_days": None})
+    splits = market_splits(job, config.feature_set)["market"]
+    alone = market_backtests(agent_policy(final), splits, config)
+    assert last["test"]["agent"] == alone["test"]["agent"]
+    assert last["validation_backtest"]["agent"] == alone["validation_backtest"]["agent"]
+
+
+def test_model_choice_all_ensembles_every_snapshot_and_resumes_from_its_file(tmp_path):
+    jobs = _tiny_jobs(tmp_path, seeds=(1, 2))  # trained without keep_validated_models: the choice turns it on
+    result = run_walkforward(jobs, ensemble="mean_q", model_choice="all")
+    stored = [o for o in result.outcomes if o["job"].get("ensemble")]
+    assert len(stored) == 3 and all(o["job"]["model_choice"] == "all" for o in stored)
+    assert stored[0]["validation"]["models"] == [f"seed_{s}/validated_ep{e}.pth" for s in (1, 2) for e in (1, 2)]
+    assert len(list((tmp_path / "run").glob("market/fold_*/ensemble_mean_q_all.json"))) == 3
+    assert not list((tmp_path / "run").glob("market/fold_*/ensemble_mean_q.json"))
+    again = run_walkforward(jobs, ensemble="mean_q", model_choice="all")  # every job and ensemble read back
+    assert again.folds == result.folds
+    # The snapshots change nothing learnt: the best model's ensemble of the same jobs reuses their outcomes.
+    best = run_walkforward(jobs, ensemble="mean_q")
+    assert [o["test"] for o in best.outcomes if not o["job"].get("ensemble")] == \
+        [o["test"] for o in result.outcomes if not o["job"].get("ensemble")]
+
+
+def test_a_model_choice_needs_an_ensemble_and_the_snapshots_it_chooses_from(tmp_path):
+    jobs = _tiny_jobs(tmp_path, seeds=(1, 2))
+    with pytest.raises(ConfigError, match="acts through the seeds' ensemble"):
+        run_walkforward(jobs, ensemble=None, model_choice="all")
+    with pytest.raises(ConfigError, match="model choice must be one of"):
+        run_walkforward(jobs, ensemble="mean_q", model_choice="median")
+    run_walkforward(jobs[:2], ensemble="mean_q")  # fold 1 trained keeping its best models only
+    with pytest.raises(ConfigError, match="validated_ep1.pth not found.*keep_validated_models"):
+        run_walkforward(jobs[:2], ensemble="mean_q", model_choice="top2")

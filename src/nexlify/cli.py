@@ -241,6 +241,13 @@ def _add_walkforward_parser(sub: Any) -> None:
     wf = sub.add_parser("walkforward", help="train and test on many unseen windows, markets and seeds; "
                         "an honest verdict against buy-and-hold")
     _add_walkforward_options(wf, "models/walkforward")
+    from nexlify.evaluation.defaults import DEFAULT_MODEL_CHOICE
+    from nexlify.evaluation.snapshots import MODEL_CHOICES
+
+    wf.add_argument("--model-choice", choices=MODEL_CHOICES, default=DEFAULT_MODEL_CHOICE,
+                    help="which validated models of each seed the ensemble combines: best (each seed's best on "
+                    "validation), top2, last, or all (every validated snapshot; no choice on validation) "
+                    f"(default {DEFAULT_MODEL_CHOICE})")
     wf.add_argument("--jobs", type=_positive(int), help="jobs run at once (default: from the hardware; with "
                     "--ray: at most this many over the whole cluster)")
     _add_ray_options(wf, default=None, what="every (market, fold, seed) as a Ray task")
@@ -641,6 +648,9 @@ def _walkforward(args: argparse.Namespace, console: Console) -> int:
         from nexlify.distributed.cluster import import_ray
 
         import_ray()  # before any work: say how to install it
+    if args.model_choice != "best" and args.ensemble == "none":
+        raise ConfigError(f"--model-choice {args.model_choice} acts through the seeds' ensemble; drop "
+                          "--ensemble none or use --model-choice best")
     output_dir = check_output_dir("--checkpoint-dir", args.checkpoint_dir)
     foreign = [p.name for p in previous_run_outputs(output_dir) if p.name != "hardware_profile.json"]
     if foreign:
@@ -657,17 +667,21 @@ def _walkforward(args: argparse.Namespace, console: Console) -> int:
                       f"seed(s)), {config.episodes} episodes each, {config.model_size} model on {config.device}; "
                       f"{plan.why} -> {output_dir}", soft_wrap=True)
         result = run_walkforward(jobs, executor, progress=None if args.quiet else _walkforward_progress(console),
-                                 ensemble=None if args.ensemble == "none" else args.ensemble)
-        write_outputs(result, output_dir, _walkforward_run_info(args, config, plan.at_once, markets))
+                                 ensemble=None if args.ensemble == "none" else args.ensemble,
+                                 model_choice=args.model_choice)
+        judged = args.ensemble if args.seeds > 1 or args.model_choice != "best" else "none"
+        write_outputs(result, output_dir, _walkforward_run_info(args, config, plan.at_once, markets, judged,
+                                                                args.model_choice))
     print((output_dir / SUMMARY).read_text())
     console.print(f"outputs in {output_dir}", soft_wrap=True)
     return 0
 
 
-def _walkforward_run_info(args: argparse.Namespace, config: Any, at_once: int, markets: list[str]) -> dict[str, Any]:
+def _walkforward_run_info(args: argparse.Namespace, config: Any, at_once: int, markets: list[str],
+                          ensemble: str, model_choice: str = "best") -> dict[str, Any]:
+    """What the report says about the run; ``ensemble``: how the seeds were judged (``none``: their mean)."""
     return {"markets": markets, "seeds": args.seeds, "episodes": config.episodes, "train_days": args.train_days,
-            "pooled": bool(args.pool and len(markets) > 1),
-            "ensemble": args.ensemble if args.seeds > 1 else "none",
+            "pooled": bool(args.pool and len(markets) > 1), "ensemble": ensemble, "model_choice": model_choice,
             "validation_days": args.validation_days, "anchored": args.anchored,
             "test_days_label": f"{args.folds} equal folds" if args.folds else f"{args.test_days or 90:g} days",
             "fee": config.fee, "slippage": config.slippage, "jobs_at_once": at_once or "Ray"}
@@ -698,7 +712,7 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
                            log_trials=loud, final_progress=_walkforward_progress(console) if loud else None)
         markets = list(dict.fromkeys(name for job in plan.jobs for name, _ in job.members))
         write_outputs(result.final, final_folder(output_dir, result.best),
-                      _walkforward_run_info(args, plan.config, 0, markets))
+                      _walkforward_run_info(args, plan.config, 0, markets, ensemble="none"))  # by the seeds' mean
         text = summary_text(result, spec, plan.config.validation_metric)
         write_text_atomic(output_dir / SUMMARY, text)
     print(text)

@@ -15,3 +15,5 @@ DEFAULT_SEEDS = 3
 DEFAULT_POOL = True
 ENSEMBLE_MODES: tuple[str, ...] = ("mean_q", "vote", "consensus")
 DEFAULT_ENSEMBLE = "mean_q"
+# Which validated models of each seed the ensemble combines (nexlify.evaluation.snapshots).
+DEFAULT_MODEL_CHOICE = "best"

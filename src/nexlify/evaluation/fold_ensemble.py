@@ -1,10 +1,11 @@
-"""A walk-forward fold's seeds acting as one policy: their best models combined by mean Q or vote.
+"""A walk-forward fold's seeds acting as one policy: their chosen models combined by mean Q or vote.
 
 Seeds of one configuration disagree most where the data says least; their ensemble is usually a
 steadier policy than any one of them (``nexlify.evaluation.ensemble``). Once every seed of a
-(market or pool, fold) has finished, their best models (chosen on validation, each on its own) are
-loaded and the ensemble is backtested on each market's validation and test windows. The result is
-written next to the seeds' folders, so a resumed walk-forward reads it back instead of recomputing.
+(market or pool, fold) has finished, the models the model choice picks from each seed's validated
+snapshots (``nexlify.evaluation.snapshots``: by default each seed's best on validation) are loaded
+and the ensemble is backtested on each market's validation and test windows. The result is written
+next to the seeds' folders, so a resumed walk-forward reads it back instead of recomputing.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from nexlify.errors import ConfigError
 ENSEMBLE_FILE = "ensemble_{mode}.json"
 
 
-def ensemble_file(members: Sequence[Any], mode: str) -> Path:
+def ensemble_file(members: Sequence[Any], mode: str, choice: str = "best") -> Path:
     """Where the ensemble of ``members`` (FoldJobs of one fold, one per seed) is stored."""
-    return Path(members[0].output_dir).parent / ENSEMBLE_FILE.format(mode=mode)
+    name = ENSEMBLE_FILE.format(mode=mode if choice == "best" else f"{mode}_{choice}")
+    return Path(members[0].output_dir).parent / name
 
 
 def models_present(members: Sequence[Any]) -> bool:
@@ -31,41 +33,61 @@ def models_present(members: Sequence[Any]) -> bool:
     return all((Path(job.output_dir) / BEST_MODEL).is_file() for job in members)
 
 
-def run_fold_ensemble(members: Sequence[Any], mode: str) -> dict[str, Any]:
-    """The ensemble outcome of one fold's seed jobs (same market or pool, fold and settings).
+def run_fold_ensemble(members: Sequence[Any], mode: str, choice: str = "best") -> dict[str, Any]:
+    """The ensemble outcome of one fold's seed jobs (same market or pool, fold and settings), its
+    members the snapshots ``choice`` picks from each seed (``snapshots.choose``).
 
-    Shaped like ``run_fold_job``'s outcome, with ``job.ensemble`` = ``mode`` and ``job.seeds``.
+    Shaped like ``run_fold_job``'s outcome, with ``job.ensemble`` = ``mode``, ``job.seeds`` and
+    ``job.model_choice``.
     """
     from nexlify.agent.dqn import AdaptiveDQNAgent
     from nexlify.config import TrainingConfig
     from nexlify.evaluation.ensemble import ensemble_policy
     from nexlify.evaluation.fold_markets import by_market, market_backtests, market_splits
     from nexlify.evaluation.report import write_results_json
-    from nexlify.training.trainer import BEST_MODEL
 
     members = sorted(members, key=lambda job: job.seed)
     keys = {(job.market, job.fold) for job in members}
     if len(keys) != 1:
         raise ConfigError(f"an ensemble combines the seeds of one fold; got {sorted(keys)}")
     seeds = [job.seed for job in members]
-    path = ensemble_file(members, mode)
-    job = {**members[0].to_dict(), "seed": min(seeds), "seeds": seeds, "ensemble": mode}
+    path = ensemble_file(members, mode, choice)
+    job = {**members[0].to_dict(), "seed": min(seeds), "seeds": seeds, "ensemble": mode, "model_choice": choice}
     stored = _read(path)
     if stored is not None and stored.get("job") == json.loads(json.dumps(job)):
         return stored
-    agents = [AdaptiveDQNAgent.from_checkpoint(Path(m.output_dir) / BEST_MODEL, device="cpu") for m in members]
+    models = chosen_models(members, choice)
+    agents = [AdaptiveDQNAgent.from_checkpoint(model, device="cpu") for model in models]
     config = TrainingConfig().with_overrides({**members[0].config_overrides, "data_days": None})
     policy = ensemble_policy(agents, mode)
     markets = market_splits(members[0], config.feature_set)
     outcome = {
         "job": job,
         "periods_per_year": next(iter(markets.values())).periods_per_year,
-        "validation": {"metric": config.validation_metric, "members": seeds},
+        "validation": {"metric": config.validation_metric, "members": seeds,
+                       "models": [str(Path(model).relative_to(path.parent)) for model in models]},
         **by_market({name: market_backtests(policy, splits, config) for name, splits in markets.items()},
                     pooled=bool(members[0].pool)),
     }
     write_results_json(path, outcome)
     return outcome
+
+
+def chosen_models(members: Sequence[Any], choice: str) -> list[Path]:
+    """The model files of the seeds' snapshots ``choice`` picks; ``best``: each seed's best_model.pth."""
+    from nexlify.evaluation.snapshots import choose, run_snapshots
+    from nexlify.evaluation.walkforward import finished_outcome
+    from nexlify.training.trainer import BEST_MODEL
+
+    if choice == "best":  # the same snapshots, kept by every run whatever keep_validated_models says
+        return [Path(m.output_dir) / BEST_MODEL for m in members]
+    runs = []
+    for member in members:
+        outcome = finished_outcome(member)
+        if outcome is None:
+            raise ConfigError(f"{member.label} has not finished; an ensemble needs every seed's outcome")
+        runs.append(run_snapshots(member.output_dir, outcome["validation"]["history"]))
+    return [snapshot.path for snapshot in choose(runs, choice)]
 
 
 def _read(path: Path) -> dict[str, Any] | None:

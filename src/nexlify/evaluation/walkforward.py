@@ -51,6 +51,7 @@ from nexlify.evaluation.folds import (
     common_span,
     plan_folds,
 )
+from nexlify.evaluation.snapshots import MODEL_CHOICES
 from nexlify.evaluation.verdict import fold_rows, stitched_curves, summarize
 
 __all__ = ["FoldJob", "WalkforwardResult", "aggregate", "local_executor", "plan_folds", "plan_jobs",
@@ -68,6 +69,8 @@ JOB_MEMORY_GB = 0.6  # peak RSS of one training process (docs/benchmarks.md: 544
 MACHINE_KEYS = ("device", "num_workers", "use_mixed_precision", "precision", "env_backend",
                 "optimization_level", "memory_reserve_gb", "parallel_envs", "batch_size",
                 "gradient_accumulation_steps", "train_frequency", "target_update_interval")
+# Settings that change what a job keeps on disk, not what it learns.
+OUTPUT_KEYS = ("keep_validated_models",)
 
 Executor = Callable[[list["FoldJob"]], Iterator[dict[str, Any]]]
 Progress = Callable[[dict[str, Any]], None]
@@ -202,7 +205,7 @@ def finished_outcome(job: FoldJob) -> dict[str, Any] | None:
 
 def _learning_view(job: dict[str, Any]) -> dict[str, Any]:
     # The market's name and windows identify its data; the file may have moved (or be the bundled copy).
-    overrides = {k: v for k, v in job["config_overrides"].items() if k not in MACHINE_KEYS}
+    overrides = {k: v for k, v in job["config_overrides"].items() if k not in (*MACHINE_KEYS, *OUTPUT_KEYS)}
     return {**job, "config_overrides": overrides, "data": None,
             "pool": [name for name, _ in job.get("pool") or ()]}
 
@@ -329,11 +332,15 @@ def aggregate(outcomes: Sequence[dict[str, Any]]) -> WalkforwardResult:
 
 
 def run_walkforward(jobs: Sequence[FoldJob], executor: Executor | None = None,
-                    progress: Progress | None = None, ensemble: str | None = None) -> WalkforwardResult:
+                    progress: Progress | None = None, ensemble: str | None = None,
+                    model_choice: str = "best") -> WalkforwardResult:
     """Run the unfinished ``jobs`` (finished ones are read back, not trained again) and aggregate.
 
-    ``ensemble`` (``mean_q`` or ``vote``): once a fold's seeds are all done, their best models act as
-    one policy, and that policy is the one judged (``fold_ensemble``); None judges the seeds' mean.
+    ``ensemble`` (``mean_q``, ``vote`` or ``consensus``): once a fold's seeds are all done, the models
+    ``model_choice`` picks from their validated snapshots (``snapshots``; ``best``: each seed's best
+    model) act as one policy, and that policy is the one judged (``fold_ensemble``); None judges the
+    seeds' mean (their best models). One seed forms an ensemble only when the choice picks several
+    of its snapshots or another than its best.
     ``progress`` gets ``{"event": "job", "outcome", "done", "total", "resumed", "elapsed_seconds"}``
     after every job and ``{"event": "fold", "market", "fold", "folds", "row"}`` for each market of a
     fold once its seeds (and their ensemble) are done.
@@ -342,6 +349,15 @@ def run_walkforward(jobs: Sequence[FoldJob], executor: Executor | None = None,
 
     if not jobs:
         raise ConfigError("no walk-forward jobs to run")
+    if model_choice not in MODEL_CHOICES:
+        raise ConfigError(f"model choice must be one of {', '.join(MODEL_CHOICES)}; got {model_choice!r}")
+    if model_choice != "best":
+        if ensemble is None:
+            raise ConfigError(f"the model choice {model_choice!r} acts through the seeds' ensemble; choose an "
+                              "ensemble mode (e.g. mean_q) or the model choice 'best'")
+        # Every snapshot must stay on disk to be chosen from; that changes no job's learning.
+        jobs = [replace(job, config_overrides={**job.config_overrides, "keep_validated_models": True})
+                for job in jobs]
     executor = executor or local_executor(1)
     outcomes: list[dict[str, Any]] = []
     pending: list[FoldJob] = []
@@ -357,7 +373,7 @@ def run_walkforward(jobs: Sequence[FoldJob], executor: Executor | None = None,
     last_fold = max(job.fold for job in jobs)
     finished: dict[tuple[str, int], list[dict[str, Any]]] = {}
     ensembles: list[dict[str, Any]] = []
-    use_ensemble = ensemble is not None and len({job.seed for job in jobs}) > 1
+    use_ensemble = ensemble is not None and (len({job.seed for job in jobs}) > 1 or model_choice != "best")
     started = time.perf_counter()
 
     def tell(outcome: dict[str, Any], resumed: bool) -> None:
@@ -371,7 +387,7 @@ def run_walkforward(jobs: Sequence[FoldJob], executor: Executor | None = None,
         members = list(finished[key])
         # Ensembles need every seed's model here; a Ray node without a shared folder keeps its own.
         if use_ensemble and models_present(groups[key]):
-            ensembles.append(run_fold_ensemble(groups[key], ensemble))
+            ensembles.append(run_fold_ensemble(groups[key], ensemble, model_choice))
             members.append(ensembles[-1])
         if progress is None:
             return

@@ -77,8 +77,12 @@ def aggregate_lines(summary: dict[str, Any]) -> list[str]:
 
 
 def _judged(run: dict[str, Any]) -> str:
-    mode = run.get("ensemble", "none")
-    return "by their mean" if mode == "none" else f"as a {mode} ensemble"
+    mode, choice = run.get("ensemble", "none"), run.get("model_choice", "best")
+    if mode == "none":
+        return "by their mean"
+    models = {"best": "best models", "top2": "two best models", "last": "last models",
+              "all": "validated models, all of them"}[choice]
+    return f"as a {mode} ensemble of their {models}"
 
 
 def summary_text(result: WalkforwardResult, run: dict[str, Any]) -> str:
