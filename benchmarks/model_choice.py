@@ -9,12 +9,14 @@ choose and rules that do not (``last``, ``all``) are compared on data none of th
 windows are scored too, each rule choosing on the whole validation window as a walk-forward would;
 report them as they fall, never choose on them.
 
-Needs runs trained with ``keep_validated_models`` (the lever screen keeps them):
+Reads finished runs trained with ``keep_validated_models``: a lever's folder of the lever screen
+(which keeps the snapshots) or a ``nexlify walkforward --model-choice all`` checkpoint folder;
+nothing is trained:
 
     PYTHONPATH=src python benchmarks/learning_levers.py --levers L1,L2 --folds 7 --seeds 3 --out runs/screen
-    PYTHONPATH=src python benchmarks/model_choice.py --screen runs/screen --levers L1,L2 --folds 7 --seeds 3
+    PYTHONPATH=src python benchmarks/model_choice.py runs/screen/L1 runs/screen/L2
 
-Several levers that are one configuration with other seeds (a reference's runs) are also pooled:
+Several folders that are one configuration with other seeds (a reference's runs) are also pooled:
 each window's value is the mean over the runs.
 """
 
@@ -34,7 +36,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, table  # noqa: E402
-from learning_levers import BUDGETS, MARKETS, SHARED_DATA, lever_jobs  # noqa: E402
 
 RULES = ("best", "top2", "last", "all")
 HALVES = ("first", "second")
@@ -49,6 +50,17 @@ def half(market: Any, which: str) -> Any:
 
 def other(which: str) -> str:
     return HALVES[1 - HALVES.index(which)]
+
+
+def fold_groups(folder: Path) -> list[list[Any]]:
+    """The finished jobs under ``folder``, one list of seed jobs per (market or pool, fold)."""
+    from nexlify.evaluation.walkforward import OUTCOME_FILE, FoldJob
+
+    groups: dict[Path, list[Any]] = {}
+    for path in sorted(folder.glob(f"*/fold_*/seed_*/{OUTCOME_FILE}")):
+        job = FoldJob.from_dict(json.loads(path.read_text())["job"])
+        groups.setdefault(path.parent.parent, []).append(replace(job, output_dir=str(path.parent)))
+    return list(groups.values())
 
 
 def fold_study(members: list[Any]) -> list[dict[str, Any]]:
@@ -145,22 +157,16 @@ def compare(records: list[dict[str, Any]], label: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--screen", required=True, help="the lever screen's --out folder")
-    parser.add_argument("--levers", required=True, help="comma-separated levers of that screen")
-    parser.add_argument("--data", nargs="+", default=[str(SHARED_DATA / f"{m}.csv") for m in MARKETS])
-    parser.add_argument("--folds", type=int, default=7)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("runs", nargs="+", help="finished run folders (a lever's screen folder, a walk-forward's)")
+    parser.add_argument("--jobs", type=int, default=2, help="folds studied at once")
+    parser.add_argument("--out", default=None, help="JSON file for the records (default: none)")
     args = parser.parse_args(argv)
-    budget = replace(BUDGETS["standard"], folds=args.folds, seeds=args.seeds)
-    out = Path(args.screen).resolve()
     started = time.perf_counter()
-    by_lever: dict[str, list[list[Any]]] = {}
-    for lever in args.levers.split(","):
-        folds: dict[int, list[Any]] = {}
-        for job in lever_jobs(lever, args.data, budget, out):
-            folds.setdefault(job.fold, []).append(job)
-        by_lever[lever] = list(folds.values())
+    by_lever = {Path(folder).name: fold_groups(Path(folder)) for folder in args.runs}
+    empty = [name for name, folds in by_lever.items() if not folds]
+    if empty:
+        print(f"error: no finished jobs (*/fold_*/seed_*/fold_outcome.json) under {', '.join(empty)}", file=sys.stderr)
+        return 2
     tasks = [(lever, members) for lever, folds in by_lever.items() for members in folds]
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
         done = list(pool.map(fold_study, [members for _, members in tasks]))
@@ -175,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(records) > 1:
         blocks.append(compare([r for rs in records.values() for r in rs], "pooled"))
     print("\n\n".join(blocks))
-    path = out / "model_choice.json"
-    path.write_text(json.dumps({"machine": machine(), "records": records}, indent=1))
-    print(f"\nwrote {path}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"machine": machine(), "records": records}, indent=1))
+        print(f"\nwrote {args.out}")
     return 0
 
 
