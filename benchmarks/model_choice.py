@@ -160,9 +160,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", help="finished run folders (a lever's screen folder, a walk-forward's)")
     parser.add_argument("--jobs", type=int, default=2, help="folds studied at once")
     parser.add_argument("--out", default=None, help="JSON file for the records (default: none)")
+    parser.add_argument("--together", action="store_true", help="the folders' seeds of each fold as one run (e.g. "
+                        "three runs of 3 seeds as one of 9), studied beside each folder on its own")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     by_lever = {Path(folder).name: fold_groups(Path(folder)) for folder in args.runs}
+    if args.together:
+        merged: dict[tuple[str, str], list[Any]] = {}
+        for folds in by_lever.values():
+            for members in folds:
+                fold_dir = Path(members[0].output_dir).parent
+                merged.setdefault((fold_dir.parent.name, fold_dir.name), []).extend(members)
+        by_lever = {"together": list(merged.values()), **by_lever}
     empty = [name for name, folds in by_lever.items() if not folds]
     if empty:
         print(f"error: no finished jobs (*/fold_*/seed_*/fold_outcome.json) under {', '.join(empty)}", file=sys.stderr)
@@ -178,8 +187,9 @@ def main(argv: list[str] | None = None) -> int:
           "the other (nested: both ways round; forward: first half chosen, second scored); test: chosen on the "
           "whole validation window. 'minus best': paired by window, t interval over folds, windows better.\n")
     blocks = [compare(rs, lever) for lever, rs in records.items()]
-    if len(records) > 1:
-        blocks.append(compare([r for rs in records.values() for r in rs], "pooled"))
+    separate = [rs for lever, rs in records.items() if lever != "together"]
+    if len(separate) > 1:
+        blocks.append(compare([r for rs in separate for r in rs], "pooled"))
     print("\n\n".join(blocks))
     if args.out:
         Path(args.out).write_text(json.dumps({"machine": machine(), "records": records}, indent=1))

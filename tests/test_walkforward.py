@@ -485,8 +485,10 @@ def test_model_choice_last_of_one_seed_is_its_final_model(tmp_path):
     from nexlify.evaluation.fold_markets import market_backtests, market_splits
 
     job = _tiny_jobs(tmp_path, keep_validated_models=True)[0]
-    run_fold_job(job)
-    last = run_fold_ensemble([job], "mean_q", "last")
+    outcome = run_fold_job(job)
+    with pytest.raises(ConfigError, match="chooses by every seed's validation history"):
+        run_fold_ensemble([job], "mean_q", "last")
+    last = run_fold_ensemble([job], "mean_q", "last", [outcome])
     assert last["validation"]["models"] == ["seed_1/validated_ep2.pth"]  # validated at episodes 1 and 2
     assert last["job"]["model_choice"] == "last"
     # The last validation is where the run ended: that snapshot acts exactly as the final model.

@@ -33,9 +33,11 @@ def models_present(members: Sequence[Any]) -> bool:
     return all((Path(job.output_dir) / BEST_MODEL).is_file() for job in members)
 
 
-def run_fold_ensemble(members: Sequence[Any], mode: str, choice: str = "best") -> dict[str, Any]:
+def run_fold_ensemble(members: Sequence[Any], mode: str, choice: str = "best",
+                      outcomes: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """The ensemble outcome of one fold's seed jobs (same market or pool, fold and settings), its
-    members the snapshots ``choice`` picks from each seed (``snapshots.choose``).
+    members the snapshots ``choice`` picks from each seed (``snapshots.choose``) by the validation
+    histories in the seeds' ``outcomes`` (needed unless ``choice`` is ``best``).
 
     Shaped like ``run_fold_job``'s outcome, with ``job.ensemble`` = ``mode``, ``job.seeds`` and
     ``job.model_choice``.
@@ -56,7 +58,7 @@ def run_fold_ensemble(members: Sequence[Any], mode: str, choice: str = "best") -
     stored = _read(path)
     if stored is not None and stored.get("job") == json.loads(json.dumps(job)):
         return stored
-    models = chosen_models(members, choice)
+    models = chosen_models(members, choice, outcomes)
     agents = [AdaptiveDQNAgent.from_checkpoint(model, device="cpu") for model in models]
     config = TrainingConfig().with_overrides({**members[0].config_overrides, "data_days": None})
     policy = ensemble_policy(agents, mode)
@@ -73,20 +75,20 @@ def run_fold_ensemble(members: Sequence[Any], mode: str, choice: str = "best") -
     return outcome
 
 
-def chosen_models(members: Sequence[Any], choice: str) -> list[Path]:
-    """The model files of the seeds' snapshots ``choice`` picks; ``best``: each seed's best_model.pth."""
+def chosen_models(members: Sequence[Any], choice: str, outcomes: Sequence[dict[str, Any]] = ()) -> list[Path]:
+    """The model files of the seeds' snapshots ``choice`` picks by the validation histories in
+    ``outcomes`` (the seeds' fold outcomes); ``best``: each seed's best_model.pth."""
     from nexlify.evaluation.snapshots import choose, run_snapshots
-    from nexlify.evaluation.walkforward import finished_outcome
     from nexlify.training.trainer import BEST_MODEL
 
     if choice == "best":  # the same snapshots, kept by every run whatever keep_validated_models says
         return [Path(m.output_dir) / BEST_MODEL for m in members]
-    runs = []
-    for member in members:
-        outcome = finished_outcome(member)
-        if outcome is None:
-            raise ConfigError(f"{member.label} has not finished; an ensemble needs every seed's outcome")
-        runs.append(run_snapshots(member.output_dir, outcome["validation"]["history"]))
+    history = {int(o["job"]["seed"]): o["validation"]["history"] for o in outcomes if not o["job"].get("ensemble")}
+    missing = [m.label for m in members if m.seed not in history]
+    if missing:
+        raise ConfigError(f"no finished outcome of {', '.join(missing)}: the model choice {choice!r} "
+                          "chooses by every seed's validation history")
+    runs = [run_snapshots(m.output_dir, history[m.seed]) for m in members]
     return [snapshot.path for snapshot in choose(runs, choice)]
 
 

@@ -387,7 +387,7 @@ def run_walkforward(jobs: Sequence[FoldJob], executor: Executor | None = None,
         members = list(finished[key])
         # Ensembles need every seed's model here; a Ray node without a shared folder keeps its own.
         if use_ensemble and models_present(groups[key]):
-            ensembles.append(run_fold_ensemble(groups[key], ensemble, model_choice))
+            ensembles.append(run_fold_ensemble(groups[key], ensemble, model_choice, finished[key]))
             members.append(ensembles[-1])
         if progress is None:
             return
