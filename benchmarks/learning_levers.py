@@ -138,6 +138,10 @@ LEVERS: dict[str, dict[str, Any]] = {
     # reference's stored jobs predate a change to training (an old folder's jobs are reused as they are).
     "pooled_plan_penalty_quadruple_retrained": {**DEFAULT_BASE},
     "pooled_plan_penalty_quadruple_seeds678": {**DEFAULT_BASE, "first_seed": 6},
+    # Each training market also played in reverse (no drift to learn a stance from), on the default base.
+    "pooled_plan_penalty_quadruple_mirror": {**DEFAULT_BASE, "augment": "mirror"},
+    "pooled_plan_penalty_quadruple_mirror_seeds345": {**DEFAULT_BASE, "augment": "mirror", "first_seed": 3},
+    "pooled_plan_penalty_quadruple_mirror_seeds678": {**DEFAULT_BASE, "augment": "mirror", "first_seed": 6},
     "pooled_plan_penalty_quadruple_gamma997_seeds345": {**DEFAULT_BASE, "gamma": 0.997, "first_seed": 3},
     "pooled_plan_penalty_quadruple_gamma997_retrained": {**DEFAULT_BASE, "gamma": 0.997},
     # Slower learning, two ways: half the learning rate, and the target network refreshed every 250
