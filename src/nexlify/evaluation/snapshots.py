@@ -1,11 +1,10 @@
 """The model choice: which of a run's validated models act for it out of sample.
 
 A run validates its greedy policy every ``eval_interval`` episodes; each validated model is a
-*snapshot* (kept on disk as ``validated_ep{N}.pth`` when ``keep_validated_models`` is on). Choosing
-the snapshot with the best validation score is not free: the snapshots of one run differ mostly in
-the macro position they take (long or flat for most of a window), and the best one on a trending
-validation window is the one that took the trend's side (docs/benchmarks.md, "What the agent does out
-of sample"). The rules:
+*snapshot* (kept on disk as ``validated_ep{N}.pth`` when ``keep_validated_models`` is on). Scoring
+the best snapshot on the window it was chosen on flatters it; chosen on one half of a validation
+window and scored on the other, the four rules below were level over nine seeds (docs/benchmarks.md,
+"The model choice judged on held-out halves of validation"), so ``best`` stays the default. The rules:
 
 * ``best``: each run's best-scoring snapshot (what ``best_model.pth`` holds);
 * ``top2``: each run's two best-scoring snapshots;
