@@ -37,7 +37,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, table  # noqa: E402
 
-RULES = ("best", "top2", "last", "all")
+from nexlify.evaluation.snapshots import MODEL_CHOICES as RULES  # noqa: E402
+
 HALVES = ("first", "second")
 
 

@@ -669,8 +669,7 @@ def _walkforward(args: argparse.Namespace, console: Console) -> int:
         result = run_walkforward(jobs, executor, progress=None if args.quiet else _walkforward_progress(console),
                                  ensemble=None if args.ensemble == "none" else args.ensemble,
                                  model_choice=args.model_choice)
-        judged = args.ensemble if args.seeds > 1 or args.model_choice != "best" else "none"
-        write_outputs(result, output_dir, _walkforward_run_info(args, config, plan.at_once, markets, judged,
+        write_outputs(result, output_dir, _walkforward_run_info(args, config, plan.at_once, markets, result,
                                                                 args.model_choice))
     print((output_dir / SUMMARY).read_text())
     console.print(f"outputs in {output_dir}", soft_wrap=True)
@@ -678,8 +677,10 @@ def _walkforward(args: argparse.Namespace, console: Console) -> int:
 
 
 def _walkforward_run_info(args: argparse.Namespace, config: Any, at_once: int, markets: list[str],
-                          ensemble: str, model_choice: str = "best") -> dict[str, Any]:
-    """What the report says about the run; ``ensemble``: how the seeds were judged (``none``: their mean)."""
+                          result: Any, model_choice: str = "best") -> dict[str, Any]:
+    """What the report says about the run. How the seeds were judged is read from ``result``: an
+    ensemble only where one was built (not for one seed, nor on Ray without a shared folder)."""
+    ensemble = next((o["job"]["ensemble"] for o in result.outcomes if o["job"].get("ensemble")), "none")
     return {"markets": markets, "seeds": args.seeds, "episodes": config.episodes, "train_days": args.train_days,
             "pooled": bool(args.pool and len(markets) > 1), "ensemble": ensemble, "model_choice": model_choice,
             "validation_days": args.validation_days, "anchored": args.anchored,
@@ -712,7 +713,7 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
                            log_trials=loud, final_progress=_walkforward_progress(console) if loud else None)
         markets = list(dict.fromkeys(name for job in plan.jobs for name, _ in job.members))
         write_outputs(result.final, final_folder(output_dir, result.best),
-                      _walkforward_run_info(args, plan.config, 0, markets, ensemble="none"))  # by the seeds' mean
+                      _walkforward_run_info(args, plan.config, 0, markets, result.final))
         text = summary_text(result, spec, plan.config.validation_metric)
         write_text_atomic(output_dir / SUMMARY, text)
     print(text)
