@@ -24,7 +24,14 @@ from nexlify.distributed.sweep import (  # noqa: E402
     run_sweep,
     summary_text,
 )
-from nexlify.evaluation.walkforward import MACHINE_KEYS, OUTCOME_FILE, plan_jobs, run_fold_job, run_walkforward  # noqa: E402
+from nexlify.evaluation.walkforward import (  # noqa: E402
+    MACHINE_KEYS,
+    OUTCOME_FILE,
+    FoldJob,
+    plan_jobs,
+    run_fold_job,
+    run_walkforward,
+)
 
 CONFIG = tiny_config(episodes=2, eval_interval=1, save_interval=2, num_workers=1, parallel_envs=2).to_dict()
 # Every machine setting fixed, so the Ray run and the local one train exactly the same thing.
@@ -156,3 +163,17 @@ def test_a_sweep_chooses_on_validation_only_and_a_resume_skips_finished_trials(l
     # Only the errored trial trained again; the finished ones and the final verdict were read back.
     assert rerun and all(Path(p).parts[-4] == Path(errored).parts[-4] for p in rerun)
     assert [row for row in second.rows if row["status"] == "error"] == []
+
+
+def test_a_sweeps_test_verdict_judges_the_chosen_configs_seeds_as_the_ensemble_asked_for(local_ray, market,
+                                                                                         tmp_path):
+    jobs = _jobs(market, tmp_path / "template", seeds=(1, 2))
+    spec = SweepSpec({"n_step": {"choice": [1]}}, 1, jobs, {}, search_seed=0)
+    result = run_sweep(spec, tmp_path / "sweep", explicit=EXPLICIT, max_failures=0, ensemble="mean_q")
+    judged = [o for o in result.final.outcomes if o["job"].get("ensemble")]
+    # One mean-Q ensemble of both seeds per fold, and the verdict is the one a local run of the same
+    # final jobs with the same ensemble gives.
+    assert len(judged) == len({o["job"]["fold"] for o in result.final.outcomes}) >= 2
+    assert all(o["job"]["ensemble"] == "mean_q" and sorted(o["job"]["seeds"]) == [1, 2] for o in judged)
+    final_jobs = [FoldJob.from_dict(o["job"]) for o in result.final.outcomes if not o["job"].get("ensemble")]
+    assert run_walkforward(final_jobs, ensemble="mean_q").verdict == result.final.verdict

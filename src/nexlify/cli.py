@@ -710,7 +710,8 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
         loud = not args.quiet
         result = run_sweep(spec, output_dir, address=args.ray, explicit=plan.overrides,
                            trials_per_gpu=args.trials_per_gpu, on_plan=_show_ray_plan(console) if loud else None,
-                           log_trials=loud, final_progress=_walkforward_progress(console) if loud else None)
+                           log_trials=loud, final_progress=_walkforward_progress(console) if loud else None,
+                           ensemble=None if args.ensemble == "none" else args.ensemble)
         markets = list(dict.fromkeys(name for job in plan.jobs for name, _ in job.members))
         write_outputs(result.final, final_folder(output_dir, result.best),
                       _walkforward_run_info(args, plan.config, 0, markets, result.final))

@@ -192,8 +192,12 @@ def run_sweep(spec: SweepSpec, root: str | Path, *, address: str = LOCAL,
               explicit: dict[str, Any] | None = None, trials_per_gpu: int | None = None,
               max_failures: int = DEFAULT_MAX_FAILURES, run_job: RunJob = run_fold_job,
               on_plan: Callable[[list[TrialKind]], None] | None = None,
-              log_trials: bool = False, final_progress: Any = None) -> SweepResult:
-    """Search, choose on validation, write the outputs, then run the chosen config's test verdict once."""
+              log_trials: bool = False, final_progress: Any = None, ensemble: str | None = None) -> SweepResult:
+    """Search, choose on validation, write the outputs, then run the chosen config's test verdict once.
+
+    Trials are judged on their seeds' validation scores; ``ensemble`` (as in ``run_walkforward``) is how
+    the chosen config's seeds are judged on the test windows.
+    """
     from ray import tune
 
     root = Path(root).resolve()
@@ -239,7 +243,7 @@ def run_sweep(spec: SweepSpec, root: str | Path, *, address: str = LOCAL,
                               output_dir=str(final_folder(root, best) / job_folder(job)))
                       for job in spec.jobs]
         executor = RayExecutor(address, explicit=explicit, trials_per_gpu=trials_per_gpu)
-        final = run_walkforward(final_jobs, executor, progress=final_progress)
+        final = run_walkforward(final_jobs, executor, progress=final_progress, ensemble=ensemble)
     return SweepResult(rows, best, best_config, final, resumed)
 
 
