@@ -1,0 +1,310 @@
+"""How much the agent's market features say about the returns ahead: a linear probe on the walk-forward's folds.
+
+Every learning lever screened for issue 15 left the agent's macro stance to its seeds: Q(long) and
+Q(flat) nearly tie. This asks the question under that: do the features the agent sees carry any
+information about the next hour, day or week that a simple reader can use out of sample? If a ridge
+regression fitted on a fold's training window cannot rank the returns of the validation window after
+it, a DQN reading the same features has nothing to time the market with, and the gap to
+buy-and-hold is not a learning problem.
+
+For each fold of the lever screen's plan (the same calendar windows as `learning_levers.py`), each
+feature set and each horizon H (bars):
+
+* the target is the H-bar log return ahead, ``log(close[t+H] / close[t])``: what an action at the
+  close of bar t earns (before costs) if held H bars;
+* a ridge regression is fitted on the training rows of all markets together (each market's features
+  scaled by its own training rows, as the pooled default agent sees them);
+* on the validation and test windows (and, as a control, the training window) it scores the rank
+  correlation between prediction and outcome (the information coefficient, IC), per market;
+* and it trades: long while the predicted H-bar return is above one fill's cost, flat once it is
+  below minus that cost (held in between), through the product's backtester with the same fees and
+  slippage as every baseline; its Sharpe is compared with buy-and-hold's on the same window.
+
+Volatility, unlike direction, is known to persist, and Sharpe rewards cutting exposure when it is
+high. So the same windows also score exposure rules on the trailing 24-bar volatility (each market's
+thresholds from its own training window): flat above the training window's 80th percentile
+(``vol_filter``), half exposure above its median (``vol_half``: what a flat/half/long agent could
+do), and exposure scaled to the training median (``vol_scaled``, fractional). These are computed from
+close-to-close returns with the fill cost charged on every change of exposure, not through the
+backtester (whose accounts are all in or all out), against buy-and-hold computed the same way.
+
+Intervals are t intervals over calendar windows (a fold's markets counted as one observation, as
+the walk-forward verdict counts them). Validation is where conclusions are drawn; test is reported
+as it falls. Nothing is trained but the ridge; about a minute on 2 cores:
+
+    PYTHONPATH=src python benchmarks/signal_probe.py --folds 7 --out runs/signal_probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, table  # noqa: E402
+from learning_levers import BUDGETS, MARKETS, SHARED_DATA, lever_jobs  # noqa: E402
+
+from nexlify.config import TrainingConfig  # noqa: E402
+from nexlify.data.market import MarketSlice  # noqa: E402
+from nexlify.env.actions import LONG, to_orders  # noqa: E402
+from nexlify.errors import DataError  # noqa: E402
+from nexlify.evaluation.backtest import Policy, buy_and_hold_policy, long_positions, run_policy  # noqa: E402
+from nexlify.evaluation.fold_markets import market_splits  # noqa: E402
+from nexlify.evaluation.metrics import sharpe_ratio  # noqa: E402
+from nexlify.evaluation.verdict import cluster_t_interval  # noqa: E402
+
+HORIZONS = (1, 6, 24, 168)
+FEATURE_SETS = ("basic", "trend")
+SPLITS = ("train", "validation", "test")
+# The lever whose plan gives the windows: the default base (every lever's last folds are these windows).
+WINDOW_LEVER = "pooled_plan_penalty_quadruple"
+RIDGE_ALPHA = 1.0  # per training row, so the shrinkage does not fade as windows grow
+# linear: the features as they are; quadratic: plus every product of two of them (squares included),
+# a reader that sees interactions such as "a falling market in a calm regime".
+READERS = ("linear", "quadratic")
+
+
+def expand(features: np.ndarray, reader: str) -> np.ndarray:
+    """The reader's inputs: the features, and for ``quadratic`` every product x_i * x_j with i <= j."""
+    features = np.asarray(features, dtype=np.float64)
+    if reader == "linear":
+        return features
+    first, second = np.triu_indices(features.shape[1])
+    return np.concatenate([features, features[:, first] * features[:, second]], axis=1)
+
+
+def forward_log_returns(close: np.ndarray, horizon: int) -> np.ndarray:
+    """``log(close[t + horizon] / close[t])`` for every row t; NaN where t + horizon is past the end."""
+    close = np.asarray(close, dtype=np.float64)
+    ahead = np.full(len(close), np.nan)
+    if horizon < len(close):
+        ahead[:len(close) - horizon] = np.log(close[horizon:] / close[:-horizon])
+    return ahead
+
+
+def fit_ridge(features: np.ndarray, target: np.ndarray, alpha: float = RIDGE_ALPHA) -> tuple[np.ndarray, float]:
+    """Ridge regression on rows with a finite target: (coefficients, intercept). ``alpha`` is per row."""
+    keep = np.isfinite(target)
+    x, y = np.asarray(features, dtype=np.float64)[keep], np.asarray(target, dtype=np.float64)[keep]
+    x_mean, y_mean = x.mean(axis=0), y.mean()
+    centred = x - x_mean
+    gram = centred.T @ centred + alpha * len(x) * np.eye(x.shape[1])
+    coef = np.linalg.solve(gram, centred.T @ (y - y_mean))
+    return coef, float(y_mean - x_mean @ coef)
+
+
+def rank_ic(prediction: np.ndarray, outcome: np.ndarray) -> float:
+    """Spearman rank correlation of prediction and outcome over rows where the outcome is known."""
+    keep = np.isfinite(outcome)
+    if keep.sum() < 3 or np.ptp(prediction[keep]) == 0.0:
+        return 0.0
+    ranks = pd.DataFrame({"prediction": prediction[keep], "outcome": outcome[keep]}).rank()
+    return float(np.corrcoef(ranks["prediction"], ranks["outcome"])[0, 1])
+
+
+def band_positions(prediction: np.ndarray, band: float) -> np.ndarray:
+    """Wanted position per row: long once the prediction rises above ``band``, flat once it falls below
+    ``-band``, unchanged in between (starting flat)."""
+    wanted = np.zeros(len(prediction), dtype=np.int64)
+    position = 0
+    for t, value in enumerate(prediction):
+        if value > band:
+            position = 1
+        elif value < -band:
+            position = 0
+        wanted[t] = position
+    return wanted
+
+
+def probe_policy(wanted: np.ndarray) -> Policy:
+    """The orders that hold the position ``wanted[t]`` after bar t (a ``target`` agent's semantics)."""
+
+    def policy(obs: np.ndarray, t: int) -> np.ndarray:
+        return to_orders(np.full(len(obs), wanted[t]), long_positions(obs), "target", np.where)
+
+    return policy
+
+
+def probe_window(market: MarketSlice, reader: str, coef: np.ndarray, intercept: float, horizon: int, band: float,
+                 periods_per_year: float, costs: dict[str, float]) -> dict[str, Any]:
+    """The probe's IC and trading on one window, beside buy-and-hold's Sharpe there."""
+    prediction = expand(market.features, reader) @ coef + intercept
+    wanted = band_positions(prediction, band)
+    probe = run_policy(market, probe_policy(wanted), "probe", periods_per_year, **costs).metrics
+    hold = run_policy(market, buy_and_hold_policy, "buy_and_hold", periods_per_year, **costs).metrics
+    days = max(len(market) - 1, 1) / 24
+    return {"ic": rank_ic(prediction, forward_log_returns(market.close, horizon)),
+            "sharpe": probe["sharpe"], "buy_and_hold_sharpe": hold["sharpe"],
+            "excess_sharpe": probe["sharpe"] - hold["sharpe"], "trades_per_month": probe["trades"] * 30 / days,
+            "exposure": probe["exposure"], "long_share_wanted": float(np.mean(wanted == LONG))}
+
+
+def probe_fold(job: Any, feature_set: str, horizons: tuple[int, ...], frictionless: bool = False,
+               reader: str = "linear") -> list[dict[str, Any]]:
+    """Every (horizon, market, split) record of one fold for one feature set; [] if the fold lacks warm-up.
+
+    ``frictionless``: no fee or slippage for the probe and buy-and-hold alike, and no band (long
+    whenever the prediction is positive): what the signal is worth before costs.
+    """
+    try:
+        splits = market_splits(job, feature_set)
+    except DataError:
+        return []
+    config = TrainingConfig()
+    fee, slippage = (0.0, 0.0) if frictionless else (config.fee, config.slippage)
+    costs = {"initial_balance": config.initial_balance, "fee": fee, "slippage": slippage}
+    band = fee + slippage
+    window = f"{job.test_start[:10]}..{job.test_end[:10]}"
+    records = []
+    for horizon in horizons:
+        pooled_x = expand(np.concatenate([s.train.features for s in splits.values()]), reader)
+        pooled_y = np.concatenate([forward_log_returns(s.train.close, horizon) for s in splits.values()])
+        coef, intercept = fit_ridge(pooled_x, pooled_y)
+        for name, market_split in splits.items():
+            for split in SPLITS:
+                found = probe_window(getattr(market_split, split), reader, coef, intercept, horizon, band,
+                                     market_split.periods_per_year, costs)
+                records.append({"feature_set": feature_set, "reader": reader, "horizon": horizon, "market": name,
+                                "split": split, "fold": job.fold, "window": window, **found})
+    return records
+
+
+VOLATILITY_BARS = 24
+EXPOSURE_RULES = ("vol_filter", "vol_half", "vol_scaled")
+
+
+def trailing_volatility(close: np.ndarray, bars: int = VOLATILITY_BARS) -> np.ndarray:
+    """Standard deviation of the last ``bars`` log returns ending at each row (NaN before there are
+    ``bars``): known at the row's close, so it can set the exposure held over the next bar."""
+    returns = pd.Series(np.diff(np.log(np.asarray(close, dtype=np.float64))))
+    rolled = returns.rolling(bars).std(ddof=1).to_numpy()
+    return np.concatenate([[np.nan], rolled])
+
+
+def exposure(rule: str, volatility: np.ndarray, train_volatility: np.ndarray) -> np.ndarray:
+    """The exposure (0..1) ``rule`` holds after each row; full exposure while the volatility is unknown."""
+    known = train_volatility[np.isfinite(train_volatility)]
+    vol = np.where(np.isfinite(volatility), volatility, 0.0)
+    if rule == "vol_filter":
+        return np.where(vol <= np.quantile(known, 0.8), 1.0, 0.0)
+    if rule == "vol_half":
+        return np.where(vol <= np.median(known), 1.0, 0.5)
+    if rule == "vol_scaled":
+        return np.minimum(1.0, np.median(known) / np.maximum(vol, 1e-12))
+    if rule == "hold":
+        return np.ones(len(volatility))
+    raise ValueError(f"unknown exposure rule {rule!r}")
+
+
+def exposure_equity(close: np.ndarray, weights: np.ndarray, cost: float) -> np.ndarray:
+    """Equity (from 1) holding ``weights[t]`` of it in the market over bar t -> t+1, paying ``cost`` per
+    unit of exposure changed (the first entry included)."""
+    simple = np.diff(np.asarray(close, dtype=np.float64)) / np.asarray(close, dtype=np.float64)[:-1]
+    held = np.asarray(weights, dtype=np.float64)[:-1]
+    turnover = np.abs(np.diff(np.concatenate([[0.0], held])))
+    return np.concatenate([[1.0], np.cumprod(1.0 + held * simple - cost * turnover)])
+
+
+def exposure_fold(job: Any, frictionless: bool = False) -> list[dict[str, Any]]:
+    """Every exposure rule on every market and split of one fold, against buy-and-hold computed alike."""
+    splits = market_splits(job, "basic")
+    config = TrainingConfig()
+    cost = 0.0 if frictionless else config.fee + config.slippage
+    window = f"{job.test_start[:10]}..{job.test_end[:10]}"
+    records = []
+    for name, market_split in splits.items():
+        train_volatility = trailing_volatility(market_split.train.close)
+        for split in SPLITS:
+            market = getattr(market_split, split)
+            volatility = trailing_volatility(market.close)
+            days = max(len(market) - 1, 1) / 24
+            hold = sharpe_ratio(exposure_equity(market.close, exposure("hold", volatility, train_volatility), cost),
+                                market_split.periods_per_year)
+            for rule in EXPOSURE_RULES:
+                weights = exposure(rule, volatility, train_volatility)
+                sharpe = sharpe_ratio(exposure_equity(market.close, weights, cost), market_split.periods_per_year)
+                records.append({"rule": rule, "market": name, "split": split, "fold": job.fold, "window": window,
+                                "sharpe": sharpe, "buy_and_hold_sharpe": hold, "excess_sharpe": sharpe - hold,
+                                "exposure": float(weights[:-1].mean()),
+                                "turnover_per_month": float(np.abs(np.diff(weights[:-1])).sum() * 30 / days)})
+    return records
+
+
+def summarize_exposure(records: list[dict[str, Any]], rule: str, split: str) -> list[object]:
+    """One table row of an exposure rule: excess Sharpe over buy-and-hold with its t interval."""
+    rows = [r for r in records if (r["rule"], r["split"]) == (rule, split)]
+    excess = [r["excess_sharpe"] for r in rows]
+    lo, hi = cluster_t_interval(excess, [r["window"] for r in rows])
+    return [rule, split, len(rows), f"{np.mean(excess):+.2f} [{lo:+.2f}, {hi:+.2f}]",
+            f"{sum(v > 0 for v in excess)}/{len(excess)}", f"{np.mean([r['exposure'] for r in rows]):.2f}",
+            f"{np.mean([r['turnover_per_month'] for r in rows]):.1f}"]
+
+
+def summarize(records: list[dict[str, Any]], feature_set: str, horizon: int, split: str) -> list[object]:
+    """One table row: IC and excess Sharpe with t intervals over calendar windows, wins over buy-and-hold."""
+    rows = [r for r in records if (r["feature_set"], r["horizon"], r["split"]) == (feature_set, horizon, split)]
+    clusters = [r["window"] for r in rows]
+    ic, excess = [r["ic"] for r in rows], [r["excess_sharpe"] for r in rows]
+    ic_lo, ic_hi = cluster_t_interval(ic, clusters)
+    ex_lo, ex_hi = cluster_t_interval(excess, clusters)
+    return [feature_set, horizon, split, len(rows), f"{np.mean(ic):+.3f} [{ic_lo:+.3f}, {ic_hi:+.3f}]",
+            f"{sum(v > 0 for v in ic)}/{len(ic)}", f"{np.mean(excess):+.2f} [{ex_lo:+.2f}, {ex_hi:+.2f}]",
+            f"{sum(v > 0 for v in excess)}/{len(excess)}", f"{np.mean([r['trades_per_month'] for r in rows]):.1f}",
+            f"{np.mean([r['exposure'] for r in rows]):.2f}"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--folds", type=int, default=7, help="the plan's last folds (default 7, the screen's)")
+    parser.add_argument("--horizons", type=int, nargs="+", default=list(HORIZONS), help="bars ahead")
+    parser.add_argument("--feature-sets", nargs="+", choices=FEATURE_SETS, default=list(FEATURE_SETS))
+    parser.add_argument("--data", nargs="+", default=[str(SHARED_DATA / f"{m}.csv") for m in MARKETS],
+                        help="market files (default: the four shared markets)")
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="standard")
+    parser.add_argument("--reader", choices=READERS, default="linear", help="linear: ridge on the features; "
+                        "quadratic: on the features and their pairwise products (default linear)")
+    parser.add_argument("--frictionless", action="store_true", help="no fees, slippage or band: the signal's "
+                        "worth before costs")
+    parser.add_argument("--out", default=None, help="JSON file for every record (default: none)")
+    args = parser.parse_args(argv)
+    if min(args.horizons) < 1:
+        print("error: --horizons must be whole bars >= 1", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    budget = replace(BUDGETS[args.budget], folds=args.folds, seeds=1)
+    jobs = lever_jobs(WINDOW_LEVER, args.data, budget, "unused")  # windows only; nothing is trained
+    records = [r for job in jobs for fs in args.feature_sets
+               for r in probe_fold(job, fs, tuple(args.horizons), args.frictionless, args.reader)]
+    costs = "no fees or slippage" if args.frictionless else "the default fee and slippage"
+    print(f"{machine()}; {len(jobs)} folds x {len(args.data)} markets in {time.perf_counter() - started:.0f} s; "
+          f"{costs}; {args.reader} reader\n")
+    print("Ridge probe fitted on each fold's training rows (markets pooled): rank IC of its prediction with the "
+          "H-bar return ahead, and its band policy's Sharpe minus buy-and-hold's; t intervals over calendar "
+          "windows; 'n>0': windows with a positive value.\n")
+    headers = ["features", "H", "split", "n", "IC [95% CI]", "IC>0", "excess Sharpe [95% CI]", "n>0",
+               "trades/mo", "exposure"]
+    rows = [summarize(records, fs, h, split) for fs in args.feature_sets for h in args.horizons for split in SPLITS
+            if any(r["feature_set"] == fs for r in records)]
+    print(table(headers, rows))
+    exposures = [r for job in jobs for r in exposure_fold(job, args.frictionless)]
+    print("\nExposure rules on the trailing 24-bar volatility (close-to-close returns, cost per unit of exposure "
+          "changed): Sharpe minus buy-and-hold's computed alike.\n")
+    print(table(["rule", "split", "n", "excess Sharpe [95% CI]", "n>0", "exposure", "turnover/mo"],
+                [summarize_exposure(exposures, rule, split) for rule in EXPOSURE_RULES for split in SPLITS]))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"machine": machine(), "records": records, "exposure_rules": exposures},
+                                             indent=1))
+        print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
