@@ -20,6 +20,9 @@ feature set and each horizon H (bars):
   below minus that cost (held in between), through the product's backtester with the same fees and
   slippage as every baseline; its Sharpe is compared with buy-and-hold's on the same window.
 
+``--reader quadratic`` adds every product of two features (interactions); ``--context`` puts
+beside each market's features the other markets' mean at the same hour (what their moves add).
+
 Volatility, unlike direction, is known to persist, and Sharpe rewards cutting exposure when it is
 high. So the same windows also score exposure rules on the trailing 24-bar volatility (each market's
 thresholds from its own training window): flat above the training window's 80th percentile
@@ -133,10 +136,26 @@ def probe_policy(wanted: np.ndarray) -> Policy:
     return policy
 
 
-def probe_window(market: MarketSlice, reader: str, coef: np.ndarray, intercept: float, horizon: int, band: float,
-                 periods_per_year: float, costs: dict[str, float]) -> dict[str, Any]:
-    """The probe's IC and trading on one window, beside buy-and-hold's Sharpe there."""
-    prediction = expand(market.features, reader) @ coef + intercept
+def with_context(slices: dict[str, MarketSlice]) -> dict[str, np.ndarray]:
+    """Each market's features beside the mean of the other markets' features at the same hour (zeros
+    where no other market has that hour). Causal: every feature at an hour is known at its close."""
+    frames = {name: pd.DataFrame(market.features, index=market.timestamps) for name, market in slices.items()}
+    joined = {}
+    for name, market in slices.items():
+        others = [frame for other, frame in frames.items() if other != name]
+        if others:
+            context = pd.concat(others).groupby(level=0).mean().reindex(market.timestamps).fillna(0.0).to_numpy()
+        else:
+            context = np.zeros_like(market.features)
+        joined[name] = np.concatenate([market.features, context], axis=1)
+    return joined
+
+
+def probe_window(market: MarketSlice, inputs: np.ndarray, coef: np.ndarray, intercept: float, horizon: int,
+                 band: float, periods_per_year: float, costs: dict[str, float]) -> dict[str, Any]:
+    """The probe's IC and trading on one window (``inputs``: the reader's inputs on its rows), beside
+    buy-and-hold's Sharpe there."""
+    prediction = inputs @ coef + intercept
     wanted = band_positions(prediction, band)
     probe = run_policy(market, probe_policy(wanted), "probe", periods_per_year, **costs).metrics
     hold = run_policy(market, buy_and_hold_policy, "buy_and_hold", periods_per_year, **costs).metrics
@@ -148,11 +167,12 @@ def probe_window(market: MarketSlice, reader: str, coef: np.ndarray, intercept: 
 
 
 def probe_fold(job: Any, feature_set: str, horizons: tuple[int, ...], frictionless: bool = False,
-               reader: str = "linear") -> list[dict[str, Any]]:
+               reader: str = "linear", context: bool = False) -> list[dict[str, Any]]:
     """Every (horizon, market, split) record of one fold for one feature set; [] if the fold lacks warm-up.
 
     ``frictionless``: no fee or slippage for the probe and buy-and-hold alike, and no band (long
-    whenever the prediction is positive): what the signal is worth before costs.
+    whenever the prediction is positive): what the signal is worth before costs. ``context``: each
+    market's features beside the other markets' mean at the same hour (``with_context``).
     """
     try:
         splits = market_splits(job, feature_set)
@@ -163,17 +183,23 @@ def probe_fold(job: Any, feature_set: str, horizons: tuple[int, ...], frictionle
     costs = {"initial_balance": config.initial_balance, "fee": fee, "slippage": slippage}
     band = fee + slippage
     window = f"{job.test_start[:10]}..{job.test_end[:10]}"
+    inputs = {}
+    for split in SPLITS:
+        slices = {name: getattr(market_split, split) for name, market_split in splits.items()}
+        features = with_context(slices) if context else {name: m.features for name, m in slices.items()}
+        inputs[split] = {name: expand(values, reader) for name, values in features.items()}
     records = []
     for horizon in horizons:
-        pooled_x = expand(np.concatenate([s.train.features for s in splits.values()]), reader)
+        pooled_x = np.concatenate(list(inputs["train"].values()))
         pooled_y = np.concatenate([forward_log_returns(s.train.close, horizon) for s in splits.values()])
         coef, intercept = fit_ridge(pooled_x, pooled_y)
         for name, market_split in splits.items():
             for split in SPLITS:
-                found = probe_window(getattr(market_split, split), reader, coef, intercept, horizon, band,
-                                     market_split.periods_per_year, costs)
-                records.append({"feature_set": feature_set, "reader": reader, "horizon": horizon, "market": name,
-                                "split": split, "fold": job.fold, "window": window, **found})
+                found = probe_window(getattr(market_split, split), inputs[split][name], coef, intercept, horizon,
+                                     band, market_split.periods_per_year, costs)
+                records.append({"feature_set": feature_set, "reader": reader, "context": context,
+                                "horizon": horizon, "market": name, "split": split, "fold": job.fold,
+                                "window": window, **found})
     return records
 
 
@@ -271,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="standard")
     parser.add_argument("--reader", choices=READERS, default="linear", help="linear: ridge on the features; "
                         "quadratic: on the features and their pairwise products (default linear)")
+    parser.add_argument("--context", action="store_true", help="each market's features beside the other "
+                        "markets' mean at the same hour (what other markets' moves add)")
     parser.add_argument("--frictionless", action="store_true", help="no fees, slippage or band: the signal's "
                         "worth before costs")
     parser.add_argument("--out", default=None, help="JSON file for every record (default: none)")
@@ -282,10 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     budget = replace(BUDGETS[args.budget], folds=args.folds, seeds=1)
     jobs = lever_jobs(WINDOW_LEVER, args.data, budget, "unused")  # windows only; nothing is trained
     records = [r for job in jobs for fs in args.feature_sets
-               for r in probe_fold(job, fs, tuple(args.horizons), args.frictionless, args.reader)]
+               for r in probe_fold(job, fs, tuple(args.horizons), args.frictionless, args.reader, args.context)]
     costs = "no fees or slippage" if args.frictionless else "the default fee and slippage"
     print(f"{machine()}; {len(jobs)} folds x {len(args.data)} markets in {time.perf_counter() - started:.0f} s; "
-          f"{costs}; {args.reader} reader\n")
+          f"{costs}; {args.reader} reader{' with market context' if args.context else ''}\n")
     print("Ridge probe fitted on each fold's training rows (markets pooled): rank IC of its prediction with the "
           "H-bar return ahead, and its band policy's Sharpe minus buy-and-hold's; t intervals over calendar "
           "windows; 'n>0': windows with a positive value.\n")

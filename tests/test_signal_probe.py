@@ -45,6 +45,23 @@ def test_the_quadratic_reader_adds_every_product_of_two_features_once():
                                                                    [3.0, -1.0, 9.0, -3.0, 1.0]]
 
 
+def test_market_context_is_the_other_markets_mean_at_the_same_hour():
+    a = make_slice([1.0, 2.0, 3.0], seed=1)
+    b = make_slice([1.0, 2.0, 3.0], seed=2)
+    c = make_slice([1.0, 2.0, 3.0], seed=3)
+    b = type(b)(**{**b.__dict__, "timestamps": b.timestamps + np.timedelta64(1, "h")})  # hours 1, 2, 3
+    joined = signal_probe.with_context({"A": a, "B": b, "C": c})
+    width = a.features.shape[1]
+    assert (joined["A"][:, :width] == a.features).all()
+    # A's hour 0: only C has it; hours 1 and 2: B's rows 0 and 1 with C's rows 1 and 2
+    assert joined["A"][0, width:] == pytest.approx(c.features[0])
+    assert joined["A"][1:, width:] == pytest.approx((b.features[:2] + c.features[1:]) / 2)
+    # B's hour 3: nobody else has it
+    assert (joined["B"][2, width:] == 0.0).all()
+    alone = signal_probe.with_context({"A": a})
+    assert alone["A"].shape == (3, 2 * width) and (alone["A"][:, width:] == 0.0).all()
+
+
 def test_rank_ic_is_a_rank_correlation_over_known_outcomes():
     prediction = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
     assert signal_probe.rank_ic(prediction, np.exp(prediction)) == pytest.approx(1.0)
@@ -117,13 +134,13 @@ def test_a_run_over_two_synthetic_markets_writes_every_window_split_and_horizon(
         paths.append(str(path))
     out = tmp_path / "probe.json"
     code = signal_probe.main(["--data", *paths, "--budget", "smoke", "--folds", "1", "--horizons", "1", "24",
-                              "--feature-sets", "basic", "--reader", "quadratic", "--out", str(out)])
+                              "--feature-sets", "basic", "--reader", "quadratic", "--context", "--out", str(out)])
     assert code == 0
     records = json.loads(out.read_text())["records"]
     keys = {(r["market"], r["split"], r["horizon"]) for r in records}
     assert keys == {(m, s, h) for m in ("SYN1_1h", "SYN2_1h") for s in signal_probe.SPLITS for h in (1, 24)}
     assert all(-1.0 <= r["ic"] <= 1.0 and 0.0 <= r["exposure"] <= 1.0 and r["reader"] == "quadratic"
-               for r in records)
+               and r["context"] for r in records)
     assert all(r["excess_sharpe"] == pytest.approx(r["sharpe"] - r["buy_and_hold_sharpe"]) for r in records)
     exposures = json.loads(out.read_text())["exposure_rules"]
     assert {(r["rule"], r["split"]) for r in exposures} == {(rule, split) for rule in signal_probe.EXPOSURE_RULES
