@@ -289,7 +289,8 @@ def summarize(records: list[dict[str, Any]], feature_set: str, horizon: int, spl
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--folds", type=int, default=7, help="the plan's last folds (default 7, the screen's)")
+    parser.add_argument("--folds", type=int, default=7, help="the plan's last folds (default 7, the screen's; 0: "
+                        "every fold the markets' common period holds)")
     parser.add_argument("--horizons", type=int, nargs="+", default=list(HORIZONS), help="bars ahead")
     parser.add_argument("--feature-sets", nargs="+", choices=FEATURE_SETS, default=list(FEATURE_SETS))
     parser.add_argument("--data", nargs="+", default=[str(SHARED_DATA / f"{m}.csv") for m in MARKETS],
@@ -303,12 +304,16 @@ def main(argv: list[str] | None = None) -> int:
                         "worth before costs")
     parser.add_argument("--out", default=None, help="JSON file for every record (default: none)")
     args = parser.parse_args(argv)
-    if min(args.horizons) < 1:
-        print("error: --horizons must be whole bars >= 1", file=sys.stderr)
+    if min(args.horizons) < 1 or args.folds < 0:
+        print("error: --horizons must be whole bars >= 1 and --folds >= 0", file=sys.stderr)
         return 2
     started = time.perf_counter()
     budget = replace(BUDGETS[args.budget], folds=args.folds, seeds=1)
-    jobs = lever_jobs(WINDOW_LEVER, args.data, budget, "unused")  # windows only; nothing is trained
+    try:
+        jobs = lever_jobs(WINDOW_LEVER, args.data, budget, "unused")  # windows only; nothing is trained
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     records = [r for job in jobs for fs in args.feature_sets
                for r in probe_fold(job, fs, tuple(args.horizons), args.frictionless, args.reader, args.context)]
     costs = "no fees or slippage" if args.frictionless else "the default fee and slippage"
