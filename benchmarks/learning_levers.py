@@ -135,6 +135,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     "pooled_plan_penalty_quadruple_eps01": {**DEFAULT_BASE, "epsilon_end": 0.01},
     "pooled_plan_penalty_quadruple_risk1": {**DEFAULT_BASE, "risk_aversion": 1.0},
     "pooled_plan_penalty_quadruple_risk3": {**DEFAULT_BASE, "risk_aversion": 3.0},
+    # The differential Sharpe ratio as the reward (Moody & Saffell): defined since the first screen, never reported.
+    "pooled_plan_penalty_quadruple_dsr": {**DEFAULT_BASE, "reward_mode": "differential_sharpe"},
     # The default base again with other seeds (3, 4, 5): how far the reference's own training luck
     # moves the paired lenses, the yardstick for every lever paired against it.
     "pooled_plan_penalty_quadruple_seeds345": {**DEFAULT_BASE, "first_seed": 3},
