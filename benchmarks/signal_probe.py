@@ -21,7 +21,8 @@ feature set and each horizon H (bars):
   slippage as every baseline; its Sharpe is compared with buy-and-hold's on the same window.
 
 ``--reader quadratic`` adds every product of two features (interactions); ``--context`` puts
-beside each market's features the other markets' mean at the same hour (what their moves add).
+beside each market's features the other markets' mean at the same hour (what their moves add);
+``--calendar`` adds the hour of day and day of week (intraday and weekday patterns).
 
 Volatility, unlike direction, is known to persist, and Sharpe rewards cutting exposure when it is
 high. So the same windows also score exposure rules on the trailing 24-bar volatility (each market's
@@ -152,6 +153,15 @@ def with_context(slices: dict[str, MarketSlice]) -> dict[str, np.ndarray]:
     return joined
 
 
+def calendar_columns(timestamps: np.ndarray) -> np.ndarray:
+    """One-hot hour of day (24 columns) and day of week (7, Monday first) of each row's candle (UTC):
+    any hourly or weekday pattern in the returns, which a linear reader can weigh hour by hour."""
+    stamps = pd.DatetimeIndex(timestamps)
+    hours = np.eye(24)[stamps.hour.to_numpy()]
+    weekdays = np.eye(7)[stamps.day_of_week.to_numpy()]
+    return np.concatenate([hours, weekdays], axis=1)
+
+
 def probe_window(market: MarketSlice, inputs: np.ndarray, coef: np.ndarray, intercept: float, horizon: int,
                  band: float, periods_per_year: float, costs: dict[str, float]) -> dict[str, Any]:
     """The probe's IC and trading on one window (``inputs``: the reader's inputs on its rows), beside
@@ -168,12 +178,13 @@ def probe_window(market: MarketSlice, inputs: np.ndarray, coef: np.ndarray, inte
 
 
 def probe_fold(job: Any, feature_set: str, horizons: tuple[int, ...], frictionless: bool = False,
-               reader: str = "linear", context: bool = False) -> list[dict[str, Any]]:
+               reader: str = "linear", context: bool = False, calendar: bool = False) -> list[dict[str, Any]]:
     """Every (horizon, market, split) record of one fold for one feature set; [] if the fold lacks warm-up.
 
     ``frictionless``: no fee or slippage for the probe and buy-and-hold alike, and no band (long
     whenever the prediction is positive): what the signal is worth before costs. ``context``: each
-    market's features beside the other markets' mean at the same hour (``with_context``).
+    market's features beside the other markets' mean at the same hour (``with_context``). ``calendar``:
+    plus the hour of day and day of week (``calendar_columns``).
     """
     try:
         splits = market_splits(job, feature_set)
@@ -188,6 +199,9 @@ def probe_fold(job: Any, feature_set: str, horizons: tuple[int, ...], frictionle
     for split in SPLITS:
         slices = {name: getattr(market_split, split) for name, market_split in splits.items()}
         features = with_context(slices) if context else {name: m.features for name, m in slices.items()}
+        if calendar:
+            features = {name: np.concatenate([values, calendar_columns(slices[name].timestamps)], axis=1)
+                        for name, values in features.items()}
         inputs[split] = {name: expand(values, reader) for name, values in features.items()}
     records = []
     for horizon in horizons:
@@ -198,7 +212,7 @@ def probe_fold(job: Any, feature_set: str, horizons: tuple[int, ...], frictionle
             for split in SPLITS:
                 found = probe_window(getattr(market_split, split), inputs[split][name], coef, intercept, horizon,
                                      band, market_split.periods_per_year, costs)
-                records.append({"feature_set": feature_set, "reader": reader, "context": context,
+                records.append({"feature_set": feature_set, "reader": reader, "context": context, "calendar": calendar,
                                 "horizon": horizon, "market": name, "split": split, "fold": job.fold,
                                 "window": window, **found})
     return records
@@ -301,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
                         "quadratic: on the features and their pairwise products (default linear)")
     parser.add_argument("--context", action="store_true", help="each market's features beside the other "
                         "markets' mean at the same hour (what other markets' moves add)")
+    parser.add_argument("--calendar", action="store_true", help="plus the hour of day and day of week, one-hot "
+                        "(any intraday or weekday pattern)")
     parser.add_argument("--frictionless", action="store_true", help="no fees, slippage or band: the signal's "
                         "worth before costs")
     parser.add_argument("--out", default=None, help="JSON file for every record (default: none)")
@@ -316,10 +332,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     records = [r for job in jobs for fs in args.feature_sets
-               for r in probe_fold(job, fs, tuple(args.horizons), args.frictionless, args.reader, args.context)]
+               for r in probe_fold(job, fs, tuple(args.horizons), args.frictionless, args.reader, args.context,
+                                    args.calendar)]
     costs = "no fees or slippage" if args.frictionless else "the default fee and slippage"
     print(f"{machine()}; {len(jobs)} folds x {len(args.data)} markets in {time.perf_counter() - started:.0f} s; "
-          f"{costs}; {args.reader} reader{' with market context' if args.context else ''}\n")
+          f"{costs}; {args.reader} reader{' with market context' if args.context else ''}"
+          f"{' with the calendar' if args.calendar else ''}\n")
     print("Ridge probe fitted on each fold's training rows (markets pooled): rank IC of its prediction with the "
           "H-bar return ahead, and its band policy's Sharpe minus buy-and-hold's; t intervals over calendar "
           "windows; 'n>0': windows with a positive value.\n")

@@ -62,6 +62,31 @@ def test_market_context_is_the_other_markets_mean_at_the_same_hour():
     assert alone["A"].shape == (3, 2 * width) and (alone["A"][:, width:] == 0.0).all()
 
 
+def test_calendar_columns_are_the_hour_and_weekday_one_hot():
+    stamps = np.datetime64("2024-01-01T00:00", "ns") + np.array([0, 5, 24 * 6 + 23]) * np.timedelta64(1, "h")
+    columns = signal_probe.calendar_columns(stamps)  # 2024-01-01 was a Monday
+    assert columns.shape == (3, 31) and (columns.sum(axis=1) == 2).all()
+    assert columns[0, 0] == columns[0, 24] == 1.0  # 00:00, Monday
+    assert columns[1, 5] == columns[1, 24] == 1.0  # 05:00, Monday
+    assert columns[2, 23] == columns[2, 24 + 6] == 1.0  # 23:00, Sunday
+
+
+def test_an_hour_of_day_effect_is_found_through_the_calendar_columns():
+    rng = np.random.default_rng(3)
+    n = 24 * 200
+    stamps = np.datetime64("2024-01-01T00:00", "ns") + np.arange(n) * np.timedelta64(1, "h")
+    hours = np.arange(n) % 24
+    # the bar after every 05:00 close rises on average; every other hour is noise
+    steps = rng.normal(0.0, 0.004, n - 1) + np.where(hours[:-1] == 5, 0.006, 0.0)
+    target = signal_probe.forward_log_returns(np.exp(np.concatenate([[0.0], np.cumsum(steps)])), 1)
+    inputs = np.concatenate([rng.standard_normal((n, 9)), signal_probe.calendar_columns(stamps)], axis=1)
+    half = n // 2
+    coef, intercept = signal_probe.fit_ridge(inputs[:half], target[:half], alpha=1e-3)
+    prediction = inputs[half:] @ coef + intercept
+    assert np.argmax(prediction[:24]) == 5  # the reader ranks 05:00 first out of sample
+    assert signal_probe.rank_ic(prediction, target[half:]) > 0.05
+
+
 def test_rank_ic_is_a_rank_correlation_over_known_outcomes():
     prediction = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
     assert signal_probe.rank_ic(prediction, np.exp(prediction)) == pytest.approx(1.0)
