@@ -178,7 +178,8 @@ def probe_window(market: MarketSlice, inputs: np.ndarray, coef: np.ndarray, inte
 
 
 def probe_fold(job: Any, feature_set: str, horizons: tuple[int, ...], frictionless: bool = False,
-               reader: str = "linear", context: bool = False, calendar: bool = False) -> list[dict[str, Any]]:
+               reader: str = "linear", context: bool = False, calendar: bool = False,
+               alpha: float = RIDGE_ALPHA) -> list[dict[str, Any]]:
     """Every (horizon, market, split) record of one fold for one feature set; [] if the fold lacks warm-up.
 
     ``frictionless``: no fee or slippage for the probe and buy-and-hold alike, and no band (long
@@ -207,7 +208,7 @@ def probe_fold(job: Any, feature_set: str, horizons: tuple[int, ...], frictionle
     for horizon in horizons:
         pooled_x = np.concatenate(list(inputs["train"].values()))
         pooled_y = np.concatenate([forward_log_returns(s.train.close, horizon) for s in splits.values()])
-        coef, intercept = fit_ridge(pooled_x, pooled_y)
+        coef, intercept = fit_ridge(pooled_x, pooled_y, alpha)
         for name, market_split in splits.items():
             for split in SPLITS:
                 found = probe_window(getattr(market_split, split), inputs[split][name], coef, intercept, horizon,
@@ -317,12 +318,14 @@ def main(argv: list[str] | None = None) -> int:
                         "markets' mean at the same hour (what other markets' moves add)")
     parser.add_argument("--calendar", action="store_true", help="plus the hour of day and day of week, one-hot "
                         "(any intraday or weekday pattern)")
+    parser.add_argument("--alpha", type=float, default=RIDGE_ALPHA, help=f"ridge penalty per training row "
+                        f"(default {RIDGE_ALPHA}; near 0 is least squares)")
     parser.add_argument("--frictionless", action="store_true", help="no fees, slippage or band: the signal's "
                         "worth before costs")
     parser.add_argument("--out", default=None, help="JSON file for every record (default: none)")
     args = parser.parse_args(argv)
-    if min(args.horizons) < 1 or args.folds < 0:
-        print("error: --horizons must be whole bars >= 1 and --folds >= 0", file=sys.stderr)
+    if min(args.horizons) < 1 or args.folds < 0 or not args.alpha > 0:
+        print("error: --horizons must be whole bars >= 1, --folds >= 0 and --alpha > 0", file=sys.stderr)
         return 2
     started = time.perf_counter()
     budget = replace(BUDGETS[args.budget], folds=args.folds, seeds=1)
@@ -333,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     records = [r for job in jobs for fs in args.feature_sets
                for r in probe_fold(job, fs, tuple(args.horizons), args.frictionless, args.reader, args.context,
-                                    args.calendar)]
+                                    args.calendar, args.alpha)]
     costs = "no fees or slippage" if args.frictionless else "the default fee and slippage"
     print(f"{machine()}; {len(jobs)} folds x {len(args.data)} markets in {time.perf_counter() - started:.0f} s; "
           f"{costs}; {args.reader} reader{' with market context' if args.context else ''}"

@@ -174,5 +174,6 @@ def test_a_run_over_two_synthetic_markets_writes_every_window_split_and_horizon(
     printed = capsys.readouterr().out
     assert "IC [95% CI]" in printed and "vol_half" in printed
     assert signal_probe.main(["--horizons", "0"]) == 2
+    assert signal_probe.main(["--alpha", "0"]) == 2
     assert signal_probe.main(["--data", *paths, "--budget", "smoke", "--folds", "99"]) == 2  # more than it holds
     assert "error: the markets' common period holds" in capsys.readouterr().err
