@@ -163,17 +163,16 @@ def calendar_columns(timestamps: np.ndarray) -> np.ndarray:
 
 
 def probe_window(market: MarketSlice, inputs: np.ndarray, coef: np.ndarray, intercept: float, horizon: int,
-                 band: float, periods_per_year: float, costs: dict[str, float]) -> dict[str, Any]:
+                 band: float, periods_per_year: float, costs: dict[str, float], hold_sharpe: float) -> dict[str, Any]:
     """The probe's IC and trading on one window (``inputs``: the reader's inputs on its rows), beside
-    buy-and-hold's Sharpe there."""
+    buy-and-hold's Sharpe there (``hold_sharpe``, the same for every horizon)."""
     prediction = inputs @ coef + intercept
     wanted = band_positions(prediction, band)
     probe = run_policy(market, probe_policy(wanted), "probe", periods_per_year, **costs).metrics
-    hold = run_policy(market, buy_and_hold_policy, "buy_and_hold", periods_per_year, **costs).metrics
     days = max(len(market) - 1, 1) / 24
     return {"ic": rank_ic(prediction, forward_log_returns(market.close, horizon)),
-            "sharpe": probe["sharpe"], "buy_and_hold_sharpe": hold["sharpe"],
-            "excess_sharpe": probe["sharpe"] - hold["sharpe"], "trades_per_month": probe["trades"] * 30 / days,
+            "sharpe": probe["sharpe"], "buy_and_hold_sharpe": hold_sharpe,
+            "excess_sharpe": probe["sharpe"] - hold_sharpe, "trades_per_month": probe["trades"] * 30 / days,
             "exposure": probe["exposure"], "long_share_wanted": float(np.mean(wanted == LONG))}
 
 
@@ -204,15 +203,18 @@ def probe_fold(job: Any, feature_set: str, horizons: tuple[int, ...], frictionle
             features = {name: np.concatenate([values, calendar_columns(slices[name].timestamps)], axis=1)
                         for name, values in features.items()}
         inputs[split] = {name: expand(values, reader) for name, values in features.items()}
+    hold_sharpe = {(name, split): run_policy(getattr(market_split, split), buy_and_hold_policy, "buy_and_hold",
+                                             market_split.periods_per_year, **costs).metrics["sharpe"]
+                   for name, market_split in splits.items() for split in SPLITS}
+    pooled_x = np.concatenate(list(inputs["train"].values()))
     records = []
     for horizon in horizons:
-        pooled_x = np.concatenate(list(inputs["train"].values()))
         pooled_y = np.concatenate([forward_log_returns(s.train.close, horizon) for s in splits.values()])
         coef, intercept = fit_ridge(pooled_x, pooled_y, alpha)
         for name, market_split in splits.items():
             for split in SPLITS:
                 found = probe_window(getattr(market_split, split), inputs[split][name], coef, intercept, horizon,
-                                     band, market_split.periods_per_year, costs)
+                                     band, market_split.periods_per_year, costs, hold_sharpe[name, split])
                 records.append({"feature_set": feature_set, "reader": reader, "context": context, "calendar": calendar,
                                 "horizon": horizon, "market": name, "split": split, "fold": job.fold,
                                 "window": window, **found})
