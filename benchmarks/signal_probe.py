@@ -34,7 +34,7 @@ backtester (whose accounts are all in or all out), against buy-and-hold computed
 
 Intervals are t intervals over calendar windows (a fold's markets counted as one observation, as
 the walk-forward verdict counts them). Validation is where conclusions are drawn; test is reported
-as it falls. Nothing is trained but the ridge; about three minutes on a 2-core VM for the screen's
+as it falls. Nothing is trained but the ridge; about two and a half minutes on a 2-core VM for the screen's
 seven folds (the bar-by-bar backtests), under a minute and a half for one market's whole history:
 
     PYTHONPATH=src python benchmarks/signal_probe.py --folds 7 --out runs/signal_probe.json
