@@ -136,7 +136,13 @@ LEVERS: dict[str, dict[str, Any]] = {
     "pooled_plan_penalty_quadruple_risk1": {**DEFAULT_BASE, "risk_aversion": 1.0},
     "pooled_plan_penalty_quadruple_risk3": {**DEFAULT_BASE, "risk_aversion": 3.0},
     # The differential Sharpe ratio as the reward (Moody & Saffell): defined since the first screen, never reported.
+    # Since session 11 its switching penalty is charged to the return the Sharpe is taken of; a folder
+    # trained before that holds the old reward's jobs (rerun it in a new --out).
     "pooled_plan_penalty_quadruple_dsr": {**DEFAULT_BASE, "reward_mode": "differential_sharpe"},
+    "pooled_plan_penalty_quadruple_dsr_seeds345": {**DEFAULT_BASE, "reward_mode": "differential_sharpe",
+                                                   "first_seed": 3},
+    "pooled_plan_penalty_quadruple_dsr_seeds678": {**DEFAULT_BASE, "reward_mode": "differential_sharpe",
+                                                   "first_seed": 6},
     # The default base again with other seeds (3, 4, 5): how far the reference's own training luck
     # moves the paired lenses, the yardstick for every lever paired against it.
     "pooled_plan_penalty_quadruple_seeds345": {**DEFAULT_BASE, "first_seed": 3},

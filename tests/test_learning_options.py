@@ -13,6 +13,7 @@ from nexlify.config import TrainingConfig
 from nexlify.data.market import prepare_market
 from nexlify.env.accounts import Accounts, window_starts
 from nexlify.env.actions import BUY, FLAT, HOLD, LONG, SELL, n_actions, to_orders
+from nexlify.env.rewards import differential_sharpe_step
 from nexlify.errors import ConfigError
 from nexlify.evaluation.backtest import agent_policy, run_policy
 from nexlify.training.trainer import Trainer
@@ -131,6 +132,30 @@ def test_trade_penalty_lowers_the_reward_of_fill_steps_only() -> None:
         a, b = plain.step(step), penalised.step(step)
         np.testing.assert_allclose(a.reward - b.reward, 0.002 * filled, atol=1e-7)
         np.testing.assert_array_equal(a.info["equity"], b.info["equity"])  # equity is never penalised
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "python"])
+def test_differential_sharpe_takes_its_sharpe_of_the_return_less_the_costs(backend: str) -> None:
+    # The penalty and the variance charge are costs on the step's return, so the differential Sharpe
+    # reward is Moody & Saffell's step applied by hand to log return - penalty x fill - 2 x return^2,
+    # and its moving moments follow that costed return too.
+    market = random_walk_slice(30, seed=6)
+    orders = [BUY, HOLD, HOLD, SELL, HOLD, BUY, SELL, HOLD]
+    fills = [1, 0, 0, 1, 0, 1, 1, 0]
+    plain = Accounts(market, 1, backend=backend)  # log_return, no costs: the reward is the log return
+    sharpe = Accounts(market, 1, backend=backend, reward_mode="differential_sharpe", trade_penalty=0.003,
+                      risk_aversion=2.0)
+    mean = mean_square = 0.0
+    for order, filled in zip(orders, fills, strict=True):
+        if backend == "python":
+            log_return, reward = plain.advance(order)[0], sharpe.advance(order)[0]
+        else:
+            actions = np.array([order]) if backend == "numpy" else torch.tensor([order])
+            log_return = float(plain.step(actions).reward[0])
+            reward = float(sharpe.step(actions).reward[0])
+        costed = log_return - 0.003 * filled - 2.0 * log_return**2
+        expected, mean, mean_square = differential_sharpe_step(costed, mean, mean_square)
+        assert reward == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
 
 # --- risk aversion -------------------------------------------------------------------------------

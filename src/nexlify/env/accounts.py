@@ -16,9 +16,10 @@ action chosen on it is filled at the open of candle t+1 and the account is marke
 t+1. An episode runs from the first to the last row of the market, or, with ``episode_bars``, for
 that many steps from a row drawn per account and episode from ``window_seed`` (``window_starts``):
 reaching its end is truncation; equity falling to ``ruin_fraction`` of the initial balance is
-termination. ``trade_penalty`` is subtracted from the reward of every step with a fill and
-``risk_aversion`` times the step's squared log return from every step (with ``reward_mode``
-"vol_scaled", both before the step's reward is scaled).
+termination. ``trade_penalty`` is subtracted from the return of every step with a fill and
+``risk_aversion`` times the step's squared log return from every step, before the reward is made of
+that return (so "vol_scaled" scales them, and "differential_sharpe" takes its Sharpe of the costed
+return).
 
 ``step`` resets finished accounts in the same step ("same-step autoreset") and returns one
 ``AccountStep`` record on every backend; ``advance`` is the step without the reset. An account ruined
@@ -343,20 +344,24 @@ class Accounts:
 
         equity = cash + units * self.close[t_next]
         step_return = xp.log(equity / self.equity)
-        if self._log_return_reward:
-            reward = step_return
-        else:
-            reward, self.dsr_mean, self.dsr_mean_square = differential_sharpe_step(
-                step_return, self.dsr_mean, self.dsr_mean_square
-            )
+        # The switching penalty and the variance charge are costs on the step's return: with
+        # differential_sharpe they go in before the Sharpe is taken, so a fill weighs there as a cost
+        # of that size does (charged after it, on a reward ~100x a log return, they would not count).
+        costed = step_return
         if self.trade_penalty:
             # A cost-aware reward: each fill costs this much more reward than its fee already does,
             # to discourage churn (the equity, and so every backtest, is unchanged).
-            reward = reward - self.trade_penalty * traded
+            costed = costed - self.trade_penalty * traded
         if self.risk_aversion:
             # Mean-variance: a step's squared log return costs this much more, so a position held
             # through wild bars must earn more than one held through calm ones.
-            reward = reward - self.risk_aversion * step_return * step_return
+            costed = costed - self.risk_aversion * step_return * step_return
+        if self._log_return_reward:
+            reward = costed
+        else:
+            reward, self.dsr_mean, self.dsr_mean_square = differential_sharpe_step(
+                costed, self.dsr_mean, self.dsr_mean_square
+            )
         if self._reward_scale is not None:
             reward = reward * self._reward_scale[self.t]  # the volatility known when the action was chosen
         self.equity = equity
