@@ -22,13 +22,25 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 from learning_levers import paired_against  # noqa: E402
 
-OUTCOME_FILES = ("fold_outcome.json", "ensemble_*.json")
+from nexlify.evaluation.defaults import ENSEMBLE_MODES  # noqa: E402
+from nexlify.evaluation.snapshots import MODEL_CHOICES  # noqa: E402
+
+SEED_FILE = "fold_outcome.json"
 
 
-def stored_outcomes(folder: Path) -> SimpleNamespace:
-    """A walk-forward folder's stored outcomes as the lever screen's per-market views."""
+def ensemble_file_name(mode: str = "mean_q", choice: str = "best") -> str:
+    """The name a fold's ensemble of ``mode`` over the model choice ``choice`` is stored under: a
+    folder judged several ways holds one file per way, and only one way may be paired."""
+    from nexlify.evaluation.fold_ensemble import ENSEMBLE_FILE
+
+    return ENSEMBLE_FILE.format(mode=mode if choice == "best" else f"{mode}_{choice}")
+
+
+def stored_outcomes(folder: Path, mode: str = "mean_q", choice: str = "best") -> SimpleNamespace:
+    """A walk-forward folder's stored outcomes as the lever screen's per-market views: the seeds', and
+    the fold ensembles of ``mode`` over the model choice ``choice``."""
     views: list[dict[str, Any]] = []
-    for pattern in OUTCOME_FILES:
+    for pattern in (SEED_FILE, ensemble_file_name(mode, choice)):
         for path in sorted(folder.glob(f"*/fold_*/**/{pattern}")):
             outcome = json.loads(path.read_text())
             job, ensemble = outcome["job"], bool(outcome["job"].get("ensemble"))
@@ -43,6 +55,10 @@ def stored_outcomes(folder: Path) -> SimpleNamespace:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", help="walk-forward --checkpoint-dir folders; the first is the reference")
+    parser.add_argument("--ensemble", choices=ENSEMBLE_MODES, default="mean_q",
+                        help="which fold ensembles to pair, in folders judged several ways (default: mean_q)")
+    parser.add_argument("--model-choice", choices=MODEL_CHOICES, default="best",
+                        help="the model choice those ensembles were built from (default: best)")
     args = parser.parse_args(argv)
     folders = [Path(folder) for folder in args.folders]
     for folder in folders:
@@ -53,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(folders) < 2:
         print("error: give at least two walk-forward folders to pair", file=sys.stderr)
         return 2
-    text, _ = paired_against({str(folder): stored_outcomes(folder) for folder in folders}, str(folders[0]))
+    runs = {str(folder): stored_outcomes(folder, args.ensemble, args.model_choice) for folder in folders}
+    text, _ = paired_against(runs, str(folders[0]))
     print(text)
     return 0
 

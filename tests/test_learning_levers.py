@@ -292,7 +292,7 @@ def test_validation_transfer_correlates_each_levers_lead_within_a_window(tmp_pat
 def test_pair_walkforwards_pairs_two_runs_with_the_three_lenses(tmp_path, capsys) -> None:
     import pair_walkforwards
 
-    def run(name: str, seeds: list[tuple[float, float]], ensemble: float) -> Path:
+    def run(name: str, seeds: list[tuple[float, float]], ensemble: float, all_snapshots: float) -> Path:
         folder = tmp_path / name
         window = {"market": "AAA", "fold": 1, "validation_start": "2024-01-01"}
         for seed, (excess, last_score) in enumerate(seeds):
@@ -305,18 +305,30 @@ def test_pair_walkforwards_pairs_two_runs_with_the_three_lenses(tmp_path, capsys
         (folder / "AAA" / "fold_01" / "ensemble_mean_q.json").write_text(json.dumps({
             "job": {**window, "seed": 0, "seeds": [0, 1], "ensemble": "mean_q"},
             "validation_backtest": {"agent": {"sharpe": ensemble}, "buy_and_hold": {"sharpe": 0.0}}}))
+        # The same folds judged again with --model-choice all: another ensemble file beside the first.
+        (folder / "AAA" / "fold_01" / "ensemble_mean_q_all.json").write_text(json.dumps({
+            "job": {**window, "seed": 0, "seeds": [0, 1], "ensemble": "mean_q", "model_choice": "all"},
+            "validation_backtest": {"agent": {"sharpe": all_snapshots}, "buy_and_hold": {"sharpe": 0.0}}}))
         (folder / "walkforward_results.json").write_text("{}")
         return folder
 
     # Seeds' excess 1 and 0 against 2 and 1: +1.00; ensembles 0.5 against 0: -0.50; last validation
     # scores 0.2 and 0.4 against 0.9 and 0.7: +0.50 (the best score, 9, is the selected one: ignored).
-    first, second = run("first", [(1.0, 0.2), (0.0, 0.4)], 0.5), run("second", [(2.0, 0.9), (1.0, 0.7)], 0.0)
-    assert pair_walkforwards.main([str(first), str(second)]) == 0
-    row = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith(str(second)))
-    cells = row.split()  # per lens: mean, bootstrap [lo, hi], "t", t [lo, hi], better
-    assert cells[1] == "+1.00" and cells[7] == "1/1"
-    assert cells[8] == "-0.50" and cells[14] == "0/1"
-    assert cells[15] == "+0.50" and cells[21] == "1/1"
+    # The `all` ensembles, 3 against 1: -2.00, paired only when asked for, never mixed into `best`'s.
+    first = run("first", [(1.0, 0.2), (0.0, 0.4)], 0.5, 3.0)
+    second = run("second", [(2.0, 0.9), (1.0, 0.7)], 0.0, 1.0)
+
+    def cells(*flags: str) -> list[str]:
+        assert pair_walkforwards.main([str(first), str(second), *flags]) == 0
+        row = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith(str(second)))
+        return row.split()  # per lens: mean, bootstrap [lo, hi], "t", t [lo, hi], better
+
+    best = cells()
+    assert best[1] == "+1.00" and best[7] == "1/1"
+    assert best[8] == "-0.50" and best[14] == "0/1"
+    assert best[15] == "+0.50" and best[21] == "1/1"
+    every = cells("--model-choice", "all")
+    assert every[8] == "-2.00" and every[1] == "+1.00"
     assert pair_walkforwards.main([str(first), str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no finished walk-forward" in err and len(err.strip().splitlines()) == 1
