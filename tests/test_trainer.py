@@ -213,15 +213,15 @@ def test_exploration_decays_over_the_workload(tmp_path, splits):
 
 def test_device_resident_path_trains_on_the_cpu_device(tmp_path, splits):
     # env_backend="torch" is what a GPU run uses; on the CPU device it must run the same workload.
-    trainer = Trainer(tiny_config(episodes=4, env_backend="torch"), splits, tmp_path)
+    trainer = Trainer(tiny_config(episodes=4, env_backend="torch", reward_mode="log_return"), splits, tmp_path)
     assert trainer.uses_device_envs
     state = trainer.train()
     assert state.episodes_done == 4
     assert state.transitions == 4 * (len(splits.train) - 1)
     assert trainer.agent.updates > 0
     assert len(trainer.agent.replay) == min(state.transitions, 5_000)
-    # Each episode's reward is the log growth of its account (log_return rewards add up), less the
-    # default switching penalty of 0.004 per fill: a whole number of fills, at least one.
+    # With log_return each episode's reward is the log growth of its account (its rewards add up),
+    # less the default switching penalty of 0.004 per fill: a whole number of fills, at least one.
     penalty = trainer.config.trade_penalty
     assert penalty == 0.004
     for episode in state.episodes:
@@ -229,11 +229,22 @@ def test_device_resident_path_trains_on_the_cpu_device(tmp_path, splits):
         assert fills == pytest.approx(round(fills), abs=0.05) and round(fills) >= 1
 
 
+def test_the_default_reward_is_the_costed_differential_sharpe(tmp_path, splits):
+    # The default trains on differential Sharpe rewards: an episode's rewards no longer add up to its
+    # log growth less 0.004 per fill (they are Sharpe increments, of another scale).
+    config = tiny_config(episodes=2)
+    assert config.reward_mode == "differential_sharpe"
+    state = Trainer(config, splits, tmp_path).train()
+    gaps = [(np.log1p(episode["return"]) - episode["reward"]) / config.trade_penalty for episode in state.episodes]
+    assert all(abs(gap - round(gap)) > 0.05 for gap in gaps)
+
+
 def test_risk_aversion_reaches_the_training_reward(tmp_path, splits):
     # Without the penalty an episode's reward is its log growth less risk_aversion x the sum of its
     # squared log returns: strictly below the growth once the account has held through a move.
-    plain = Trainer(tiny_config(episodes=2, trade_penalty=0.0), splits, tmp_path / "plain").train()
-    averse = Trainer(tiny_config(episodes=2, trade_penalty=0.0, risk_aversion=50.0), splits,
+    plain = Trainer(tiny_config(episodes=2, trade_penalty=0.0, reward_mode="log_return"), splits,
+                    tmp_path / "plain").train()
+    averse = Trainer(tiny_config(episodes=2, trade_penalty=0.0, risk_aversion=50.0, reward_mode="log_return"), splits,
                      tmp_path / "averse").train()
     for episode in plain.episodes:
         assert episode["reward"] == pytest.approx(np.log1p(episode["return"]), abs=1e-6)
