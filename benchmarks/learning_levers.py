@@ -181,10 +181,12 @@ LEVERS: dict[str, dict[str, Any]] = {
     "target_penalty": {"action_mode": "target", "trade_penalty": 0.001},
 }
 # What every lever is measured against: TrainingConfig's defaults as they were when the levers were
-# screened (no switching penalty; 0.004 is the default now, see `pooled_plan_penalty_quadruple`), so the rows
-# stay reproducible.
+# screened (no switching penalty, the log-return reward; the defaults now are 0.004 and the
+# differential Sharpe, see `pooled_plan_penalty_quadruple` and `pooled_plan_penalty_quadruple_dsr`),
+# so the rows stay reproducible. (A folder screened before the reward was pinned here holds jobs
+# without it and is refused: screen into a new --out.)
 # Every validated model is kept, so a run's snapshots can be ensembled or re-chosen afterwards.
-SCREEN_BASE: dict[str, Any] = {"trade_penalty": 0.0, "keep_validated_models": True}
+SCREEN_BASE: dict[str, Any] = {"trade_penalty": 0.0, "reward_mode": "log_return", "keep_validated_models": True}
 # Lever keys that shape the walk-forward's jobs and windows rather than the TrainingConfig.
 WINDOW_KEYS = ("pool", "train_days", "first_seed")
 DEFAULT_LEVERS = ("baseline", "trend", "pooled", "random_windows", "target")

@@ -82,6 +82,10 @@ def test_random_windows_keep_the_transitions_and_too_many_folds_is_refused(tmp_p
     # Levers are measured against the defaults they were screened on (no switching penalty).
     assert learning_levers.lever_overrides("pooled", budget)["trade_penalty"] == 0.0
     assert learning_levers.lever_overrides("pooled_penalty", budget)["trade_penalty"] == 0.001
+    # ... and the log-return reward, the default when they were screened, unless the lever names another.
+    assert learning_levers.lever_overrides("pooled_plan_penalty_quadruple", budget)["reward_mode"] == "log_return"
+    assert learning_levers.lever_overrides("pooled_plan_penalty_quadruple_dsr", budget)["reward_mode"] \
+        == "differential_sharpe"
     # A lever's own run length replaces the budget's, and its validations are spaced over it.
     assert {k: learning_levers.lever_overrides("pooled_ep16", budget)[k] for k in ("episodes", "eval_interval")} \
         == {"episodes": 16, "eval_interval": 4}
