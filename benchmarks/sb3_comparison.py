@@ -90,9 +90,10 @@ def fastest_sb3_threads(splits, candidates: list[int], replay_ratio: int,
 def run_ours(splits, episodes: int, parallel_envs: int, batch_size: int, threads: int, seed: int,
              replay_ratio: int) -> dict[str, float]:
     every = max(1, batch_size // replay_ratio)
-    config = TrainingConfig(model_size="medium", trade_penalty=0.0, batch_size=batch_size, train_frequency=every,
-                            parallel_envs=parallel_envs, episodes=episodes, save_interval=episodes,
-                            eval_interval=episodes, learning_starts=1_000, buffer_size=100_000,
+    # The same task as SB3's: the Gymnasium env's log-return reward, no switching penalty.
+    config = TrainingConfig(model_size="medium", trade_penalty=0.0, reward_mode="log_return", batch_size=batch_size,
+                            train_frequency=every, parallel_envs=parallel_envs, episodes=episodes,
+                            save_interval=episodes, eval_interval=episodes, learning_starts=1_000, buffer_size=100_000,
                             target_update_interval=max(1, 10_000 // every),
                             num_workers=threads, seed=seed, data_days=None)
     with tempfile.TemporaryDirectory() as folder:
