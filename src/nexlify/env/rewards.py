@@ -2,9 +2,10 @@
 
 - ``log_return``: log(equity_after / equity_before), net of every cost. Rewards of an episode add up
   to log(final equity / initial equity), so the agent maximises compound growth.
-- ``differential_sharpe``: Moody & Saffell's differential Sharpe ratio of the step's log return
-  less the switching penalty (and ``risk_aversion``'s charge), with exponential moving moments (rate
-  ``eta``); rewards risk-adjusted improvement, and a fill costs what a return that much lower would.
+- ``differential_sharpe`` (the ``TrainingConfig`` default): Moody & Saffell's differential Sharpe
+  ratio of the step's log return less the switching penalty (and ``risk_aversion``'s charge), with
+  exponential moving moments (rate ``eta``); rewards risk-adjusted improvement, and a fill costs what
+  a return that much lower would.
 - ``vol_scaled``: the ``log_return`` reward (less the switching penalty) times ``volatility_reward_scale``
   of the row the action was chosen on: returns per unit of the market's recent volatility, so calm
   and wild stretches (and calm and wild markets pooled in one run) weigh alike in the loss, as they do
