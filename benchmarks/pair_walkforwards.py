@@ -23,22 +23,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 from learning_levers import paired_against  # noqa: E402
 
 from nexlify.evaluation.defaults import ENSEMBLE_MODES  # noqa: E402
+from nexlify.evaluation.fold_ensemble import ensemble_file_name  # noqa: E402
 from nexlify.evaluation.snapshots import MODEL_CHOICES  # noqa: E402
 
 SEED_FILE = "fold_outcome.json"
 
 
-def ensemble_file_name(mode: str = "mean_q", choice: str = "best") -> str:
-    """The name a fold's ensemble of ``mode`` over the model choice ``choice`` is stored under: a
-    folder judged several ways holds one file per way, and only one way may be paired."""
-    from nexlify.evaluation.fold_ensemble import ENSEMBLE_FILE
-
-    return ENSEMBLE_FILE.format(mode=mode if choice == "best" else f"{mode}_{choice}")
-
-
 def stored_outcomes(folder: Path, mode: str = "mean_q", choice: str = "best") -> SimpleNamespace:
     """A walk-forward folder's stored outcomes as the lever screen's per-market views: the seeds', and
-    the fold ensembles of ``mode`` over the model choice ``choice``."""
+    the fold ensembles of ``mode`` over the model choice ``choice`` (one file per fold: a folder judged
+    several ways holds one per way, and only one way may be paired)."""
     views: list[dict[str, Any]] = []
     for pattern in (SEED_FILE, ensemble_file_name(mode, choice)):
         for path in sorted(folder.glob(f"*/fold_*/**/{pattern}")):

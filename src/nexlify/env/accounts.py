@@ -349,7 +349,7 @@ class Accounts:
         # of that size does (charged after it, on a reward ~100x a log return, they would not count).
         costed = step_return
         if self.trade_penalty:
-            # A cost-aware reward: each fill costs this much more reward than its fee already does,
+            # A cost-aware reward: each fill costs this much more return than its fee already does,
             # to discourage churn (the equity, and so every backtest, is unchanged).
             costed = costed - self.trade_penalty * traded
         if self.risk_aversion:

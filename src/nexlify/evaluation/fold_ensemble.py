@@ -20,10 +20,15 @@ from nexlify.errors import ConfigError
 ENSEMBLE_FILE = "ensemble_{mode}.json"
 
 
+def ensemble_file_name(mode: str, choice: str = "best") -> str:
+    """The file name of a fold's ensemble of ``mode`` over the model choice ``choice``: a fold judged
+    several ways keeps one file per way."""
+    return ENSEMBLE_FILE.format(mode=mode if choice == "best" else f"{mode}_{choice}")
+
+
 def ensemble_file(members: Sequence[Any], mode: str, choice: str = "best") -> Path:
     """Where the ensemble of ``members`` (FoldJobs of one fold, one per seed) is stored."""
-    name = ENSEMBLE_FILE.format(mode=mode if choice == "best" else f"{mode}_{choice}")
-    return Path(members[0].output_dir).parent / name
+    return Path(members[0].output_dir).parent / ensemble_file_name(mode, choice)
 
 
 def models_present(members: Sequence[Any]) -> bool:
