@@ -53,6 +53,10 @@ def main() -> None:
               f"start-up {parts['startup_s']:.2f} s")
     print(f"Actual parts: loop {actual - run['validation_seconds'] - run['checkpoint_seconds']:.1f} s, "
           f"validations {run['validation_seconds']:.1f} s, checkpoints {run['checkpoint_seconds']:.1f} s")
+    test = results["test"]
+    print("Test split: " + ", ".join(
+        f"{name} {m['total_return']:+.1%} (Sharpe {m['sharpe']:+.2f}, {m['trades']:.0f} trades)"
+        for name in ("agent", "buy_and_hold", "ma_crossover") if (m := test.get(name))))
     for event in results["events"]:
         print(f"  event: {event['kind']}: {event['message']}")
 

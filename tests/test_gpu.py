@@ -19,11 +19,13 @@ from nexlify.training.trainer import Trainer
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def test_gpu_accounts_match_the_numpy_accounts():
+# The Gymnasium env's reward, and the training default: the differential Sharpe of the costed return.
+@pytest.mark.parametrize("reward", [{}, {"reward_mode": "differential_sharpe", "trade_penalty": 0.004}])
+def test_gpu_accounts_match_the_numpy_accounts(reward):
     market = random_walk_slice(80, seed=4)
     actions = np.random.default_rng(1).integers(0, 3, size=(200, 7))
-    host = Accounts(market, 7)
-    gpu = Accounts(market, 7, backend="torch", device="cuda")
+    host = Accounts(market, 7, **reward)
+    gpu = Accounts(market, 7, backend="torch", device="cuda", **reward)
     np.testing.assert_array_equal(host.reset(), gpu.reset().cpu().numpy())
     for t in range(200):
         expected = host.step(actions[t])
