@@ -50,6 +50,11 @@ PLAN_SETTINGS: dict[str, Any] = {"model_size": "large", "batch_size": 256, "trai
 # The default base of the later rounds: what `nexlify walkforward` trains by default on a 2-core CPU,
 # with the default switching penalty; its levers add one setting each.
 DEFAULT_BASE: dict[str, Any] = {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004}
+# What `nexlify walkforward` trains by default since session 11: the default base with its reward.
+DSR_BASE: dict[str, Any] = {**DEFAULT_BASE, "reward_mode": "differential_sharpe"}
+DSR_KNOBS: dict[str, tuple[str, float]] = {"dsr_penalty_002": ("trade_penalty", 0.002),
+                                           "dsr_penalty_008": ("trade_penalty", 0.008),
+                                           "dsr_eta_003": ("dsr_eta", 0.003), "dsr_eta_03": ("dsr_eta", 0.03)}
 # Each lever: TrainingConfig overrides applied over the budget's settings. "pool": one policy per
 # (fold, seed) trained on every market's training window of the fold end to end, chosen on all their
 # validation windows joined, and tested on each market (same episodes: same passes over each market).
@@ -143,6 +148,12 @@ LEVERS: dict[str, dict[str, Any]] = {
                                                    "first_seed": 3},
     "pooled_plan_penalty_quadruple_dsr_seeds678": {**DEFAULT_BASE, "reward_mode": "differential_sharpe",
                                                    "first_seed": 6},
+    # The differential Sharpe reward's own knobs (session 12): the switching penalty, chosen under
+    # log_return, at half and twice its size, and the rate of the Sharpe's moving moments (0.01: about
+    # 100 bars) at a third and three times it; each against the three dsr runs above.
+    **{name: {**DSR_BASE, key: value} for name, (key, value) in DSR_KNOBS.items()},
+    **{f"{name}_seeds{first}{first + 1}{first + 2}": {**DSR_BASE, key: value, "first_seed": first}
+       for name, (key, value) in DSR_KNOBS.items() for first in (3, 6)},
     # The default base again with other seeds (3, 4, 5): how far the reference's own training luck
     # moves the paired lenses, the yardstick for every lever paired against it.
     "pooled_plan_penalty_quadruple_seeds345": {**DEFAULT_BASE, "first_seed": 3},

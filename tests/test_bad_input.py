@@ -151,6 +151,7 @@ def test_bad_flags_of_other_commands(argv, expected, workspace, capsys, monkeypa
     ('{"buffer_size": 1e30}', ("config key buffer_size", "whole number")),
     ('{"model_size": 3}', ("config key model_size", "one of tiny")),
     ('{"augment": "flip"}', ("config key augment", "one of none, mirror", "'flip'")),
+    ('{"dsr_eta": 0}', ("config key dsr_eta", "(0, 1]", "got 0")),
     ('{"learning_rat": 0.1}', ("unknown config keys: ['learning_rat']",)),
     ("[1, 2]", ("JSON object",)),
     ("{nope", ("not valid JSON",)),

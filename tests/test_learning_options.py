@@ -158,6 +158,28 @@ def test_differential_sharpe_takes_its_sharpe_of_the_return_less_the_costs(backe
         assert reward == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
 
+def test_dsr_eta_sets_the_rate_of_the_differential_sharpe_moments() -> None:
+    # The same orders with eta 0.05: the rewards follow Moody & Saffell's step at 0.05 by hand, and
+    # differ from the default rate's, so the key cannot be ignored unnoticed.
+    market = random_walk_slice(30, seed=9)
+    orders = [BUY, HOLD, HOLD, HOLD, SELL, BUY, HOLD, HOLD]
+    plain = Accounts(market, 1)
+    fast = Accounts(market, 1, reward_mode="differential_sharpe", dsr_eta=0.05)
+    default = Accounts(market, 1, reward_mode="differential_sharpe")
+    mean = mean_square = 0.0
+    differences = []
+    for order in orders:
+        actions = np.array([order])
+        log_return = float(plain.step(actions).reward[0])
+        reward, other = float(fast.step(actions).reward[0]), float(default.step(actions).reward[0])
+        expected, mean, mean_square = differential_sharpe_step(log_return, mean, mean_square, eta=0.05)
+        assert reward == pytest.approx(expected, rel=1e-4, abs=1e-6)
+        differences.append(abs(reward - other))
+    assert max(differences) > 0.1
+    with pytest.raises(ConfigError, match="dsr_eta"):
+        Accounts(market, 1, reward_mode="differential_sharpe", dsr_eta=0.0)
+
+
 # --- risk aversion -------------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_risk_aversion_charges_the_squared_log_return_of_every_step(backend: str) -> None:

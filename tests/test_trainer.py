@@ -239,6 +239,15 @@ def test_the_default_reward_is_the_costed_differential_sharpe(tmp_path, splits):
     assert all(abs(gap - round(gap)) > 0.05 for gap in gaps)
 
 
+def test_dsr_eta_reaches_the_training_reward(tmp_path, splits):
+    # The same seeded run with another differential Sharpe rate: its first episode's rewards differ.
+    default = Trainer(tiny_config(episodes=1), splits, tmp_path / "default").train()
+    again = Trainer(tiny_config(episodes=1), splits, tmp_path / "again").train()
+    faster = Trainer(tiny_config(episodes=1, dsr_eta=0.1), splits, tmp_path / "faster").train()
+    assert default.episodes[0]["reward"] == again.episodes[0]["reward"]
+    assert abs(faster.episodes[0]["reward"] - default.episodes[0]["reward"]) > 1.0
+
+
 def test_risk_aversion_reaches_the_training_reward(tmp_path, splits):
     # Without the penalty an episode's reward is its log growth less risk_aversion x the sum of its
     # squared log returns: strictly below the growth once the account has held through a move.

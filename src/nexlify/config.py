@@ -128,6 +128,8 @@ class TrainingConfig:
     # Reward subtracted per step: this times the step's squared log return (a mean-variance reward:
     # holding through wild bars must earn more than holding through calm ones; backtests unchanged).
     risk_aversion: float = 0.0
+    # differential_sharpe's rate for its moving mean and variance: 0.01 weighs about the last 100 bars.
+    dsr_eta: float = 0.01
     # None: an episode is one pass over the whole training window from its first candle. N: an
     # episode is N steps from a start drawn per account and episode (random windows, seeded).
     episode_bars: int | None = None
@@ -316,6 +318,7 @@ _RULES: dict[str, tuple[Any, ...]] = {
     "augment": AUGMENTS,
     "trade_penalty": (_FLOAT, 0.0, 0.1),
     "risk_aversion": (_FLOAT, 0.0, 1e4),
+    "dsr_eta": (_FLOAT, 0.0, 1.0, True),
     "episode_bars": (_INT, 1, 10**9, False, True),
     "episodes": (_INT, 1, 10**9),
     "data_days": (_INT, 1, 36_500, False, True),  # up to a century of candles; None = all of them

@@ -43,7 +43,7 @@ from nexlify.data.features import ACCOUNT_FEATURE_NAMES
 from nexlify.data.market import MarketSlice
 from nexlify.env.actions import BUY, SELL
 from nexlify.env.portfolio import buy_fill, sell_fill
-from nexlify.env.rewards import differential_sharpe_step, volatility_reward_scale
+from nexlify.env.rewards import DSR_ETA, differential_sharpe_step, volatility_reward_scale
 from nexlify.errors import ConfigError
 
 BACKENDS = ("numpy", "torch", "python")
@@ -203,11 +203,14 @@ class Accounts:
         window_seed: int = 0,
         trade_penalty: float = 0.0,
         risk_aversion: float = 0.0,
+        dsr_eta: float = DSR_ETA,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ConfigError(f"num_envs must be a positive integer, got {num_envs!r}")
         if reward_mode not in REWARD_MODES:
             raise ConfigError(f"reward_mode must be one of {', '.join(REWARD_MODES)}; got {reward_mode!r}")
+        if not 0.0 < dsr_eta <= 1.0:
+            raise ConfigError(f"dsr_eta must be in (0, 1]; got {dsr_eta!r}")
         if not initial_balance > 0:
             raise ConfigError(f"initial_balance must be > 0, got {initial_balance!r}")
         if backend not in BACKENDS:
@@ -232,7 +235,7 @@ class Accounts:
         self._ruin_equity = ruin_fraction * float(initial_balance)
         self._last_row = len(market) - 1
         self.episode_bars, self.window_seed, self.trade_penalty = episode_bars, int(window_seed), trade_penalty
-        self.risk_aversion = risk_aversion
+        self.risk_aversion, self.dsr_eta = risk_aversion, dsr_eta
         self.open = self.xp.vector(market.open, "float64")
         self.close = self.xp.vector(market.close, "float64")
         self._reward_scale = (self.xp.vector(volatility_reward_scale(market.close), "float64")
@@ -360,7 +363,7 @@ class Accounts:
             reward = costed
         else:
             reward, self.dsr_mean, self.dsr_mean_square = differential_sharpe_step(
-                costed, self.dsr_mean, self.dsr_mean_square
+                costed, self.dsr_mean, self.dsr_mean_square, self.dsr_eta
             )
         if self._reward_scale is not None:
             reward = reward * self._reward_scale[self.t]  # the volatility known when the action was chosen

@@ -329,7 +329,7 @@ class Trainer:
                             slippage=cfg.slippage, reward_mode=cfg.reward_mode, backend=backend,
                             device=self.agent.device if backend == "torch" else None,
                             episode_bars=cfg.episode_bars, trade_penalty=cfg.trade_penalty,
-                            risk_aversion=cfg.risk_aversion,
+                            risk_aversion=cfg.risk_aversion, dsr_eta=cfg.dsr_eta,
                             # Fixed by the seed and the round (its first episode), so a resumed round
                             # replays the same windows.
                             window_seed=cfg.seed * 65_537 + self.state.episodes_done)
