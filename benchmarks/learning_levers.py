@@ -229,7 +229,8 @@ BUDGETS: dict[str, Budget] = {
 
 # --------------------------------------------------------------------------- plan
 def lever_overrides(lever: str, budget: Budget, markets: int = 1) -> dict[str, Any]:
-    """The TrainingConfig overrides of ``lever``: the budget's run length, then the lever's settings.
+    """The whole TrainingConfig of ``lever`` as overrides: the budget's run length, then the lever's
+    settings, every other key at its default.
 
     With random windows (``episode_bars``) the episode count grows so each account sees as many
     transitions as a full pass would give: a pooled job's full pass walks ``markets`` training
@@ -240,9 +241,15 @@ def lever_overrides(lever: str, budget: Budget, markets: int = 1) -> dict[str, A
     if overrides.get("episode_bars"):
         full_pass = markets * LEVERS[lever].get("train_days", budget.train_days) * 24 - 1
         episodes = max(1, round(episodes * full_pass / overrides["episode_bars"]))
-    return {"episodes": episodes, "eval_interval": max(1, episodes // budget.validations),
-            "save_interval": episodes, "parallel_envs": budget.parallel_envs, "num_workers": 1, **SCREEN_BASE,
-            **overrides}
+    from nexlify.config import TrainingConfig
+
+    sparse = {"episodes": episodes, "eval_interval": max(1, episodes // budget.validations),
+              "save_interval": episodes, "parallel_envs": budget.parallel_envs, "num_workers": 1, **SCREEN_BASE,
+              **overrides}
+    # Every key resolved, so each job stores the whole configuration it trained with: a later change
+    # of a TrainingConfig default cannot silently give an old folder's jobs a new meaning (they are
+    # refused as different jobs instead).
+    return TrainingConfig().with_overrides(sparse).to_dict()
 
 
 def lever_jobs(lever: str, paths: list[str], budget: Budget, out_dir: str | Path) -> list[Any]:

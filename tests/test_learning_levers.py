@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from helpers import synthetic_frame
+from nexlify.config import config_keys
 from nexlify.evaluation.fold_markets import market_splits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +79,8 @@ def test_random_windows_keep_the_transitions_and_too_many_folds_is_refused(tmp_p
     assert learning_levers.lever_overrides("pooled_plan_penalty_quadruple_random", budget, 4)["episodes"] \
         == round(8 * (4 * 180 * 24 - 1) / 720) == 192
     assert learning_levers.lever_overrides("baseline", budget)["eval_interval"] == 2
+    # Every job stores the whole configuration, so a later default change cannot reuse it unnoticed.
+    assert set(learning_levers.lever_overrides("baseline", budget)) == set(config_keys())
     assert "pool" not in learning_levers.lever_overrides("pooled", budget)
     # Levers are measured against the defaults they were screened on (no switching penalty).
     assert learning_levers.lever_overrides("pooled", budget)["trade_penalty"] == 0.0

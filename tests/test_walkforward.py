@@ -3,6 +3,7 @@ an honest verdict, resume, the parallel plan and the command line."""
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from helpers import make_slice, random_walk_slice, synthetic_frame, tiny_config
 from nexlify.cli import main
+from nexlify.config import TrainingConfig
 from nexlify.data.features import WARMUP_BARS, FeatureScaler, compute_market_features
 from nexlify.data.market import load_ohlcv
 from nexlify.env.trading import BUY, SELL
@@ -29,6 +31,7 @@ from nexlify.evaluation.walkforward import (
     OUTCOME_FILE,
     FoldJob,
     aggregate,
+    finished_outcome,
     parallel_plan,
     plan_jobs,
     run_fold_job,
@@ -301,6 +304,22 @@ def test_a_folder_of_another_walkforward_is_refused_not_reused(tmp_path):
         run_fold_job(other[0])
     # Machine settings may change between runs (resume on another box).
     assert run_fold_job(_tiny_jobs(tmp_path, parallel_envs=1)[0])["job"]["fold"] == 1
+
+
+def test_a_job_stored_before_a_config_key_existed_is_reused_with_that_keys_default(tmp_path):
+    # A fold_outcome.json written before dsr_eta existed, by a full-config job (as `nexlify walkforward`
+    # plans them): the key's default then is today's, so the job is the same; a new value is not.
+    job = _tiny_jobs(tmp_path)[0]
+    run_fold_job(job)
+    path = Path(job.output_dir) / OUTCOME_FILE
+    outcome = json.loads(path.read_text())
+    outcome["job"]["config_overrides"] = {k: v for k, v in TrainingConfig().with_overrides(
+        outcome["job"]["config_overrides"]).to_dict().items() if k != "dsr_eta"}
+    path.write_text(json.dumps(outcome))
+    full = replace(job, config_overrides=TrainingConfig().with_overrides(job.config_overrides).to_dict())
+    assert finished_outcome(full) is not None and finished_outcome(job) is not None
+    with pytest.raises(CheckpointError, match="different walk-forward"):
+        finished_outcome(replace(full, config_overrides={**full.config_overrides, "dsr_eta": 0.03}))
 
 
 def test_parallel_plan_fits_jobs_and_threads_to_the_machine():

@@ -205,7 +205,12 @@ def finished_outcome(job: FoldJob) -> dict[str, Any] | None:
 
 def _learning_view(job: dict[str, Any]) -> dict[str, Any]:
     # The market's name and windows identify its data; the file may have moved (or be the bundled copy).
-    overrides = {k: v for k, v in job["config_overrides"].items() if k not in (*MACHINE_KEYS, *OUTPUT_KEYS)}
+    # Overrides are resolved against today's defaults, so a job stored before a config key existed
+    # (it trained with that key's default) still matches, and a sparse one matches its full form.
+    from nexlify.config import TrainingConfig
+
+    resolved = {**TrainingConfig().to_dict(), **job["config_overrides"]}
+    overrides = {k: v for k, v in resolved.items() if k not in (*MACHINE_KEYS, *OUTPUT_KEYS)}
     return {**job, "config_overrides": overrides, "data": None,
             "pool": [name for name, _ in job.get("pool") or ()]}
 
