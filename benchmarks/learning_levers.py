@@ -52,9 +52,12 @@ PLAN_SETTINGS: dict[str, Any] = {"model_size": "large", "batch_size": 256, "trai
 DEFAULT_BASE: dict[str, Any] = {"pool": True, **PLAN_SETTINGS, "trade_penalty": 0.004}
 # What `nexlify walkforward` trains by default since session 11: the default base with its reward.
 DSR_BASE: dict[str, Any] = {**DEFAULT_BASE, "reward_mode": "differential_sharpe"}
-DSR_KNOBS: dict[str, tuple[str, float]] = {"dsr_penalty_002": ("trade_penalty", 0.002),
+DSR_KNOBS: dict[str, tuple[str, Any]] = {"dsr_penalty_002": ("trade_penalty", 0.002),
                                            "dsr_penalty_008": ("trade_penalty", 0.008),
-                                           "dsr_eta_003": ("dsr_eta", 0.003), "dsr_eta_03": ("dsr_eta", 0.03)}
+                                           "dsr_eta_003": ("dsr_eta", 0.003), "dsr_eta_03": ("dsr_eta", 0.03),
+                                           "dsr_eta_001": ("dsr_eta", 0.001),
+                                           "dsr_trend": ("feature_set", "trend"), "dsr_gamma997": ("gamma", 0.997),
+                                           "dsr_nstep3": ("n_step", 3), "dsr_lr_half": ("learning_rate", 2.5e-4)}
 # Each lever: TrainingConfig overrides applied over the budget's settings. "pool": one policy per
 # (fold, seed) trained on every market's training window of the fold end to end, chosen on all their
 # validation windows joined, and tested on each market (same episodes: same passes over each market).
@@ -150,7 +153,9 @@ LEVERS: dict[str, dict[str, Any]] = {
                                                    "first_seed": 6},
     # The differential Sharpe reward's own knobs (session 12): the switching penalty, chosen under
     # log_return, at half and twice its size, and the rate of the Sharpe's moving moments (0.01: about
-    # 100 bars) at a third and three times it; each against the three dsr runs above.
+    # 100 bars) at a tenth, a third and three times it; and the trend features, level under log_return,
+    # on the new reward, whose seeds disagree a third as much; and a longer horizon, 3-step returns and
+    # half the learning rate, all level under log_return. Each against the three dsr runs above.
     **{name: {**DSR_BASE, key: value} for name, (key, value) in DSR_KNOBS.items()},
     **{f"{name}_seeds{first}{first + 1}{first + 2}": {**DSR_BASE, key: value, "first_seed": first}
        for name, (key, value) in DSR_KNOBS.items() for first in (3, 6)},
