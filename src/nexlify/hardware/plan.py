@@ -280,11 +280,11 @@ def _gpu_measured_choice(profile: Profile, device: str, model: str,
     """(batch, projected seconds, how) from the real loop's measured speed on the GPU for ``model``.
 
     Bigger batches keep a GPU busier but, at a fixed replay ratio, mean fewer learning steps; so the
-    smallest batch (at least the tier's) that fits the GPU time budget, with its margin, wins (how =
-    "measured"). When
-    none measured fits and the profiler did not get to the larger batches (out of time), those are
-    extrapolated from the largest measured one at the same time per step, the most a bigger batch
-    can gain (how = "extrapolated"). Else the fastest measured (how = "fastest").
+    smallest batch (at least the tier's) that fits the GPU time budget, with its margin, wins
+    (how = "measured"). When none measured fits and the profiler did not get to the larger batches
+    (out of time), those are extrapolated from the largest measured one at the same time per step,
+    the most a bigger batch can gain (how = "extrapolated"). Else the fastest measured (how =
+    "fastest").
     """
     rates = {b: r.transitions_per_s for b in GPU_BATCH_SIZES
              if b >= min_batch and (r := profile.benchmarks.best(device, model, b)) is not None}
