@@ -4,8 +4,8 @@
   to log(final equity / initial equity), so the agent maximises compound growth.
 - ``differential_sharpe`` (the ``TrainingConfig`` default): Moody & Saffell's differential Sharpe
   ratio of the step's log return less the switching penalty (and ``risk_aversion``'s charge), with
-  exponential moving moments (rate ``eta``); rewards risk-adjusted improvement, and a fill costs what
-  a return that much lower would.
+  exponential moving moments (rate ``eta``, the config key ``dsr_eta``); rewards risk-adjusted
+  improvement, and a fill costs what a return that much lower would.
 - ``vol_scaled``: the ``log_return`` reward (less the switching penalty) times ``volatility_reward_scale``
   of the row the action was chosen on: returns per unit of the market's recent volatility, so calm
   and wild stretches (and calm and wild markets pooled in one run) weigh alike in the loss, as they do
@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-DSR_ETA = 0.01
+from nexlify.config import DSR_ETA
+
 # Added to the variance so the first steps (zero variance) give 0 instead of dividing by zero;
 # hourly log returns have variances near 1e-4, so this does not change the signal.
 DSR_VARIANCE_FLOOR = 1e-8
