@@ -79,6 +79,30 @@ CSV_LAYOUTS = {
 }
 
 
+def _cryptodatadownload() -> list[str]:
+    """A URL banner, newest first, epoch ms beside a 12-hour date that is not ISO, two volumes."""
+    rows = [
+        f"{stamp},{(T0 + pd.Timedelta(hours=i)).strftime('%Y-%m-%d %I-%p')},BTC/USDT,{o!r},{h!r},{lo!r},{c!r},"
+        f"{v!r},{v * c!r},17"
+        for i, (stamp, (o, h, lo, c, v)) in enumerate(zip(_epoch(1000), ROWS, strict=True))
+    ]
+    return ["https://www.CryptoDataDownload.com",
+            "unix,date,symbol,open,high,low,close,Volume BTC,Volume USDT,tradecount", *reversed(rows)]
+
+
+CSV_LAYOUTS.update({
+    "cryptodatadownload": _cryptodatadownload(),
+    "semicolon_decimal_comma": ["timestamp;open;high;low;close;volume",
+                                *(";".join([stamp, *(repr(v).replace(".", ",") for v in row)])
+                                  for stamp, row in zip(_iso(), ROWS, strict=True))],
+    "tab_separated": ["timestamp\topen\thigh\tlow\tclose\tvolume", *_lines(_iso(), sep="\t")],
+    "metatrader_date_and_time": ["<DATE>\t<TIME>\t<OPEN>\t<HIGH>\t<LOW>\t<CLOSE>\t<TICKVOL>\t<VOL>\t<SPREAD>",
+                                 *("\t".join([(T0 + pd.Timedelta(hours=i)).strftime("%Y.%m.%d\t%H:%M:%S"),
+                                               *(repr(v) for v in row[:4]), "999", repr(row[4]), "2"])
+                                   for i, row in enumerate(ROWS))],
+})
+
+
 @pytest.mark.parametrize("layout", sorted(CSV_LAYOUTS))
 @pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
 def test_csv_layouts_load_to_the_same_frame(
@@ -151,6 +175,12 @@ BAD_FILES = {
     "bad_timestamp": (_with_line(3, "yesterday,101.0,102.0,100.25,100.5,0.0"),
                       ["line 3", "unparsable timestamp 'yesterday'"]),
     "headerless_wrong_width": ("1,2,3\n4,5,6\n", ["line 1", "no header and 3 columns"]),
+    "below_a_banner": ("Hourly candles from an exporter\n" + _with_line(3, "2024-01-01 01:00:00,101.0,102.0,"
+                                                                         "100.25,abc,0.0"),
+                       ["line 4", "unparsable close value 'abc'"]),
+    "thousands_and_decimal_comma": ("timestamp;open;high;low;close;volume\n"
+                                    "2024-01-01 00:00:00;1.100,5;1.101,5;1.099,5;1.101,0;12,5\n",
+                                    ["line 2", "unparsable open value '1.100,5'"]),
 }
 
 

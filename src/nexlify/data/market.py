@@ -8,7 +8,11 @@ Accepted layouts
     * a header naming timestamp/open/high/low/close/volume in any case, or common aliases
       (date, time, datetime, open_time, ts; o/h/l/c; vol, v); extra columns are ignored;
     * Binance kline exports (12 columns, with or without header);
-    * ccxt ``[ms, open, high, low, close, volume]`` rows without a header.
+    * ccxt ``[ms, open, high, low, close, volume]`` rows without a header;
+    * other exporters' layouts (``nexlify.data.csv_layout``): up to five banner lines above the
+      header (CryptoDataDownload's URL), fields separated by ``;`` (with decimal commas), tabs or
+      ``|``, ``Volume BTC``-style volume columns (the first is used), MetaTrader's ``<DATE>`` and
+      ``<TIME>`` columns. An epoch ``unix`` column is preferred to a ``date`` column beside it.
     Timestamps may be epoch seconds, milliseconds, microseconds (newer Binance exports) or
     nanoseconds, told apart per value by magnitude, or ISO 8601 strings (naive ones are UTC).
     A file wholly in newest-first order is reversed; any other backwards step is refused.
@@ -45,6 +49,13 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
+from nexlify.data.csv_layout import (
+    MAX_BANNER_LINES,
+    column_key,
+    decimal_points,
+    joined_date_and_time,
+    sniff_layout,
+)
 from nexlify.data.features import (
     FEATURE_SETS,
     WARMUP_BARS,
@@ -75,6 +86,7 @@ BUNDLED_FILE = "BTCUSDT_1h.csv.gz"
 _ALIASES: dict[str, tuple[str, ...]] = {
     "timestamp": (
         "timestamp",
+        "unix",  # epoch numbers, preferred over a "date" column beside them (CryptoDataDownload)
         "time",
         "date",
         "datetime",
@@ -85,7 +97,6 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "ts",
         "time_utc",
         "timestamp_utc",
-        "unix",
     ),
     "open": ("open", "o", "open_price"),
     "high": ("high", "h", "high_price"),
@@ -283,9 +294,10 @@ def _bundled_path() -> Path:
     return Path(str(resources.files("nexlify.data").joinpath("bundled", BUNDLED_FILE)))
 
 
-def _scan_csv(path: Path, label: str) -> str:
-    """The first non-blank line, after one streaming pass (constant memory) that refuses a file with
-    a line longer than ``MAX_LINE_BYTES`` or more than ``MAX_ROWS`` lines before pandas reads it.
+def _scan_csv(path: Path, label: str) -> list[tuple[int, str]]:
+    """The first few non-blank lines as ``(line_number, text)``, after one streaming pass (constant
+    memory) that refuses a file with a line longer than ``MAX_LINE_BYTES`` or more than ``MAX_ROWS``
+    lines before pandas reads it.
 
     Without it a 1 GB file with no newline is one "line" that the CSV reader holds several times over.
     """
@@ -307,10 +319,13 @@ def _scan_csv(path: Path, label: str) -> str:
                 raise DataError(f"{label}: more than {MAX_ROWS:,} lines, more candles than Nexlify trains on. "
                                 "Fix: pass a shorter span of the data.")
         handle.seek(0)
-        for line in handle:  # every line is short now
+        first: list[tuple[int, str]] = []
+        for number, line in enumerate(handle, start=1):  # every line is short now
             if line.strip():
-                return line.decode("utf-8-sig", errors="replace")
-    return ""
+                first.append((number, line.decode("utf-8-sig", errors="replace").rstrip("\r\n")))
+                if len(first) > MAX_BANNER_LINES:
+                    break
+    return first
 
 
 def _read_file(path: Path) -> tuple[pd.DataFrame, _Rows]:
@@ -335,12 +350,13 @@ def _read_file(path: Path) -> tuple[pd.DataFrame, _Rows]:
     if not name.endswith(_CSV_SUFFIXES):
         raise DataError(f"{label}: unsupported file type. Fix: use .csv, .csv.gz or .parquet.")
     try:
-        first = _scan_csv(path, label)
-        fields = [f.strip().strip('"').lower() for f in first.split(",")]
-        has_header = any(f in _ALL_ALIASES for f in fields)
+        layout = sniff_layout(_scan_csv(path, label), _ALL_ALIASES)
+        has_header = layout.has_header
         # Strings in, our own parsing after: that is what lets errors name the exact line and value.
         frame = pd.read_csv(
             path,
+            sep=layout.separator,
+            skiprows=layout.skip_lines,
             header=0 if has_header else None,
             dtype=str,
             keep_default_na=False,
@@ -359,10 +375,12 @@ def _read_file(path: Path) -> tuple[pd.DataFrame, _Rows]:
             frame.columns = list(BINANCE_KLINE_COLUMNS)
         else:
             raise DataError(
-                f"{label}: line 1: no header and {frame.shape[1]} columns. Fix: add a header row "
-                f"'{_HEADER_HINT}', or use 6 columns (ccxt) or 12 (Binance klines)."
+                f"{label}: line {layout.first_data_line}: no header and {frame.shape[1]} columns. Fix: add a "
+                f"header row '{_HEADER_HINT}', or use 6 columns (ccxt) or 12 (Binance klines)."
             )
-    return frame, _Rows(label, 2 if has_header else 1, "line")
+    if layout.separator != ",":
+        frame = decimal_points(frame)
+    return frame, _Rows(label, layout.first_data_line, "line")
 
 
 def _read_source(source: str | Path | pd.DataFrame | None) -> tuple[pd.DataFrame, _Rows, str]:
@@ -389,7 +407,7 @@ def _read_source(source: str | Path | pd.DataFrame | None) -> tuple[pd.DataFrame
 def _pick_columns(frame: pd.DataFrame, rows: _Rows) -> dict[str, Any]:
     lowered: dict[str, Any] = {}
     for col in frame.columns:
-        lowered.setdefault(str(col).strip().lower(), col)
+        lowered.setdefault(column_key(col), col)
     picked: dict[str, Any] = {}
     # Without a timestamp column, a datetime index (our own saved Parquet, a user's DataFrame) or an
     # index named like one counts as the timestamps.
@@ -403,6 +421,16 @@ def _pick_columns(frame: pd.DataFrame, rows: _Rows) -> dict[str, Any]:
             if alias in lowered:
                 picked[canonical] = frame[lowered[alias]]
                 break
+    if "volume" not in picked:
+        # "Volume BTC" / "Volume USDT" (CryptoDataDownload): the first, the base asset's, as ours is.
+        named = [key for key in lowered if key.startswith("volume")]
+        if named:
+            picked["volume"] = frame[lowered[named[0]]]
+    chosen = next((a for a in _ALIASES["timestamp"] if a in lowered), None)
+    if chosen in ("time", "date") and "date" in lowered and "time" in lowered:
+        joined = joined_date_and_time(frame[lowered["date"]], frame[lowered["time"]])
+        if joined is not None:
+            picked["timestamp"] = joined
     missing = [c for c in _ALIASES if c not in picked]
     if missing:
         found = ", ".join(str(c) for c in frame.columns) or "none"
