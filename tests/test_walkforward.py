@@ -545,3 +545,40 @@ def test_a_model_choice_needs_an_ensemble_and_the_snapshots_it_chooses_from(tmp_
     run_walkforward(jobs[:2], ensemble="mean_q")  # fold 1 trained keeping its best models only
     with pytest.raises(ConfigError, match="validated_ep1.pth not found.*keep_validated_models"):
         run_walkforward(jobs[:2], ensemble="mean_q", model_choice="top2")
+
+
+def _market_file(tmp_path, name, start, days, seed):
+    frame = synthetic_frame(24 * days, seed=seed)
+    frame.index = pd.date_range(start, periods=len(frame), freq="h", tz="UTC", name="timestamp")
+    path = tmp_path / f"{name}.csv"
+    frame.to_csv(path)
+    return path
+
+
+def test_unpooled_markets_from_different_years_get_windows_of_their_own_history(tmp_path):
+    # 2021 and 2024 share no hour: one set of windows cannot span them, so each market has its own.
+    early = _market_file(tmp_path, "early", "2021-03-01", 20, seed=1)
+    late = _market_file(tmp_path, "late", "2024-06-01", 16, seed=2)
+    layout = dict(test_days=3, train_days=5, validation_days=2)
+    jobs = plan_jobs([early, late], tmp_path / "run", {}, [7, 8], **layout)
+    for job in jobs:
+        frame = load_ohlcv(job.data)
+        assert frame.index[0] <= pd.Timestamp(job.train_start) < pd.Timestamp(job.test_end) <= frame.index[-1] + HOUR
+    by_market = {name: [j for j in jobs if j.market == name] for name in ("early", "late")}
+    # Each market's windows are the ones its own history gives alone (early's 20 days hold 3 tests, late's 16 hold 2).
+    for name, path in (("early", early), ("late", late)):
+        alone = plan_folds(load_ohlcv(path), **layout)
+        assert sorted({(j.fold, j.test_start) for j in by_market[name]}) == [(w.fold, w.test_start) for w in alone]
+        assert len(by_market[name]) == 2 * len(alone)
+    assert [j.fold for j in jobs] == sorted(j.fold for j in jobs)  # still fold by fold
+    with pytest.raises(DataError, match="share no common period.*--no-pool"):
+        plan_jobs([early, late], tmp_path / "pooled", {}, [7], pool=True, **layout)
+
+
+def test_overlapping_unpooled_markets_still_share_one_set_of_windows(tmp_path):
+    first = _market_file(tmp_path, "first", "2024-01-01", 20, seed=1)
+    second = _market_file(tmp_path, "second", "2024-01-04", 20, seed=2)
+    jobs = plan_jobs([first, second], tmp_path / "run", {}, [7], test_days=3, train_days=5, validation_days=2)
+    windows = {name: [(j.fold, j.train_start, j.test_end) for j in jobs if j.market == name]
+               for name in ("first", "second")}
+    assert windows["first"] == windows["second"] and len(windows["first"]) >= 2

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from nexlify.data.augment import augment_splits
-from nexlify.errors import CheckpointError, ConfigError
+from nexlify.errors import CheckpointError, ConfigError, DataError
 from nexlify.evaluation.backtest import agent_policy
 from nexlify.evaluation.fold_markets import by_market, joined_splits, load_market, market_backtests, market_splits
 from nexlify.evaluation.folds import (
@@ -137,7 +137,8 @@ def plan_jobs(
     """Every job of a walk-forward over ``data`` (one market per entry), ordered fold by fold.
 
     Several markets share one set of windows, laid out in the period they all cover
-    (``common_span``). ``pool``: one job per (fold, seed) trains one policy on every market
+    (``common_span``); unpooled markets whose histories share too little time for that get the
+    windows of their own history each. ``pool``: one job per (fold, seed) trains one policy on every market
     (``POOLED_MARKET``) instead of one per market. Loads and checks each market now, so a bad file
     fails before any training. ``devices``, when given, are handed out to the jobs in turn (several GPUs).
     """
@@ -151,23 +152,52 @@ def plan_jobs(
         raise ConfigError("at least one seed is needed")
     feature_set = config_overrides.get("feature_set", "basic")  # its warm-up decides the first usable candle
     frames = {name: load_market(source) for name, source in zip(names, sources, strict=True)}
-    span = common_span(frames) if len(frames) > 1 else next(iter(frames.values()))
-    label = "the period every market covers" if len(frames) > 1 else span.attrs["source"]
-    windows = plan_folds(span, test_days=test_days, folds=folds, train_days=train_days,
-                         validation_days=validation_days, anchored=anchored, label=label, feature_set=feature_set)
-    for frame in frames.values():
-        check_windows(frame, windows, frame.attrs["source"])
-        check_gaps(frame, windows, frame.attrs["source"], feature_set)
+    layout = {"test_days": test_days, "folds": folds, "train_days": train_days,
+              "validation_days": validation_days, "anchored": anchored, "feature_set": feature_set}
+    try:
+        shared = _shared_windows(frames, **layout)
+        windows_of = {name: shared for name in names}
+    except _NoCommonPeriod as exc:
+        if pool:
+            raise DataError(f"{exc}. Fix: give markets whose histories overlap for longer, use shorter windows, "
+                            "or pass --no-pool to judge each market on windows of its own history") from None
+        # Unpooled markets need not line up: each gets the windows of its own history.
+        windows_of = {name: _shared_windows({name: frame}, **layout) for name, frame in frames.items()}
     groups = ([(POOLED_MARKET, None, tuple(zip(names, sources, strict=True)))] if pool and len(names) > 1
               else [(name, source, ()) for name, source in zip(names, sources, strict=True)])
     jobs = []
-    for w in windows:
+    for fold in range(1, max(len(w) for w in windows_of.values()) + 1):
         for seed in seeds:
             for name, source, members in groups:
-                folder = Path(output_dir) / name / f"fold_{w.fold:02d}" / f"seed_{seed}"
-                jobs.append(FoldJob(**asdict(w), market=name, data=source, seed=int(seed),
+                windows = windows_of.get(name, shared if pool else [])
+                if fold > len(windows):
+                    continue  # a market with a shorter history has fewer folds
+                folder = Path(output_dir) / name / f"fold_{fold:02d}" / f"seed_{seed}"
+                jobs.append(FoldJob(**asdict(windows[fold - 1]), market=name, data=source, seed=int(seed),
                                     output_dir=str(folder), pool=members))
     return assign_config(jobs, config_overrides, devices)
+
+
+class _NoCommonPeriod(DataError):
+    """The markets' histories share too little time to lay one set of windows over them all."""
+
+
+def _shared_windows(frames: dict[str, Any], **layout: Any) -> list[FoldWindows]:
+    """One set of fold windows for every market of ``frames`` (name -> candles), laid out in the
+    period they all cover and checked against each market's candles and gaps."""
+    feature_set = layout["feature_set"]
+    if len(frames) > 1:
+        try:
+            windows = plan_folds(common_span(frames), **layout, label="the period every market covers")
+        except DataError as exc:  # no common period, or one too short for the windows
+            raise _NoCommonPeriod(str(exc).partition(". Fix:")[0].partition("; give markets")[0]) from None
+    else:
+        span = next(iter(frames.values()))
+        windows = plan_folds(span, **layout, label=span.attrs["source"])
+    for frame in frames.values():
+        check_windows(frame, windows, frame.attrs["source"])
+        check_gaps(frame, windows, frame.attrs["source"], feature_set)
+    return windows
 
 
 def assign_config(jobs: Sequence[FoldJob], config_overrides: dict[str, Any],
