@@ -194,6 +194,13 @@ def test_fold_rows_report_the_time_the_agent_spent_long():
     text = "\n".join(aggregate_lines(never_long.overall))
     assert "long 0% of the time (buy-and-hold: 100%)" in text
     assert fold_table(never_long.folds).splitlines()[1].split()[-3] == "0%"  # then: best baseline (Sharpe)
+    # Holding the whole window is level with buy-and-hold, which the report says apart from losing to it.
+    level = [abs(r["excess_sharpe"]) < 0.01 for r in always_long.folds]
+    assert always_long.overall["level_with_buy_and_hold"] == sum(level) >= 2
+    assert [r["level_with_buy_and_hold"] for r in always_long.folds] == level
+    assert f"(level with it, within 0.01: {sum(level)})" in "\n".join(aggregate_lines(always_long.overall))
+    cash_level = sum(abs(r["baselines"]["buy_and_hold"]["sharpe"]) < 0.01 for r in never_long.folds)
+    assert never_long.overall["level_with_buy_and_hold"] == cash_level
 
 
 def test_cluster_t_interval_by_hand():

@@ -25,6 +25,9 @@ BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 # A test window's regime from buy-and-hold's return over it.
 REGIME_THRESHOLD = 0.10
+# A fold whose Sharpe is this close to buy-and-hold's is reported as level with it: an agent that held
+# the whole window (or entered a bar late) neither lost to holding nor beat it.
+LEVEL_SHARPE = 0.01
 
 
 def regime(buy_and_hold_return: float) -> str:
@@ -174,6 +177,7 @@ def fold_rows(outcomes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "excess_sharpe_range": [float(excess.min()), float(excess.max())],
             "best_baseline": best,
             "beats_buy_and_hold": bool(sharpe > bh["sharpe"]),
+            "level_with_buy_and_hold": bool(abs(sharpe - bh["sharpe"]) < LEVEL_SHARPE),
             "beats_ma_crossover": bool(ma is not None and sharpe > ma["sharpe"]),
             "drawdown_within_buy_and_hold": bool(drawdown <= bh["max_drawdown"]),
             "beats_best_baseline": bool(sharpe > baselines[best]["sharpe"]),
@@ -241,6 +245,7 @@ def summarize(rows: list[dict[str, Any]], stitched: dict[str, dict[str, np.ndarr
         "test_days": float(sum(_days(r["windows"]["test"]) for r in rows)),
         "seeds": int(agent_finals.shape[1]),
         "beats_buy_and_hold": sum(r["beats_buy_and_hold"] for r in rows),
+        "level_with_buy_and_hold": sum(r["level_with_buy_and_hold"] for r in rows),
         "beats_best_baseline": sum(r["beats_best_baseline"] for r in rows),
         "beats_ma_crossover": sum(r["beats_ma_crossover"] for r in rows),
         "drawdown_within_buy_and_hold": sum(r["drawdown_within_buy_and_hold"] for r in rows),

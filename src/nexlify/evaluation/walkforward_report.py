@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from nexlify.evaluation.report import write_figure_png, write_results_json
-from nexlify.evaluation.verdict import BASELINES, stitched_curves
+from nexlify.evaluation.verdict import BASELINES, LEVEL_SHARPE, stitched_curves
 from nexlify.evaluation.walkforward import WalkforwardResult
 from nexlify.io import write_text_atomic
 
@@ -57,7 +57,8 @@ def aggregate_lines(summary: dict[str, Any]) -> list[str]:
     spread = summary["seed_spread"]
     return [
         f"  agent judged: {summary['policy']}",
-        f"  folds where the agent's Sharpe beat buy-and-hold's: {summary['beats_buy_and_hold']} of {summary['folds']}; "
+        f"  folds where the agent's Sharpe beat buy-and-hold's: {summary['beats_buy_and_hold']} of {summary['folds']} "
+        f"(level with it, within {LEVEL_SHARPE}: {summary['level_with_buy_and_hold']}); "
         f"the moving-average rule's: {summary['beats_ma_crossover']} of {summary['folds']}; "
         f"the best simple baseline's: {summary['beats_best_baseline']} of {summary['folds']}",
         f"  mean excess Sharpe over buy-and-hold: {summary['mean_excess_sharpe']:+.2f} "
