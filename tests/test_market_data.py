@@ -206,6 +206,9 @@ def test_file_level_errors(tmp_path: Path) -> None:
     (tmp_path / "broken.csv.gz").write_bytes(b"not gzip at all")
     with pytest.raises(DataError, match="unreadable file"):
         load_ohlcv(tmp_path / "broken.csv.gz")
+    (tmp_path / "metatrader.csv").write_bytes("<DATE>\t<TIME>\t<OPEN>\n".encode("utf-16"))
+    with pytest.raises(DataError, match="UTF-16 .* Fix: save it as UTF-8"):
+        load_ohlcv(tmp_path / "metatrader.csv")
     (tmp_path / "broken.parquet").write_bytes(b"nope")
     with pytest.raises(DataError, match="unreadable Parquet"):
         load_ohlcv(tmp_path / "broken.parquet")

@@ -306,6 +306,10 @@ def _scan_csv(path: Path, label: str) -> list[tuple[int, str]]:
                          "this is not a CSV of candles. Fix: pass an OHLCV CSV file.")
     lines, current = 0, 0
     with opener(path, "rb") as handle:  # type: ignore[operator]
+        if handle.read(2) in (b"\xff\xfe", b"\xfe\xff"):
+            raise DataError(f"{label}: the file is UTF-16 text (as MetaTrader exports it), not UTF-8. Fix: save it "
+                            "as UTF-8, e.g. iconv -f UTF-16 -t UTF-8 FILE > FILE.utf8.csv")
+        handle.seek(0)
         while chunk := handle.read(_SCAN_CHUNK_BYTES):
             parts = chunk.split(b"\n")
             longest_inside = max(map(len, parts[1:-1]), default=0)
