@@ -255,3 +255,37 @@ def test_train_several_seeds_leaves_each_run_and_their_ensemble(tmp_path, capsys
     assert main(["train", *common, "--seeds", "2", "--resume", str(runs[0] / "final_model.pth")]) == 2
     assert "resume each seed's run on its own" in capsys.readouterr().err
     assert (runs[0] / "best_model.pth").read_bytes() == before
+
+
+def test_seeds_trained_side_by_side_are_the_seeds_trained_one_after_another(tmp_path, capsys):
+    import torch
+
+    from nexlify.agent.dqn import AdaptiveDQNAgent
+
+    data, settings = tmp_path / "candles.csv", tmp_path / "one_thread.json"
+    synthetic_frame(500, seed=3).to_csv(data)
+    # The same threads either way (the same arithmetic), and learning from the first batches on.
+    settings.write_text(json.dumps({"num_workers": 1, "learning_starts": 32}))
+    common = ["--data", str(data), "--episodes", "2", "--save-interval", "2", "--data-days", "30", "--model-size",
+              "tiny", "--batch-size", "16", "--parallel-envs", "2", "--config", str(settings), "--seed", "7",
+              "--seeds", "2", "--quiet"]
+    assert main(["train", *common, "--jobs", "1", "--checkpoint-dir", str(tmp_path / "turns")]) == 0
+    assert "x 2 seeds, one after another" in capsys.readouterr().err
+    assert main(["train", *common, "--jobs", "2", "--checkpoint-dir", str(tmp_path / "together")]) == 0
+    captured = capsys.readouterr()
+    assert "x 2 seeds, 2 at once (as asked), 1 torch thread(s) each" in captured.err
+    assert captured.out.count("training summary") == 2 and "seeds' best models as one mean-Q ensemble" in captured.out
+    for seed in (7, 8):
+        turns, together = (json.loads((tmp_path / run / f"seed_{seed}" / "training_results.json").read_text())
+                           for run in ("turns", "together"))
+        assert together["config"]["seed"] == seed and together["validation"] == turns["validation"]
+        rewards = [[e["reward"] for e in run["episodes"]] for run in (turns, together)]
+        assert rewards[0] == rewards[1] and together["episodes"][-1]["performance"]["updates"] > 0
+        first, second = (AdaptiveDQNAgent.from_checkpoint(tmp_path / run / f"seed_{seed}" / "best_model.pth")
+                         .q_network.state_dict() for run in ("turns", "together"))
+        assert all(torch.equal(first[name], second[name]) for name in first)
+    ensembles = [json.loads((tmp_path / run / "ensemble" / "evaluation_results.json").read_text())["test"]
+                 for run in ("turns", "together")]
+    assert ensembles[0] == ensembles[1]
+    assert main(["train", "--data", str(data), "--jobs", "2", "--checkpoint-dir", str(tmp_path / "one")]) == 2
+    assert "give --seeds N as well" in capsys.readouterr().err and not (tmp_path / "one").exists()

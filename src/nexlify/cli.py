@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seeds", type=_positive(int), default=1,
                        help="train N runs (SEED, SEED+1, ...) into CHECKPOINT_DIR/seed_S and backtest their best "
                        "models as one mean-Q ensemble into CHECKPOINT_DIR/ensemble (default 1: one run)")
+    train.add_argument("--jobs", type=_positive(int),
+                       help="with --seeds: runs trained at once (default: on a CPU as many as the cores hold at "
+                       "the planned threads; on a GPU one)")
 
     evaluate = sub.add_parser("evaluate", help="backtest a saved model against the baselines")
     evaluate.add_argument("--model", required=True, metavar="PATH", nargs="+",
@@ -415,7 +418,8 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     from nexlify.config import MAX_SEED, TrainingConfig, read_config_file
     from nexlify.training.pipeline import load_training_data, resume_checks, run_training
     from nexlify.training.run_folder import RunFolderLock, check_previous_run, previous_run_outputs, remove_previous_run
-    from nexlify.training.trainer import INTERRUPTED_CHECKPOINT, accounts_per_round
+    from nexlify.training.seed_runs import seeds_at_once
+    from nexlify.training.trainer import INTERRUPTED_CHECKPOINT, accounts_per_round, available_memory_gb
 
     # Everything the user gave is checked first: flags, files, config, data; then the hardware is
     # measured, and only then is a folder created or written.
@@ -430,6 +434,8 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     file_values = read_config_file(args.config) if args.config else None
     early = _validated_overrides(file_values, args)
     seeds = [early.get("seed", TrainingConfig().seed) + i for i in range(args.seeds)]
+    if args.jobs is not None and len(seeds) == 1:
+        raise ConfigError("--jobs sets how many seeds train at once; give --seeds N as well")
     if len(seeds) > 1:
         if resume is not None:
             raise ConfigError("--resume continues one run; resume each seed's run on its own (--checkpoint-dir "
@@ -454,11 +460,17 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     config, overrides = resolve_config(args, profiler.config, file_values)
     if resume is not None:
         config = config.with_overrides({"episodes": episodes})
+    at_once, why_at_once = 1, ""
+    if len(seeds) > 1:
+        at_once, threads, why_at_once = seeds_at_once(
+            config, len(seeds), int(((profiler.profile or {}).get("cpu") or {}).get("usable_cores") or 1),
+            available_memory_gb(), args.jobs)
+        config = config.with_overrides({"num_workers": threads})
     if resume is None:
         console.print(f"[bold]Nexlify[/bold]: {config.model_size} model on {config.device}, batch "
                       f"{config.batch_size} x {config.gradient_accumulation_steps}, "
                       f"{accounts_per_round(config)} parallel envs, {config.episodes} episodes"
-                      + (f" x {len(seeds)} seeds, one after another" if len(seeds) > 1 else "") + f" -> {output_dir}",
+                      + (f" x {len(seeds)} seeds, {why_at_once}" if len(seeds) > 1 else "") + f" -> {output_dir}",
                       soft_wrap=True)
     else:  # the learning settings are the checkpoint's, not this machine's plan
         console.print(f"[bold]Nexlify[/bold]: resuming {resume} up to {config.episodes} episodes on {config.device} "
@@ -467,6 +479,14 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     if len(seeds) > 1 and args.overwrite and previous_run_outputs(output_dir):
         with RunFolderLock(output_dir):  # a single run replaced by seed runs: the folder never mixes them
             remove_previous_run(output_dir)
+    if at_once > 1:
+        runs = [{"config": config.with_overrides({"seed": seed}), "splits": splits, "output_dir": run_dir,
+                 "profile": profiler.profile, "reasons": [*profiler.explain(), f"seeds: {why_at_once}"],
+                 "overrides": {**overrides, "seed": seed}, "tensorboard": args.tensorboard,
+                 "overwrite": args.overwrite} for seed, run_dir in zip(seeds, run_dirs, strict=True)]
+        _train_side_by_side(runs, at_once, console)
+        _evaluate_seed_ensemble(run_dirs, output_dir / "ensemble")
+        return 0
     for number, (seed, run_dir) in enumerate(zip(seeds, run_dirs, strict=True), start=1):
         if len(seeds) > 1:
             console.print(f"[bold]seed {seed}[/bold] ({number} of {len(seeds)}) -> {run_dir}", soft_wrap=True)
@@ -491,6 +511,26 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     if len(seeds) > 1:
         _evaluate_seed_ensemble(run_dirs, output_dir / "ensemble")
     return 0
+
+
+def _train_side_by_side(runs: list[dict[str, Any]], at_once: int, console: Console) -> None:
+    """Train the seeds' runs in ``at_once`` processes, printing each run's summary as it finishes."""
+    from nexlify.training.seed_runs import train_seeds_side_by_side
+    from nexlify.training.trainer import INTERRUPTED_CHECKPOINT
+
+    started = time.time()
+    try:
+        for finished, (kwargs, run) in enumerate(train_seeds_side_by_side(runs, at_once), start=1):
+            run_dir = Path(kwargs["output_dir"])
+            print((run_dir / "training_summary.txt").read_text())
+            console.print(f"done: seed {kwargs['config'].seed} ({finished} of {len(runs)}): {run['episodes_done']} "
+                          f"episode(s) in {run['train_seconds']:.0f} s; outputs in {run_dir}", soft_wrap=True)
+    except KeyboardInterrupt:
+        for kwargs in runs:  # each run still training saved where it stopped
+            saved = Path(kwargs["output_dir"]) / INTERRUPTED_CHECKPOINT
+            if saved.exists() and saved.stat().st_mtime >= started:
+                print(f"interrupted: saved {saved}; continue with --resume {saved}", file=sys.stderr)
+        raise
 
 
 def _evaluate_seed_ensemble(run_dirs: list[Path], out: Path) -> None:
