@@ -231,7 +231,7 @@ def test_train_several_seeds_leaves_each_run_and_their_ensemble(tmp_path, capsys
     capsys.readouterr()                                     # when told to, and never sit beside it
     assert main(["train", *common, "--seed", "7", "--seeds", "2"]) == 2
     assert "already holds a previous run" in capsys.readouterr().err and (out / "best_model.pth").is_file()
-    assert main(["train", *common, "--seed", "7", "--seeds", "2", "--overwrite"]) == 0
+    assert main(["train", *common, "--seed", "7", "--seeds", "2", "--overwrite", "--jobs", "1"]) == 0
     captured = capsys.readouterr()
     printed = captured.out
     assert "2 episodes x 2 seeds, one after another" in captured.err

@@ -47,3 +47,22 @@ def test_gpu_seeds_take_turns_unless_asked():
     gpu = TrainingConfig(device="cuda", num_workers=4)
     assert seeds_at_once(gpu, 3, 16, 64.0) == (1, 4, "one after another (a GPU plan fills its card)")
     assert seeds_at_once(gpu, 3, 16, 64.0, requested=2)[:2] == (2, 4)
+
+
+def test_measured_speeds_choose_the_count_that_finishes_soonest():
+    # This VM's profile: the large model at batch 256 ran 6,749 transitions/s on 1 thread, 9,970 on 2.
+    rates = {1: 6749.3, 2: 9970.0}
+    config = _cpu(2)
+    # Two seeds: one run at 2 threads takes 2 / 9,970 per transition of a run, two at 1 thread 1 / 6,749.
+    assert seeds_at_once(config, 2, 2, 64.0, rates=rates)[:2] == (2, 1)
+    # Had the second thread doubled the speed, both would finish together: then one process at a time.
+    assert seeds_at_once(config, 2, 2, 64.0, rates={1: 5000.0, 2: 10000.0})[:2] == (1, 2)
+    # Three seeds on two cores: two rounds at 6,749 (2.96e-4) beat three at 9,970 (3.01e-4).
+    got, threads, why = seeds_at_once(config, 3, 2, 64.0, rates=rates)
+    assert (got, threads) == (2, 1) and "2 x 6,749 tr/s at 1 thread(s)" in why
+    # Sixteen cores, four planned threads: a count whose threads were not measured (16 // 3 = 5 -> 4 planned)
+    # runs at the planned speed, so four at once (one round) is soonest for four seeds.
+    assert seeds_at_once(_cpu(4), 4, 16, 64.0, rates={1: 3000.0, 2: 5000.0, 4: 7000.0})[:2] == (4, 4)
+    # RAM still caps the count.
+    big = _cpu(1, buffer=2_000_000)
+    assert seeds_at_once(big, 4, 16, 1.5 * run_memory_gb(big), rates={1: 3000.0})[:2] == (1, 1)

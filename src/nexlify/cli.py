@@ -416,6 +416,7 @@ def _validated_overrides(file_values: dict[str, Any] | None, args: argparse.Name
 
 def _train(args: argparse.Namespace, console: Console) -> int:
     from nexlify.config import MAX_SEED, TrainingConfig, read_config_file
+    from nexlify.hardware.measurements import Measurements
     from nexlify.training.pipeline import load_training_data, resume_checks, run_training
     from nexlify.training.run_folder import RunFolderLock, check_previous_run, previous_run_outputs, remove_previous_run
     from nexlify.training.seed_runs import seeds_at_once
@@ -462,9 +463,12 @@ def _train(args: argparse.Namespace, console: Console) -> int:
         config = config.with_overrides({"episodes": episodes})
     at_once, why_at_once = 1, ""
     if len(seeds) > 1:
-        at_once, threads, why_at_once = seeds_at_once(
-            config, len(seeds), int(((profiler.profile or {}).get("cpu") or {}).get("usable_cores") or 1),
-            available_memory_gb(), args.jobs)
+        profile = profiler.profile or {}
+        rates = Measurements.from_dict(profile.get("benchmarks")).by_threads(config.device, config.model_size,
+                                                                              config.batch_size)
+        at_once, threads, why_at_once = seeds_at_once(config, len(seeds),
+                                                      int((profile.get("cpu") or {}).get("usable_cores") or 1),
+                                                      available_memory_gb(), args.jobs, rates)
         config = config.with_overrides({"num_workers": threads})
     if resume is None:
         console.print(f"[bold]Nexlify[/bold]: {config.model_size} model on {config.device}, batch "
