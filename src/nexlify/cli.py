@@ -630,6 +630,7 @@ def _plan_walkforward(args: argparse.Namespace, output_dir: Path) -> _Walkforwar
         parallel_plan,
         plan_jobs,
     )
+    from nexlify.hardware.measurements import Measurements
     from nexlify.training.trainer import available_memory_gb
 
     # Flags, files, config and data windows are all checked before the hardware is measured.
@@ -657,9 +658,11 @@ def _plan_walkforward(args: argparse.Namespace, output_dir: Path) -> _Walkforwar
     else:
         cpu = (profiler.profile or {}).get("cpu") or {}
         gpus = len(((profiler.profile or {}).get("gpu") or {}).get("devices") or [])
+        rates = Measurements.from_dict((profiler.profile or {}).get("benchmarks")).by_threads(
+            config.device, config.model_size, config.batch_size)
         at_once, threads, devices, why = parallel_plan(config.device, config.num_workers,
                                                        int(cpu.get("usable_cores") or 1), gpus,
-                                                       available_memory_gb(), args.jobs)
+                                                       available_memory_gb(), args.jobs, len(jobs), rates)
         config = config.with_overrides({"num_workers": threads})
     jobs = assign_config(jobs, config.to_dict(), devices)
     return _WalkforwardPlan(jobs, config, {**overrides, **walkforward_defaults}, profiler, at_once, why)

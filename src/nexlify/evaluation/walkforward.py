@@ -53,6 +53,7 @@ from nexlify.evaluation.folds import (
 )
 from nexlify.evaluation.snapshots import MODEL_CHOICES
 from nexlify.evaluation.verdict import fold_rows, stitched_curves, summarize
+from nexlify.hardware.side_by_side import runs_at_once
 
 __all__ = ["FoldJob", "WalkforwardResult", "aggregate", "local_executor", "plan_folds", "plan_jobs",
            "run_fold_job", "run_walkforward"]
@@ -443,10 +444,13 @@ def run_walkforward(jobs: Sequence[FoldJob], executor: Executor | None = None,
 
 
 def parallel_plan(device: str, num_workers: int, usable_cores: int, gpus: int, available_gb: float,
-                  requested: int | None = None) -> tuple[int, int, list[str] | None, str]:
+                  requested: int | None = None, jobs_total: int | None = None,
+                  rates: dict[int, float] | None = None) -> tuple[int, int, list[str] | None, str]:
     """How many jobs run at once, torch threads per job, devices to hand out, and why.
 
-    CPU: as many jobs as the cores hold at the plan's measured thread count (and RAM allows).
+    CPU: with ``rates`` (the measured loop speed by torch threads of the planned setting), the count
+    that finishes the ``jobs_total`` jobs soonest (``nexlify.hardware.side_by_side``); without, as
+    many jobs as the cores hold at the plan's thread count; either within the RAM.
     GPU: ``JOBS_PER_GPU`` per card, at most one per core, threads split among them.
     """
     cores = max(1, usable_cores)
@@ -458,8 +462,8 @@ def parallel_plan(device: str, num_workers: int, usable_cores: int, gpus: int, a
                f"{threads} torch thread(s) each")
         return jobs, threads, devices, why
     by_memory = max(1, int(available_gb / JOB_MEMORY_GB))
-    jobs = requested or max(1, min(cores // max(1, num_workers), by_memory))
-    threads = max(1, min(num_workers, cores // jobs))
-    why = (f"{jobs} job(s) at once on {cores} core(s) ({'as asked' if requested else 'cores / planned threads'}"
-           f"), {threads} torch thread(s) each")
-    return jobs, threads, None, why
+    if requested:
+        jobs, threads, source = requested, max(1, min(num_workers, cores // requested)), "as asked"
+    else:
+        jobs, threads, source = runs_at_once(jobs_total or cores, cores, num_workers, by_memory, rates)
+    return jobs, threads, None, f"{jobs} job(s) at once on {cores} core(s) ({source}), {threads} torch thread(s) each"
