@@ -4,7 +4,8 @@ import pytest
 
 from nexlify.config import TrainingConfig
 from nexlify.hardware.plan import bytes_per_transition
-from nexlify.training.seed_runs import GB, RUN_MEMORY_GB, run_memory_gb, seeds_at_once
+from nexlify.hardware.side_by_side import RUN_MEMORY_GB
+from nexlify.training.seed_runs import GB, run_memory_gb, seeds_at_once
 
 
 def _cpu(threads: int, buffer: int = 100_000) -> TrainingConfig:

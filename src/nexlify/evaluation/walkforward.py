@@ -53,7 +53,7 @@ from nexlify.evaluation.folds import (
 )
 from nexlify.evaluation.snapshots import MODEL_CHOICES
 from nexlify.evaluation.verdict import fold_rows, stitched_curves, summarize
-from nexlify.hardware.side_by_side import runs_at_once
+from nexlify.hardware.side_by_side import RUN_MEMORY_GB, runs_at_once
 
 __all__ = ["FoldJob", "WalkforwardResult", "aggregate", "local_executor", "plan_folds", "plan_jobs",
            "run_fold_job", "run_walkforward"]
@@ -65,7 +65,7 @@ VALIDATIONS_PER_RUN = 6  # eval_interval = episodes // this: enough checks to pi
 # One small DQN job leaves most of a GPU idle, so several share it: on one H100, 4 jobs at once ran a
 # walk-forward 2.8x faster than 1 (docs/benchmarks.md); more per card is not measured yet.
 JOBS_PER_GPU = 4
-JOB_MEMORY_GB = 0.6  # peak RSS of one training process (docs/benchmarks.md: 544 MB)
+JOB_MEMORY_GB = RUN_MEMORY_GB  # peak RSS of one training process (docs/benchmarks.md: 544 MB)
 # Settings of the machine running a job; a resumed run may differ in these and still reuse results.
 MACHINE_KEYS = ("device", "num_workers", "use_mixed_precision", "precision", "env_backend",
                 "optimization_level", "memory_reserve_gb", "parallel_envs", "batch_size",

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import math
 
+# Peak RSS of one training process besides a large replay memory (docs/benchmarks.md: 544 MB in all).
+RUN_MEMORY_GB = 0.6
+
 
 def runs_at_once(runs: int, cores: int, planned_threads: int, memory_limit: int,
                  rates: dict[int, float] | None = None) -> tuple[int, int, str]:

@@ -1,9 +1,9 @@
 """Several seeds of one training run (``nexlify train --seeds N``): how many train at once, and running them.
 
-On a CPU the planned torch threads rarely use every core (threads stop paying off after a few), so
-seeds train side by side in their own processes, as many as the cores hold at the planned threads and
-the RAM holds with each run's replay memory. A GPU plan is sized to fill its card, so on a GPU the
-seeds take turns unless ``--jobs`` says otherwise.
+On a CPU the seeds train side by side in their own processes, as many at once as finishes them
+soonest at the measured loop speeds (``nexlify.hardware.side_by_side``) and the RAM holds with each
+run's replay memory. A GPU plan is sized to fill its card, so on a GPU the seeds take turns unless
+``--jobs`` says otherwise.
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ from typing import Any
 from nexlify.config import TrainingConfig
 from nexlify.data.feature_names import ACCOUNT_FEATURE_NAMES, FEATURE_SETS
 from nexlify.hardware.plan import bytes_per_transition
-from nexlify.hardware.side_by_side import runs_at_once
+from nexlify.hardware.side_by_side import RUN_MEMORY_GB, runs_at_once
 
 GB = float(1 << 30)
-# Peak RSS of one training process besides its replay memory (docs/benchmarks.md: 544 MB in all).
-RUN_MEMORY_GB = 0.6
 
 
 def run_memory_gb(config: TrainingConfig) -> float:
