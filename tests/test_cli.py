@@ -289,3 +289,35 @@ def test_seeds_trained_side_by_side_are_the_seeds_trained_one_after_another(tmp_
     assert ensembles[0] == ensembles[1]
     assert main(["train", "--data", str(data), "--jobs", "2", "--checkpoint-dir", str(tmp_path / "one")]) == 2
     assert "give --seeds N as well" in capsys.readouterr().err and not (tmp_path / "one").exists()
+
+
+@pytest.mark.parametrize(("stop_signal", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_stop_signal_saves_every_seed_running_side_by_side_and_starts_no_other(tmp_path, stop_signal, code):
+    import signal
+    import time
+
+    from nexlify.training.trainer import INTERRUPTED_CHECKPOINT
+
+    data = tmp_path / "candles.csv"
+    synthetic_frame(1500, seed=3).to_csv(data)
+    out = tmp_path / "models"
+    # Three seeds, two at a time, far more episodes than the test waits for: the signal finds two started
+    # (perhaps not yet in their loops: a stop that arrives early waits for the loop) and the third queued.
+    # Only the parent is signalled (Ctrl-C reaches it alone: the seeds run in their own process group),
+    # and it passes the signal on once.
+    process = subprocess.Popen([sys.executable, "-m", "nexlify.cli", "train", "--data", str(data), "--episodes",
+                                "100000", "--data-days", "60", "--model-size", "tiny", "--batch-size", "16",
+                                "--parallel-envs", "2", "--seeds", "3", "--jobs", "2", "--quiet",
+                                "--checkpoint-dir", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 120
+    running = [out / "seed_42" / "hardware_profile.json", out / "seed_43" / "hardware_profile.json"]
+    while not all(p.exists() for p in running) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(getattr(signal, stop_signal))
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == code, err[-500:]
+    for seed in (42, 43):
+        saved = out / f"seed_{seed}" / INTERRUPTED_CHECKPOINT
+        assert saved.is_file() and f"interrupted: saved {saved}; continue with --resume {saved}" in err
+    assert not (out / "seed_44").exists() and "Traceback" not in err
