@@ -600,3 +600,32 @@ def test_parallel_plan_with_measured_speeds_finishes_the_jobs_soonest():
     # One job: nothing to share, so one at the planned threads.
     assert parallel_plan("cpu", 2, 2, 0, 16.0, jobs_total=1, rates=rates)[:2] == (1, 2)
     assert parallel_plan("cpu", 2, 2, 0, 16.0, requested=1, jobs_total=15, rates=rates)[:2] == (1, 2)
+
+
+def test_a_stop_signal_ends_jobs_side_by_side_cleanly_each_with_its_checkpoint(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "market.csv"
+    synthetic_frame(24 * 40, seed=5).to_csv(data)
+    out = tmp_path / "wf"
+    command = [sys.executable, "-m", "nexlify.cli", "walkforward", "--data", str(data), "--test-days", "3",
+               "--train-days", "20", "--validation-days", "3", "--seeds", "2", "--model-size", "tiny",
+               "--jobs", "2", "--quiet", "--checkpoint-dir", str(out)]
+    # Far more episodes than the test waits for, validated after each: both first jobs are in their loops
+    # (each has a best model) when the parent is signalled.
+    (tmp_path / "every_episode.json").write_text(json.dumps({"eval_interval": 1}))
+    process = subprocess.Popen([*command, "--episodes", "100000", "--config", str(tmp_path / "every_episode.json")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = [out / "market" / "fold_01" / f"seed_{seed}" for seed in (42, 43)]  # market: named after its file
+    deadline = time.monotonic() + 120
+    while (not all((p / "best_model.pth").exists() for p in started) and time.monotonic() < deadline
+           and process.poll() is None):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in err, err[-800:]
+    assert "run the same command to go on" in err
+    assert all((p / "checkpoint_interrupted.pth").is_file() for p in started), sorted(map(str, out.rglob("*")))

@@ -713,9 +713,14 @@ def _walkforward(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[bold]Nexlify walk-forward[/bold]: {len(jobs)} jobs ({', '.join(markets)}; {args.seeds} "
                       f"seed(s)), {config.episodes} episodes each, {config.model_size} model on {config.device}; "
                       f"{plan.why} -> {output_dir}", soft_wrap=True)
-        result = run_walkforward(jobs, executor, progress=None if args.quiet else _walkforward_progress(console),
-                                 ensemble=None if args.ensemble == "none" else args.ensemble,
-                                 model_choice=args.model_choice)
+        try:
+            result = run_walkforward(jobs, executor, progress=None if args.quiet else _walkforward_progress(console),
+                                     ensemble=None if args.ensemble == "none" else args.ensemble,
+                                     model_choice=args.model_choice)
+        except KeyboardInterrupt:
+            print(f"interrupted: the finished jobs are kept in {output_dir}; run the same command to go on (the "
+                  "unfinished ones start again)", file=sys.stderr)
+            raise
         write_outputs(result, output_dir, _walkforward_run_info(args, config, plan.at_once, markets, result,
                                                                 args.model_choice))
     print((output_dir / SUMMARY).read_text())

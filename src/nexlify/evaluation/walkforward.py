@@ -32,9 +32,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, fields, replace
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +52,7 @@ from nexlify.evaluation.folds import (
 from nexlify.evaluation.snapshots import MODEL_CHOICES
 from nexlify.evaluation.verdict import fold_rows, stitched_curves, summarize
 from nexlify.hardware.side_by_side import RUN_MEMORY_GB, runs_at_once
+from nexlify.training.worker_pool import run_side_by_side
 
 __all__ = ["FoldJob", "WalkforwardResult", "aggregate", "local_executor", "plan_folds", "plan_jobs",
            "run_fold_job", "run_walkforward"]
@@ -319,16 +318,8 @@ def local_executor(jobs: int = 1) -> Executor:
             for job in pending:
                 yield run_fold_job(job)
             return
-        # spawn: a forked child would inherit torch's threads and CUDA state from the parent.
-        with ProcessPoolExecutor(max_workers=min(jobs, len(pending)), mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(run_fold_job, job) for job in pending]
-            try:
-                for future in as_completed(futures):
-                    yield future.result()
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
+        for _, outcome in run_side_by_side(run_fold_job, pending, min(jobs, len(pending))):
+            yield outcome
 
     return run
 
