@@ -165,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train N runs (SEED, SEED+1, ...) into CHECKPOINT_DIR/seed_S and backtest their best "
                        "models as one mean-Q ensemble into CHECKPOINT_DIR/ensemble (default 1: one run)")
     train.add_argument("--jobs", type=_positive(int),
-                       help="with --seeds: runs trained at once (default: on a CPU as many as the cores hold at "
-                       "the planned threads; on a GPU one)")
+                       help="with --seeds: runs trained at once (default: on a CPU the count that finishes "
+                       "soonest at the measured loop speeds; on a GPU one)")
 
     evaluate = sub.add_parser("evaluate", help="backtest a saved model against the baselines")
     evaluate.add_argument("--model", required=True, metavar="PATH", nargs="+",
@@ -416,7 +416,6 @@ def _validated_overrides(file_values: dict[str, Any] | None, args: argparse.Name
 
 def _train(args: argparse.Namespace, console: Console) -> int:
     from nexlify.config import MAX_SEED, TrainingConfig, read_config_file
-    from nexlify.hardware.measurements import Measurements
     from nexlify.training.pipeline import load_training_data, resume_checks, run_training
     from nexlify.training.run_folder import RunFolderLock, check_previous_run, previous_run_outputs, remove_previous_run
     from nexlify.training.seed_runs import seeds_at_once
@@ -464,11 +463,9 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     at_once, why_at_once = 1, ""
     if len(seeds) > 1:
         profile = profiler.profile or {}
-        rates = Measurements.from_dict(profile.get("benchmarks")).by_threads(config.device, config.model_size,
-                                                                              config.batch_size)
         at_once, threads, why_at_once = seeds_at_once(config, len(seeds),
                                                       int((profile.get("cpu") or {}).get("usable_cores") or 1),
-                                                      available_memory_gb(), args.jobs, rates)
+                                                      available_memory_gb(), args.jobs, _loop_rates(profile, config))
         config = config.with_overrides({"num_workers": threads})
     if resume is None:
         console.print(f"[bold]Nexlify[/bold]: {config.model_size} model on {config.device}, batch "
@@ -515,6 +512,14 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     if len(seeds) > 1:
         _evaluate_seed_ensemble(run_dirs, output_dir / "ensemble")
     return 0
+
+
+def _loop_rates(profile: dict[str, Any] | None, config: Any) -> dict[int, float]:
+    """The profile's measured loop speeds of the planned setting, transitions/s by torch threads."""
+    from nexlify.hardware.measurements import Measurements
+
+    return Measurements.from_dict((profile or {}).get("benchmarks")).by_threads(config.device, config.model_size,
+                                                                               config.batch_size)
 
 
 def _train_side_by_side(runs: list[dict[str, Any]], at_once: int, console: Console) -> None:
@@ -630,7 +635,6 @@ def _plan_walkforward(args: argparse.Namespace, output_dir: Path) -> _Walkforwar
         parallel_plan,
         plan_jobs,
     )
-    from nexlify.hardware.measurements import Measurements
     from nexlify.training.trainer import available_memory_gb
 
     # Flags, files, config and data windows are all checked before the hardware is measured.
@@ -658,11 +662,9 @@ def _plan_walkforward(args: argparse.Namespace, output_dir: Path) -> _Walkforwar
     else:
         cpu = (profiler.profile or {}).get("cpu") or {}
         gpus = len(((profiler.profile or {}).get("gpu") or {}).get("devices") or [])
-        rates = Measurements.from_dict((profiler.profile or {}).get("benchmarks")).by_threads(
-            config.device, config.model_size, config.batch_size)
         at_once, threads, devices, why = parallel_plan(config.device, config.num_workers,
-                                                       int(cpu.get("usable_cores") or 1), gpus,
-                                                       available_memory_gb(), args.jobs, len(jobs), rates)
+                                                       int(cpu.get("usable_cores") or 1), gpus, available_memory_gb(),
+                                                       args.jobs, len(jobs), _loop_rates(profiler.profile, config))
         config = config.with_overrides({"num_workers": threads})
     jobs = assign_config(jobs, config.to_dict(), devices)
     return _WalkforwardPlan(jobs, config, {**overrides, **walkforward_defaults}, profiler, at_once, why)
