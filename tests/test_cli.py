@@ -291,7 +291,7 @@ def test_seeds_trained_side_by_side_are_the_seeds_trained_one_after_another(tmp_
     assert "give --seeds N as well" in capsys.readouterr().err and not (tmp_path / "one").exists()
 
 
-@pytest.mark.parametrize(("stop_signal", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+@pytest.mark.parametrize(("stop_signal", "code"), [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 130)])
 def test_a_stop_signal_saves_every_seed_running_side_by_side_and_starts_no_other(tmp_path, stop_signal, code):
     import signal
     import time

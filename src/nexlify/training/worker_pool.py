@@ -3,11 +3,11 @@
 Shared by the seeds of ``nexlify train --seeds N`` (``seed_runs``) and the jobs of ``nexlify
 walkforward`` (``walkforward.local_executor``). The workers leave the terminal's process group, so
 Ctrl-C reaches the parent alone, which passes it on exactly once to every worker (a second signal
-would stop a run without its checkpoint). A worker holds the stop signals blocked outside its
-training loop, which unblocks them when it can save a checkpoint (``trainer.StopRequest``): a stop
-that arrives early waits for the loop. Runs queued but not started never start. Every running run
-saves its checkpoint and returns; then ``RunsStopped`` is raised. A run that fails stops the
-others the same way before its error is raised.
+would stop a run without its checkpoint); a closed terminal (SIGHUP) stops them as SIGTERM does.
+A worker holds the stop signals blocked outside its training loop, which unblocks them when it can
+save a checkpoint (``trainer.StopRequest``): a stop that arrives early waits for the loop. Runs
+queued but not started never start. Every running run saves its checkpoint and returns; then
+``RunsStopped`` is raised. A run that fails stops the others the same way before its error is raised.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from typing import Any, TypeVar
 
+_SIGHUP = getattr(signal, "SIGHUP", None)
 T = TypeVar("T")
 R = TypeVar("R")
 _STOP: Any = None  # in a worker: the parent's stop event
@@ -83,9 +84,10 @@ def _stop_signals_passed_on(futures: list[Future[Any]], stop: Any) -> Iterator[l
         stop.set()
         for future in futures:
             future.cancel()
-        _signal_workers(number)
+        # A closed terminal (SIGHUP) ends the runs as SIGTERM does: saved, then stopped.
+        _signal_workers(signal.SIGTERM if number == _SIGHUP else number)
 
-    numbers = [signal.SIGINT, signal.SIGTERM]
+    numbers = [signal.SIGINT, signal.SIGTERM, *([_SIGHUP] if _SIGHUP is not None else [])]
     previous = {number: signal.getsignal(number) for number in numbers}
     for number in numbers:
         signal.signal(number, handle)
