@@ -128,7 +128,6 @@ _HEADER_HINT = "timestamp,open,high,low,close,volume"
 MAX_LINE_BYTES = 4096
 MAX_ROWS = 10_000_000
 _SCAN_CHUNK_BYTES = 1 << 20
-_FIRST_LINE_SEARCH = 1000  # blank lines tolerated before the header
 
 T = TypeVar("T")
 
@@ -413,6 +412,7 @@ def _pick_columns(frame: pd.DataFrame, rows: _Rows) -> dict[str, Any]:
     for col in frame.columns:
         lowered.setdefault(column_key(col), col)
     picked: dict[str, Any] = {}
+    chosen: dict[str, str] = {}  # canonical name -> the alias that supplied it
     # Without a timestamp column, a datetime index (our own saved Parquet, a user's DataFrame) or an
     # index named like one counts as the timestamps.
     index_name = str(frame.index.name).strip().lower() if frame.index.name is not None else ""
@@ -423,15 +423,14 @@ def _pick_columns(frame: pd.DataFrame, rows: _Rows) -> dict[str, Any]:
     for canonical, aliases in _ALIASES.items():
         for alias in aliases if canonical not in picked else ():
             if alias in lowered:
-                picked[canonical] = frame[lowered[alias]]
+                picked[canonical], chosen[canonical] = frame[lowered[alias]], alias
                 break
     if "volume" not in picked:
         # "Volume BTC" / "Volume USDT" (CryptoDataDownload): the first, the base asset's, as ours is.
         named = [key for key in lowered if key.startswith("volume")]
         if named:
             picked["volume"] = frame[lowered[named[0]]]
-    chosen = next((a for a in _ALIASES["timestamp"] if a in lowered), None)
-    if chosen in ("time", "date") and "date" in lowered and "time" in lowered:
+    if chosen.get("timestamp") in ("time", "date") and "date" in lowered and "time" in lowered:
         joined = joined_date_and_time(frame[lowered["date"]], frame[lowered["time"]])
         if joined is not None:
             picked["timestamp"] = joined

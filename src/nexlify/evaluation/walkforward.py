@@ -156,7 +156,7 @@ def plan_jobs(
               "validation_days": validation_days, "anchored": anchored, "feature_set": feature_set}
     try:
         shared = _shared_windows(frames, **layout)
-        windows_of = {name: shared for name in names}
+        windows_of = {name: shared for name in [*names, POOLED_MARKET]}
     except _NoCommonPeriod as exc:
         if pool:
             raise DataError(f"{exc}. Fix: give markets whose histories overlap for longer, use shorter windows, "
@@ -169,7 +169,7 @@ def plan_jobs(
     for fold in range(1, max(len(w) for w in windows_of.values()) + 1):
         for seed in seeds:
             for name, source, members in groups:
-                windows = windows_of.get(name, shared if pool else [])
+                windows = windows_of[name]
                 if fold > len(windows):
                     continue  # a market with a shorter history has fewer folds
                 folder = Path(output_dir) / name / f"fold_{fold:02d}" / f"seed_{seed}"

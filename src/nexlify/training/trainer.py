@@ -96,8 +96,8 @@ class StopRequest:
         previous = {number: signal.getsignal(number) for number in numbers}
         for number in numbers:
             signal.signal(number, self._handle)
-        # A process may hold the stop signals blocked until its loop can honour them (a seed trained
-        # side by side, ``seed_runs``): unblocked now, one that arrived meanwhile stops this loop.
+        # A process may hold the stop signals blocked until its loop can honour them (a run side by
+        # side, ``worker_pool``): unblocked now, one that arrived meanwhile stops this loop.
         mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, numbers) if hasattr(signal, "pthread_sigmask") else None
         try:
             yield self

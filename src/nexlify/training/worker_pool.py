@@ -37,22 +37,19 @@ class RunsStopped(KeyboardInterrupt):
 
 
 class _Interrupted:
-    """What a worker returns for a run a stop signal ended (the trainer's own exception carries a
-    checkpoint path that does not survive the trip back to the parent)."""
-
-    def __init__(self, checkpoint: str | None) -> None:
-        self.checkpoint = checkpoint
+    """What a worker returns for a run a stop signal ended, or never started (the trainer's own
+    exception does not survive the trip back to the parent; the run's folder says what was saved)."""
 
 
 def _call(function: Callable[[T], R], item: T) -> R | _Interrupted:
     from nexlify.training.trainer import TrainingInterrupted
 
     if _STOP is not None and _STOP.is_set():
-        return _Interrupted(None)  # queued before the stop and picked up after it: never started
+        return _Interrupted()  # queued before the stop and picked up after it: never started
     try:
         return function(item)
-    except TrainingInterrupted as stop:
-        return _Interrupted(str(stop.checkpoint))
+    except TrainingInterrupted:
+        return _Interrupted()
 
 
 def _worker_start(stop: Any) -> None:
@@ -71,7 +68,7 @@ def _signal_workers(number: int) -> None:
 
 
 @contextlib.contextmanager
-def _stop_signals_passed_on(futures: list[Future[Any]], stop: Any) -> Iterator[list[str]]:
+def _stop_signals_passed_on(futures: dict[Future[Any], Any], stop: Any) -> Iterator[list[str]]:
     """SIGINT and SIGTERM to this process set ``stop``, cancel the runs not queued and go on to every
     worker; yields the names of the signals received."""
     received: list[str] = []
@@ -105,14 +102,11 @@ def run_side_by_side(function: Callable[[T], R], items: Iterable[T], at_once: in
     context = get_context("spawn")
     stop = context.Event()
     pool = ProcessPoolExecutor(max_workers=at_once, mp_context=context, initializer=_worker_start, initargs=(stop,))
-    futures: dict[Future[Any], T] = {}
-    submitted: list[Future[Any]] = []  # the handler cancels what is in it, so it is filled after it is in place
+    futures: dict[Future[Any], T] = {}  # the handler cancels what is in it, so it is filled after it is in place
     try:
-        with _stop_signals_passed_on(submitted, stop) as received:
+        with _stop_signals_passed_on(futures, stop) as received:
             for item in items:
-                future = pool.submit(_call, function, item)
-                futures[future] = item
-                submitted.append(future)
+                futures[pool.submit(_call, function, item)] = item
             for future in as_completed(futures):
                 if future.cancelled():
                     continue
@@ -120,7 +114,7 @@ def run_side_by_side(function: Callable[[T], R], items: Iterable[T], at_once: in
                     result = future.result()
                 except BaseException:
                     stop.set()
-                    for other in submitted:
+                    for other in futures:
                         other.cancel()
                     _signal_workers(signal.SIGTERM)  # the other runs save their checkpoints and stop
                     raise
