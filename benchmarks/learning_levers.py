@@ -58,7 +58,9 @@ DSR_KNOBS: dict[str, tuple[str, Any]] = {"dsr_penalty_002": ("trade_penalty", 0.
                                            "dsr_eta_001": ("dsr_eta", 0.001),
                                            "dsr_trend": ("feature_set", "trend"), "dsr_gamma997": ("gamma", 0.997),
                                            "dsr_nstep3": ("n_step", 3), "dsr_lr_half": ("learning_rate", 2.5e-4),
-                                           "dsr_ep4": ("episodes", 4)}
+                                           "dsr_ep4": ("episodes", 4),
+                                           "dsr_target": ("action_mode", "target"),
+                                           "dsr_half": ("action_mode", "target_half")}
 # Each lever: TrainingConfig overrides applied over the budget's settings. "pool": one policy per
 # (fold, seed) trained on every market's training window of the fold end to end, chosen on all their
 # validation windows joined, and tested on each market (same episodes: same passes over each market).

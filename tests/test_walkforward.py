@@ -192,7 +192,7 @@ def test_fold_rows_report_the_time_the_agent_spent_long():
     assert [r["agent_exposure"] for r in never_long.folds] == [0.0, 0.0, 0.0]
     assert always_long.overall["exposure"] == pytest.approx(np.mean(hold)) and never_long.overall["exposure"] == 0.0
     text = "\n".join(aggregate_lines(never_long.overall))
-    assert "long 0% of the time (buy-and-hold: 100%)" in text
+    assert "mean position 0% (the share of the time long when positions are all-in; buy-and-hold: 100%)" in text
     assert fold_table(never_long.folds).splitlines()[1].split()[-3] == "0%"  # then: best baseline (Sharpe)
     # Holding the whole window is level with buy-and-hold, which the report says apart from losing to it.
     level = [abs(r["excess_sharpe"]) < 0.01 for r in always_long.folds]

@@ -52,8 +52,8 @@ VALIDATION_METRICS: tuple[str, ...] = ("sharpe", "final_equity")
 # "trend" adds week/month returns, moving-average distances, drawdown and a volatility regime.
 FEATURE_SETS: tuple[str, ...] = tuple(feature_names.FEATURE_SETS)
 # How the agent's actions trade (nexlify.env.actions): toggle = hold/buy/sell orders, target = the
-# position it wants (flat/long).
-ACTION_MODES: tuple[str, ...] = ("toggle", "target")
+# position it wants (flat/long), target_half = flat/half/long.
+ACTION_MODES: tuple[str, ...] = ("toggle", "target", "target_half")
 # Training-data augmentation (nexlify.data.augment): mirror = each training market also reversed.
 AUGMENTS: tuple[str, ...] = ("none", "mirror")
 ENV_BACKENDS: tuple[str, ...] = ("auto", "numpy", "torch")

@@ -14,7 +14,7 @@ import pandas as pd
 from nexlify.data.features import FeatureScaler
 from nexlify.data.market import market_state_from_candles
 from nexlify.env.accounts import account_features
-from nexlify.env.actions import ACTION_NAMES, to_orders
+from nexlify.env.actions import ACTION_NAMES, TRADEABLE_MODES, to_orders
 from nexlify.errors import CheckpointError, ConfigError
 from nexlify.evaluation.ensemble import check_members, greedy_actions
 
@@ -69,7 +69,12 @@ class LiveTrader:
     def __init__(self, agent, *others) -> None:
         members = (agent, *others)
         self.scaler = shared_scaler(members)
-        check_members(members)
+        mode = check_members(members)
+        if mode not in TRADEABLE_MODES:
+            # Live and paper accounts are all-in or all-out; a half position would be traded wrong.
+            raise ConfigError(f"models trained with action_mode {mode} can be backtested and walk-forwarded "
+                              f"but not traded yet; trade a model trained with action_mode "
+                              f"{' or '.join(TRADEABLE_MODES)}")
         self.agent, self.members = agent, members
         # Host copies of the weights, made once: a decision per candle must not copy them again.
         self._q_functions = [member.host_q_function() for member in members]

@@ -41,7 +41,7 @@ import torch
 from nexlify.config import REWARD_MODES
 from nexlify.data.features import ACCOUNT_FEATURE_NAMES
 from nexlify.data.market import MarketSlice
-from nexlify.env.actions import BUY, SELL
+from nexlify.env.actions import BUY, BUY_HALF, HALF, SELL, SELL_HALF
 from nexlify.env.portfolio import buy_fill, sell_fill
 from nexlify.env.rewards import DSR_ETA, differential_sharpe_step, volatility_reward_scale
 from nexlify.errors import ConfigError
@@ -49,7 +49,8 @@ from nexlify.errors import ConfigError
 BACKENDS = ("numpy", "torch", "python")
 # Per-account state: (name, dtype, value after a reset; None = the initial balance).
 _STATE: tuple[tuple[str, str, float | None], ...] = (
-    ("t", "int64", 0), ("cash", "float64", None), ("units", "float64", 0.0), ("entry", "float64", 0.0),
+    ("t", "int64", 0), ("cash", "float64", None), ("units", "float64", 0.0), ("level", "float64", 0.0),
+    ("entry", "float64", 0.0),
     ("equity", "float64", None), ("peak", "float64", None), ("fees_paid", "float64", 0.0),
     ("slippage_paid", "float64", 0.0), ("trades", "int64", 0), ("invalid", "int64", 0),
     ("dsr_mean", "float64", 0.0), ("dsr_mean_square", "float64", 0.0),
@@ -74,19 +75,21 @@ def window_starts(seed: int, account: Any, episode: Any, span: int) -> Any:
     return x % span
 
 
-def account_features(is_long: Any, price: Any, entry_price: Any, equity: Any, peak_equity: Any,
+def account_features(position: Any, price: Any, entry_price: Any, equity: Any, peak_equity: Any,
                      where: Any = None) -> tuple[Any, Any, Any]:
-    """The 3 account features (``ACCOUNT_FEATURE_NAMES``): position flag, return of the open position
-    since its fill price (0 when flat), and drawdown of equity from its peak.
+    """The 3 account features (``ACCOUNT_FEATURE_NAMES``): position level (0 flat, 0.5 half, 1 long; a
+    bool "is long" flag is the same for all-in positions), return of the open position since its
+    average fill price (0 when flat), and drawdown of equity from its peak.
 
     Works on Python numbers (``where=None``) and on numpy arrays or torch tensors (pass ``np.where``
     or ``torch.where``). The environment and live trading both build their states with it.
     """
     if where is None:
-        unrealized = price / entry_price - 1.0 if is_long else 0.0
+        unrealized = price / entry_price - 1.0 if position > 0 else 0.0
     else:
-        unrealized = where(is_long, price / where(is_long, entry_price, 1.0) - 1.0, 0.0)
-    return is_long, unrealized, equity / peak_equity - 1.0
+        held = position > 0
+        unrealized = where(held, price / where(held, entry_price, 1.0) - 1.0, 0.0)
+    return position, unrealized, equity / peak_equity - 1.0
 
 
 class AccountStep(NamedTuple):
@@ -204,6 +207,7 @@ class Accounts:
         trade_penalty: float = 0.0,
         risk_aversion: float = 0.0,
         dsr_eta: float = DSR_ETA,
+        half_orders: bool = False,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ConfigError(f"num_envs must be a positive integer, got {num_envs!r}")
@@ -236,6 +240,9 @@ class Accounts:
         self._last_row = len(market) - 1
         self.episode_bars, self.window_seed, self.trade_penalty = episode_bars, int(window_seed), trade_penalty
         self.risk_aversion, self.dsr_eta = risk_aversion, dsr_eta
+        # The half orders (action mode target_half) cost a few more array operations per step, so
+        # only accounts built for them take them.
+        self.half_orders = bool(half_orders)
         self.open = self.xp.vector(market.open, "float64")
         self.close = self.xp.vector(market.close, "float64")
         self._reward_scale = (self.xp.vector(volatility_reward_scale(market.close), "float64")
@@ -300,7 +307,7 @@ class Accounts:
             obs = obs.copy()  # a row of the table, not a gathered copy
         n = self.n_market
         position, unrealized, drawdown = account_features(
-            self.units > 0.0, self.close[self.t], self.entry, self.equity, self.peak, self.xp.features_where)
+            self.level, self.close[self.t], self.entry, self.equity, self.peak, self.xp.features_where)
         obs[..., n] = position
         obs[..., n + 1] = unrealized
         obs[..., n + 2] = drawdown
@@ -308,41 +315,71 @@ class Accounts:
 
     # --- the trading step ------------------------------------------------------------------------
     def advance(self, actions: Any) -> tuple[Any, Any, Any]:
-        """Apply one action per account (0 hold, 1 buy, 2 sell); returns (reward, terminated, truncated).
+        """Apply one order per account (``nexlify.env.actions``: 0 hold, 1 buy, 2 sell, 3 buy half,
+        4 sell half); returns (reward, terminated, truncated).
 
-        Buy when already long and sell when flat are no-ops, counted in ``invalid``. No account is
-        reset here, even one whose episode ended (see ``step``).
+        An order that cannot move the position (a buy at level 1, a sell when flat) is a no-op,
+        counted in ``invalid``. No account is reset here, even one whose episode ended (see ``step``).
         """
         xp = self.xp
         where, not_ = xp.where, xp.logical_not
         t_next = self.t + 1
         open_price = self.open[t_next]
-        cash, units, entry = self.cash, self.units, self.entry
+        cash, units, entry, level = self.cash, self.units, self.entry, self.level
         fees_paid, slippage_paid = self.fees_paid, self.slippage_paid
-        is_long = units > 0.0
-        flat = not_(is_long)
-        wants_buy, wants_sell = actions == BUY, actions == SELL
-        buy, sell = wants_buy & flat, wants_sell & is_long
+        can_buy, can_sell = level < 1.0, level > 0.0
+        if self.half_orders:
+            wants_buy_all, wants_sell_all = actions == BUY, actions == SELL
+            wants_buy = wants_buy_all | (actions == BUY_HALF)
+            wants_sell = wants_sell_all | (actions == SELL_HALF)
+            refused = 0
+        else:
+            wants_buy, wants_sell = actions == BUY, actions == SELL
+            refused = actions > SELL  # a half order to accounts built without them: counted, not traded
+        buy, sell = wants_buy & can_buy, wants_sell & can_sell
         traded = buy | sell
-        self.invalid = self.invalid + ((wants_buy & is_long) | (wants_sell & flat))
+        self.invalid = self.invalid + ((wants_buy & not_(can_buy)) | (wants_sell & not_(can_sell)) | refused)
         # One account that does not trade this step keeps every number: skip the fills (arrays always
         # compute them; the masks below leave the rows that do not trade unchanged).
         if self.backend != "python" or traded:
-            bought_units, buy_fee, fill_price = buy_fill(cash, open_price, self.fee, self.slippage)
+            if self.half_orders:
+                # The share of the cash a buy spends and of the units a sell sells: all of it for an
+                # all-in order and for a half-step that completes the move (half to long, half to
+                # flat), half of it for a half-step from flat or from long.
+                spend = cash * where(wants_buy_all, 1.0, HALF / where(can_buy, 1.0 - level, 1.0))
+                sell_share = where(wants_sell_all, 1.0, HALF / where(can_sell, level, 1.0))
+                new_level = where(buy, where(wants_buy_all, 1.0, level + HALF),
+                                  where(sell, where(wants_sell_all, 0.0, level - HALF), level))
+            else:
+                spend, sell_share = cash, 1.0
+                new_level = where(buy, 1.0, where(sell, 0.0, level))
+            bought_units, buy_fee, fill_price = buy_fill(spend, open_price, self.fee, self.slippage)
             slippage_paid = where(buy, slippage_paid + bought_units * (fill_price - open_price), slippage_paid)
+            if self.half_orders:
+                # The position's average fill price (a buy from flat: its own fill price, exactly).
+                held = units > 0.0
+                fill_price = where(held, (units * entry + bought_units * fill_price)
+                                   / where(held, units + bought_units, 1.0), fill_price)
+                bought_units = units + bought_units
+            entry = where(buy, fill_price, entry)
             units = where(buy, bought_units, units)
             fees_paid = where(buy, fees_paid + buy_fee, fees_paid)
-            cash = where(buy, 0.0, cash)
-            entry = where(buy, fill_price, entry)
+            cash = where(buy, cash - spend, cash)  # exactly 0.0 when all of it is spent
 
-            cash_in, sell_fee = sell_fill(units, open_price, self.fee, self.slippage)
-            slippage_paid = where(sell, slippage_paid + units * (open_price * self.slippage), slippage_paid)
+            sold_units = units * sell_share if self.half_orders else units
+            cash_in, sell_fee = sell_fill(sold_units, open_price, self.fee, self.slippage)
+            slippage_paid = where(sell, slippage_paid + sold_units * (open_price * self.slippage), slippage_paid)
             cash = where(sell, cash + cash_in, cash)
             fees_paid = where(sell, fees_paid + sell_fee, fees_paid)
-            units = where(sell, 0.0, units)
-            entry = where(sell, 0.0, entry)
+            if self.half_orders:
+                closed = sell & (new_level <= 0.0)
+                units = where(sell, where(closed, 0.0, units - sold_units), units)
+                entry = where(closed, 0.0, entry)
+            else:
+                units = where(sell, 0.0, units)
+                entry = where(sell, 0.0, entry)
             self.trades = self.trades + traded
-            self.cash, self.units, self.entry = cash, units, entry
+            self.cash, self.units, self.entry, self.level = cash, units, entry, new_level
             self.fees_paid, self.slippage_paid = fees_paid, slippage_paid
 
         equity = cash + units * self.close[t_next]
@@ -396,9 +433,10 @@ class Accounts:
         return AccountStep(obs, reward, terminated, truncated, final_obs, info)
 
     def info(self) -> dict[str, Any]:
-        """The account numbers now: equity, cash, position (units), price, costs, trade counts, row."""
+        """The account numbers now: equity, cash, position (units) and its level, price, costs, trade
+        counts, row."""
         return {
-            "step": self.t, "equity": self.equity, "cash": self.cash, "position": self.units,
+            "step": self.t, "equity": self.equity, "cash": self.cash, "position": self.units, "level": self.level,
             "price": self.close[self.t], "fees_paid": self.fees_paid, "slippage_paid": self.slippage_paid,
             "trades": self.trades, "invalid_actions": self.invalid,
         }
@@ -410,6 +448,10 @@ class Accounts:
 
     def load_state_dict(self, state: dict[str, list]) -> None:
         """Restore ``state_dict()`` output (same number of accounts)."""
+        if "level" not in state:  # saved before half positions existed: every position was all-in
+            units = state["units"]
+            state = {**state, "level": [float(u > 0.0) for u in units] if isinstance(units, list)
+                     else float(units > 0.0)}
         for name, dtype, _ in _STATE:
             values = state[name]
             if self.backend != "python" and len(values) != self.num_envs:

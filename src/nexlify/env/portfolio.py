@@ -1,8 +1,9 @@
 """The accounting of one long-only spot account: cash, units held, fees, slippage. Nothing else.
 
-Fills happen at a candle's open. A buy spends all cash: the notional N satisfies N + fee*N = cash
-and buys N / (open*(1+slippage)) units. A sell receives units*open*(1-slippage), pays the fee on
-that, and ADDS the rest to the cash already held (the original lost the cash kept back here).
+Fills happen at a candle's open. A buy spends all cash (or a share of it): the notional N satisfies
+N + fee*N = the cash spent and buys N / (open*(1+slippage)) units. A sell receives
+units*open*(1-slippage) for the units sold (all, or a share), pays the fee on that, and ADDS the rest
+to the cash already held (the original lost the cash kept back here).
 
 ``buy_fill`` and ``sell_fill`` are plain arithmetic, so the same formulas serve floats (this
 ``Portfolio``), numpy arrays and torch tensors (the vectorised environments): one source of truth.
@@ -49,29 +50,37 @@ class Portfolio:
     def is_long(self) -> bool:
         return self.units > 0.0
 
-    def buy(self, open_price: float) -> bool:
-        """Go long with all cash at ``open_price``; False (no-op) when already long."""
-        if self.is_long:
+    def buy(self, open_price: float, share: float = 1.0) -> bool:
+        """Spend ``share`` of the cash (all of it by default) at ``open_price``; False (no-op) when
+        there is no cash to spend. The entry price becomes the position's average fill price."""
+        if self.cash <= 0.0:
             return False
-        units, fee_paid, fill_price = buy_fill(self.cash, open_price, self.fee, self.slippage)
+        spend = self.cash * share
+        units, fee_paid, fill_price = buy_fill(spend, open_price, self.fee, self.slippage)
         self.slippage_paid = self.slippage_paid + units * (fill_price - open_price)
-        self.units = units
+        if self.is_long:
+            self.entry_price = (self.units * self.entry_price + units * fill_price) / (self.units + units)
+        else:
+            self.entry_price = fill_price
+        self.units = self.units + units
         self.fees_paid = self.fees_paid + fee_paid
-        self.cash = 0.0
-        self.entry_price = fill_price
+        self.cash = self.cash - spend
         self.trades += 1
         return True
 
-    def sell(self, open_price: float) -> bool:
-        """Close the long at ``open_price``; False (no-op) when flat."""
+    def sell(self, open_price: float, share: float = 1.0) -> bool:
+        """Sell ``share`` of the units (all of them by default) at ``open_price``; False (no-op) when
+        flat."""
         if not self.is_long:
             return False
-        cash_in, fee_paid = sell_fill(self.units, open_price, self.fee, self.slippage)
-        self.slippage_paid = self.slippage_paid + self.units * (open_price * self.slippage)
+        units = self.units * share
+        cash_in, fee_paid = sell_fill(units, open_price, self.fee, self.slippage)
+        self.slippage_paid = self.slippage_paid + units * (open_price * self.slippage)
         self.cash = self.cash + cash_in
         self.fees_paid = self.fees_paid + fee_paid
-        self.units = 0.0
-        self.entry_price = 0.0
+        self.units = 0.0 if share >= 1.0 else self.units - units
+        if self.units == 0.0:
+            self.entry_price = 0.0
         self.trades += 1
         return True
 

@@ -32,7 +32,7 @@ class BacktestResult:
 
     name: str
     equity: np.ndarray  # (accounts, steps + 1)
-    position: np.ndarray  # (accounts, steps + 1), 1 when long
+    position: np.ndarray  # (accounts, steps + 1): the position level, 0 flat, 0.5 half, 1 long
     actions: np.ndarray  # (accounts, steps)
     timestamps: np.ndarray
     metrics: dict[str, Any] = field(default_factory=dict)  # mean over accounts
@@ -49,10 +49,12 @@ def run_policy(
     slippage: float = 0.0005,
 ) -> BacktestResult:
     """Run ``policy`` from the first to the last row of ``market`` for ``num_accounts`` accounts."""
-    accounts = Accounts(market, num_accounts, initial_balance=initial_balance, fee=fee, slippage=slippage)
+    # Half orders accepted: a target_half agent's policy sends them, and a backtest is not the hot loop.
+    accounts = Accounts(market, num_accounts, initial_balance=initial_balance, fee=fee, slippage=slippage,
+                        half_orders=True)
     steps = len(market) - 1
     equity = np.empty((num_accounts, steps + 1))
-    position = np.zeros((num_accounts, steps + 1), dtype=np.int8)
+    position = np.zeros((num_accounts, steps + 1))
     actions = np.zeros((num_accounts, steps), dtype=np.int8)
     fees = np.zeros(num_accounts)
     trades = np.zeros(num_accounts, dtype=np.int64)
@@ -66,7 +68,7 @@ def run_policy(
         obs, info = accounts.observe(), accounts.info()
         actions[:, t] = chosen
         equity[:, t + 1] = np.where(alive, info["equity"], equity[:, t])
-        position[:, t + 1] = np.where(alive, info["position"] > 0, position[:, t])
+        position[:, t + 1] = np.where(alive, info["level"], position[:, t])
         fees = np.where(alive, info["fees_paid"], fees)
         trades = np.where(alive, info["trades"], trades)
         alive &= ~terminated
@@ -90,17 +92,22 @@ def agent_policy(agent: Any) -> Policy:
 
     def policy(obs: np.ndarray, _t: int) -> np.ndarray:
         chosen = q_function(np.ascontiguousarray(obs, dtype=np.float32)).argmax(axis=1)
-        return to_orders(chosen, long_positions(obs), mode, np.where)
+        return to_orders(chosen, position_levels(obs), mode, np.where)
 
     return policy
 
 
-def long_positions(obs: np.ndarray) -> np.ndarray:
-    """Which accounts are long, read from their observations (the first account feature is the
-    position flag; see nexlify.data.features)."""
+def position_levels(obs: np.ndarray) -> np.ndarray:
+    """Each account's position level (0 flat, 0.5 half, 1 long), read from its observation (the first
+    account feature; see nexlify.data.features)."""
     from nexlify.data.features import ACCOUNT_FEATURE_NAMES
 
-    return obs[:, obs.shape[1] - len(ACCOUNT_FEATURE_NAMES)] > 0.5
+    return obs[:, obs.shape[1] - len(ACCOUNT_FEATURE_NAMES)].astype(np.float64)
+
+
+def long_positions(obs: np.ndarray) -> np.ndarray:
+    """Which accounts hold any position, read from their observations."""
+    return position_levels(obs) > 0.0
 
 
 def buy_and_hold_policy(obs: np.ndarray, t: int) -> np.ndarray:

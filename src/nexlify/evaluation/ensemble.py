@@ -6,8 +6,8 @@ variance of the policy without more training data. Three ways to combine:
 * ``mean_q``: the action with the highest Q-value averaged over the members;
 * ``vote``: the action most members choose greedily; a tie goes to the tied action with the highest
   mean Q-value (and then to the lowest action index), so the result never depends on chance;
-* ``consensus``: the position changes only when every member's greedy action would change it
-  (buy when flat, sell when long); otherwise the ensemble holds. Disagreement among the seeds is
+* ``consensus``: the position changes only when every member's greedy action would change it the
+  same way (buy when flat, sell when long); otherwise the ensemble holds. Disagreement among the seeds is
   uncertainty, and a switch costs fees for sure, so it waits until they agree.
 
 All three are pure functions of the members' weights: the same members give the same actions.
@@ -22,7 +22,7 @@ import numpy as np
 
 from nexlify.env.actions import BUY, HOLD, SELL, to_orders
 from nexlify.errors import ConfigError
-from nexlify.evaluation.backtest import long_positions
+from nexlify.evaluation.backtest import position_levels
 from nexlify.evaluation.defaults import ENSEMBLE_MODES
 
 QFunction = Callable[[np.ndarray], np.ndarray]
@@ -49,14 +49,16 @@ def combine_q_values(q_values: np.ndarray, mode: str) -> np.ndarray:
     return np.where(tied, mean_q, -np.inf).argmax(axis=1).astype(np.int64)
 
 
-def consensus_orders(member_actions: np.ndarray, is_long: np.ndarray, action_mode: str) -> np.ndarray:
+def consensus_orders(member_actions: np.ndarray, position: np.ndarray, action_mode: str) -> np.ndarray:
     """The ``consensus`` ensemble's orders (int64, ``(N,)``) from each member's greedy actions
-    ``(members, N)``: buy a flat account, or sell a long one, only if every member's action would;
-    otherwise hold."""
-    is_long = np.asarray(is_long, dtype=bool)
-    orders = np.stack([to_orders(actions, is_long, action_mode, np.where) for actions in member_actions])
-    switch = np.where(is_long, SELL, BUY)
-    return np.where((orders == switch).all(axis=0), switch, HOLD).astype(np.int64)
+    ``(members, N)`` for accounts at position level ``position`` (or a bool "is long"): an order that
+    moves the position goes out only if every member's actions give that same order; otherwise hold."""
+    position = np.asarray(position, dtype=np.float64)
+    orders = np.stack([to_orders(actions, position, action_mode, np.where) for actions in member_actions])
+    # A toggle member's buy while long (or sell while flat) moves nothing: it counts as a hold.
+    moves = np.where(orders == BUY, position < 1.0, np.where(orders == SELL, position > 0.0, orders != HOLD))
+    effective = np.where(moves, orders, HOLD)
+    return np.where((effective == effective[0]).all(axis=0), effective[0], HOLD).astype(np.int64)
 
 
 def check_members(agents: Sequence[Any]) -> str:
@@ -97,7 +99,8 @@ def ensemble_policy(agents: Sequence[Any], mode: str = "mean_q") -> Callable[[np
         states = np.ascontiguousarray(obs, dtype=np.float32)
         if mode == "consensus":
             choices = np.stack([q(states).argmax(axis=1) for q in q_functions])
-            return consensus_orders(choices, long_positions(states), action_mode)
-        return to_orders(greedy_actions(q_functions, states, mode), long_positions(states), action_mode, np.where)
+            return consensus_orders(choices, position_levels(states), action_mode)
+        return to_orders(greedy_actions(q_functions, states, mode), position_levels(states), action_mode,
+                         np.where)
 
     return policy

@@ -49,10 +49,11 @@ def max_drawdown(equity: np.ndarray) -> float:
 def round_trip_returns(equity: np.ndarray, position: np.ndarray) -> np.ndarray:
     """Return of each round trip; an open position at the end counts, marked at the last equity.
 
-    ``position[k]`` is 1 when long after step k (``position[0]`` is the start, flat);
-    ``equity[k]`` is the equity after step k.
+    ``position[k]`` is the position level after step k (0 flat, 0.5 half, 1 long; ``position[0]`` is
+    the start, flat); ``equity[k]`` is the equity after step k. A round trip runs from flat to flat,
+    whatever the level in between.
     """
-    position = np.asarray(position, dtype=np.int8)
+    position = (np.asarray(position) > 0).astype(np.int8)
     changes = np.diff(position)
     opens = np.flatnonzero(changes == 1) + 1
     closes = np.flatnonzero(changes == -1) + 1
@@ -87,10 +88,11 @@ def compute_metrics(
         "sortino": sortino_ratio(equity, periods_per_year),
         "max_drawdown": drawdown,
         "calmar": float(annual_return / drawdown) if drawdown > 1e-12 else 0.0,
-        "trades": int(trades if trades is not None else np.abs(np.diff(np.asarray(position))).sum()),
+        "trades": int(trades if trades is not None else np.count_nonzero(np.diff(np.asarray(position)))),
         "round_trips": int(len(trips)),
         "win_rate": float(np.mean(trips > 0)) if len(trips) else 0.0,
-        "exposure": float(np.mean(np.asarray(position)[1:] > 0)) if len(position) > 1 else 0.0,
+        # The mean position level: the share of steps long, when every position is all-in.
+        "exposure": float(np.mean(np.asarray(position, dtype=np.float64)[1:])) if len(position) > 1 else 0.0,
         "fees_paid": float(fees_paid),
         "steps": int(steps),
     }

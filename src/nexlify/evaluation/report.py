@@ -215,8 +215,8 @@ def write_report_png(
     ax.plot(x, buy_and_hold.equity[0], label="buy and hold", lw=1.0, alpha=0.8)
     actions = agent_backtest.actions[0]
     position = agent_backtest.position[0]
-    buys = np.flatnonzero(np.diff(position) == 1) + 1
-    sells = np.flatnonzero(np.diff(position) == -1) + 1
+    buys = np.flatnonzero(np.diff(position) > 0) + 1
+    sells = np.flatnonzero(np.diff(position) < 0) + 1
     ax.scatter(x[buys], agent_backtest.equity[0][buys], marker="^", color="tab:green", s=14, label="buy", zorder=3)
     ax.scatter(x[sells], agent_backtest.equity[0][sells], marker="v", color="tab:red", s=14, label="sell",
                zorder=3)

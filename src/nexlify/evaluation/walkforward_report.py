@@ -66,8 +66,8 @@ def aggregate_lines(summary: dict[str, Any]) -> list[str]:
         f"  mean max drawdown: agent {summary['agent_max_drawdown']:.1%}, buy-and-hold "
         f"{summary['buy_and_hold_max_drawdown']:.1%}; agent's at most buy-and-hold's in "
         f"{summary['drawdown_within_buy_and_hold']} of {summary['folds']} folds; agent trades per month "
-        f"{summary['trades_per_month']:.1f}; long {summary['exposure']:.0%} of the time "
-        "(buy-and-hold: 100%)",
+        f"{summary['trades_per_month']:.1f}; mean position {summary['exposure']:.0%} "
+        "(the share of the time long when positions are all-in; buy-and-hold: 100%)",
         "  stitched out-of-sample return: " + ", ".join(
             f"{name} {stitched[name]:+.1%}" for name in ("agent", *BASELINES)),
         f"  seed spread: Sharpe std within a fold {spread['sharpe_std_within_fold']:.2f}; stitched return per seed "

@@ -335,6 +335,7 @@ class Trainer:
                             device=self.agent.device if backend == "torch" else None,
                             episode_bars=cfg.episode_bars, trade_penalty=cfg.trade_penalty,
                             risk_aversion=cfg.risk_aversion, dsr_eta=cfg.dsr_eta,
+                            half_orders=cfg.action_mode == "target_half",
                             # Fixed by the seed and the round (its first episode), so a resumed round
                             # replays the same windows.
                             window_seed=cfg.seed * 65_537 + self.state.episodes_done)
@@ -349,7 +350,7 @@ class Trainer:
         while not rnd.over:
             obs = rnd.obs
             actions = agent.act(obs, explore=True)
-            orders = to_orders(actions, rnd.accounts.units > 0.0, self.config.action_mode, rnd.accounts.xp.where)
+            orders = to_orders(actions, rnd.accounts.level, self.config.action_mode, rnd.accounts.xp.where)
             result = rnd.accounts.step(orders)
             # The real next state, not the first state of the next episode: n-step windows are kept
             # per account row, and an account's episode end is a terminal or truncated transition.

@@ -1,0 +1,198 @@
+"""Half positions (action mode ``target_half``): the half orders of the trading step with fees computed
+by hand, the same numbers on every backend and in ``Portfolio``, the all-in orders unchanged, and a
+half agent that trains deterministically, backtests in levels and is refused by live trading."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import make_slice, random_walk_slice, synthetic_frame, tiny_config
+from nexlify.agent.dqn import AdaptiveDQNAgent
+from nexlify.cli import main
+from nexlify.data.market import prepare_market
+from nexlify.env.accounts import Accounts
+from nexlify.env.actions import BUY, BUY_HALF, HOLD, SELL, SELL_HALF, n_actions, to_orders
+from nexlify.env.portfolio import Portfolio
+from nexlify.errors import ConfigError
+from nexlify.evaluation.backtest import agent_policy, run_policy
+from nexlify.evaluation.ensemble import consensus_orders
+from nexlify.evaluation.metrics import compute_metrics
+from nexlify.training.trainer import Trainer
+
+FEE, SLIP = 0.001, 0.0005
+FLAT_, HALF_, LONG_ = 0, 1, 2  # target_half actions
+
+
+def test_target_half_orders_move_the_level_by_the_difference() -> None:
+    assert n_actions("target_half") == 3
+    wanted = np.array([HALF_, LONG_, FLAT_, HALF_, LONG_, FLAT_, HALF_, LONG_, FLAT_])
+    level = np.array([0.0, 0.0, 0.0, 0.5, 0.5, 0.5, 1.0, 1.0, 1.0])
+    expected = [BUY_HALF, BUY, HOLD, HOLD, BUY_HALF, SELL_HALF, SELL_HALF, HOLD, SELL]
+    np.testing.assert_array_equal(to_orders(wanted, level, "target_half", np.where), expected)
+    assert [to_orders(a, p, "target_half") for a, p in zip(wanted.tolist(), level.tolist(), strict=True)] == expected
+    on_torch = to_orders(torch.tensor(wanted), torch.tensor(level), "target_half", torch.where)
+    np.testing.assert_array_equal(on_torch.numpy(), expected)
+    # The all-in modes read any level above 0 as long.
+    assert to_orders(0, 0.5, "target") == SELL and to_orders(1, 0.0, "target") == BUY
+
+
+def _run(backend: str, orders: list[int]) -> tuple[Accounts, list[float], list[float]]:
+    market = make_slice([100.0, 110.0, 120.0, 90.0, 100.0, 105.0, 95.0])  # closes = opens
+    accounts = Accounts(market, 1, fee=FEE, slippage=SLIP, backend=backend, half_orders=True)
+    accounts.reset()
+    equity, levels = [], []
+    for order in orders:
+        action = order if backend == "python" else accounts.xp.vector([order], "int64")
+        accounts.advance(action)
+        equity.append(float(np.asarray(accounts.xp.to_list(accounts.equity)).reshape(-1)[0]))
+        levels.append(float(np.asarray(accounts.xp.to_list(accounts.level)).reshape(-1)[0]))
+    return accounts, equity, levels
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "python"])
+def test_half_orders_trade_with_fees_computed_by_hand(backend: str) -> None:
+    orders = [BUY_HALF, BUY_HALF, SELL_HALF, SELL_HALF, BUY, SELL_HALF]
+    accounts, equity, levels = _run(backend, orders)
+    # Half of the cash at 110; the other half at 120 (the average fill price is the units' mean);
+    # half the units at 90; the rest at 100; all cash at 105; half the units at 95.
+    fill1, fill2 = 110 * (1 + SLIP), 120 * (1 + SLIP)
+    u1 = 5_000 / (1 + FEE) / fill1
+    u2 = 5_000 / (1 + FEE) / fill2
+    held = u1 + u2
+    cash3 = held / 2 * 90 * (1 - SLIP) * (1 - FEE)
+    cash4 = cash3 + held / 2 * 100 * (1 - SLIP) * (1 - FEE)
+    u5 = cash4 / (1 + FEE) / (105 * (1 + SLIP))
+    cash6 = u5 / 2 * 95 * (1 - SLIP) * (1 - FEE)
+    assert equity == pytest.approx([5_000 + u1 * 110, held * 120, cash3 + held / 2 * 90, cash4, u5 * 105,
+                                    cash6 + u5 / 2 * 95], rel=1e-12)
+    assert levels == [0.5, 1.0, 0.5, 0.0, 1.0, 0.5]
+    fees = (5_000 / (1 + FEE) * FEE * 2 + held / 2 * (90 + 100) * (1 - SLIP) * FEE + cash4 / (1 + FEE) * FEE
+            + u5 / 2 * 95 * (1 - SLIP) * FEE)
+    to_float = lambda value: float(np.asarray(accounts.xp.to_list(value)).reshape(-1)[0])  # noqa: E731
+    assert to_float(accounts.fees_paid) == pytest.approx(fees, rel=1e-12)
+    assert to_float(accounts.trades) == 6 and to_float(accounts.invalid) == 0
+    # The last buy came from flat, so the entry is its own fill price; a sale leaves it as it was.
+    assert to_float(accounts.entry) == pytest.approx(105 * (1 + SLIP), rel=1e-15)
+    # The observation shows the level and the open position's return since its average fill price.
+    obs = np.asarray(accounts.xp.to_list(accounts.observe())).reshape(-1)
+    assert obs[-3] == 0.5 and obs[-2] == pytest.approx(95 / (105 * (1 + SLIP)) - 1, rel=1e-6)
+
+
+def test_the_average_fill_price_of_a_position_built_in_two_halves() -> None:
+    accounts, _, _ = _run("numpy", [BUY_HALF, BUY_HALF])
+    fill1, fill2 = 110 * (1 + SLIP), 120 * (1 + SLIP)
+    u1, u2 = 5_000 / (1 + FEE) / fill1, 5_000 / (1 + FEE) / fill2
+    assert float(accounts.entry[0]) == pytest.approx((u1 * fill1 + u2 * fill2) / (u1 + u2), rel=1e-14)
+    assert float(accounts.cash[0]) == 0.0  # the second half spends what is left, exactly
+
+
+def test_half_orders_that_cannot_move_are_counted_and_change_nothing() -> None:
+    accounts, equity, levels = _run("numpy", [SELL_HALF, SELL, BUY, BUY_HALF, BUY])
+    assert levels == [0.0, 0.0, 1.0, 1.0, 1.0]
+    assert int(accounts.trades[0]) == 1 and int(accounts.invalid[0]) == 4
+    # Accounts built without half orders refuse them the same way instead of trading them.
+    plain = Accounts(make_slice([100.0, 110.0, 120.0]), 1, fee=FEE, slippage=SLIP)
+    plain.advance(np.array([BUY_HALF]))
+    assert int(plain.invalid[0]) == 1 and int(plain.trades[0]) == 0 and float(plain.cash[0]) == 10_000
+
+
+def test_portfolio_shares_follow_the_accounts() -> None:
+    accounts, equity, _ = _run("numpy", [BUY_HALF, BUY_HALF, SELL_HALF, SELL_HALF, BUY, SELL_HALF])
+    portfolio = Portfolio(10_000, FEE, SLIP)
+    opens = [110.0, 120.0, 90.0, 100.0, 105.0, 95.0]
+    steps = [("buy", 0.5), ("buy", 1.0), ("sell", 0.5), ("sell", 1.0), ("buy", 1.0), ("sell", 0.5)]
+    for (side, share), price, expected in zip(steps, opens, equity, strict=True):
+        assert getattr(portfolio, side)(price, share)
+        assert portfolio.equity(price) == pytest.approx(expected, rel=1e-12)
+    assert portfolio.trades == 6 and portfolio.fees_paid == pytest.approx(float(accounts.fees_paid[0]), rel=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_all_in_orders_are_bit_identical_with_half_orders_on(backend: str) -> None:
+    market = random_walk_slice(300, seed=4)
+    rng = np.random.default_rng(4)
+    orders = rng.integers(0, 3, size=(299, 8))
+    runs = []
+    for half in (False, True):
+        accounts = Accounts(market, 8, backend=backend, half_orders=half, trade_penalty=0.004,
+                            reward_mode="differential_sharpe")
+        rewards = []
+        for row in orders:
+            rewards.append(accounts.xp.to_list(accounts.step(accounts.xp.vector(row, "int64")).reward))
+        runs.append((rewards, accounts.state_dict()))
+    assert runs[0] == runs[1]
+
+
+def test_accounts_state_saved_before_levels_existed_loads_with_its_positions() -> None:
+    accounts = Accounts(make_slice([100.0, 110.0, 120.0, 130.0]), 2, half_orders=True)
+    accounts.advance(np.array([BUY, HOLD]))
+    state = accounts.state_dict()
+    del state["level"]
+    again = Accounts(make_slice([100.0, 110.0, 120.0, 130.0]), 2, half_orders=True)
+    again.load_state_dict(state)
+    np.testing.assert_array_equal(again.level, [1.0, 0.0])
+    again.advance(np.array([SELL_HALF, BUY_HALF]))
+    np.testing.assert_array_equal(again.level, [0.5, 0.5])
+
+
+def test_consensus_needs_the_same_half_order_from_every_member() -> None:
+    level = np.array([0.0, 0.0, 0.5, 1.0])
+    members = np.array([[HALF_, LONG_, FLAT_, HALF_], [HALF_, HALF_, FLAT_, FLAT_]])
+    np.testing.assert_array_equal(consensus_orders(members, level, "target_half"),
+                                  [BUY_HALF, HOLD, SELL_HALF, HOLD])
+
+
+def test_metrics_read_levels_exposure_is_the_mean_level_and_round_trips_run_flat_to_flat() -> None:
+    equity = np.array([100.0, 100.0, 105.0, 110.0, 99.0, 99.0, 120.0])
+    position = np.array([0.0, 0.5, 1.0, 0.5, 0.0, 0.5, 0.5])
+    metrics = compute_metrics(equity, position, 8760.0)
+    assert metrics["exposure"] == pytest.approx((0.5 + 1 + 0.5 + 0 + 0.5 + 0.5) / 6)
+    assert metrics["trades"] == 5 and metrics["round_trips"] == 2
+    assert metrics["win_rate"] == 0.5  # 100 -> 99 lost, 99 -> 120 (still open) won
+
+
+def test_half_agent_trains_deterministically_and_backtests_in_levels(tmp_path) -> None:
+    splits = prepare_market(synthetic_frame(420, seed=1), data_days=None)
+    config = tiny_config(episodes=2, action_mode="target_half", epsilon_decay_steps=200)
+
+    def train(folder):
+        trainer = Trainer(config, splits, tmp_path / folder)
+        trainer.train()
+        return trainer
+
+    first, second = train("a"), train("b")
+    for a, b in zip(first.agent.q_network.parameters(), second.agent.q_network.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    agent = AdaptiveDQNAgent.from_checkpoint(tmp_path / "a" / "best_model.pth")
+    assert agent.action_size == 3 and agent.config.action_mode == "target_half"
+    result = run_policy(splits.test, agent_policy(agent), "agent", 8760.0)
+    position, orders = result.position[0], result.actions[0]
+    assert set(np.unique(position)) <= {0.0, 0.5, 1.0}
+    step = {HOLD: 0.0, BUY_HALF: 0.5, SELL_HALF: -0.5}
+    for t, order in enumerate(orders):  # every order moves the level by its own step, never a no-op
+        if order in step:
+            assert position[t + 1] - position[t] == step[order]
+        else:
+            assert position[t + 1] == (1.0 if order == BUY else 0.0) != position[t]
+    assert result.metrics["exposure"] == pytest.approx(position[1:].mean())
+    # Live and paper accounts are all-in: a half model is refused with the fix, not traded wrong.
+    from nexlify.live import LiveTrader
+
+    with pytest.raises(ConfigError, match="action_mode target_half can be backtested .* not traded yet"):
+        LiveTrader.from_model(tmp_path / "a" / "best_model.pth")
+
+
+def test_trade_refuses_a_half_model_in_one_line(tmp_path, capsys) -> None:
+    splits = prepare_market(synthetic_frame(420, seed=1), data_days=None)
+    Trainer(tiny_config(episodes=1, action_mode="target_half"), splits, tmp_path / "run").train()
+    feed = tmp_path / "feed.csv"
+    synthetic_frame(420, seed=1).to_csv(feed, index_label="timestamp")
+    journal = tmp_path / "journal.sqlite"
+    argv = ["trade", "--model", str(tmp_path / "run" / "best_model.pth"), "--feed", str(feed),
+            "--journal", str(journal)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "not traded yet" in err[0], err
+    assert not journal.exists()
