@@ -453,19 +453,57 @@ LENSES = (("seeds", lambda result: validation_excess_by_window(result, False)),
           ("every checkpoint", every_checkpoint_by_window))
 
 
-def reference_lenses(results: dict[str, Any], references: list[str]) -> dict[str, dict[tuple[str, str], float]]:
+def held_out_best_by_window(folder: Path, processes: int) -> dict[tuple[str, str], float]:
+    """The chosen-model lens without its choice bonus: each fold's ensemble of its seeds' best
+    snapshots, chosen on one half of the validation window and scored (excess Sharpe over buy-and-hold)
+    on the other, both ways round (``benchmarks/model_choice.py``'s `best` nested), per (market,
+    validation window). The seeds and ensemble lenses score the choice on the window it was made on,
+    which flatters levers whose snapshots differ more."""
+    from model_choice import fold_groups, fold_study
+
+    groups = fold_groups(folder)
+    with ProcessPoolExecutor(max_workers=processes, mp_context=get_context("spawn")) as pool:
+        studied = list(pool.map(fold_study, groups))
+    values = {}
+    for members, fold_records in zip(groups, studied, strict=True):
+        window = str(members[0].windows.validation_start)
+        for record in fold_records:
+            nested = record["nested"]["best"]
+            values[(record["market"], window)] = (nested["first_to_second"] + nested["second_to_first"]) / 2
+    return values
+
+
+HELD_OUT_LENS = "best, held-out halves"
+
+
+def lens_values(results: dict[str, Any], held_out: dict[str, dict[tuple[str, str], float]] | None
+                ) -> dict[str, dict[str, dict[tuple[str, str], float]]]:
+    """Every lens's per-window values of every lever: ``LENSES`` from the results, and the held-out
+    lens where ``held_out`` gives it (``held_out_best_by_window`` per lever)."""
+    values = {lever: {name: measure(result) for name, measure in LENSES} for lever, result in results.items()}
+    for lever, windows in (held_out or {}).items():
+        values[lever][HELD_OUT_LENS] = windows
+    return values
+
+
+def reference_lenses(results: dict[str, Any], references: list[str],
+                     held_out: dict[str, dict[tuple[str, str], float]] | None = None
+                     ) -> dict[str, dict[tuple[str, str], float]]:
     """Each lens's per-window values of the reference: one run's, or the mean of several runs' (the
     same configuration with other seeds) on the windows they all have, which halves the reference's
     own training luck that every lever paired against it shares."""
+    values = lens_values({name: results[name] for name in references}, held_out and
+                         {name: held_out[name] for name in references})
     lenses = {}
-    for name, measure in LENSES:
-        runs = [measure(results[reference]) for reference in references]
+    for name in values[references[0]]:
+        runs = [values[reference][name] for reference in references]
         shared = set.intersection(*(set(run) for run in runs))
         lenses[name] = {key: float(np.mean([run[key] for run in runs])) for key in shared}
     return lenses
 
 
-def paired_against(results: dict[str, Any], reference: str | list[str]) -> tuple[str, dict[str, Any]]:
+def paired_against(results: dict[str, Any], reference: str | list[str],
+                   held_out: dict[str, dict[tuple[str, str], float]] | None = None) -> tuple[str, dict[str, Any]]:
     """Each lever minus ``reference`` on the same validation windows, four ways: the validation excess
     Sharpe of the chosen models (seeds' mean, and the ensemble) per (market, window), and the last
     checkpoint's and every checkpoint's mean validation score (seeds' mean) per window. Mean
@@ -473,20 +511,22 @@ def paired_against(results: dict[str, Any], reference: str | list[str]) -> tuple
     windows' shared luck, the largest part of the spread. Two intervals: the cluster bootstrap, and
     the t interval over the windows (``cluster_t_interval``), the one to trust with few windows.
     ``reference`` may name several runs of one configuration (other seeds): the lever is then paired
-    against their mean per window (``reference_lenses``)."""
+    against their mean per window (``reference_lenses``). With ``held_out`` (every lever's
+    ``held_out_best_by_window``) a fifth lens pairs the choice made on held-out halves."""
     from nexlify.evaluation.verdict import bootstrap_mean_ci, cluster_t_interval
 
     references = [reference] if isinstance(reference, str) else list(reference)
     label = "+".join(references)
     rows, out = [], {}
-    baseline = reference_lenses(results, references)
-    for lever, result in results.items():
+    baseline = reference_lenses(results, references, held_out)
+    values = lens_values(results, held_out)
+    for lever in results:
         if lever in references:
             continue
         out[lever] = {}
         cells: list[Any] = [lever]
-        for name, measure in LENSES:
-            mine, theirs = measure(result), baseline[name]
+        for name, theirs in baseline.items():
+            mine = values[lever][name]
             shared = sorted(set(mine) & set(theirs))
             diffs = [mine[k] - theirs[k] for k in shared]
             if not diffs:
@@ -505,6 +545,8 @@ def paired_against(results: dict[str, Any], reference: str | list[str]) -> tuple
                "ensemble: val excess diff [bootstrap] t [t interval]", "better",
                "last checkpoint: val Sharpe diff [bootstrap] t [t interval]", "better",
                "every checkpoint: val Sharpe diff [bootstrap] t [t interval]", "better"]
+    if held_out:
+        headers += [f"{HELD_OUT_LENS}: val excess diff [bootstrap] t [t interval]", "better"]
     return f"== paired against {label} on validation (lever minus {label})\n{table(headers, rows)}", out
 
 
@@ -542,6 +584,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", default=None, help="lever the others are paired against on validation "
                         "(default: the first of --levers); several, comma-separated (one configuration with "
                         "other seeds), are averaged per window")
+    parser.add_argument("--held-out", action="store_true", help="also pair each fold's best-model ensemble "
+                        "chosen on one half of validation and scored on the other (benchmarks/model_choice.py): "
+                        "the chosen-model lens without the choice bonus; reads the stored snapshots back")
     parser.add_argument("--out", default="runs/learning_levers", help="folder for models and the JSON")
     args = parser.parse_args(argv)
 
@@ -573,6 +618,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"budget: {asdict(budget)}", flush=True)
         train_all(everything, args.jobs, started)
         results = judge_all(jobs, args.jobs, args.ensemble, args.model_choice)
+        held_out = ({lever: held_out_best_by_window(out_dir / lever, args.jobs) for lever in levers}
+                    if args.held_out else None)
     except NexlifyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -580,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     text, summaries = report(results)
     print()
     print(text)
-    paired_text, paired = paired_against(results, references)
+    paired_text, paired = paired_against(results, references, held_out)
     print()
     print(paired_text)
     seconds = [v["train_seconds"] for result in results.values() for v in result.outcomes if "train_seconds" in v]

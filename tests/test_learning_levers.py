@@ -118,7 +118,7 @@ def test_smoke_run_prints_the_tables_and_writes_every_record(tmp_path) -> None:
     paths = _markets(tmp_path)
     out = tmp_path / "out"
     result = subprocess.run([sys.executable, SCRIPT, "--smoke", "--data", *paths, "--levers", "baseline,pooled",
-                             "--episodes", "1", "--jobs", "2", "--out", str(out)],
+                             "--episodes", "1", "--jobs", "2", "--out", str(out), "--held-out"],
                             capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "== pooled" in result.stdout and "== baseline" in result.stdout and "test excess Sharpe" in result.stdout
@@ -152,6 +152,23 @@ def test_smoke_run_prints_the_tables_and_writes_every_record(tmp_path) -> None:
         paired = saved["paired"]["levers"]["pooled"][name]
         assert paired["n"] == 2 and paired["mean"] == pytest.approx(np.mean(diffs))
         assert paired["better"] == sum(d > 0 for d in diffs)
+    # The held-out lens: each fold's best-model ensemble chosen on one validation half and scored on the
+    # other, both ways round, as benchmarks/model_choice.py computes it from the same stored snapshots.
+    import model_choice
+
+    def held_out(lever: str) -> dict[str, float]:
+        values = {}
+        for members in model_choice.fold_groups(out / lever):
+            for record in model_choice.fold_study(members):
+                nested = record["nested"]["best"]
+                values[record["market"]] = (nested["first_to_second"] + nested["second_to_first"]) / 2
+        return values
+
+    mine, theirs = held_out("pooled"), held_out("baseline")
+    diffs = [mine[m] - theirs[m] for m in ("AAAUSDT_1h", "BBBUSDT_1h")]
+    paired = saved["paired"]["levers"]["pooled"][learning_levers.HELD_OUT_LENS]
+    assert paired["n"] == 2 and paired["mean"] == pytest.approx(np.mean(diffs))
+    assert "best, held-out halves: val excess diff" in result.stdout
     for lever in ("baseline", "pooled"):
         summary, verdict = saved["summaries"][lever], saved["verdicts"][lever]
         assert summary["seeds"]["n"] == 4 and summary["ensemble_mean_q"]["n"] == 2
