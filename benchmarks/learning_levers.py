@@ -486,14 +486,12 @@ def lens_values(results: dict[str, Any], held_out: dict[str, dict[tuple[str, str
     return values
 
 
-def reference_lenses(results: dict[str, Any], references: list[str],
-                     held_out: dict[str, dict[tuple[str, str], float]] | None = None
+def reference_lenses(values: dict[str, dict[str, dict[tuple[str, str], float]]], references: list[str]
                      ) -> dict[str, dict[tuple[str, str], float]]:
-    """Each lens's per-window values of the reference: one run's, or the mean of several runs' (the
-    same configuration with other seeds) on the windows they all have, which halves the reference's
-    own training luck that every lever paired against it shares."""
-    values = lens_values({name: results[name] for name in references}, held_out and
-                         {name: held_out[name] for name in references})
+    """Each lens's per-window values of the reference (``values``: ``lens_values`` of the levers): one
+    run's, or the mean of several runs' (the same configuration with other seeds) on the windows they
+    all have, which halves the reference's own training luck that every lever paired against it
+    shares."""
     lenses = {}
     for name in values[references[0]]:
         runs = [values[reference][name] for reference in references]
@@ -518,8 +516,8 @@ def paired_against(results: dict[str, Any], reference: str | list[str],
     references = [reference] if isinstance(reference, str) else list(reference)
     label = "+".join(references)
     rows, out = [], {}
-    baseline = reference_lenses(results, references, held_out)
     values = lens_values(results, held_out)
+    baseline = reference_lenses(values, references)
     for lever in results:
         if lever in references:
             continue

@@ -70,7 +70,9 @@ def test_half_orders_trade_with_fees_computed_by_hand(backend: str) -> None:
     assert levels == [0.5, 1.0, 0.5, 0.0, 1.0, 0.5]
     fees = (5_000 / (1 + FEE) * FEE * 2 + held / 2 * (90 + 100) * (1 - SLIP) * FEE + cash4 / (1 + FEE) * FEE
             + u5 / 2 * 95 * (1 - SLIP) * FEE)
-    to_float = lambda value: float(np.asarray(accounts.xp.to_list(value)).reshape(-1)[0])  # noqa: E731
+    def to_float(value) -> float:
+        return float(np.asarray(accounts.xp.to_list(value)).reshape(-1)[0])
+
     assert to_float(accounts.fees_paid) == pytest.approx(fees, rel=1e-12)
     assert to_float(accounts.trades) == 6 and to_float(accounts.invalid) == 0
     # The last buy came from flat, so the entry is its own fill price; a sale leaves it as it was.
