@@ -19,11 +19,14 @@ from nexlify.training.trainer import Trainer
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-# The Gymnasium env's reward, and the training default: the differential Sharpe of the costed return.
-@pytest.mark.parametrize("reward", [{}, {"reward_mode": "differential_sharpe", "trade_penalty": 0.004}])
+# The Gymnasium env's reward, the training default (the differential Sharpe of the costed return), and
+# half positions (orders 0-4: the buy-half and sell-half orders move the level by 0.5).
+@pytest.mark.parametrize("reward", [{}, {"reward_mode": "differential_sharpe", "trade_penalty": 0.004},
+                                    {"reward_mode": "differential_sharpe", "half_orders": True}])
 def test_gpu_accounts_match_the_numpy_accounts(reward):
     market = random_walk_slice(80, seed=4)
-    actions = np.random.default_rng(1).integers(0, 3, size=(200, 7))
+    orders = 5 if reward.get("half_orders") else 3
+    actions = np.random.default_rng(1).integers(0, orders, size=(200, 7))
     host = Accounts(market, 7, **reward)
     gpu = Accounts(market, 7, backend="torch", device="cuda", **reward)
     np.testing.assert_array_equal(host.reset(), gpu.reset().cpu().numpy())
@@ -35,6 +38,7 @@ def test_gpu_accounts_match_the_numpy_accounts(reward):
         np.testing.assert_allclose(expected.obs, step.obs.cpu().numpy(), rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(expected.reward, step.reward.cpu().numpy(), rtol=1e-6, atol=1e-7)
         np.testing.assert_array_equal(expected.truncated, step.truncated.cpu().numpy())
+        np.testing.assert_array_equal(expected.info["level"], step.info["level"].cpu().numpy())
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
