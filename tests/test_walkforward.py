@@ -629,3 +629,45 @@ def test_a_stop_signal_ends_jobs_side_by_side_cleanly_each_with_its_checkpoint(t
     assert process.returncode == 130 and "Traceback" not in err, err[-800:]
     assert "run the same command to go on" in err
     assert all((p / "checkpoint_interrupted.pth").is_file() for p in started), sorted(map(str, out.rglob("*")))
+
+
+def _file_with_outage(tmp_path, name, days, outage_day, missing, seed=3):
+    """An hourly market of ``days`` days with ``missing`` candles cut out from the start of ``outage_day``."""
+    frame = synthetic_frame(24 * days, seed=seed)
+    cut = frame.iloc[24 * outage_day: 24 * outage_day + missing]
+    path = tmp_path / f"{name}.csv"
+    frame.drop(cut.index).to_csv(path)
+    return path, cut.index[-1]
+
+
+def test_folds_are_laid_after_an_outage_the_gap_policy_refuses(tmp_path, caplog):
+    # 30 missing hours (more than the 24 accepted) on day 4 of 24: the folds use the 20 days after it.
+    path, last_missing = _file_with_outage(tmp_path, "outage", 24, outage_day=4, missing=30)
+    layout = dict(test_days=3, train_days=5, validation_days=2)
+    with caplog.at_level("WARNING"):
+        jobs = plan_jobs([path], tmp_path / "run", {}, [7], **layout)
+    assert "30 missing candles ending" in caplog.text and "the folds use the history after them" in caplog.text
+    first_after = last_missing + HOUR
+    assert min(pd.Timestamp(j.train_start) for j in jobs) >= first_after + 48 * HOUR  # the warm-up after it
+    # With --folds the first fold trains from the first candle after the outage's warm-up, exactly.
+    two = plan_jobs([path], tmp_path / "run_two", {}, [7], folds=2, train_days=5, validation_days=2)
+    assert min(pd.Timestamp(j.train_start) for j in two) == first_after + 48 * HOUR
+    after = load_ohlcv(path, max_gap_bars=None).loc[lambda f: f.index >= first_after]
+    assert [(j.fold, j.test_start) for j in jobs] == [(w.fold, w.test_start) for w in plan_folds(after, **layout)]
+    # Without the outage the same 24 days hold more folds: the cut is what made them fewer.
+    whole = plan_folds(load_ohlcv(synthetic_frame(24 * 24, seed=3)), **layout)
+    assert len(whole) > len(jobs)
+    # A short gap (24 candles) is kept in place: no cut, the folds start where the history allows.
+    short, _ = _file_with_outage(tmp_path, "short_gap", 24, outage_day=4, missing=24)
+    kept = plan_jobs([short], tmp_path / "run_short", {}, [7], **layout)
+    assert min(pd.Timestamp(j.train_start) for j in kept) < first_after
+
+
+def test_an_outage_that_leaves_too_little_history_is_refused_in_one_line(tmp_path, capsys):
+    path, _ = _file_with_outage(tmp_path, "late_outage", 24, outage_day=15, missing=30)
+    args = ["walkforward", "--data", str(path), "--test-days", "3", "--train-days", "5", "--validation-days", "2",
+            "--checkpoint-dir", str(tmp_path / "wf")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error:") and "after its 30 missing candles ending" in err and "--train-days" in err
+    assert not (tmp_path / "wf").exists()

@@ -12,6 +12,7 @@ through the end of the test window; the scaler is fitted on the training rows on
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -31,6 +32,8 @@ from nexlify.data.market import (
 )
 from nexlify.errors import ConfigError, DataError
 from nexlify.evaluation.defaults import DEFAULT_TEST_DAYS, DEFAULT_TRAIN_DAYS, DEFAULT_VALIDATION_DAYS
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,27 @@ def _mask(frame: pd.DataFrame, start: str, end: str) -> np.ndarray:
 
 def _rows_between(frame: pd.DataFrame, start: str, end: str) -> int:
     return int(_mask(frame, start, end).sum())
+
+
+def after_refused_gaps(frame: pd.DataFrame, label: str) -> tuple[pd.DataFrame, str]:
+    """The candles after the newest gap longer than the gap policy accepts, and the label to plan them
+    under (``frame`` and ``label`` unchanged when there is no such gap).
+
+    Folds are laid in the stretch of history after it: years of an exchange's candles often hold one
+    old outage, and refusing the whole walk-forward for it would make the user trim the file by hand.
+    The cut is logged as a warning; a remainder too short for the windows is refused under the new label.
+    """
+    refused = gap_report(frame).too_long
+    if not refused:
+        return frame, label
+    gap = refused[-1]
+    after = frame.loc[frame.index > gap.end]
+    ends = f"{gap.missing_bars} missing candles ending {gap.end:%Y-%m-%d %H:%M} UTC"
+    if len(after):
+        logger.warning("%s: %s (more than the %d the gap policy accepts); the folds use the history after "
+                       "them, from %s UTC. Fill the gap in the data to use the history before it.",
+                       label, ends, gap_report(frame).max_gap_bars, f"{after.index[0]:%Y-%m-%d %H:%M}")
+    return after, f"{label} after its {ends} (fill them to use the history before)"
 
 
 def used_span(frame: pd.DataFrame, windows: list[FoldWindows], feature_set: str = "basic") -> pd.DataFrame:

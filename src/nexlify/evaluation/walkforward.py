@@ -44,6 +44,7 @@ from nexlify.evaluation.folds import (
     DEFAULT_TRAIN_DAYS,
     DEFAULT_VALIDATION_DAYS,
     FoldWindows,
+    after_refused_gaps,
     check_gaps,
     check_windows,
     common_span,
@@ -186,14 +187,18 @@ def _shared_windows(frames: dict[str, Any], **layout: Any) -> list[FoldWindows]:
     """One set of fold windows for every market of ``frames`` (name -> candles), laid out in the
     period they all cover and checked against each market's candles and gaps."""
     feature_set = layout["feature_set"]
+    # Windows are laid after each market's newest gap too long to accept (logged); the checks below
+    # read the whole files, so a fold can never reach back across such a gap.
+    usable = {name: after_refused_gaps(frame, frame.attrs["source"]) for name, frame in frames.items()}
     if len(frames) > 1:
         try:
-            windows = plan_folds(common_span(frames), **layout, label="the period every market covers")
+            windows = plan_folds(common_span({name: span for name, (span, _) in usable.items()}), **layout,
+                                 label="the period every market covers")
         except DataError as exc:  # no common period, or one too short for the windows
             raise _NoCommonPeriod(str(exc).partition(". Fix:")[0].partition("; give markets")[0]) from None
     else:
-        span = next(iter(frames.values()))
-        windows = plan_folds(span, **layout, label=span.attrs["source"])
+        span, label = next(iter(usable.values()))
+        windows = plan_folds(span, **layout, label=label)
     for frame in frames.values():
         check_windows(frame, windows, frame.attrs["source"])
         check_gaps(frame, windows, frame.attrs["source"], feature_set)
