@@ -159,16 +159,16 @@ def after_refused_gaps(frame: pd.DataFrame, label: str) -> tuple[pd.DataFrame, s
     old outage, and refusing the whole walk-forward for it would make the user trim the file by hand.
     The cut is logged as a warning; a remainder too short for the windows is refused under the new label.
     """
-    refused = gap_report(frame).too_long
-    if not refused:
+    report = gap_report(frame)
+    if not report.too_long:
         return frame, label
-    gap = refused[-1]
+    gap = report.too_long[-1]
     after = frame.loc[frame.index > gap.end]
     ends = f"{gap.missing_bars} missing candles ending {gap.end:%Y-%m-%d %H:%M} UTC"
     if len(after):
         logger.warning("%s: %s (more than the %d the gap policy accepts); the folds use the history after "
                        "them, from %s UTC. Fill the gap in the data to use the history before it.",
-                       label, ends, gap_report(frame).max_gap_bars, f"{after.index[0]:%Y-%m-%d %H:%M}")
+                       label, ends, report.max_gap_bars, f"{after.index[0]:%Y-%m-%d %H:%M}")
     return after, f"{label} after its {ends} (fill them to use the history before)"
 
 
