@@ -155,15 +155,18 @@ def plan_jobs(
     frames = {name: load_market(source) for name, source in zip(names, sources, strict=True)}
     layout = {"test_days": test_days, "folds": folds, "train_days": train_days,
               "validation_days": validation_days, "anchored": anchored, "feature_set": feature_set}
+    # Each market's history after its newest gap too long to accept (cut once; the cut is logged).
+    usable = {name: after_refused_gaps(frame, frame.attrs["source"]) for name, frame in frames.items()}
     try:
-        shared = _shared_windows(frames, **layout)
+        shared = _shared_windows(frames, usable, **layout)
         windows_of = {name: shared for name in [*names, POOLED_MARKET]}
     except _NoCommonPeriod as exc:
         if pool:
             raise DataError(f"{exc}. Fix: give markets whose histories overlap for longer, use shorter windows, "
                             "or pass --no-pool to judge each market on windows of its own history") from None
         # Unpooled markets need not line up: each gets the windows of its own history.
-        windows_of = {name: _shared_windows({name: frame}, **layout) for name, frame in frames.items()}
+        windows_of = {name: _shared_windows({name: frame}, {name: usable[name]}, **layout)
+                      for name, frame in frames.items()}
     groups = ([(POOLED_MARKET, None, tuple(zip(names, sources, strict=True)))] if pool and len(names) > 1
               else [(name, source, ()) for name, source in zip(names, sources, strict=True)])
     jobs = []
@@ -183,13 +186,11 @@ class _NoCommonPeriod(DataError):
     """The markets' histories share too little time to lay one set of windows over them all."""
 
 
-def _shared_windows(frames: dict[str, Any], **layout: Any) -> list[FoldWindows]:
+def _shared_windows(frames: dict[str, Any], usable: dict[str, tuple[Any, str]], **layout: Any) -> list[FoldWindows]:
     """One set of fold windows for every market of ``frames`` (name -> candles), laid out in the
-    period they all cover and checked against each market's candles and gaps."""
+    period their ``usable`` spans (name -> (candles, label), ``after_refused_gaps``) all cover and
+    checked against each market's whole candles and gaps, so a fold never reaches back across a cut."""
     feature_set = layout["feature_set"]
-    # Windows are laid after each market's newest gap too long to accept (logged); the checks below
-    # read the whole files, so a fold can never reach back across such a gap.
-    usable = {name: after_refused_gaps(frame, frame.attrs["source"]) for name, frame in frames.items()}
     if len(frames) > 1:
         try:
             windows = plan_folds(common_span({name: span for name, (span, _) in usable.items()}), **layout,
