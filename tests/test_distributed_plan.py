@@ -142,8 +142,8 @@ def test_a_job_on_a_node_takes_that_nodes_machine_settings_but_keeps_what_the_us
     from nexlify.hardware.profiler import HardwareProfiler
 
     planned = HardwareProfiler().config.to_dict()
-    settings = node_machine_settings({"batch_size": 7, "learning_rate": 1e-4})
-    assert set(settings) == set(MACHINE_KEYS) - {"batch_size"}
+    settings = node_machine_settings({"num_workers": 7, "batch_size": 7, "learning_rate": 1e-4})
+    assert set(settings) == set(MACHINE_KEYS) - {"num_workers"}  # the batch is what a job learns with
     assert settings == {key: planned[key] for key in settings}
 
 

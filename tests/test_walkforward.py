@@ -309,8 +309,12 @@ def test_a_folder_of_another_walkforward_is_refused_not_reused(tmp_path):
     other = _tiny_jobs(tmp_path, learning_rate=0.01)
     with pytest.raises(CheckpointError, match="different walk-forward"):
         run_fold_job(other[0])
-    # Machine settings may change between runs (resume on another box).
-    assert run_fold_job(_tiny_jobs(tmp_path, parallel_envs=1)[0])["job"]["fold"] == 1
+    # Machine settings may change between runs (resume on another box); batch, pace and accounts may
+    # not: they change what the job learned.
+    assert run_fold_job(_tiny_jobs(tmp_path, num_workers=2, optimization_level="cpu_optimize")[0])["job"]["fold"] == 1
+    for learning in ({"parallel_envs": 1}, {"batch_size": 64}, {"train_frequency": 16}):
+        with pytest.raises(CheckpointError, match="different walk-forward"):
+            run_fold_job(_tiny_jobs(tmp_path, **learning)[0])
 
 
 def test_a_job_stored_before_a_config_key_existed_is_reused_with_that_keys_default(tmp_path):
@@ -589,6 +593,60 @@ def test_overlapping_unpooled_markets_still_share_one_set_of_windows(tmp_path):
     windows = {name: [(j.fold, j.train_start, j.test_end) for j in jobs if j.market == name]
                for name in ("first", "second")}
     assert windows["first"] == windows["second"] and len(windows["first"]) >= 2
+
+
+class _BigMachineProfiler:
+    """A profiler whose plan is a big machine's (the batch, model and accounts an H100 plans)."""
+
+    profile = {"cpu": {"usable_cores": 16}}
+
+    def __init__(self, *args, **kwargs):
+        self.config = TrainingConfig(model_size="xlarge", batch_size=8192, train_frequency=1024,
+                                     target_update_interval=2, learning_starts=16_384, buffer_size=500_000,
+                                     parallel_envs=1024, gradient_accumulation_steps=2,
+                                     optimization_level="max_performance", memory_reserve_gb=3.0)
+
+    def explain(self):
+        return []
+
+
+def _walkforward_plan(monkeypatch, tmp_path, *flags):
+    from nexlify import cli
+
+    monkeypatch.setattr("nexlify.hardware.profiler.HardwareProfiler", _BigMachineProfiler)
+    args = cli.build_parser().parse_args(["walkforward", "--folds", "2", "--seeds", "2", *flags])
+    return cli._plan_walkforward(args, tmp_path / "wf")
+
+
+def test_walkforward_jobs_learn_with_the_validated_settings_whatever_the_machine_plans(monkeypatch, tmp_path):
+    from nexlify.distributed.executor import job_for_this_node
+    from nexlify.evaluation.defaults import WALKFORWARD_LEARNING
+
+    plan = _walkforward_plan(monkeypatch, tmp_path)
+    assert len(plan.jobs) == 4
+    for job in plan.jobs:
+        learned = {key: job.config_overrides[key] for key in WALKFORWARD_LEARNING}
+        assert learned == {"model_size": "large", "batch_size": 256, "gradient_accumulation_steps": 1,
+                           "train_frequency": 32, "target_update_interval": 62, "learning_starts": 10_000,
+                           "buffer_size": 250_000, "parallel_envs": 32}
+        # How the job runs is still the machine's.
+        assert job.config_overrides["optimization_level"] == "max_performance"
+        assert job.config_overrides["memory_reserve_gb"] == 3.0
+        # A Ray node replans the machine's settings only: the validated ones travel as set.
+        on_node = job_for_this_node(job, plan.overrides, {}, {})
+        assert {key: on_node.config_overrides[key] for key in WALKFORWARD_LEARNING} == learned
+
+
+def test_walkforward_flags_and_config_override_the_validated_settings_at_their_pace(monkeypatch, tmp_path):
+    config = tmp_path / "xlarge.json"
+    config.write_text(json.dumps({"model_size": "xlarge", "buffer_size": 100_000}))
+    plan = _walkforward_plan(monkeypatch, tmp_path, "--batch-size", "1024", "--config", str(config))
+    job = plan.jobs[0].config_overrides
+    assert (job["model_size"], job["buffer_size"], job["batch_size"]) == ("xlarge", 100_000, 1024)
+    # The validated replay ratio (256 / 32 = 8 samples per transition) and target refresh spacing
+    # (62 x 32 = 1,984 transitions), not the machine's: 1024 / 8 = 128; 1,984 / 128 = 15.5 -> 16.
+    assert (job["train_frequency"], job["target_update_interval"]) == (128, 16)
+    assert job["parallel_envs"] == 32
 
 
 def test_parallel_plan_with_measured_speeds_finishes_the_jobs_soonest():

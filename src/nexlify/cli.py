@@ -628,7 +628,7 @@ class _WalkforwardPlan:
 
 def _plan_walkforward(args: argparse.Namespace, output_dir: Path) -> _WalkforwardPlan:
     from nexlify.config import TrainingConfig, read_config_file
-    from nexlify.evaluation.defaults import DEFAULT_EPISODES
+    from nexlify.evaluation.defaults import DEFAULT_EPISODES, WALKFORWARD_LEARNING
     from nexlify.evaluation.walkforward import (
         VALIDATIONS_PER_RUN,
         assign_config,
@@ -649,8 +649,10 @@ def _plan_walkforward(args: argparse.Namespace, output_dir: Path) -> _Walkforwar
     from nexlify.hardware.profiler import HardwareProfiler
 
     profiler = HardwareProfiler(output_dir=str(output_dir), reprofile=args.reprofile)
-    config, overrides = resolve_config(args, profiler.config, file_values)
-    walkforward_defaults: dict[str, Any] = {}
+    # The machine's plan sets how jobs run; what they learn is the validated configuration, so the
+    # verdict does not move with the hardware. A --batch-size keeps that configuration's pace.
+    config, overrides = resolve_config(args, profiler.config.with_overrides(WALKFORWARD_LEARNING), file_values)
+    walkforward_defaults: dict[str, Any] = {k: v for k, v in WALKFORWARD_LEARNING.items() if k not in overrides}
     if "episodes" not in overrides:
         walkforward_defaults["episodes"] = DEFAULT_EPISODES
     if "eval_interval" not in overrides:

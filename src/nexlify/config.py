@@ -58,6 +58,10 @@ ACTION_MODES: tuple[str, ...] = ("toggle", "target", "target_half")
 AUGMENTS: tuple[str, ...] = ("none", "mirror")
 ENV_BACKENDS: tuple[str, ...] = ("auto", "numpy", "torch")
 STANDALONE_EPSILON_DECAY_STEPS = 100_000
+# Settings that belong to the machine running a run, not to what it learns: a resumed run, or a
+# walk-forward job reused from an earlier run, may differ in these.
+MACHINE_SETTINGS = ("device", "num_workers", "use_mixed_precision", "precision", "env_backend",
+                    "optimization_level", "memory_reserve_gb")
 
 
 @dataclass

@@ -4,7 +4,7 @@ Before the first job, the hardware planner runs once on every node; nodes whose 
 reserve the same resources form one kind (a laptop, a GPU box). Each kind keeps as many tasks in
 flight as its nodes hold at once, so Ray never queues a trial where it does not fit. Inside each
 task the planner runs again on the node it landed on and sets the walk-forward's machine settings
-(``MACHINE_KEYS``: device, threads, batch, ...) that the user did not set, so every node trains
+(``MACHINE_KEYS``: device, threads, precision, ...) that the user did not set, so every node trains
 with its own plan while the learning settings, and so the verdict, stay one agent's.
 
 A worker process or node that dies mid-task gets the task retried elsewhere (``max_retries``). Each

@@ -33,7 +33,7 @@ DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 NOT_SEARCHABLE: dict[str, str] = {
     **{key: "the hardware plan sets it for the machine each trial lands on" for key in (
         "device", "num_workers", "use_mixed_precision", "precision", "env_backend", "optimization_level",
-        "memory_reserve_gb", "checkpoint_compression", "parallel_envs")},
+        "memory_reserve_gb", "checkpoint_compression")},
     **{key: "costs and capital are facts of the market, the same for every policy" for key in (
         "initial_balance", "fee", "slippage")},
     "seed": "seeds measure luck; use --seeds",

@@ -17,3 +17,12 @@ ENSEMBLE_MODES: tuple[str, ...] = ("mean_q", "vote", "consensus")
 DEFAULT_ENSEMBLE = "mean_q"
 # Which validated models of each seed the ensemble combines (nexlify.evaluation.snapshots).
 DEFAULT_MODEL_CHOICE = "best"
+# What every walk-forward job learns with, on any machine: the configuration chosen on validation folds
+# (the 2-core plan that every lever in docs/benchmarks.md was judged against). A machine's own plan
+# would change the verdict with the hardware: on an H100 it picks xlarge at batch 8192 (411 learning
+# steps a job instead of 13K), which scored worse on validation. The machine still sets the device,
+# precision, threads and jobs at once; flags and --config override these as usual.
+WALKFORWARD_LEARNING: dict[str, object] = {
+    "model_size": "large", "batch_size": 256, "gradient_accumulation_steps": 1, "train_frequency": 32,
+    "target_update_interval": 62, "learning_starts": 10_000, "buffer_size": 250_000, "parallel_envs": 32,
+}

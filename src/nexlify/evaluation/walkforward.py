@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from nexlify.config import MACHINE_SETTINGS
 from nexlify.data.augment import augment_splits
 from nexlify.errors import CheckpointError, ConfigError, DataError
 from nexlify.evaluation.backtest import agent_policy
@@ -67,9 +68,9 @@ VALIDATIONS_PER_RUN = 6  # eval_interval = episodes // this: enough checks to pi
 JOBS_PER_GPU = 4
 JOB_MEMORY_GB = RUN_MEMORY_GB  # peak RSS of one training process (docs/benchmarks.md: 544 MB)
 # Settings of the machine running a job; a resumed run may differ in these and still reuse results.
-MACHINE_KEYS = ("device", "num_workers", "use_mixed_precision", "precision", "env_backend",
-                "optimization_level", "memory_reserve_gb", "parallel_envs", "batch_size",
-                "gradient_accumulation_steps", "train_frequency", "target_update_interval")
+# Batch, replay pace and accounts are not among them: they change what is learned
+# (``defaults.WALKFORWARD_LEARNING``).
+MACHINE_KEYS = MACHINE_SETTINGS
 # Settings that change what a job keeps on disk, not what it learns.
 OUTPUT_KEYS = ("keep_validated_models",)
 

@@ -13,7 +13,7 @@ import torch
 from rich.console import Console
 
 from nexlify.agent.dqn import AdaptiveDQNAgent
-from nexlify.config import TrainingConfig
+from nexlify.config import MACHINE_SETTINGS, TrainingConfig
 from nexlify.data.augment import augment_splits
 from nexlify.data.features import FeatureScaler, feature_set_of, warmup_bars
 from nexlify.data.market import (
@@ -45,7 +45,7 @@ from nexlify.io import write_text_atomic
 from nexlify.serialization import read_checkpoint_meta
 from nexlify.training.monitor import TrainingMonitor
 from nexlify.training.run_folder import RunFolderLock, check_previous_run, remove_previous_run
-from nexlify.training.trainer import BEST_MODEL, MACHINE_SETTINGS, Trainer, evaluate_agent
+from nexlify.training.trainer import BEST_MODEL, Trainer, evaluate_agent
 
 HARDWARE_PROFILE = "hardware_profile.json"
 RESULTS = "training_results.json"

@@ -32,7 +32,7 @@ import psutil
 import torch
 
 from nexlify.agent.dqn import AdaptiveDQNAgent
-from nexlify.config import TrainingConfig
+from nexlify.config import MACHINE_SETTINGS, TrainingConfig
 from nexlify.data.features import ACCOUNT_FEATURE_NAMES
 from nexlify.data.market import MarketSlice, MarketSplits
 from nexlify.env.accounts import Accounts, AccountStep
@@ -50,9 +50,6 @@ INTERRUPTED_CHECKPOINT = "checkpoint_interrupted.pth"
 MEMORY_CHECK_EVERY_STEPS = 256
 # A round under this share of the profiler's projected speed times the other torch thread counts.
 SLOW_PACE_FRACTION = 0.75
-# Settings that belong to the machine running the job, not to the run being resumed.
-MACHINE_SETTINGS = ("device", "num_workers", "use_mixed_precision", "precision", "env_backend",
-                    "optimization_level", "memory_reserve_gb")
 STOP_SIGNALS = ("SIGINT", "SIGTERM")
 
 
