@@ -635,6 +635,9 @@ def test_walkforward_jobs_learn_with_the_validated_settings_whatever_the_machine
         # A Ray node replans the machine's settings only: the validated ones travel as set.
         on_node = job_for_this_node(job, plan.overrides, {}, {})
         assert {key: on_node.config_overrides[key] for key in WALKFORWARD_LEARNING} == learned
+    from nexlify.cli import _validated_settings_line
+
+    assert "model_size large, batch_size 256," in _validated_settings_line(plan.overrides)
 
 
 def test_walkforward_flags_and_config_override_the_validated_settings_at_their_pace(monkeypatch, tmp_path):
@@ -647,6 +650,10 @@ def test_walkforward_flags_and_config_override_the_validated_settings_at_their_p
     # (62 x 32 = 1,984 transitions), not the machine's: 1024 / 8 = 128; 1,984 / 128 = 15.5 -> 16.
     assert (job["train_frequency"], job["target_update_interval"]) == (128, 16)
     assert job["parallel_envs"] == 32
+    from nexlify.cli import _validated_settings_line
+
+    line = _validated_settings_line(plan.overrides)
+    assert "parallel_envs 32" in line and "batch_size" not in line and "model_size" not in line
 
 
 def test_parallel_plan_with_measured_speeds_finishes_the_jobs_soonest():

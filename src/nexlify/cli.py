@@ -712,7 +712,8 @@ def _walkforward(args: argparse.Namespace, console: Console) -> int:
     markets = list(dict.fromkeys(name for job in jobs for name, _ in job.members))
     executor = local_executor(plan.at_once) if args.ray is None else _ray_executor(args, plan, console)
     with RunFolderLock(output_dir):
-        write_hardware_profile(output_dir, plan.profiler.profile, config, [*plan.profiler.explain(), plan.why],
+        write_hardware_profile(output_dir, plan.profiler.profile, config,
+                               [*plan.profiler.explain(), plan.why, _validated_settings_line(plan.overrides)],
                                plan.overrides)
         console.print(f"[bold]Nexlify walk-forward[/bold]: {len(jobs)} jobs ({', '.join(markets)}; {args.seeds} "
                       f"seed(s)), {config.episodes} episodes each, {config.model_size} model on {config.device}; "
@@ -730,6 +731,15 @@ def _walkforward(args: argparse.Namespace, console: Console) -> int:
     print((output_dir / SUMMARY).read_text())
     console.print(f"outputs in {output_dir}", soft_wrap=True)
     return 0
+
+
+def _validated_settings_line(overrides: dict[str, Any]) -> str:
+    """The reason line for the learning settings every walk-forward job takes whatever the machine."""
+    from nexlify.evaluation.defaults import WALKFORWARD_LEARNING
+
+    pinned = {key: value for key, value in WALKFORWARD_LEARNING.items() if overrides.get(key) == value}
+    return ("learning settings chosen on validation folds, the same on every machine: "
+            + (", ".join(f"{key} {value}" for key, value in pinned.items()) or "none (all set by flags or --config)"))
 
 
 def _walkforward_run_info(args: argparse.Namespace, config: Any, at_once: int, markets: list[str],
