@@ -170,6 +170,24 @@ def test_a_partial_fill_is_recorded_as_it_happened_and_reconciles_on_restart(liv
     _assert_balances_match(live, second)
 
 
+def test_a_session_stopped_right_after_a_fill_resumes_with_it(live, tmp_path, monkeypatch, model, rows):
+    # A candle's mark is written before its order: stopped after the fill and before the next mark,
+    # the session must take the fill from the journal, or the balances it reconciles disagree.
+    live.run()
+    first_order = live.journal_rows()[0][0]
+    k = next(k for k in range(len(rows)) if ts_of(rows, k) == first_order["candle_ts"])
+    (tmp_path / "stopped").mkdir()
+    stopped = LiveRun(tmp_path / "stopped", monkeypatch, model, rows)
+    first = stopped.run(end_k=k)
+    with Journal(stopped.journal) as journal:
+        assert journal.last_mark()["units"] == 0.0 and len(journal.fills()) == 1  # filled after the last mark
+    assert first["units"] > 0
+    second = stopped.run(start_ms=stopped.fake.clock.now_ms())
+    restart = [e for e in stopped.journal_rows()[2] if e["kind"] == "restart"]
+    assert len(restart) == 1 and f"{first['units']:.8g} units" in restart[0]["detail"]
+    _assert_balances_match(stopped, second)
+
+
 def test_dust_left_by_fees_in_the_base_currency_counts_as_flat(live, rows):
     # Fees taken in BTC leave holdings off the amount step; selling what the step allows leaves dust
     # the exchange will not take. Counted as a position, it would stop every later buy.

@@ -281,6 +281,16 @@ class LiveBroker:
         return float(total.get(self.base) or 0.0), float(total.get(self.quote) or 0.0), float(
             free.get(self.quote) or 0.0)
 
+    def restore_fills(self, account: Account, mark_ts: int) -> None:
+        """Apply the fills of orders placed on the candle of the last mark (``mark_ts``) or later.
+
+        A candle's mark is written before its order is placed, so a session stopped after the order
+        filled and before the next candle's mark would resume without the fill (and then stop on
+        reconciling balances that are right).
+        """
+        for row in self.journal.fills(since=mark_ts):
+            account.record_fill(Fill(row["side"], row["units"], row["price"], row["fee"], row["quote"]))
+
     def recover_orders(self, account: Account) -> None:
         """Orders journaled but not settled when the last run stopped: record what the exchange did.
 

@@ -185,8 +185,10 @@ class Journal:
                     "VALUES (?, ?, ?, ?, ?, ?, ?)", (int(candle_ts), client_id, fill.side, fill.units, fill.price,
                                                      fill.fee, fill.quote))
 
-    def fills(self) -> list[dict[str, Any]]:
-        cursor = self._db.execute("SELECT * FROM fills ORDER BY id")
+    def fills(self, since: int | None = None) -> list[dict[str, Any]]:
+        """Every fill, or those of candles from ``since`` on, in the order they were recorded."""
+        cursor = self._db.execute("SELECT * FROM fills" + (" WHERE candle_ts >= ?" if since is not None else "")
+                                  + " ORDER BY id", (int(since),) if since is not None else ())
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor]
 

@@ -141,6 +141,8 @@ class TradingSession:
             self.benchmark = Account.opening(self.settings.initial_balance)
         if self.broker.live:
             self.broker.session_tag = meta["session_tag"]
+            if mark is not None:
+                self.broker.restore_fills(self.account, mark["candle_ts"])
             self.broker.recover_orders(self.account)
             self.broker.reconcile(self.account, meta["reference"])
         self.event("restart", f"resumed after {_time(self.journal.last_candle_ts())}: cash "
