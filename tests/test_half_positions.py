@@ -4,25 +4,34 @@ half agent that trains deterministically, backtests in levels and is refused by 
 
 from __future__ import annotations
 
+import sqlite3
+
+import ccxt
 import numpy as np
 import pytest
 import torch
 
+from fake_exchange import FakeMarket
 from helpers import make_slice, random_walk_slice, synthetic_frame, tiny_config
 from nexlify.agent.dqn import AdaptiveDQNAgent
 from nexlify.cli import main
 from nexlify.data.market import prepare_market
 from nexlify.env.accounts import Accounts
-from nexlify.env.actions import BUY, BUY_HALF, HOLD, SELL, SELL_HALF, n_actions, to_orders
+from nexlify.env.actions import BUY, BUY_HALF, HOLD, ORDER_NAMES, SELL, SELL_HALF, n_actions, to_orders
 from nexlify.env.portfolio import Portfolio
 from nexlify.errors import ConfigError
 from nexlify.evaluation.backtest import agent_policy, run_policy
 from nexlify.evaluation.ensemble import consensus_orders
 from nexlify.evaluation.metrics import compute_metrics
+from nexlify.trading.account import Account, level_after
+from nexlify.trading.broker import LiveBroker, PaperBroker, buy_budget
+from nexlify.trading.feeds import ReplayClock
+from nexlify.trading.journal import Journal, account_from_mark
 from nexlify.training.trainer import Trainer
 
 FEE, SLIP = 0.001, 0.0005
 FLAT_, HALF_, LONG_ = 0, 1, 2  # target_half actions
+HOUR_MS = 3_600_000
 
 
 def test_target_half_orders_move_the_level_by_the_difference() -> None:
@@ -153,6 +162,162 @@ def test_metrics_read_levels_exposure_is_the_mean_level_and_round_trips_run_flat
     assert metrics["exposure"] == pytest.approx((0.5 + 1 + 0.5 + 0 + 0.5 + 0.5) / 6)
     assert metrics["trades"] == 5 and metrics["round_trips"] == 2
     assert metrics["win_rate"] == 0.5  # 100 -> 99 lost, 99 -> 120 (still open) won
+
+
+def _paper_run(market, orders: np.ndarray) -> tuple[list[float], list[float], Account]:
+    """``orders`` (one per step) through the paper broker: filled at each next open, marked at its close."""
+    broker, account = PaperBroker(FEE, SLIP), Account.opening(10_000.0)
+    equity, levels = [], []
+    for t, order in enumerate(orders.tolist()):
+        broker.fill_at_open(account, ORDER_NAMES[order], float(market.open[t + 1]))
+        equity.append(account.mark(float(market.close[t + 1])))
+        levels.append(account.position)
+    return equity, levels, account
+
+
+def test_paper_fills_equal_the_backtests_half_orders_bit_for_bit() -> None:
+    market = random_walk_slice(400, seed=11)
+    orders = np.random.default_rng(11).integers(0, 5, size=399)  # every order, no-ops included
+    accounts = Accounts(market, 1, fee=FEE, slippage=SLIP, half_orders=True)
+    accounts.reset()
+    expected_equity, expected_levels = [], []
+    for order in orders:
+        accounts.advance(np.array([order]))
+        expected_equity.append(float(accounts.equity[0]))
+        expected_levels.append(float(accounts.level[0]))
+    equity, levels, account = _paper_run(market, orders)
+    assert equity == expected_equity and levels == expected_levels  # exactly, not approximately
+    assert account.entry_price == float(accounts.entry[0]) and account.units == float(accounts.units[0])
+    assert account.fees_paid == float(accounts.fees_paid[0]) and account.trades == int(accounts.trades[0])
+    assert {0.5} < set(levels) and int(accounts.invalid[0]) > 0  # half positions and no-ops both happened
+
+
+def test_paper_half_orders_with_fees_computed_by_hand() -> None:
+    _, equity, levels = _run("numpy", [BUY_HALF, BUY_HALF, SELL_HALF, SELL_HALF])
+    paper, paper_levels, account = _paper_run(make_slice([100.0, 110.0, 120.0, 90.0, 100.0]),
+                                              np.array([BUY_HALF, BUY_HALF, SELL_HALF, SELL_HALF]))
+    assert paper == equity and paper_levels == levels == [0.5, 1.0, 0.5, 0.0]
+    u1, u2 = 5_000 / (1 + FEE) / (110 * (1 + SLIP)), 5_000 / (1 + FEE) / (120 * (1 + SLIP))
+    assert paper[1] == pytest.approx((u1 + u2) * 120, rel=1e-12) and account.units == 0.0
+
+
+@pytest.mark.parametrize(("before", "order", "filled", "holds", "after"), [
+    (0.0, "buy_half", True, True, 0.5), (0.5, "buy_half", True, True, 1.0), (0.0, "buy", True, True, 1.0),
+    (1.0, "sell_half", True, True, 0.5), (0.5, "sell_half", True, False, 0.0), (1.0, "sell", True, False, 0.0),
+    (0.0, "buy_half", False, False, 0.0), (0.5, "buy_half", False, True, 0.5),  # nothing filled: as it was
+    (1.0, "sell", True, True, 1.0), (0.5, "sell_half", True, True, 0.5),  # a sale left units: not flat yet
+    (1.0, "sell_half", True, True, 0.5), (0.0, "buy", True, False, 0.0),  # partly; only dust bought: flat
+])
+def test_the_level_after_an_order(before, order, filled, holds, after) -> None:
+    assert level_after(before, order, filled, holds) == after
+
+
+def test_buy_budgets_spend_half_the_cash_from_flat_and_keep_the_cap_on_the_whole_position() -> None:
+    account = Account.opening(1_000.0)
+    assert buy_budget(account, "buy_half", None, FEE) == 500.0 and buy_budget(account, "buy", None, FEE) == 1_000.0
+    assert buy_budget(account, "buy_half", 600.0, FEE) == 300.0  # half of what a long position may cost
+    PaperBroker(FEE, SLIP, max_position=600.0).fill_at_open(account, "buy_half", 100.0)
+    assert account.cash == 700.0 and account.position == 0.5
+    assert account.held_cost(FEE) == pytest.approx(300.0, rel=1e-12)
+    assert buy_budget(account, "buy_half", None, FEE) == 700.0  # from half: all the rest
+    assert buy_budget(account, "buy_half", 600.0, FEE) == pytest.approx(300.0, rel=1e-12)  # what the cap leaves
+    assert buy_budget(account, "buy", 600.0, FEE) == buy_budget(account, "buy_half", 600.0, FEE)
+
+
+def test_the_journal_keeps_the_level_and_reads_journals_from_before_levels(tmp_path) -> None:
+    path = tmp_path / "j.sqlite"
+    half = Account(cash=500.0, units=0.01, entry_price=50_000.0, equity=1_000.0, peak=1_000.0, level=0.5)
+    with Journal(path) as journal:
+        journal.add_mark(HOUR_MS, 50_000.0, half, Account.opening(1_000.0))
+        journal.add_mark(2 * HOUR_MS, 50_000.0, Account.opening(1_000.0), Account.opening(1_000.0))
+        assert [m["level"] for m in journal.marks()] == [0.5, 0.0]
+        restored, _ = account_from_mark(journal.marks()[0])
+        assert restored.level == restored.position == 0.5 and restored.units == 0.01
+    with sqlite3.connect(path) as db:  # a journal written before levels: no such table
+        db.execute("DROP TABLE levels")
+    db.close()
+    with Journal(path) as journal:
+        marks = journal.marks()
+        assert [m["level"] for m in marks] == [None, None]
+        assert [account_from_mark(m)[0].position for m in marks] == [1.0, 0.0]  # all-in: long if it held units
+
+
+def _fake_broker(tmp_path, balances: dict[str, float], max_position: float = 1e9):
+    """A LiveBroker on a FakeMarket where BTC costs 50,000 USDT, without fees or slippage."""
+    clock = ReplayClock(HOUR_MS * 10 + 60_000)
+    rows = [[HOUR_MS * k, 50_000.0, 50_100.0, 49_900.0, 50_000.0, 1.0] for k in range(20)]
+    fake = FakeMarket(rows, clock, balances=balances, fee=0.0, slippage=0.0)
+    fake.load_markets()
+    journal = Journal(tmp_path / "live.sqlite")
+    broker = LiveBroker(fake, "BTC/USDT", journal, lambda what, fn, *args: fn(*args), clock.now_ms, clock.sleep_until,
+                        max_position, 0.0, 0.0, lambda text: text, lambda message: None)
+    return fake, journal, broker
+
+
+def _execute(broker, account, action: str, k: int) -> float:
+    """Place ``action`` on candle k; returns the amount ordered (0 if none)."""
+    account.min_units = broker.min_units(50_000.0)
+    before = len(broker.journal.orders())
+    broker.execute(account, action, HOUR_MS * k, 50_000.0)
+    orders = broker.journal.orders()
+    return orders[-1]["amount"] if len(orders) > before else 0.0
+
+
+def test_live_half_orders_send_the_amounts_computed_by_hand(tmp_path) -> None:
+    fake, journal, broker = _fake_broker(tmp_path, {"USDT": 1_000.0, "BTC": 0.0})
+    account = Account.opening(1_000.0)
+    assert _execute(broker, account, "buy_half", 1) == 0.01  # 500 USDT of the 1,000 at 50,000
+    assert (account.position, account.cash, fake.balances["USDT"]) == (0.5, 500.0, 500.0)
+    assert _execute(broker, account, "buy_half", 2) == 0.01  # the other 500
+    assert account.position == 1.0 and account.cash == 0.0 and account.units == pytest.approx(0.02, abs=1e-15)
+    assert account.entry_price == 50_000.0
+    assert _execute(broker, account, "sell_half", 3) == 0.01  # half of 0.02
+    assert account.position == 0.5 and fake.balances["BTC"] == pytest.approx(0.01, abs=1e-15)
+    assert _execute(broker, account, "sell_half", 4) == 0.01  # all that is left
+    assert account.position == 0.0 and account.units == pytest.approx(0.0, abs=1e-15) and account.cash == 1_000.0
+    assert [o["side"] for o in journal.orders()] == ["buy", "buy", "sell", "sell"]
+    assert all(o["status"] == "filled" for o in journal.orders())
+    journal.close()
+
+
+def test_live_max_position_caps_the_whole_position_built_in_halves(tmp_path) -> None:
+    fake, journal, broker = _fake_broker(tmp_path, {"USDT": 1_000.0, "BTC": 0.0}, max_position=600.0)
+    account = Account.opening(1_000.0)
+    assert _execute(broker, account, "buy_half", 1) == 0.006  # half of the 600 a long position may cost
+    assert _execute(broker, account, "buy_half", 2) == 0.006  # what the cap leaves: 600 - 300
+    assert account.position == 1.0 and account.cash == pytest.approx(400.0)
+    assert sum(f["quote"] for f in journal.fills()) == pytest.approx(600.0)
+    assert _execute(broker, account, "buy", 3) == 0.0  # long already: nothing to buy
+    journal.close()
+
+
+def test_live_partial_fills_and_refusals_move_the_level_by_the_rule(tmp_path) -> None:
+    fake, journal, broker = _fake_broker(tmp_path, {"USDT": 1_000.0, "BTC": 0.0})
+    account = Account.opening(1_000.0)
+    fake.partial = [0.5]
+    assert _execute(broker, account, "buy_half", 1) == 0.01
+    assert account.units == pytest.approx(0.005) and account.position == 0.5  # filled some: at its target
+    fake.reject = [ccxt.InsufficientFunds("fakex: balance too low")]
+    _execute(broker, account, "buy_half", 2)
+    assert account.position == 0.5 and journal.orders()[-1]["status"] == "rejected"  # nothing filled: as it was
+    assert _execute(broker, account, "buy_half", 3) == pytest.approx(750.0 / 50_000.0)  # all the rest
+    assert account.position == 1.0
+    fake.partial = [0.5]
+    _execute(broker, account, "sell", 4)
+    assert account.position == 1.0 and account.units > account.min_units  # a sale that left units: not flat
+    _execute(broker, account, "sell", 5)
+    assert account.position == 0.0 and fake.balances["BTC"] == pytest.approx(account.units, abs=1e-12)
+    journal.close()
+
+
+def test_a_live_sell_half_that_would_leave_dust_sells_everything(tmp_path) -> None:
+    # 0.00015 BTC at 50,000: half of it (0.000075) would leave less than the 5 USDT the exchange sells.
+    fake, journal, broker = _fake_broker(tmp_path, {"USDT": 0.0, "BTC": 0.00015})
+    account = Account(cash=0.0, units=0.00015, entry_price=50_000.0, equity=7.5, peak=7.5, level=1.0)
+    assert broker.min_units(50_000.0) == pytest.approx(1e-4)
+    assert _execute(broker, account, "sell_half", 1) == 0.00015
+    assert account.position == 0.0 and fake.balances["BTC"] == pytest.approx(0.0, abs=1e-15)
+    journal.close()
 
 
 def test_half_agent_trains_deterministically_and_backtests_in_levels(tmp_path) -> None:

@@ -14,9 +14,22 @@ import pandas as pd
 from nexlify.data.features import FeatureScaler
 from nexlify.data.market import market_state_from_candles
 from nexlify.env.accounts import account_features
-from nexlify.env.actions import ACTION_NAMES, TRADEABLE_MODES, to_orders
+from nexlify.env.actions import ACTION_NAMES, TARGET_HALF_LEVELS, TRADEABLE_MODES, to_orders
 from nexlify.errors import CheckpointError, ConfigError
 from nexlify.evaluation.ensemble import check_members, greedy_actions
+
+
+def position_level(is_long: bool = False, level: float | None = None) -> float:
+    """The position level a state shows: ``level`` (0 flat, 0.5 half, 1 long) if given, else 1 or 0
+    for ``is_long`` (an all-in position)."""
+    if level is None:
+        return float(bool(is_long))
+    if level not in TARGET_HALF_LEVELS:
+        raise ConfigError(f"level must be one of {', '.join(f'{v:g}' for v in TARGET_HALF_LEVELS)} "
+                          f"(flat, half, long), got {level!r}")
+    if is_long and level == 0.0:
+        raise ConfigError("is_long=True with level=0 (flat) contradicts itself; give the level alone")
+    return float(level)
 
 
 def build_state(
@@ -26,20 +39,24 @@ def build_state(
     entry_price: float = 0.0,
     equity: float = 1.0,
     peak_equity: float = 1.0,
+    *,
+    level: float | None = None,
 ) -> np.ndarray:
     """The 12-number state for the last of ``recent_candles`` (OHLCV rows, oldest first).
 
-    Account features come from the environment's own ``account_features``: position flag, return of
-    the open position from its fill price (0 when flat), and drawdown of equity from its peak.
+    Account features come from the environment's own ``account_features``: position level
+    (``position_level``: ``level``, or 1/0 for ``is_long``), return of the open position from its
+    average fill price (0 when flat), and drawdown of equity from its peak.
     """
-    if is_long and not entry_price > 0:
+    position = position_level(is_long, level)
+    if position > 0 and not entry_price > 0:
         raise ConfigError(f"an open position needs its fill price: entry_price must be > 0, got {entry_price!r}")
     if not peak_equity > 0:
         raise ConfigError(f"peak_equity must be > 0, got {peak_equity!r}")
     market = market_state_from_candles(recent_candles, scaler)
     price = float(recent_candles["close"].iloc[-1]) if "close" in recent_candles else float(
         recent_candles.iloc[-1, 4])
-    account = account_features(bool(is_long), price, entry_price, equity, peak_equity)
+    account = account_features(position, price, entry_price, equity, peak_equity)
     return np.concatenate([market.astype(np.float32), np.array(account, dtype=np.float32)])
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nexlify.errors import ConfigError, ExchangeError
-from nexlify.trading.account import Account, Fill
+from nexlify.trading.account import Account, Fill, buy_share, sell_share
 from nexlify.trading.journal import Journal
 
 KEY_ENV, SECRET_ENV, PASSWORD_ENV = "NEXLIFY_API_KEY", "NEXLIFY_API_SECRET", "NEXLIFY_API_PASSWORD"
@@ -77,12 +77,23 @@ def make_exchange(exchange_id: str, credentials: Credentials | None = None, sand
 
 
 def _effective_side(action: str, account: Account) -> str | None:
-    """The order a decision asks for: buy when flat, sell when long; anything else changes nothing."""
-    if action == "buy" and not account.is_long:
+    """The side of the order a decision asks for: a buy (or buy_half) below long, a sell (or
+    sell_half) above flat; anything else changes nothing."""
+    if action in ("buy", "buy_half") and account.position < 1.0:
         return "buy"
-    if action == "sell" and account.is_long:
+    if action in ("sell", "sell_half") and account.position > 0.0:
         return "sell"
     return None
+
+
+def buy_budget(account: Account, action: str, max_position: float | None, fee: float) -> float:
+    """Quote currency a buy or buy_half spends: its share (``buy_share``) of the cash or, with a cap,
+    of what the cap leaves after what the open position cost: ``max_position`` bounds the whole
+    position, so a half from flat spends half of what a long from flat would."""
+    share = buy_share(action, account.position)
+    if max_position is None:
+        return account.cash * share
+    return min(account.cash, max(max_position - account.held_cost(fee), 0.0)) * share
 
 
 def amount_step(precision: Any, precision_mode: int) -> float:
@@ -118,12 +129,18 @@ class PaperBroker:
         return 0.0  # paper units are exact: any holding can be sold
 
     def fill_at_open(self, account: Account, action: str | None, open_price: float) -> Fill | None:
-        side = _effective_side(action or "hold", account)
+        action = action or "hold"
+        side = _effective_side(action, account)
+        if side is None:
+            return None
+        before = account.position
         if side == "buy":
-            return account.paper_buy(open_price, self.fee, self.slippage, budget=self.max_position)
-        if side == "sell":
-            return account.paper_sell(open_price, self.fee, self.slippage)
-        return None
+            spend = buy_budget(account, action, self.max_position, self.fee)
+            fill = account.paper_buy(open_price, self.fee, self.slippage, spend)
+        else:
+            fill = account.paper_sell(open_price, self.fee, self.slippage, sell_share(action, before))
+        account.settle_level(action, before, filled=True)
+        return fill
 
 
 class LiveBroker:
@@ -155,10 +172,10 @@ class LiveBroker:
         if side is None:
             return None
         if side == "buy":
-            spend = min(account.cash, self.max_position)
+            spend = buy_budget(account, action, self.max_position, self.fee)
             amount = spend / (close * (1.0 + self.slippage)) / (1.0 + self.fee)
         else:
-            amount = account.units
+            amount = self._sell_amount(account, action)
         amount = self._to_precision(amount)
         client_id = self.client_order_id(candle_ts, side)
         if amount <= 0:
@@ -168,7 +185,15 @@ class LiveBroker:
         order = self._send(client_id, side, amount, candle_ts)                    # leaves a trace to look up
         if order is None:
             return None
-        return self._settle(account, client_id, candle_ts, side, amount, order)
+        return self._settle(account, client_id, candle_ts, side, amount, order, action)
+
+    def _sell_amount(self, account: Account, action: str) -> float:
+        """Units a sell or sell_half sells: its share (``sell_share``) of the units, or all of them
+        where what it would leave is less than the exchange will sell (dust that no order could sell)."""
+        amount = account.units * sell_share(action, account.position)
+        if account.units - self._to_precision(amount) < account.min_units:
+            return account.units
+        return amount
 
     def min_units(self, price: float) -> float:
         """The smallest holding this market will sell at ``price`` (from its loaded market data)."""
@@ -228,8 +253,9 @@ class LiveBroker:
         return next((o for o in orders if o.get("clientOrderId") == client_id), None)
 
     def _settle(self, account: Account, client_id: str, candle_ts: int, side: str, amount: float,
-                order: dict) -> Fill | None:
-        """Wait (bounded) for the order to finish, then record exactly what it did."""
+                order: dict, action: str) -> Fill | None:
+        """Wait (bounded) for the order to finish, then record exactly what it did and where it took
+        the position's level (``level_after``: the decided ``action``'s target if anything filled)."""
         for _ in range(ORDER_POLLS):
             if order.get("status") != "open":
                 break
@@ -255,7 +281,9 @@ class LiveBroker:
             if status == "partial":
                 self._event(candle_ts, "partial_fill", f"{side} filled {filled:g} of {amount:g} {self.base} "
                             f"(exchange status {order.get('status')})")
+        before = account.position
         account.record_fill(fill)
+        account.settle_level(action, before, filled=True)
         return fill
 
     def _fill_from_order(self, side: str, filled: float, order: dict) -> Fill:
@@ -282,14 +310,22 @@ class LiveBroker:
             free.get(self.quote) or 0.0)
 
     def restore_fills(self, account: Account, mark_ts: int) -> None:
-        """Apply the fills of orders placed on the candle of the last mark (``mark_ts``) or later.
+        """Apply the fills of orders placed on the candle of the last mark (``mark_ts``) or later,
+        and move the level as they did (``level_after``, with the order decided on their candle).
 
         A candle's mark is written before its order is placed, so a session stopped after the order
         filled and before the next candle's mark would resume without the fill (and then stop on
         reconciling balances that are right).
         """
         for row in self.journal.fills(since=mark_ts):
+            before = account.position
             account.record_fill(Fill(row["side"], row["units"], row["price"], row["fee"], row["quote"]))
+            account.settle_level(self._decided(row["candle_ts"], row["side"]), before, filled=True)
+
+    def _decided(self, candle_ts: int, side: str) -> str:
+        """The order decided on ``candle_ts`` (buy, sell, buy_half or sell_half) that an order of ``side``
+        placed then carried out."""
+        return self.journal.decision(candle_ts) or side
 
     def recover_orders(self, account: Account) -> None:
         """Orders journaled but not settled when the last run stopped: record what the exchange did.
@@ -304,7 +340,8 @@ class LiveBroker:
                 self._event(row["candle_ts"], "not_placed", f"order {row['client_id']} never reached the exchange; "
                             "not placed after the fact")
             else:
-                self._settle(account, row["client_id"], row["candle_ts"], row["side"], row["amount"], order)
+                self._settle(account, row["client_id"], row["candle_ts"], row["side"], row["amount"], order,
+                             self._decided(row["candle_ts"], row["side"]))
 
     def reconcile(self, account: Account, reference: dict[str, float]) -> None:
         """Stop unless the exchange's balances are what the journal says they should be."""

@@ -3,9 +3,14 @@
 Tables: ``meta`` (what the session trades and how), ``candles`` (every candle seen, with how it was
 used: warmup, traded, missed, late), ``decisions`` (at most one per candle: the primary key is what
 stops a restarted session from deciding twice), ``orders`` (live orders by client order id),
-``fills``, ``marks`` (the account after each candle) and ``events`` (duplicates, gaps, network
-errors, rejections, restarts...). Each candle is written in one transaction, so a crash leaves the
-journal as it was after the last whole candle.
+``fills``, ``marks`` (the account after each candle), ``levels`` (its position level then: 0 flat,
+0.5 half, 1 long) and ``events`` (duplicates, gaps, network errors, rejections, restarts...). Each
+candle is written in one transaction, so a crash leaves the journal as it was after the last whole
+candle.
+
+``levels`` is a table of its own, not a column of ``marks``, so the tables of journals written before
+half positions keep their schema; their marks have no level, and every position then was all-in
+(``mark_level``).
 """
 
 from __future__ import annotations
@@ -42,12 +47,14 @@ CREATE TABLE IF NOT EXISTS marks (
     candle_ts INTEGER PRIMARY KEY, close REAL NOT NULL, cash REAL NOT NULL, units REAL NOT NULL,
     entry_price REAL NOT NULL, equity REAL NOT NULL, peak REAL NOT NULL, fees_paid REAL NOT NULL,
     trades INTEGER NOT NULL, bh_cash REAL NOT NULL, bh_units REAL NOT NULL, bh_equity REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS levels (candle_ts INTEGER PRIMARY KEY, level REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL, candle_ts INTEGER,
     kind TEXT NOT NULL, detail TEXT NOT NULL);
 """
 
 CANDLE_KINDS = ("warmup", "traded", "missed", "late")
+_MARKS = "SELECT marks.*, levels.level FROM marks LEFT JOIN levels USING (candle_ts)"
 
 
 def _create_owner_only(path: Path) -> None:
@@ -197,14 +204,16 @@ class Journal:
         self._write("INSERT INTO marks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (
             int(candle_ts), float(close), account.cash, account.units, account.entry_price, account.equity,
             account.peak, account.fees_paid, account.trades, benchmark.cash, benchmark.units, benchmark.equity))
+        self._write("INSERT INTO levels VALUES (?, ?)", (int(candle_ts), account.level))
 
     def marks(self) -> list[dict[str, Any]]:
-        cursor = self._db.execute("SELECT * FROM marks ORDER BY candle_ts")
+        """Every mark, oldest first, with its ``level`` (None in journals written before levels)."""
+        cursor = self._db.execute(f"{_MARKS} ORDER BY candle_ts")
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor]
 
     def last_mark(self) -> dict[str, Any] | None:
-        cursor = self._db.execute("SELECT * FROM marks ORDER BY candle_ts DESC LIMIT 1")
+        cursor = self._db.execute(f"{_MARKS} ORDER BY candle_ts DESC LIMIT 1")
         row = cursor.fetchone()
         return None if row is None else dict(zip([d[0] for d in cursor.description], row, strict=True))
 
@@ -220,10 +229,17 @@ class Journal:
         return [dict(zip(names, row, strict=True)) for row in cursor]
 
 
+def mark_level(mark: dict[str, Any]) -> float:
+    """The position level at ``mark``; a mark written before levels were journaled: 1 if it held
+    units, else 0 (every position was all-in then)."""
+    return float(mark["units"] > 0.0) if mark.get("level") is None else float(mark["level"])
+
+
 def account_from_mark(mark: dict[str, Any]) -> tuple[Account, Account]:
     """The session's account and its buy-and-hold benchmark as they were at ``mark``."""
     account = Account(cash=mark["cash"], units=mark["units"], entry_price=mark["entry_price"],
-                      equity=mark["equity"], peak=mark["peak"], fees_paid=mark["fees_paid"], trades=mark["trades"])
+                      equity=mark["equity"], peak=mark["peak"], fees_paid=mark["fees_paid"], trades=mark["trades"],
+                      level=mark_level(mark))
     benchmark = Account(cash=mark["bh_cash"], units=mark["bh_units"], equity=mark["bh_equity"],
                         peak=mark["bh_equity"])
     return account, benchmark

@@ -17,7 +17,8 @@ from nexlify.data.market import periods_per_year
 from nexlify.errors import ConfigError
 from nexlify.evaluation.metrics import compute_metrics
 from nexlify.evaluation.report import metrics_table, write_figure_png
-from nexlify.trading.journal import Journal
+from nexlify.trading.account import position_text
+from nexlify.trading.journal import Journal, mark_level
 
 
 def session_report(journal_path: str | Path) -> dict[str, Any]:
@@ -38,8 +39,7 @@ def session_report(journal_path: str | Path) -> dict[str, Any]:
     equity = np.array([m["equity"] for m in marks])
     benchmark = np.array([m["bh_equity"] for m in marks])
     last = marks[-1]
-    session = compute_metrics(equity, np.array([m["units"] > 0 for m in marks]), ppy, last["fees_paid"],
-                              last["trades"])
+    session = compute_metrics(equity, _levels(marks), ppy, last["fees_paid"], last["trades"])
     bh_bought = last["bh_units"] > 0
     bh_fee = meta["initial_balance"] / (1 + meta["fee"]) * meta["fee"] if bh_bought else 0.0
     buy_and_hold = compute_metrics(benchmark, np.array([m["bh_units"] > 0 for m in marks]), ppy, bh_fee,
@@ -50,8 +50,13 @@ def session_report(journal_path: str | Path) -> dict[str, Any]:
     return {
         "meta": meta, "marks": marks, "fills": fills, "session": session, "buy_and_hold": buy_and_hold,
         "candles": {kind: kinds.count(kind) for kind in ("traded", "missed", "late", "warmup")},
-        "events": counts,
+        "events": counts, "position": position_text(mark_level(last), last["units"]),
     }
+
+
+def _levels(marks: list[dict[str, Any]]) -> np.ndarray:
+    """The position level after each candle (0 flat, 0.5 half, 1 long), as a backtest reports it."""
+    return np.array([mark_level(m) for m in marks])
 
 
 def report_text(report: dict[str, Any]) -> str:
@@ -63,12 +68,14 @@ def report_text(report: dict[str, Any]) -> str:
         f"{meta['mode']} session on {meta['source']}, {span} ({len(marks)} candles: {candles['traded']} traded, "
         f"{candles['missed']} missed, {candles['late']} late)",
         f"Events: {events}",
+        f"Position at the end: {report['position']}, cash {marks[-1]['cash']:,.2f}",
         metrics_table({"session": report["session"], "buy_and_hold": report["buy_and_hold"]}),
     ])
 
 
 def write_equity_chart(path: str | Path, report: dict[str, Any]) -> None:
-    """Equity of the session and of buy-and-hold over time, buys and sells marked (PNG, atomic)."""
+    """Equity of the session and of buy-and-hold over time, buys and sells (half-steps too) marked
+    (PNG, atomic)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,9 +87,9 @@ def write_equity_chart(path: str | Path, report: dict[str, Any]) -> None:
     fig, ax = plt.subplots(figsize=(11, 5))
     ax.plot(times, equity, lw=1.2, label="session")
     ax.plot(times, [m["bh_equity"] for m in marks], lw=1.0, alpha=0.8, label="buy and hold")
-    position = np.array([m["units"] > 0 for m in marks], dtype=np.int8)
-    for change, marker, color, label in ((1, "^", "tab:green", "buy"), (-1, "v", "tab:red", "sell")):
-        at = np.flatnonzero(np.diff(position) == change) + 1
+    steps = np.diff(_levels(marks))
+    for sign, marker, color, label in ((1, "^", "tab:green", "buy"), (-1, "v", "tab:red", "sell")):
+        at = np.flatnonzero(np.sign(steps) == sign) + 1
         ax.scatter(times[at], equity[at], marker=marker, color=color, s=16, label=label, zorder=3)
     ax.set_title(f"{report['meta']['mode']} session on {report['meta']['source']}: equity")
     ax.set_ylabel("equity")

@@ -25,10 +25,10 @@ from typing import Any
 import pandas as pd
 
 from nexlify.data.features import feature_set_of, live_history_bars, warmup_bars
-from nexlify.env.actions import ACTION_NAMES, to_orders
+from nexlify.env.actions import ORDER_NAMES, to_orders
 from nexlify.errors import ConfigError, ExchangeError
 from nexlify.live import LiveTrader, build_state
-from nexlify.trading.account import Account
+from nexlify.trading.account import Account, position_text
 from nexlify.trading.feeds import CandleFeed, Clock, FeedEnded, candle_problem
 from nexlify.trading.journal import Journal, account_from_mark
 
@@ -134,6 +134,8 @@ class TradingSession:
         mark = self.journal.last_mark()
         if mark is not None:
             self.account, self.benchmark = account_from_mark(mark)
+            # As when the mark was taken, so fills applied again below settle as they did then.
+            self.account.min_units = self.broker.min_units(mark["close"])
             self.pending = None if self.broker.live else self.journal.decision(mark["candle_ts"])
             self.stopped = self.account.equity <= RUIN_FRACTION * self.settings.initial_balance
         else:
@@ -146,7 +148,7 @@ class TradingSession:
             self.broker.recover_orders(self.account)
             self.broker.reconcile(self.account, meta["reference"])
         self.event("restart", f"resumed after {_time(self.journal.last_candle_ts())}: cash "
-                   f"{self.account.cash:,.2f}, {self.account.units:.8g} units"
+                   f"{self.account.cash:,.2f}, {self.account.units:.8g} units, level {self.account.position:g}"
                    + (f", pending {self.pending}" if self.pending else ""))
 
     # --- the loop --------------------------------------------------------------------------
@@ -230,6 +232,7 @@ class TradingSession:
             if not self.benchmark.is_long and self.journal.has_decisions():  # bought after the first decision
                 self.benchmark.paper_buy(open_price, self.settings.fee, self.settings.slippage)
             self.account.min_units = self.broker.min_units(close)
+            self.account.level = self.account.position  # a holding that became dust is flat from here on
             self.account.mark(close)
             self.benchmark.mark(close)
             self.journal.add_mark(ts, close, self.account, self.benchmark)
@@ -255,23 +258,25 @@ class TradingSession:
         rows = self.journal.candles(last=self.feature_bars)
         frame = pd.DataFrame([r[1:6] for r in rows], columns=["open", "high", "low", "close", "volume"],
                              index=pd.to_datetime([r[0] for r in rows], unit="ms", utc=True).rename("timestamp"))
-        state = build_state(frame, self.trader.scaler, self.account.is_long, self.account.entry_price,
-                            self.account.equity, self.account.peak)
+        position = self.account.position
+        state = build_state(frame, self.trader.scaler, entry_price=self.account.entry_price,
+                            equity=self.account.equity, peak_equity=self.account.peak, level=position)
         # The backtest's own policy: the greedy action of the host Q-function (an ensemble's mean Q) on a
         # (1, state) batch, as the order that carries it out (a position-target model names the position).
         action = self.trader.greedy_action(state)
-        return ACTION_NAMES[to_orders(action, self.account.is_long, self.trader.agent.config.action_mode)]
+        return ORDER_NAMES[to_orders(action, position, self.trader.agent.config.action_mode)]
 
     def _status(self, ts: int, close: float, action: str | None) -> None:
         start = self.settings.initial_balance
-        position = f"long {self.account.units:.6g}" if self.account.is_long else "flat"
-        self.say(f"{_time(ts)}  close {close:>12,.2f}  {action or 'missed':<6}  {position:<16}  equity "
+        position = position_text(self.account.position, self.account.units)
+        self.say(f"{_time(ts)}  close {close:>12,.2f}  {action or 'missed':<9}  {position:<16}  equity "
                  f"{self.account.equity:>12,.2f} ({self.account.equity / start - 1:+.2%})  buy&hold "
                  f"{self.benchmark.equity / start - 1:+.2%}")
 
     def summary(self) -> dict[str, Any]:
         return {"traded": self.traded, "missed": self.missed, "equity": self.account.equity,
-                "cash": self.account.cash, "units": self.account.units, "benchmark_equity": self.benchmark.equity,
+                "cash": self.account.cash, "units": self.account.units, "level": self.account.position,
+                "benchmark_equity": self.benchmark.equity,
                 "pending": self.pending, "stopped": self.stopped}
 
 
