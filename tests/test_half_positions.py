@@ -1,6 +1,8 @@
 """Half positions (action mode ``target_half``): the half orders of the trading step with fees computed
-by hand, the same numbers on every backend and in ``Portfolio``, the all-in orders unchanged, and a
-half agent that trains deterministically, backtests in levels and is refused by live trading."""
+by hand, the same numbers on every backend, in ``Portfolio`` and in paper trading, the all-in orders
+unchanged, a half agent that trains deterministically and backtests in levels, and half models that
+trade: paper sessions equal to their backtest bit for bit, live orders sized by hand against the fake
+exchange, partial fills and restarts."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from fake_exchange import FakeMarket
 from helpers import make_slice, random_walk_slice, synthetic_frame, tiny_config
 from nexlify.agent.dqn import AdaptiveDQNAgent
 from nexlify.cli import main
-from nexlify.data.market import prepare_market
+from nexlify.data.features import WARMUP_BARS, FeatureScaler
+from nexlify.data.market import detect_timeframe, load_ohlcv, market_slice_from_frame, periods_per_year, prepare_market
 from nexlify.env.accounts import Accounts
 from nexlify.env.actions import BUY, BUY_HALF, HOLD, ORDER_NAMES, SELL, SELL_HALF, n_actions, to_orders
 from nexlify.env.portfolio import Portfolio
@@ -23,11 +26,28 @@ from nexlify.errors import ConfigError
 from nexlify.evaluation.backtest import agent_policy, run_policy
 from nexlify.evaluation.ensemble import consensus_orders
 from nexlify.evaluation.metrics import compute_metrics
-from nexlify.trading.account import Account, level_after
+from nexlify.live import LiveTrader
+from nexlify.trading.account import Account, level_after, position_text, target_level
 from nexlify.trading.broker import LiveBroker, PaperBroker, buy_budget
 from nexlify.trading.feeds import ReplayClock
 from nexlify.trading.journal import Journal, account_from_mark
+from nexlify.trading.report import report_text, session_report
+from nexlify.trading.runner import TradeOptions, run_trade
+from nexlify.training.pipeline import backtest_with_baselines
 from nexlify.training.trainer import Trainer
+from trading_support import (
+    KEY,
+    MAX_POSITION,
+    SECRET,
+    LiveRun,
+    assert_balances_match,
+    half_rule_model,
+    market_frame,
+    rows_of,
+    rule_model,
+    ts_of,
+    write_feed,
+)
 
 FEE, SLIP = 0.001, 0.0005
 FLAT_, HALF_, LONG_ = 0, 1, 2  # target_half actions
@@ -344,22 +364,172 @@ def test_half_agent_trains_deterministically_and_backtests_in_levels(tmp_path) -
         else:
             assert position[t + 1] == (1.0 if order == BUY else 0.0) != position[t]
     assert result.metrics["exposure"] == pytest.approx(position[1:].mean())
-    # Live and paper accounts are all-in: a half model is refused with the fix, not traded wrong.
-    from nexlify.live import LiveTrader
+    # LiveTrader takes the model and names the orders each level allows.
+    trader = LiveTrader.from_model(tmp_path / "a" / "best_model.pth")
+    candles = synthetic_frame(420, seed=1).iloc[-400:]
+    price = float(candles["close"].iloc[-1])
+    allowed = {0.0: {"hold", "buy_half", "buy"}, 0.5: {"hold", "buy_half", "sell_half"},
+               1.0: {"hold", "sell_half", "sell"}}
+    for level, orders_there in allowed.items():
+        assert trader.decide(candles, entry_price=price if level else 0.0, level=level) in orders_there
+    assert trader.decide(candles, is_long=True, entry_price=price) in allowed[1.0]  # is_long: all-in
 
-    with pytest.raises(ConfigError, match="action_mode target_half can be backtested .* not traded yet"):
-        LiveTrader.from_model(tmp_path / "a" / "best_model.pth")
+
+def test_trade_takes_a_trained_half_model_and_equals_its_backtest(tmp_path) -> None:
+    frame = synthetic_frame(420, seed=1)
+    Trainer(tiny_config(episodes=1, action_mode="target_half"), prepare_market(frame, data_days=None),
+            tmp_path / "run").train()
+    model, feed, journal = tmp_path / "run" / "best_model.pth", tmp_path / "feed.csv", tmp_path / "journal.sqlite"
+    frame.to_csv(feed, index_label="timestamp")
+    assert main(["trade", "--model", str(model), "--feed", str(feed), "--journal", str(journal)]) == 0
+    _assert_session_equals_backtest(journal, _backtest(model, feed))
 
 
-def test_trade_refuses_a_half_model_in_one_line(tmp_path, capsys) -> None:
-    splits = prepare_market(synthetic_frame(420, seed=1), data_days=None)
-    Trainer(tiny_config(episodes=1, action_mode="target_half"), splits, tmp_path / "run").train()
-    feed = tmp_path / "feed.csv"
-    synthetic_frame(420, seed=1).to_csv(feed, index_label="timestamp")
-    journal = tmp_path / "journal.sqlite"
-    argv = ["trade", "--model", str(tmp_path / "run" / "best_model.pth"), "--feed", str(feed),
-            "--journal", str(journal)]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "not traded yet" in err[0], err
-    assert not journal.exists()
+# --- trading a half model: paper and live -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def half_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("half_trading")
+    frame = market_frame()
+    return half_rule_model(folder / "half.pth", frame), write_feed(folder / "feed.csv", frame)
+
+
+def _backtest(model, feed) -> dict:
+    """What `nexlify evaluate --model MODEL --data FEED` backtests: the agent and buy-and-hold."""
+    agent = AdaptiveDQNAgent.from_checkpoint(model, device="cpu")
+    frame = load_ohlcv(feed)
+    market = market_slice_from_frame(frame, FeatureScaler.from_dict(agent.checkpoint_metadata["scaler"]))
+    return backtest_with_baselines(agent, market, periods_per_year(detect_timeframe(frame)), agent.config)
+
+
+@pytest.fixture(scope="module")
+def half_backtest(half_files):
+    return _backtest(*half_files)
+
+
+def _assert_session_equals_backtest(journal, backtest) -> list[str]:
+    """Equity, levels, trades, fees and metrics equal the backtest's exactly; returns the decisions."""
+    with Journal(journal) as j:
+        marks, decisions = j.marks(), [action for _, action in j.decisions()]
+    agent = backtest["agent"]
+    np.testing.assert_array_equal([m["equity"] for m in marks], agent.equity[0])
+    np.testing.assert_array_equal([m["level"] for m in marks], agent.position[0])
+    assert decisions[:-1] == [ORDER_NAMES[order] for order in agent.actions[0]]  # the last one is pending
+    assert marks[-1]["trades"] == agent.metrics["trades"] and marks[-1]["fees_paid"] == agent.metrics["fees_paid"]
+    assert session_report(journal)["session"] == agent.metrics
+    return decisions
+
+
+def test_a_paper_session_of_a_half_model_equals_its_backtest_bit_for_bit(half_files, half_backtest, tmp_path):
+    model, feed = half_files
+    journal, lines = tmp_path / "half.sqlite", []
+    summary = run_trade(TradeOptions(model=model, feed=feed, journal=journal), out=lines.append)
+    decisions = _assert_session_equals_backtest(journal, half_backtest)
+    assert decisions.count("buy_half") >= 5 and decisions.count("sell_half") >= 5  # half orders really happen
+    levels = half_backtest["agent"].position[0]
+    status = [line for line in lines if "buy&hold" in line]
+    assert len(status) == len(levels)
+    for line, level in zip(status, levels, strict=True):
+        assert ({0.0: "flat", 0.5: "half ", 1.0: "long "}[level] in line), line
+    text = report_text(session_report(journal))
+    assert f"Position at the end: {position_text(summary['level'], summary['units'])}" in text
+
+
+def test_a_stopped_half_session_resumes_at_its_level_and_still_equals_the_backtest(half_files, half_backtest,
+                                                                                   tmp_path):
+    model, feed = half_files
+    journal = tmp_path / "resumed.sqlite"
+    position, actions = half_backtest["agent"].position[0], half_backtest["agent"].actions[0]
+    # Stop at half, right after deciding a half order: it is filled at the next open, after the restart.
+    stop = next(t for t in range(10, len(actions)) if position[t] == 0.5 and actions[t] in (BUY_HALF, SELL_HALF))
+    stamps = load_ohlcv(feed).index.as_unit("ms").asi8
+    clock = ReplayClock(int(stamps[WARMUP_BARS]), end_ms=int(stamps[WARMUP_BARS + stop]) + HOUR_MS + HOUR_MS // 2)
+    first = run_trade(TradeOptions(model=model, feed=feed, journal=journal), out=lambda line: None, clock=clock)
+    assert first["level"] == 0.5 and first["pending"] == ORDER_NAMES[actions[stop]]
+    lines: list[str] = []
+    run_trade(TradeOptions(model=model, feed=feed, journal=journal), out=lines.append)
+    assert [line for line in lines if "restart" in line and f"level 0.5, pending {first['pending']}" in line]
+    _assert_session_equals_backtest(journal, half_backtest)
+
+
+@pytest.fixture
+def api_keys(monkeypatch):
+    monkeypatch.setenv("NEXLIFY_API_KEY", KEY)
+    monkeypatch.setenv("NEXLIFY_API_SECRET", SECRET)
+
+
+def _journal_of(live: LiveRun) -> tuple[list[dict], dict[int, dict], dict[int, str]]:
+    """Orders, marks by candle and decisions by candle of a live run."""
+    with Journal(live.journal) as journal:
+        return journal.orders(), {m["candle_ts"]: m for m in journal.marks()}, dict(journal.decisions())
+
+
+def test_a_live_half_session_sizes_its_orders_by_the_level(half_files, api_keys, tmp_path, monkeypatch):
+    model, _ = half_files
+    live = LiveRun(tmp_path, monkeypatch, model, rows_of(market_frame()))
+    summary = live.run()
+    orders, marks, decided = _journal_of(live)
+    fills = {f["client_id"]: f for f in live.journal_rows()[1]}
+    assert all(o["status"] == "filled" for o in orders)
+    actions = [decided[o["candle_ts"]] for o in orders]
+    assert actions.count("buy_half") >= 5 and actions.count("sell_half") >= 5
+    checked = {"from flat": 0, "from long": 0}
+    for order, action in zip(orders, actions, strict=True):
+        at, after = marks[order["candle_ts"]], marks.get(order["candle_ts"] + HOUR_MS)
+        fill, level = fills[order["client_id"]], at["level"]
+        if action == "buy_half" and level == 0.0:  # half of what a long position may cost
+            spend = min(at["cash"], MAX_POSITION) / 2
+            assert spend - 1e-6 * at["close"] * 1.01 < fill["quote"] <= spend  # the amount is truncated to 1e-6
+            checked["from flat"] += 1
+        if action == "sell_half" and level == 1.0:  # half the units
+            assert fill["units"] == pytest.approx(at["units"] / 2, abs=1e-6)
+            checked["from long"] += 1
+        if after is not None:
+            assert after["level"] == target_level(action, level)
+            if after["level"] == 0.0:
+                assert after["units"] < 1e-5  # sold all but dust
+            if order["side"] == "buy":  # the cap bounds the whole position, fee included
+                assert after["units"] * after["entry_price"] * (1 + FEE) <= MAX_POSITION * (1 + 1e-12)
+    assert min(checked.values()) >= 2, checked
+    assert_balances_match(live, summary)
+
+
+def test_a_live_half_session_stopped_after_a_fill_resumes_as_if_never_stopped(half_files, api_keys, tmp_path,
+                                                                              monkeypatch):
+    model, _ = half_files
+    rows = rows_of(market_frame())
+    (tmp_path / "through").mkdir()
+    through = LiveRun(tmp_path / "through", monkeypatch, model, rows)
+    through.run()
+    orders, marks, decided = _journal_of(through)
+    # Stop right after a half-step between half and long filled, before the next candle's mark records it.
+    steps = {(marks[o["candle_ts"]]["level"], marks[o["candle_ts"] + HOUR_MS]["level"]): o["candle_ts"]
+             for o in orders[::-1] if o["candle_ts"] + HOUR_MS in marks}
+    stop_ts = steps[(0.5, 1.0)]
+    stop = next(k for k in range(len(rows)) if ts_of(rows, k) == stop_ts)
+    stopped = LiveRun(tmp_path, monkeypatch, model, rows)
+    stopped.run(end_k=stop)
+    summary = stopped.run(start_ms=stopped.fake.clock.now_ms())
+    restart = [e["detail"] for e in stopped.journal_rows()[2] if e["kind"] == "restart"]
+    assert len(restart) == 1 and f"level {marks[stop_ts + HOUR_MS]['level']:g}" in restart[0]
+    again_orders, again_marks, again_decided = _journal_of(stopped)
+    assert again_decided == decided and [o["amount"] for o in again_orders] == [o["amount"] for o in orders]
+    assert [m["level"] for m in again_marks.values()] == [m["level"] for m in marks.values()]
+    assert_balances_match(stopped, summary)
+
+
+def test_decide_refuses_a_level_the_model_cannot_hold(half_files, tmp_path) -> None:
+    candles = market_frame().iloc[-100:]
+    price = float(candles["close"].iloc[-1])
+    all_in = LiveTrader.from_model(rule_model(tmp_path / "all_in.pth", market_frame()))
+    half = LiveTrader.from_model(half_files[0])
+    assert half.decide(candles, entry_price=price, level=0.5) in ("hold", "buy_half", "sell_half")
+    assert all_in.decide(candles, entry_price=price, level=1.0) in ("hold", "buy", "sell")  # a whole level
+    for trader, kwargs, message in [
+        (all_in, {"level": 0.5, "entry_price": price}, r"level 0.5 is a half position, .*\(action_mode toggle\)"),
+        (half, {"level": 0.3}, "level must be one of 0, 0.5, 1"),
+        (half, {"level": 0.0, "is_long": True}, "contradicts itself"),
+        (half, {"level": 0.5}, "entry_price must be > 0"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            trader.decide(candles, **kwargs)

@@ -7,17 +7,21 @@ import pytest
 
 from fake_exchange import HOUR, FakeMarket, register
 from nexlify.cli import main
-from nexlify.data.features import WARMUP_BARS
 from nexlify.errors import ExchangeError
 from nexlify.trading.broker import min_sell_units
-from nexlify.trading.feeds import ReplayClock
 from nexlify.trading.journal import Journal
 from nexlify.trading.report import session_report
-from nexlify.trading.runner import TradeOptions, run_trade
-from trading_support import market_frame, rows_of, rule_model
-
-KEY, SECRET = "AKfake0123456789KEYSTRING", "sEcReT9876543210SECRETSTRING"
-MAX_POSITION = 5_000.0
+from trading_support import (
+    KEY,
+    MAX_POSITION,
+    SECRET,
+    LiveRun,
+    assert_balances_match,
+    market_frame,
+    rows_of,
+    rule_model,
+    ts_of,
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,40 +40,9 @@ def keys(monkeypatch):
     monkeypatch.setenv("NEXLIFY_API_SECRET", SECRET)
 
 
-def ts_of(rows, k: int) -> int:
-    return int(rows[WARMUP_BARS + k][0])
-
-
-class LiveRun:
-    def __init__(self, tmp_path, monkeypatch, model, rows) -> None:
-        self.monkeypatch, self.model, self.rows = monkeypatch, model, rows
-        self.journal = tmp_path / "live.sqlite"
-        self.lines: list[str] = []
-        self.fake = FakeMarket(rows, ReplayClock(ts_of(rows, 0)), balances={"USDT": 20_000.0, "BTC": 0.0})
-
-    def run(self, end_k: int | None = None, start_ms: int | None = None) -> dict:
-        end = ts_of(self.rows, end_k) + HOUR + HOUR // 2 if end_k is not None else int(self.rows[-1][0]) + 2 * HOUR
-        now = start_ms if start_ms is not None else self.fake.clock.now_ms()
-        self.fake.clock = ReplayClock(now, end_ms=end)
-        register(self.monkeypatch, self.fake)
-        options = TradeOptions(model=self.model, exchange="fakex", journal=self.journal, live=True,
-                               confirm_live=True, sandbox=True, max_position=MAX_POSITION, balance=10_000.0)
-        return run_trade(options, out=self.lines.append, clock=self.fake.clock)
-
-    def journal_rows(self):
-        with Journal(self.journal) as journal:
-            return journal.orders(), journal.fills(), journal.events()
-
-
 @pytest.fixture
 def live(tmp_path, monkeypatch, model, rows):
     return LiveRun(tmp_path, monkeypatch, model, rows)
-
-
-def _assert_balances_match(live: LiveRun, summary: dict) -> None:
-    """The exchange holds exactly what the journal says the session bought and sold."""
-    assert live.fake.balances["BTC"] == pytest.approx(summary["units"], abs=1e-12)
-    assert live.fake.balances["USDT"] == pytest.approx(20_000.0 - 10_000.0 + summary["cash"], abs=1e-9)
 
 
 def test_live_session_places_capped_idempotent_orders_and_records_them(live, tmp_path, capsys, caplog):
@@ -85,7 +58,7 @@ def test_live_session_places_capped_idempotent_orders_and_records_them(live, tmp
         assert fill["units"] == placed["filled"] and fill["price"] == placed["average"]
         if fill["side"] == "buy":
             assert fill["quote"] <= MAX_POSITION  # the cap holds, fee included
-    _assert_balances_match(live, summary)
+    assert_balances_match(live, summary)
     # Orders are placed right after the decision, at the next candle's open.
     decided = {o["candle_ts"] for o in orders}
     assert all(placed["timestamp"] - placed["timestamp"] % HOUR - HOUR in decided for placed in live.fake.orders)
@@ -143,7 +116,7 @@ def test_a_retried_order_is_never_doubled(live, reached_exchange):
     assert [o["client_id"] for o in orders] == [o["clientOrderId"] for o in live.fake.orders]
     assert len(fills) == len(live.fake.orders) and all(o["status"] == "filled" for o in orders)
     assert [e for e in events if e["kind"] == "network_error" and "placing buy order" in e["detail"]]
-    _assert_balances_match(live, summary)
+    assert_balances_match(live, summary)
 
 
 def test_a_rejected_order_is_recorded_and_the_session_goes_on(live):
@@ -155,7 +128,7 @@ def test_a_rejected_order_is_recorded_and_the_session_goes_on(live):
     assert [e["candle_ts"] for e in events if e["kind"] == "rejected"] == [rejected[0]["candle_ts"]]
     assert rejected[0]["client_id"] not in {f["client_id"] for f in fills}
     assert len(live.fake.orders) == len(orders) - 1 >= 4  # later orders were placed and filled
-    _assert_balances_match(live, summary)
+    assert_balances_match(live, summary)
 
 
 def test_a_partial_fill_is_recorded_as_it_happened_and_reconciles_on_restart(live, rows):
@@ -165,9 +138,9 @@ def test_a_partial_fill_is_recorded_as_it_happened_and_reconciles_on_restart(liv
     assert orders[0]["status"] == "partial" and orders[0]["filled"] == pytest.approx(orders[0]["amount"] / 2)
     assert fills[0]["units"] == orders[0]["filled"]
     assert [e["kind"] for e in events if e["candle_ts"] == orders[0]["candle_ts"]].count("partial_fill") == 1
-    _assert_balances_match(live, first)
+    assert_balances_match(live, first)
     second = live.run(start_ms=live.fake.clock.now_ms())  # restart: balances agree, the session goes on
-    _assert_balances_match(live, second)
+    assert_balances_match(live, second)
 
 
 def test_a_session_stopped_right_after_a_fill_resumes_with_it(live, tmp_path, monkeypatch, model, rows):
@@ -185,7 +158,7 @@ def test_a_session_stopped_right_after_a_fill_resumes_with_it(live, tmp_path, mo
     second = stopped.run(start_ms=stopped.fake.clock.now_ms())
     restart = [e for e in stopped.journal_rows()[2] if e["kind"] == "restart"]
     assert len(restart) == 1 and f"{first['units']:.8g} units" in restart[0]["detail"]
-    _assert_balances_match(stopped, second)
+    assert_balances_match(stopped, second)
 
 
 def test_dust_left_by_fees_in_the_base_currency_counts_as_flat(live, rows):
@@ -200,7 +173,7 @@ def test_dust_left_by_fees_in_the_base_currency_counts_as_flat(live, rows):
     assert not [e for e in events if e["kind"] in ("order_skipped", "rejected")]
     dust = [fill["units"] - sold["units"] for fill, sold in zip(fills[::2], fills[1::2], strict=False)]
     assert any(0 < d < FakeMarket.AMOUNT_STEP for d in dust)  # the run really left dust behind
-    _assert_balances_match(live, summary)
+    assert_balances_match(live, summary)
     (live.journal.parent / "quote").mkdir()
     with_quote_fees = LiveRun(live.journal.parent / "quote", live.monkeypatch, live.model, rows)
     with_quote_fees.run()
@@ -248,7 +221,7 @@ def test_an_order_cut_off_by_a_crash_is_looked_up_on_restart(live, placed):
         assert first["status"] == "not_placed" and all(f["client_id"] != first["client_id"] for f in fills)
         assert [e for e in events if e["kind"] == "not_placed"]
     assert [o["clientOrderId"] for o in live.fake.orders].count(first["client_id"]) == int(placed)
-    _assert_balances_match(live, summary)
+    assert_balances_match(live, summary)
 
 
 @pytest.mark.parametrize("polls", [3, 100])
@@ -260,4 +233,4 @@ def test_an_order_left_open_is_awaited_then_cancelled_and_recorded_as_filled(liv
     first = orders[0]
     assert first["status"] == "partial" and fills[0]["units"] == pytest.approx(0.4 * first["amount"])
     assert live.fake.cancelled == ([] if polls == 3 else [live.fake.orders[0]["id"]])  # waited 10 s at most
-    _assert_balances_match(live, summary)
+    assert_balances_match(live, summary)

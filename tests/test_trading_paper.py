@@ -113,6 +113,24 @@ def test_stop_and_resume_keeps_position_cash_and_pending_decision(files, backtes
     assert len(resumed) == 1
 
 
+def test_a_journal_written_before_levels_resumes_its_all_in_position(files, backtest, tmp_path):
+    model, feed = files
+    journal = tmp_path / "old.sqlite"
+    rows = load_ohlcv(feed).index.as_unit("ms").asi8
+    position = backtest["agent"].position[0]
+    stop = next(t for t in range(20, len(position)) if position[t] == 1.0)  # stopped while long
+    clock = ReplayClock(int(rows[WARMUP_BARS]), end_ms=int(rows[WARMUP_BARS + stop]) + 3_600_000 * 3 // 2)
+    assert run_trade(TradeOptions(model=model, feed=feed, journal=journal), out=lambda line: None,
+                     clock=clock)["level"] == 1.0
+    with sqlite3.connect(journal) as db:  # as written before levels were journaled
+        db.execute("DROP TABLE levels")
+    db.close()
+    lines: list[str] = []
+    run_trade(TradeOptions(model=model, feed=feed, journal=journal), out=lines.append)
+    assert [line for line in lines if "restart" in line and "level 1" in line]
+    _assert_equals_backtest(journal, backtest)
+
+
 def test_killed_process_restarts_from_the_journal_and_still_equals_the_backtest(files, backtest, tmp_path):
     model, feed = files
     journal = tmp_path / "killed.sqlite"

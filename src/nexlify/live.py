@@ -14,7 +14,7 @@ import pandas as pd
 from nexlify.data.features import FeatureScaler
 from nexlify.data.market import market_state_from_candles
 from nexlify.env.accounts import account_features
-from nexlify.env.actions import ACTION_NAMES, TARGET_HALF_LEVELS, TRADEABLE_MODES, to_orders
+from nexlify.env.actions import ORDER_NAMES, TARGET_HALF_LEVELS, to_orders
 from nexlify.errors import CheckpointError, ConfigError
 from nexlify.evaluation.ensemble import check_members, greedy_actions
 
@@ -75,7 +75,8 @@ def shared_scaler(agents: tuple | list) -> FeatureScaler:
 
 class LiveTrader:
     """A trained model, or a mean-Q ensemble of several (e.g. the best models of a few seeds), ready
-    for live decisions: ``decide(candles, ...)`` returns 'hold'/'buy'/'sell'.
+    for live decisions: ``decide(candles, ...)`` returns the order to place ('hold', 'buy', 'sell', and
+    for ``target_half`` models 'buy_half' and 'sell_half').
 
     An ensemble decides as the walk-forward's judged ensemble does (``nexlify.evaluation.ensemble``):
     the action with the highest Q-value averaged over the members. Its members must share the feature
@@ -86,12 +87,7 @@ class LiveTrader:
     def __init__(self, agent, *others) -> None:
         members = (agent, *others)
         self.scaler = shared_scaler(members)
-        mode = check_members(members)
-        if mode not in TRADEABLE_MODES:
-            # Live and paper accounts are all-in or all-out; a half position would be traded wrong.
-            raise ConfigError(f"models trained with action_mode {mode} can be backtested and walk-forwarded "
-                              f"but not traded yet; trade a model trained with action_mode "
-                              f"{' or '.join(TRADEABLE_MODES)}")
+        check_members(members)
         self.agent, self.members = agent, members
         # Host copies of the weights, made once: a decision per candle must not copy them again.
         self._q_functions = [member.host_q_function() for member in members]
@@ -112,7 +108,15 @@ class LiveTrader:
         return int(greedy_actions(self._q_functions, state[None, :])[0])
 
     def decide(self, recent_candles: pd.DataFrame, is_long: bool = False, entry_price: float = 0.0,
-               equity: float = 1.0, peak_equity: float = 1.0) -> str:
-        """The greedy action for the latest candle, as a name."""
-        state = build_state(recent_candles, self.scaler, is_long, entry_price, equity, peak_equity)
-        return ACTION_NAMES[to_orders(self.greedy_action(state), is_long, self.agent.config.action_mode)]
+               equity: float = 1.0, peak_equity: float = 1.0, *, level: float | None = None) -> str:
+        """The greedy order for the latest candle, as a name (``ORDER_NAMES``: hold, buy, sell, and for
+        ``target_half`` models buy_half and sell_half). The position is ``level`` (0 flat, 0.5 half,
+        1 long), or without it ``is_long``; ``entry_price`` is its average fill price."""
+        mode = self.agent.config.action_mode
+        position = position_level(is_long, level)
+        if position not in (0.0, 1.0) and mode != "target_half":
+            raise ConfigError(f"level {position:g} is a half position, which only a model trained with "
+                              f"action_mode target_half holds; this one trades all-in (action_mode {mode})")
+        state = build_state(recent_candles, self.scaler, entry_price=entry_price, equity=equity,
+                            peak_equity=peak_equity, level=position)
+        return ORDER_NAMES[to_orders(self.greedy_action(state), position, mode)]

@@ -33,11 +33,9 @@ TARGET_NAMES: tuple[str, ...] = ("flat", "long")
 TARGET_HALF_NAMES: tuple[str, ...] = ("flat", "half", "long")
 TARGET_HALF_LEVELS: tuple[float, ...] = (0.0, 0.5, 1.0)
 HALF = 0.5  # the step of the half orders
-# Modes whose models trade through `nexlify trade` and LiveTrader (their orders are all-in/all-out).
-TRADEABLE_MODES: tuple[str, ...] = ("toggle", "target")
 __all__ = ["ACTION_MODES", "ACTION_NAMES", "BUY", "BUY_HALF", "FLAT", "HALF", "HOLD", "LONG", "N_ACTIONS",
            "ORDER_NAMES", "SELL", "SELL_HALF", "TARGET_HALF_LEVELS", "TARGET_HALF_NAMES", "TARGET_NAMES",
-           "TRADEABLE_MODES", "n_actions", "to_orders"]
+           "n_actions", "to_orders"]
 
 
 def n_actions(mode: str) -> int:
