@@ -433,6 +433,9 @@ def test_a_paper_session_of_a_half_model_equals_its_backtest_bit_for_bit(half_fi
         assert ({0.0: "flat", 0.5: "half ", 1.0: "long "}[level] in line), line
     text = report_text(session_report(journal))
     assert f"Position at the end: {position_text(summary['level'], summary['units'])}" in text
+    chart = tmp_path / "half.png"
+    assert main(["trade", "--report", "--journal", str(journal), "--chart", str(chart)]) == 0
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_stopped_half_session_resumes_at_its_level_and_still_equals_the_backtest(half_files, half_backtest,
