@@ -3,6 +3,7 @@ session against the fake exchange."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,12 +35,7 @@ def rule_model(path: Path, frame, threshold: float = 0.5) -> Path:
     account features matter. Models of one ``frame`` share its scaler (an ensemble's members do).
     """
     agent = AdaptiveDQNAgent(12, 3, tiny_config())
-    net = agent.q_network
-    with torch.no_grad():
-        for parameter in net.parameters():
-            parameter.zero_()
-        first, second, head = net.body[0], net.body[2], net.head
-        first.weight[0, 7], first.weight[1, 7] = 1.0, -1.0  # relu(z), relu(-z)
+    with _wired(agent) as (first, second, head):
         first.weight[2, 10], first.bias[2] = 1.0, -0.02  # relu(unrealised - 2%)
         first.weight[3, 11], first.bias[3] = -1.0, -0.03  # relu(-drawdown - 3%)
         for unit in range(4):
@@ -48,9 +44,7 @@ def rule_model(path: Path, frame, threshold: float = 0.5) -> Path:
         head.weight[2, 1], head.weight[2, 0], head.bias[2] = 1.0, -1.0, -threshold  # sell
         head.weight[2, 2] = 50.0
         head.weight[0, 3] = 20.0  # hold
-    scaler = FeatureScaler().fit(compute_market_features(frame)[WARMUP_BARS:])
-    agent.save(path, extra_metadata={"scaler": scaler.to_dict()})
-    return path
+    return _save_with_scaler(agent, path, frame)
 
 
 def half_rule_model(path: Path, frame, threshold: float = 0.5) -> Path:
@@ -62,12 +56,7 @@ def half_rule_model(path: Path, frame, threshold: float = 0.5) -> Path:
     otherwise), a gain above 2% takes the position flat and a drawdown deeper than 3% favours half.
     """
     agent = AdaptiveDQNAgent(12, 3, tiny_config(action_mode="target_half"))
-    net = agent.q_network
-    with torch.no_grad():
-        for parameter in net.parameters():
-            parameter.zero_()
-        first, second, head = net.body[0], net.body[2], net.head
-        first.weight[0, 7], first.weight[1, 7] = 1.0, -1.0  # relu(z), relu(-z)
+    with _wired(agent) as (first, second, head):
         first.weight[2, 9] = 1.0  # relu(level)
         first.weight[3, 10], first.bias[3] = 1.0, -0.02  # relu(unrealised - 2%)
         first.weight[4, 11], first.bias[4] = -1.0, -0.03  # relu(-drawdown - 3%)
@@ -77,6 +66,24 @@ def half_rule_model(path: Path, frame, threshold: float = 0.5) -> Path:
         head.weight[0, 1], head.bias[0] = 1.0, -threshold  # flat
         head.weight[0, 3] = 50.0
         head.weight[1, 2], head.weight[1, 4] = 0.4, 20.0  # half
+    return _save_with_scaler(agent, path, frame)
+
+
+@contextmanager
+def _wired(agent):
+    """The zeroed layers of ``agent``'s tiny network, (first, second, head), for a rule to be wired in;
+    the first two hidden units already read the 48-candle z-score: relu(z), relu(-z)."""
+    net = agent.q_network
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.zero_()
+        first = net.body[0]
+        first.weight[0, 7], first.weight[1, 7] = 1.0, -1.0
+        yield first, net.body[2], net.head
+
+
+def _save_with_scaler(agent, path: Path, frame) -> Path:
+    """Save ``agent`` with the feature scaler of ``frame`` (models of one frame share it)."""
     scaler = FeatureScaler().fit(compute_market_features(frame)[WARMUP_BARS:])
     agent.save(path, extra_metadata={"scaler": scaler.to_dict()})
     return path
