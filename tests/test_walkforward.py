@@ -307,13 +307,18 @@ def test_a_folder_of_another_walkforward_is_refused_not_reused(tmp_path):
     jobs = _tiny_jobs(tmp_path)
     run_fold_job(jobs[0])
     other = _tiny_jobs(tmp_path, learning_rate=0.01)
-    with pytest.raises(CheckpointError, match="different walk-forward"):
+    # The error names what differs, so a user can tell an upgrade's new default from a typo.
+    with pytest.raises(CheckpointError, match=r"different walk-forward job \(learning_rate 0\.0005 -> 0\.01\); "):
         run_fold_job(other[0])
+    seeds = _tiny_jobs(tmp_path, seeds=(2,), learning_rate=0.02, gamma=0.5, n_step=2, batch_size=16)[0]
+    with pytest.raises(CheckpointError, match=r"\(seed 1 -> 2, batch_size 32 -> 16, gamma 0\.99 -> 0\.5, and 2 more\)"):
+        finished_outcome(replace(seeds, output_dir=jobs[0].output_dir))
     # Machine settings may change between runs (resume on another box); batch, pace and accounts may
     # not: they change what the job learned.
     assert run_fold_job(_tiny_jobs(tmp_path, num_workers=2, optimization_level="cpu_optimize")[0])["job"]["fold"] == 1
     for learning in ({"parallel_envs": 1}, {"batch_size": 64}, {"train_frequency": 16}):
-        with pytest.raises(CheckpointError, match="different walk-forward"):
+        (key, value), = learning.items()
+        with pytest.raises(CheckpointError, match=f"different walk-forward job \\({key} .* -> {value}\\)"):
             run_fold_job(_tiny_jobs(tmp_path, **learning)[0])
 
 

@@ -233,11 +233,26 @@ def finished_outcome(job: FoldJob) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError):
         return None  # torn by a crash before the atomic rename existed: run it again
     stored = {**outcome["job"], "output_dir": job.output_dir}
-    if _learning_view(stored) != _learning_view(job.to_dict()):
+    differences = _differences(_learning_view(stored), _learning_view(job.to_dict()))
+    if differences:
         raise CheckpointError(
-            f"{path} holds the result of a different walk-forward job (other windows, seed or settings); "
+            f"{path} holds the result of a different walk-forward job ({differences}); "
             "use another --checkpoint-dir or delete that folder")
     return outcome
+
+
+def _differences(stored: dict[str, Any], wanted: dict[str, Any], most: int = 3) -> str:
+    """What differs between a stored job and the one wanted, as "key stored -> wanted" (the first
+    ``most``, settings named by their config key); "" when they are the same job."""
+    settings_stored, settings_wanted = stored.pop("config_overrides"), wanted.pop("config_overrides")
+    pairs = [(key, stored.get(key), wanted.get(key)) for key in sorted(stored.keys() | wanted.keys())]
+    pairs += [(key, settings_stored.get(key), settings_wanted.get(key))
+              for key in sorted(settings_stored.keys() | settings_wanted.keys())]
+    changed = [f"{key} {before!r} -> {after!r}" for key, before, after in pairs if before != after]
+    if not changed:
+        return ""
+    more = f", and {len(changed) - most} more" if len(changed) > most else ""
+    return ", ".join(changed[:most]) + more
 
 
 def _learning_view(job: dict[str, Any]) -> dict[str, Any]:
