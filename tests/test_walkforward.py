@@ -463,6 +463,13 @@ def test_pooled_walkforward_trains_one_policy_on_every_market_and_judges_the_see
     assert "seeds judged as a mean_q ensemble" in (run / "walkforward_summary.txt").read_text()
     assert main(argv) == 0  # resumes: every job and ensemble is read back
     assert json.loads((run / "walkforward_results.json").read_text())["folds"] == folds
+    # The same folder with other learning settings is refused before anything in it is written over.
+    written = {path: path.read_bytes() for path in run.rglob("*") if path.is_file() and path.name != ".nexlify.lock"}
+    capsys.readouterr()
+    assert main([*argv, "--batch-size", "16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "batch_size 256 -> 16" in err[0], err
+    assert {path: path.read_bytes() for path in written} == written
 
 
 def test_an_ensemble_of_one_seed_is_that_seed(tmp_path):

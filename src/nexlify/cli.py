@@ -690,7 +690,7 @@ def _show_ray_plan(console: Console) -> Any:
 
 
 def _walkforward(args: argparse.Namespace, console: Console) -> int:
-    from nexlify.evaluation.walkforward import local_executor, run_walkforward
+    from nexlify.evaluation.walkforward import local_executor, refuse_other_walkforwards, run_walkforward
     from nexlify.evaluation.walkforward_report import SUMMARY, write_outputs
     from nexlify.training.pipeline import write_hardware_profile
     from nexlify.training.run_folder import RunFolderLock, previous_run_outputs
@@ -712,6 +712,7 @@ def _walkforward(args: argparse.Namespace, console: Console) -> int:
     markets = list(dict.fromkeys(name for job in jobs for name, _ in job.members))
     executor = local_executor(plan.at_once) if args.ray is None else _ray_executor(args, plan, console)
     with RunFolderLock(output_dir):
+        refuse_other_walkforwards(jobs)  # before the profile is written over the earlier run's
         write_hardware_profile(output_dir, plan.profiler.profile, config,
                                [*plan.profiler.explain(), plan.why, _validated_settings_line(plan.overrides)],
                                plan.overrides)

@@ -57,7 +57,7 @@ from nexlify.hardware.side_by_side import RUN_MEMORY_GB, runs_at_once
 from nexlify.training.worker_pool import run_side_by_side
 
 __all__ = ["FoldJob", "WalkforwardResult", "aggregate", "local_executor", "plan_folds", "plan_jobs",
-           "run_fold_job", "run_walkforward"]
+           "refuse_other_walkforwards", "run_fold_job", "run_walkforward"]
 
 OUTCOME_FILE = "fold_outcome.json"
 BUNDLED_MARKET = "BTCUSDT_1h"
@@ -239,6 +239,13 @@ def finished_outcome(job: FoldJob) -> dict[str, Any] | None:
             f"{path} holds the result of a different walk-forward job ({differences}); "
             "use another --checkpoint-dir or delete that folder")
     return outcome
+
+
+def refuse_other_walkforwards(jobs: Sequence[FoldJob]) -> None:
+    """CheckpointError when any job's folder holds another job's result: called before a run writes
+    anything, so a refused run leaves the folder as it was."""
+    for job in jobs:
+        finished_outcome(job)
 
 
 def _differences(stored: dict[str, Any], wanted: dict[str, Any], most: int = 3) -> str:
