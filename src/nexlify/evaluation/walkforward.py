@@ -251,8 +251,9 @@ def refuse_other_walkforwards(jobs: Sequence[FoldJob]) -> None:
 def _differences(stored: dict[str, Any], wanted: dict[str, Any], most: int = 3) -> str:
     """What differs between a stored job and the one wanted, as "key stored -> wanted" (the first
     ``most``, settings named by their config key); "" when they are the same job."""
-    settings_stored, settings_wanted = stored.pop("config_overrides"), wanted.pop("config_overrides")
-    pairs = [(key, stored.get(key), wanted.get(key)) for key in sorted(stored.keys() | wanted.keys())]
+    settings_stored, settings_wanted = stored["config_overrides"], wanted["config_overrides"]
+    pairs = [(key, stored.get(key), wanted.get(key))
+             for key in sorted((stored.keys() | wanted.keys()) - {"config_overrides"})]
     pairs += [(key, settings_stored.get(key), settings_wanted.get(key))
               for key in sorted(settings_stored.keys() | settings_wanted.keys())]
     changed = [f"{key} {before!r} -> {after!r}" for key, before, after in pairs if before != after]
