@@ -60,7 +60,13 @@ DSR_KNOBS: dict[str, tuple[str, Any]] = {"dsr_penalty_002": ("trade_penalty", 0.
                                            "dsr_nstep3": ("n_step", 3), "dsr_lr_half": ("learning_rate", 2.5e-4),
                                            "dsr_ep4": ("episodes", 4),
                                            "dsr_target": ("action_mode", "target"),
-                                           "dsr_half": ("action_mode", "target_half")}
+                                           "dsr_half": ("action_mode", "target_half"),
+                                           # Session 17: the options that lost or were level under
+                                           # log_return, never measured on this reward's base.
+                                           "dsr_dueling": ("dueling", True), "dsr_qr": ("n_quantiles", 32),
+                                           "dsr_per": ("prioritized_replay", True),
+                                           "dsr_wd": ("weight_decay", 0.01), "dsr_dropout10": ("dropout", 0.1),
+                                           "dsr_random": ("episode_bars", 720), "dsr_mirror": ("augment", "mirror")}
 # Each lever: TrainingConfig overrides applied over the budget's settings. "pool": one policy per
 # (fold, seed) trained on every market's training window of the fold end to end, chosen on all their
 # validation windows joined, and tested on each market (same episodes: same passes over each market).
@@ -154,6 +160,9 @@ LEVERS: dict[str, dict[str, Any]] = {
                                                    "first_seed": 3},
     "pooled_plan_penalty_quadruple_dsr_seeds678": {**DEFAULT_BASE, "reward_mode": "differential_sharpe",
                                                    "first_seed": 6},
+    # The reference retrained by the current code in its own folder: whether stored reference jobs
+    # still stand for what today's code trains.
+    "pooled_plan_penalty_quadruple_dsr_retrained": {**DSR_BASE},
     # The differential Sharpe reward's own knobs (session 12): the switching penalty, chosen under
     # log_return, at half and twice its size, and the rate of the Sharpe's moving moments (0.01: about
     # 100 bars) at a tenth, a third and three times it; and the trend features, level under log_return,
