@@ -284,7 +284,7 @@ def lever_jobs(lever: str, paths: list[str], budget: Budget, out_dir: str | Path
     first_seed = LEVERS[lever].get("first_seed", 0)
     jobs = plan_jobs(paths, Path(out_dir) / lever, overrides, list(range(first_seed, first_seed + budget.seeds)),
                      test_days=budget.test_days, train_days=LEVERS[lever].get("train_days", budget.train_days),
-                     validation_days=budget.validation_days, pool=pooled)
+                     validation_days=budget.validation_days, pool=pooled, common_period=True)
     folds = sorted({job.fold for job in jobs})
     if len(folds) < budget.folds:
         raise DataError(f"the markets' common period holds {len(folds)} fold(s) of {budget.train_days} training, "

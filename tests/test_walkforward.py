@@ -433,7 +433,7 @@ def test_pooled_walkforward_trains_one_policy_on_every_market_and_judges_the_see
     later.to_csv(files[1])
     argv = ["walkforward", "--data", *map(str, files), "--train-days", "4", "--validation-days", "2", "--folds",
             "2", "--seeds", "2", "--episodes", "2", "--model-size", "tiny", "--jobs", "1", "--quiet",
-            "--checkpoint-dir", str(tmp_path / "wf")]
+            "--common-period", "--checkpoint-dir", str(tmp_path / "wf")]
     assert main(argv) == 0
     capsys.readouterr()
     run = tmp_path / "wf"
@@ -460,7 +460,8 @@ def test_pooled_walkforward_trains_one_policy_on_every_market_and_judges_the_see
         assert row["agent_sharpe"] == row["ensemble"]["sharpe"]
         bh = row["baselines"]["buy_and_hold"]["sharpe"]
         assert row["excess_sharpe"] == pytest.approx(row["ensemble"]["sharpe"] - bh)
-    assert "seeds judged as a mean_q ensemble" in (run / "walkforward_summary.txt").read_text()
+    summary = (run / "walkforward_summary.txt").read_text()
+    assert "seeds judged as a mean_q ensemble" in summary and "folds in the period every market covers" in summary
     assert main(argv) == 0  # resumes: every job and ensemble is read back
     assert json.loads((run / "walkforward_results.json").read_text())["folds"] == folds
     # The same folder with other learning settings is refused before anything in it is written over.
@@ -598,13 +599,80 @@ def test_unpooled_markets_from_different_years_get_windows_of_their_own_history(
         plan_jobs([early, late], tmp_path / "pooled", {}, [7], pool=True, **layout)
 
 
-def test_overlapping_unpooled_markets_still_share_one_set_of_windows(tmp_path):
-    first = _market_file(tmp_path, "first", "2024-01-01", 20, seed=1)
-    second = _market_file(tmp_path, "second", "2024-01-04", 20, seed=2)
-    jobs = plan_jobs([first, second], tmp_path / "run", {}, [7], test_days=3, train_days=5, validation_days=2)
-    windows = {name: [(j.fold, j.train_start, j.test_end) for j in jobs if j.market == name]
-               for name in ("first", "second")}
-    assert windows["first"] == windows["second"] and len(windows["first"]) >= 2
+def _partly_overlapping(tmp_path):
+    """early: 2024-01-01 .. 01-20 23:00; late: 01-05 .. 01-24 23:00 (20 days each, 48 warm-up candles)."""
+    return (_market_file(tmp_path, "early", "2024-01-01", 20, seed=1),
+            _market_file(tmp_path, "late", "2024-01-05", 20, seed=2))
+
+
+# Laid over both histories (2024-01-01 .. 01-25), 3-day tests back from 01-25 after 48 warm-up candles
+# and 5 + 2 days: five folds, testing from 01-10. early (to 01-21) holds folds 1-3 to their test end;
+# late needs 48 candles before the training start (from 01-07): folds 3-5.
+UNION_FOLDS = [(1, "01-10", ("early",)), (2, "01-13", ("early",)), (3, "01-16", ("early", "late")),
+               (4, "01-19", ("late",)), (5, "01-22", ("late",))]
+# Only the period both cover (01-05 .. 01-21): 48 warm-up candles, 5 + 2 days, then room for two tests.
+COMMON_FOLDS = [(1, "01-15", ("early", "late")), (2, "01-18", ("early", "late"))]
+
+
+def _fold_members(jobs):
+    return [(j.fold, j.test_start[5:10], tuple(name for name, _ in j.members)) for j in jobs]
+
+
+def test_pooled_markets_of_partly_overlapping_histories_are_judged_over_all_of_them(tmp_path):
+    early, late = _partly_overlapping(tmp_path)
+    layout = dict(test_days=3, train_days=5, validation_days=2)
+    jobs = plan_jobs([early, late], tmp_path / "run", {}, [7], pool=True, **layout)
+    assert _fold_members(jobs) == UNION_FOLDS
+    assert all(j.market == "pooled" and j.output_dir.endswith(f"pooled/fold_{j.fold:02d}/seed_7") for j in jobs)
+    for job in jobs:  # every member holds its warm-up and the whole fold
+        for _, path in job.members:
+            frame = load_ohlcv(path)
+            assert (frame.index < pd.Timestamp(job.train_start)).sum() >= WARMUP_BARS
+            assert pd.Timestamp(job.test_end) <= frame.index[-1] + HOUR
+    # Test windows back to back up to the later market's last candle: 15 days against 6 in the common period.
+    assert [(a.test_end == b.test_start) for a, b in zip(jobs, jobs[1:])] == [True] * 4
+    assert pd.Timestamp(jobs[-1].test_end) == load_ohlcv(late).index[-1] + HOUR
+    common = plan_jobs([early, late], tmp_path / "common", {}, [7], pool=True, common_period=True, **layout)
+    assert _fold_members(common) == COMMON_FOLDS
+    # Anchored folds train from where every market has candles: the common period's layout.
+    anchored = plan_jobs([early, late], tmp_path / "anchored", {}, [7], pool=True, anchored=True, **layout)
+    assert [(j.fold, j.test_start[5:10]) for j in anchored] == [(f, t) for f, t, _ in COMMON_FOLDS]
+    assert {j.train_start[:10] for j in anchored} == {"2024-01-07"}
+
+
+def test_unpooled_markets_share_the_windows_of_the_folds_each_history_covers(tmp_path):
+    early, late = _partly_overlapping(tmp_path)
+    jobs = plan_jobs([early, late], tmp_path / "run", {}, [7], test_days=3, train_days=5, validation_days=2)
+    assert _fold_members(jobs) == [(fold, start, (name,)) for fold, start, names in UNION_FOLDS for name in names]
+    windows = {name: {j.fold: j.windows for j in jobs if j.market == name} for name in ("early", "late")}
+    assert windows["early"][3] == windows["late"][3]  # fold 3 is the same days for both
+
+
+def test_a_market_whose_history_holds_no_fold_is_refused_by_name(tmp_path):
+    early, _ = _partly_overlapping(tmp_path)
+    brief = _market_file(tmp_path, "brief", "2024-01-12", 4, seed=3)  # 4 days: no 5 + 2 + 3-day fold fits
+    with pytest.raises(DataError, match=r"brief\.csv: its candles \(2024-01-12 to 2024-01-15\) hold none of the folds"):
+        plan_jobs([early, brief], tmp_path / "run", {}, [7], pool=True, test_days=3, train_days=5, validation_days=2)
+
+
+def test_pooled_walkforward_over_partly_overlapping_markets_judges_each_on_its_own_folds(tmp_path, capsys):
+    early, late = _partly_overlapping(tmp_path)
+    argv = ["walkforward", "--data", str(early), str(late), "--train-days", "5", "--validation-days", "2",
+            "--test-days", "3", "--seeds", "1", "--episodes", "1", "--model-size", "tiny", "--jobs", "1",
+            "--quiet", "--checkpoint-dir", str(tmp_path / "wf")]
+    assert main(argv) == 0
+    capsys.readouterr()
+    results = json.loads((tmp_path / "wf" / "walkforward_results.json").read_text())
+    folds = {name: [r["fold"] for r in results["folds"] if r["market"] == name] for name in ("early", "late")}
+    assert folds == {"early": [1, 2, 3], "late": [3, 4, 5]}
+    assert results["overall"]["folds"] == 6 and results["verdict"].startswith("All markets: in 6 out-of-sample")
+    assert results["markets"]["early"]["folds"] == 3 and results["markets"]["late"]["folds"] == 3
+    # Fold 3's one policy trained on both markets' training windows; folds 1 and 5 on one market each.
+    outcome = json.loads((tmp_path / "wf" / "pooled" / "fold_03" / "seed_42" / OUTCOME_FILE).read_text())
+    assert set(outcome["markets"]) == {"early", "late"}
+    only = json.loads((tmp_path / "wf" / "pooled" / "fold_05" / "seed_42" / OUTCOME_FILE).read_text())
+    assert set(only["markets"]) == {"late"}
+    assert "folds over all of the markets' history" in (tmp_path / "wf" / "walkforward_summary.txt").read_text()
 
 
 class _BigMachineProfiler:

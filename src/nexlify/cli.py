@@ -301,6 +301,9 @@ def _add_walkforward_options(wf: argparse.ArgumentParser, default_dir: str) -> N
                     help=f"model-selection window right after training (default {DEFAULT_VALIDATION_DAYS})")
     wf.add_argument("--anchored", action="store_true", help="every fold trains from the start of the history "
                     "(default: a rolling window of --train-days)")
+    wf.add_argument("--common-period", action="store_true", help="with several --data markets: lay the folds "
+                    "only in the period every market covers (default: over all of their history, each market "
+                    "trained and tested on the folds its history covers)")
     wf.add_argument("--seeds", type=_positive(int), default=DEFAULT_SEEDS,
                     help=f"seeds per fold: SEED, SEED+1, ... (default {DEFAULT_SEEDS})")
     wf.add_argument("--pool", action=argparse.BooleanOptionalAction, default=DEFAULT_POOL,
@@ -644,7 +647,7 @@ def _plan_walkforward(args: argparse.Namespace, output_dir: Path) -> _Walkforwar
     seeds = [early.get("seed", TrainingConfig().seed) + i for i in range(args.seeds)]
     jobs = plan_jobs(data, output_dir, early, seeds, test_days=args.test_days, folds=args.folds,
                      train_days=args.train_days, validation_days=args.validation_days, anchored=args.anchored,
-                     pool=args.pool)
+                     pool=args.pool, common_period=args.common_period)
 
     from nexlify.hardware.profiler import HardwareProfiler
 
@@ -751,6 +754,7 @@ def _walkforward_run_info(args: argparse.Namespace, config: Any, at_once: int, m
     return {"markets": markets, "seeds": args.seeds, "episodes": config.episodes, "train_days": args.train_days,
             "pooled": bool(args.pool and len(markets) > 1), "ensemble": ensemble, "model_choice": model_choice,
             "validation_days": args.validation_days, "anchored": args.anchored,
+            "common_period": bool(args.common_period or args.anchored),
             "test_days_label": f"{args.folds} equal folds" if args.folds else f"{args.test_days or 90:g} days",
             "fee": config.fee, "slippage": config.slippage, "jobs_at_once": at_once or "Ray"}
 

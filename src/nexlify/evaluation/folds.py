@@ -142,6 +142,33 @@ def common_span(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return first.loc[(first.index >= start) & (first.index <= end)]
 
 
+def calendar_span(frames: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
+    """Every bar from the first candle of any market of ``frames`` to the last of any, as an index-only
+    frame at the shortest of their timeframes; None when their histories leave a stretch that no
+    market covers (one set of windows laid over it would put folds where there is no data).
+
+    Several markets' folds are laid over this calendar, so fold k is the same period everywhere, and
+    each market joins the folds its own history covers (``covers``): no market's years are left out
+    because another market's history is shorter.
+    """
+    spans = sorted((frame.index[0], frame.index[-1]) for frame in frames.values())
+    timeframe = min(detect_timeframe(frame) for frame in frames.values())
+    reach = spans[0][1]
+    for start, end in spans[1:]:
+        if start > reach + timeframe:
+            return None  # a hole between the histories
+        reach = max(reach, end)
+    return pd.DataFrame(index=pd.date_range(spans[0][0], reach, freq=timeframe, name="timestamp"))
+
+
+def covers(frame: pd.DataFrame, window: FoldWindows, feature_set: str = "basic") -> bool:
+    """Whether ``frame``'s candles hold the whole fold: its feature set's warm-up candles before the
+    training window, and candles up to the end of the test window."""
+    start, end = pd.Timestamp(window.train_start), pd.Timestamp(window.test_end)
+    before = int((frame.index < start).sum())  # candles before the training window
+    return before >= warmup_bars(feature_set) and frame.index[-1] + detect_timeframe(frame) >= end
+
+
 def _mask(frame: pd.DataFrame, start: str, end: str) -> np.ndarray:
     index = frame.index
     return np.asarray((index >= pd.Timestamp(start)) & (index < pd.Timestamp(end)))

@@ -46,9 +46,11 @@ from nexlify.evaluation.folds import (
     DEFAULT_VALIDATION_DAYS,
     FoldWindows,
     after_refused_gaps,
+    calendar_span,
     check_gaps,
     check_windows,
     common_span,
+    covers,
     plan_folds,
 )
 from nexlify.evaluation.snapshots import MODEL_CHOICES
@@ -135,12 +137,15 @@ def plan_jobs(
     anchored: bool = False,
     devices: Sequence[str] | None = None,
     pool: bool = False,
+    common_period: bool = False,
 ) -> list[FoldJob]:
     """Every job of a walk-forward over ``data`` (one market per entry), ordered fold by fold.
 
-    Several markets share one set of windows, laid out in the period they all cover
-    (``common_span``); unpooled markets whose histories share too little time for that get the
-    windows of their own history each. ``pool``: one job per (fold, seed) trains one policy on every market
+    Several markets share one set of windows, laid over all of their history (``calendar_span``), and
+    each market joins the folds its history covers; ``common_period`` (and ``anchored``, whose training
+    starts where every market has candles) lays them only in the period every market covers
+    (``common_span``). Unpooled markets whose histories do not meet get the windows of their own
+    history each. ``pool``: one job per (fold, seed) trains one policy on every market of the fold
     (``POOLED_MARKET``) instead of one per market. Loads and checks each market now, so a bad file
     fails before any training. ``devices``, when given, are handed out to the jobs in turn (several GPUs).
     """
@@ -158,27 +163,27 @@ def plan_jobs(
               "validation_days": validation_days, "anchored": anchored, "feature_set": feature_set}
     # Each market's history after its newest gap too long to accept (cut once; the cut is logged).
     usable = {name: after_refused_gaps(frame, frame.attrs["source"]) for name, frame in frames.items()}
+    pooled = pool and len(names) > 1
     try:
-        shared = _shared_windows(frames, usable, **layout)
-        windows_of = {name: shared for name in [*names, POOLED_MARKET]}
+        windows_of = _shared_windows(frames, usable, common_period or anchored, **layout)
     except _NoCommonPeriod as exc:
-        if pool:
+        if pooled:
             raise DataError(f"{exc}. Fix: give markets whose histories overlap for longer, use shorter windows, "
                             "or pass --no-pool to judge each market on windows of its own history") from None
         # Unpooled markets need not line up: each gets the windows of its own history.
-        windows_of = {name: _shared_windows({name: frame}, {name: usable[name]}, **layout)
+        windows_of = {name: _shared_windows({name: frame}, {name: usable[name]}, True, **layout)[name]
                       for name, frame in frames.items()}
-    groups = ([(POOLED_MARKET, None, tuple(zip(names, sources, strict=True)))] if pool and len(names) > 1
-              else [(name, source, ()) for name, source in zip(names, sources, strict=True)])
+    by_fold = {name: {window.fold: window for window in windows} for name, windows in windows_of.items()}
     jobs = []
-    for fold in range(1, max(len(w) for w in windows_of.values()) + 1):
+    for fold in sorted({fold for windows in by_fold.values() for fold in windows}):
+        # The markets whose history covers this fold (a market with a shorter history has fewer folds).
+        present = [(name, source) for name, source in zip(names, sources, strict=True) if fold in by_fold[name]]
+        groups = [(POOLED_MARKET, None, tuple(present))] if pooled else [(name, source, ()) for name, source in present]
         for seed in seeds:
             for name, source, members in groups:
-                windows = windows_of[name]
-                if fold > len(windows):
-                    continue  # a market with a shorter history has fewer folds
+                window = by_fold[members[0][0] if members else name][fold]
                 folder = Path(output_dir) / name / f"fold_{fold:02d}" / f"seed_{seed}"
-                jobs.append(FoldJob(**asdict(windows[fold - 1]), market=name, data=source, seed=int(seed),
+                jobs.append(FoldJob(**asdict(window), market=name, data=source, seed=int(seed),
                                     output_dir=str(folder), pool=members))
     return assign_config(jobs, config_overrides, devices)
 
@@ -187,24 +192,42 @@ class _NoCommonPeriod(DataError):
     """The markets' histories share too little time to lay one set of windows over them all."""
 
 
-def _shared_windows(frames: dict[str, Any], usable: dict[str, tuple[Any, str]], **layout: Any) -> list[FoldWindows]:
-    """One set of fold windows for every market of ``frames`` (name -> candles), laid out in the
-    period their ``usable`` spans (name -> (candles, label), ``after_refused_gaps``) all cover and
-    checked against each market's whole candles and gaps, so a fold never reaches back across a cut."""
+def _shared_windows(frames: dict[str, Any], usable: dict[str, tuple[Any, str]], common_period: bool,
+                    **layout: Any) -> dict[str, list[FoldWindows]]:
+    """Each market's folds (name -> windows) of one set of fold windows for every market of ``frames``
+    (name -> candles), laid over their ``usable`` spans (name -> (candles, label),
+    ``after_refused_gaps``): all of their history (``calendar_span``), or with ``common_period`` only
+    the period they all cover. A market joins the folds its usable history covers (``covers``); each is
+    checked against the market's whole candles and gaps, so a fold never reaches back across a cut."""
     feature_set = layout["feature_set"]
+    spans = {name: span for name, (span, _) in usable.items()}
     if len(frames) > 1:
+        calendar = None if common_period else calendar_span(spans)
         try:
-            windows = plan_folds(common_span({name: span for name, (span, _) in usable.items()}), **layout,
-                                 label="the period every market covers")
+            windows = (plan_folds(calendar, **layout, label="the markets' history") if calendar is not None else
+                       plan_folds(common_span(spans), **layout, label="the period every market covers"))
         except DataError as exc:  # no common period, or one too short for the windows
+            if calendar is not None:
+                raise
             raise _NoCommonPeriod(str(exc).partition(". Fix:")[0].partition("; give markets")[0]) from None
     else:
         span, label = next(iter(usable.values()))
         windows = plan_folds(span, **layout, label=label)
-    for frame in frames.values():
-        check_windows(frame, windows, frame.attrs["source"])
-        check_gaps(frame, windows, frame.attrs["source"], feature_set)
-    return windows
+    windows_of = {}
+    for name, frame in frames.items():
+        own = [window for window in windows if covers(spans[name], window, feature_set)]
+        if not own:
+            span = spans[name]
+            raise DataError(
+                f"{usable[name][1]}: its candles ({span.index[0]:%Y-%m-%d} to {span.index[-1]:%Y-%m-%d}) hold none "
+                f"of the folds laid over the markets' history ({windows[0].train_start[:10]} to "
+                f"{windows[-1].test_end[:10]}; each fold needs {layout['train_days']:g} training and "
+                f"{layout['validation_days']:g} validation days before its test window). Fix: give this market a "
+                "longer history, use smaller --train-days / --validation-days / --test-days, or leave it out")
+        check_windows(frame, own, frame.attrs["source"])
+        check_gaps(frame, own, frame.attrs["source"], feature_set)
+        windows_of[name] = own
+    return windows_of
 
 
 def assign_config(jobs: Sequence[FoldJob], config_overrides: dict[str, Any],

@@ -86,6 +86,15 @@ def _judged(run: dict[str, Any]) -> str:
     return f"as a {mode} ensemble of their {models}"
 
 
+def _folds_over(run: dict[str, Any], markets: int) -> str:
+    """Where several markets' folds lie: all of their history, or only the period they all share."""
+    if markets < 2:
+        return ""
+    if run.get("common_period"):
+        return "folds in the period every market covers; "
+    return "folds over all of the markets' history, each market on the folds its candles cover; "
+
+
 def summary_text(result: WalkforwardResult, run: dict[str, Any]) -> str:
     """The human-readable walk-forward report, ending with the verdict sentence."""
     lines = ["Nexlify walk-forward evaluation", "=" * 31]
@@ -93,7 +102,8 @@ def summary_text(result: WalkforwardResult, run: dict[str, Any]) -> str:
         lines.append(f"Markets: {', '.join(result.markets)}; {run.get('seeds')} seed(s) per fold; "
                      f"{run.get('episodes')} episodes per fold; train {run.get('train_days')} days, validation "
                      f"{run.get('validation_days')} days, test windows {run.get('test_days_label')}; "
-                     f"{'one policy pooled over all markets' if run.get('pooled') else 'one policy per market'}; "
+                     f"{_folds_over(run, len(result.markets))}"
+                     f"{'one policy per fold pooled over its markets' if run.get('pooled') else 'one policy per market'}; "
                      f"seeds judged {_judged(run)}; "
                      f"fees {run.get('fee')}, slippage {run.get('slippage')} for every policy.")
         lines.append("")
