@@ -630,7 +630,7 @@ def test_pooled_markets_of_partly_overlapping_histories_are_judged_over_all_of_t
             assert (frame.index < pd.Timestamp(job.train_start)).sum() >= WARMUP_BARS
             assert pd.Timestamp(job.test_end) <= frame.index[-1] + HOUR
     # Test windows back to back up to the later market's last candle: 15 days against 6 in the common period.
-    assert [(a.test_end == b.test_start) for a, b in zip(jobs, jobs[1:])] == [True] * 4
+    assert [(a.test_end == b.test_start) for a, b in zip(jobs[:-1], jobs[1:], strict=True)] == [True] * 4
     assert pd.Timestamp(jobs[-1].test_end) == load_ohlcv(late).index[-1] + HOUR
     common = plan_jobs([early, late], tmp_path / "common", {}, [7], pool=True, common_period=True, **layout)
     assert _fold_members(common) == COMMON_FOLDS

@@ -99,11 +99,12 @@ def summary_text(result: WalkforwardResult, run: dict[str, Any]) -> str:
     """The human-readable walk-forward report, ending with the verdict sentence."""
     lines = ["Nexlify walk-forward evaluation", "=" * 31]
     if run:
+        policies = "one policy per market"
         lines.append(f"Markets: {', '.join(result.markets)}; {run.get('seeds')} seed(s) per fold; "
                      f"{run.get('episodes')} episodes per fold; train {run.get('train_days')} days, validation "
                      f"{run.get('validation_days')} days, test windows {run.get('test_days_label')}; "
                      f"{_folds_over(run, len(result.markets))}"
-                     f"{'one policy per fold pooled over its markets' if run.get('pooled') else 'one policy per market'}; "
+                     f"{'one policy per fold pooled over its markets' if run.get('pooled') else policies}; "
                      f"seeds judged {_judged(run)}; "
                      f"fees {run.get('fee')}, slippage {run.get('slippage')} for every policy.")
         lines.append("")
