@@ -673,6 +673,15 @@ def test_pooled_walkforward_over_partly_overlapping_markets_judges_each_on_its_o
     only = json.loads((tmp_path / "wf" / "pooled" / "fold_05" / "seed_42" / OUTCOME_FILE).read_text())
     assert set(only["markets"]) == {"late"}
     assert "folds over all of the markets' history" in (tmp_path / "wf" / "walkforward_summary.txt").read_text()
+    # The same folder laid in the common period instead is another walk-forward: refused, naming the flag.
+    written = {path: path.read_bytes() for path in (tmp_path / "wf").rglob("*") if path.is_file()
+               and path.name != ".nexlify.lock"}
+    assert main([*argv, "--common-period"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fold_01/seed_42/fold_outcome.json holds the result of a different" in err[0], err
+    assert "pool ['early'] -> ['early', 'late'], test_end '2024-01-13T00:00:00+00:00' -> '2024-01-18" in err[0]
+    assert "--anchored and --common-period as that run reuse it" in err[0]
+    assert {path: path.read_bytes() for path in written} == written
 
 
 class _BigMachineProfiler:

@@ -258,8 +258,11 @@ def finished_outcome(job: FoldJob) -> dict[str, Any] | None:
     stored = {**outcome["job"], "output_dir": job.output_dir}
     differences = _differences(_learning_view(stored), _learning_view(job.to_dict()))
     if differences:
+        moved = any(stored.get(f.name) != getattr(job, f.name) for f in fields(FoldWindows))
+        hint = (" (other fold windows: the same --train-days, --validation-days, --test-days or --folds, "
+                "--anchored and --common-period as that run reuse it)" if moved else "")
         raise CheckpointError(
-            f"{path} holds the result of a different walk-forward job ({differences}); "
+            f"{path} holds the result of a different walk-forward job ({differences}){hint}; "
             "use another --checkpoint-dir or delete that folder")
     return outcome
 
