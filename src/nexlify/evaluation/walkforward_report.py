@@ -86,25 +86,25 @@ def _judged(run: dict[str, Any]) -> str:
     return f"as a {mode} ensemble of their {models}"
 
 
-def _folds_over(run: dict[str, Any], markets: int) -> str:
-    """Where several markets' folds lie: all of their history, or only the period they all share."""
+def _markets_judged(run: dict[str, Any], markets: int) -> str:
+    """Where several markets' folds lie (all of their history, or only the period they all share)
+    and which policies they train."""
+    policies = "one policy per fold pooled over its markets" if run.get("pooled") else "one policy per market"
     if markets < 2:
-        return ""
+        return policies
     if run.get("common_period"):
-        return "folds in the period every market covers; "
-    return "folds over all of the markets' history, each market on the folds its candles cover; "
+        return f"folds in the period every market covers; {policies}"
+    return f"folds over all of the markets' history, each market on the folds its candles cover; {policies}"
 
 
 def summary_text(result: WalkforwardResult, run: dict[str, Any]) -> str:
     """The human-readable walk-forward report, ending with the verdict sentence."""
     lines = ["Nexlify walk-forward evaluation", "=" * 31]
     if run:
-        policies = "one policy per market"
         lines.append(f"Markets: {', '.join(result.markets)}; {run.get('seeds')} seed(s) per fold; "
                      f"{run.get('episodes')} episodes per fold; train {run.get('train_days')} days, validation "
                      f"{run.get('validation_days')} days, test windows {run.get('test_days_label')}; "
-                     f"{_folds_over(run, len(result.markets))}"
-                     f"{'one policy per fold pooled over its markets' if run.get('pooled') else policies}; "
+                     f"{_markets_judged(run, len(result.markets))}; "
                      f"seeds judged {_judged(run)}; "
                      f"fees {run.get('fee')}, slippage {run.get('slippage')} for every policy.")
         lines.append("")
