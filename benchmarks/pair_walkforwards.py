@@ -63,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(folders) < 2:
         print("error: give at least two walk-forward folders to pair", file=sys.stderr)
         return 2
+    # A folder given twice would pair with itself under one name and drop out of the table unnoticed.
+    repeated = sorted({str(f) for f in folders if sum(g.resolve() == f.resolve() for g in folders) > 1})
+    if repeated:
+        print(f"error: {', '.join(repeated)} given more than once; give each walk-forward folder once",
+              file=sys.stderr)
+        return 2
     runs = {str(folder): stored_outcomes(folder, args.ensemble, args.model_choice) for folder in folders}
     text, _ = paired_against(runs, str(folders[0]))
     print(text)

@@ -356,6 +356,9 @@ def test_pair_walkforwards_pairs_two_runs_with_the_three_lenses(tmp_path, capsys
     assert pair_walkforwards.main([str(first), str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no finished walk-forward" in err and len(err.strip().splitlines()) == 1
+    assert pair_walkforwards.main([str(first), str(second), str(first / ".." / "first")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "more than once" in err and len(err.strip().splitlines()) == 1
 
 
 def _view(market: str, fold: int, exposure: float, validation_trend: float, test_sharpe: float) -> dict:
