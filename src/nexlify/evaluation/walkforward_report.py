@@ -92,9 +92,9 @@ def _markets_judged(run: dict[str, Any], markets: int) -> str:
     policies = "one policy per fold pooled over its markets" if run.get("pooled") else "one policy per market"
     if markets < 2:
         return policies
-    if run.get("common_period"):
-        return f"folds in the period every market covers; {policies}"
-    return f"folds over all of the markets' history, each market on the folds its candles cover; {policies}"
+    layout = ("folds in the period every market covers" if run.get("common_period") else
+              "folds over all of the markets' history, each market on the folds its candles cover")
+    return f"{layout}; {policies}"
 
 
 def summary_text(result: WalkforwardResult, run: dict[str, Any]) -> str:
