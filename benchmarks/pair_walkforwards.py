@@ -8,6 +8,10 @@ models, the fold's ensemble, the unselected last checkpoint and the mean of ever
 checkpoint, each run minus the first.
 
     PYTHONPATH=src python benchmarks/pair_walkforwards.py runs/rolling runs/anchored
+
+One configuration run again with other seeds (``--seed``) is given as its folders joined by commas,
+``runs/rolling_s42,runs/rolling_s45``: its seeds then count as one larger set, each window's value the
+mean over all of them, which halves the training luck a single set of three seeds leaves in a pairing.
 """
 
 from __future__ import annotations
@@ -46,21 +50,44 @@ def stored_outcomes(folder: Path, mode: str = "mean_q", choice: str = "best") ->
     return SimpleNamespace(outcomes=views)
 
 
+def seed_sets(folders: list[Path], mode: str = "mean_q", choice: str = "best") -> SimpleNamespace:
+    """Several runs of one configuration as one: their stored outcomes together, so every lens averages
+    each window over all of their seeds (and the seed sets' ensembles). Refuses runs that share a seed
+    (the same jobs counted twice) or that do not cover the same validation windows (other layouts)."""
+    runs = [stored_outcomes(folder, mode, choice) for folder in folders]
+    seeds = [{view["job"]["seed"] for view in run.outcomes if not view["job"].get("ensemble")} for run in runs]
+    windows = [{(view["job"]["market"], str(view["job"]["validation_start"])) for view in run.outcomes}
+               for run in runs]
+    seen = set(seeds[0])
+    for folder, its_seeds, its_windows in zip(folders[1:], seeds[1:], windows[1:], strict=True):
+        if its_seeds & seen:
+            raise ValueError(f"{folder} repeats seed(s) {sorted(its_seeds & seen)} of the runs joined before it; "
+                             "join only runs of one configuration with other seeds (--seed)")
+        seen |= its_seeds
+        if its_windows != windows[0]:
+            raise ValueError(f"{folders[0]} and {folder} cover other validation windows; join only runs with the "
+                             "same markets, folds and window lengths")
+    return SimpleNamespace(outcomes=[view for run in runs for view in run.outcomes])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folders", nargs="+", help="walk-forward --checkpoint-dir folders; the first is the reference")
+    parser.add_argument("folders", nargs="+", help="walk-forward --checkpoint-dir folders, one per configuration "
+                        "(several runs of one configuration with other seeds: their folders joined by commas); "
+                        "the first is the reference")
     parser.add_argument("--ensemble", choices=ENSEMBLE_MODES, default="mean_q",
                         help="which fold ensembles to pair, in folders judged several ways (default: mean_q)")
     parser.add_argument("--model-choice", choices=MODEL_CHOICES, default="best",
                         help="the model choice those ensembles were built from (default: best)")
     args = parser.parse_args(argv)
-    folders = [Path(folder) for folder in args.folders]
+    groups = [(name, [Path(folder) for folder in name.split(",") if folder]) for name in args.folders]
+    folders = [folder for _, group in groups for folder in group]
     for folder in folders:
         if not (folder / "walkforward_results.json").is_file():
             print(f"error: {folder} holds no finished walk-forward (no walkforward_results.json); give the "
                   "--checkpoint-dir of a `nexlify walkforward` run", file=sys.stderr)
             return 2
-    if len(folders) < 2:
+    if len(groups) < 2:
         print("error: give at least two walk-forward folders to pair", file=sys.stderr)
         return 2
     # A folder given twice would pair with itself under one name and drop out of the table unnoticed.
@@ -69,8 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {', '.join(repeated)} given more than once; give each walk-forward folder once",
               file=sys.stderr)
         return 2
-    runs = {str(folder): stored_outcomes(folder, args.ensemble, args.model_choice) for folder in folders}
-    text, _ = paired_against(runs, str(folders[0]))
+    runs = {}
+    for name, group in groups:
+        try:
+            runs[name] = seed_sets(group, args.ensemble, args.model_choice)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    text, _ = paired_against(runs, args.folders[0])
     print(text)
     return 0
 

@@ -316,10 +316,11 @@ def test_validation_transfer_correlates_each_levers_lead_within_a_window(tmp_pat
 def test_pair_walkforwards_pairs_two_runs_with_the_three_lenses(tmp_path, capsys) -> None:
     import pair_walkforwards
 
-    def run(name: str, seeds: list[tuple[float, float]], ensemble: float, all_snapshots: float) -> Path:
+    def run(name: str, seeds: list[tuple[float, float]], ensemble: float, all_snapshots: float,
+            first_seed: int = 0, validation_start: str = "2024-01-01") -> Path:
         folder = tmp_path / name
-        window = {"market": "AAA", "fold": 1, "validation_start": "2024-01-01"}
-        for seed, (excess, last_score) in enumerate(seeds):
+        window = {"market": "AAA", "fold": 1, "validation_start": validation_start}
+        for seed, (excess, last_score) in enumerate(seeds, start=first_seed):
             path = folder / "AAA" / "fold_01" / f"seed_{seed}" / "fold_outcome.json"
             path.parent.mkdir(parents=True)
             path.write_text(json.dumps({
@@ -359,6 +360,23 @@ def test_pair_walkforwards_pairs_two_runs_with_the_three_lenses(tmp_path, capsys
     assert pair_walkforwards.main([str(first), str(second), str(first / ".." / "first")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "more than once" in err and len(err.strip().splitlines()) == 1
+
+    # The second configuration again with seeds 2-3, joined to its first run: every lens averages the
+    # four seeds (and the two ensembles). Seeds' excess (2 + 1 + 3 + 2) / 4 = 2.0 against 0.5: +1.50;
+    # ensembles (0 + 2) / 2 = 1.0 against 0.5: +0.50; last scores (0.9 + 0.7 + 0.1 + 0.3) / 4 = 0.5
+    # against 0.3: +0.20.
+    again = run("again", [(3.0, 0.1), (2.0, 0.3)], 2.0, 1.0, first_seed=2)
+    assert pair_walkforwards.main([str(first), f"{second},{again}"]) == 0
+    joined = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith(f"{second},"))
+    joined_cells = joined.split()
+    assert joined_cells[1] == "+1.50" and joined_cells[8] == "+0.50" and joined_cells[15] == "+0.20"
+    # Runs that share a seed would count the same jobs twice; runs over other windows are another layout.
+    same_seed = run("same_seed", [(0.0, 0.0)], 0.0, 0.0, first_seed=1)
+    other_windows = run("other_windows", [(0.0, 0.0)], 0.0, 0.0, first_seed=5, validation_start="2024-02-01")
+    for bad, message in ((same_seed, "repeats seed(s) [1]"), (other_windows, "other validation windows")):
+        assert pair_walkforwards.main([str(first), f"{second},{bad}"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
 
 
 def _view(market: str, fold: int, exposure: float, validation_trend: float, test_sharpe: float) -> dict:
