@@ -13,7 +13,7 @@ import pytest
 from helpers import make_slice, random_walk_slice, synthetic_frame, tiny_config
 from nexlify.cli import main
 from nexlify.config import TrainingConfig
-from nexlify.data.features import WARMUP_BARS, FeatureScaler, compute_market_features
+from nexlify.data.features import WARMUP_BARS, FeatureScaler, compute_market_features, warmup_bars
 from nexlify.data.market import load_ohlcv
 from nexlify.env.trading import BUY, SELL
 from nexlify.errors import CheckpointError, ConfigError, DataError
@@ -383,6 +383,21 @@ def test_walkforward_on_too_short_data_says_what_to_change(tmp_path, capsys):
     assert err.startswith("error:") and "--train-days" in err and "\n" not in err
     with pytest.raises(DataError, match="too short"):
         plan_folds(_frame(60), test_days=1)
+
+
+def test_a_test_window_under_32_candles_asks_for_a_longer_one_not_shorter_windows():
+    # 40 days of hourly candles leave room for many 1-day tests, but a day holds 24 candles, not the 32
+    # a backtest needs: the fix is a 2-day window (48 candles), or folds of at least 32 hours each.
+    frame = _frame(24 * 40)
+    with pytest.raises(DataError, match=r"a 1-day test window holds 24 candles, fewer than the 32 .* "
+                                        r"Fix: --test-days 2 or more$"):
+        plan_folds(frame, train_days=10, validation_days=4, test_days=1)
+    assert len(plan_folds(frame, train_days=10, validation_days=4, test_days=2)) > 1
+    room_hours = (len(frame) - warmup_bars("basic")) - 14 * 24  # after the first training and validation days
+    most = room_hours // 32
+    with pytest.raises(DataError, match=rf"Fix: fewer --folds \(at most {most}\)$"):
+        plan_folds(frame, train_days=10, validation_days=4, folds=most + 1)
+    assert len(plan_folds(frame, train_days=10, validation_days=4, folds=most)) == most
 
 
 def _binance_kline_export(frame, path):

@@ -45,8 +45,8 @@ def mirror_slice(market: MarketSlice, scaler: FeatureScaler) -> MarketSlice:
     warmup = warmup_bars(feature_set)
     if len(market) <= warmup + 1:
         raise DataError(f"augment 'mirror' needs at least {warmup + 2} training candles to compute the mirrored "
-                        f"features; this training window has {len(market)}. Use a longer window (--data-days) or "
-                        "augment 'none'.")
+                        f"features; this training window has {len(market)}. Use a longer training window "
+                        "(nexlify train: --data-days; nexlify walkforward: --train-days) or augment 'none'.")
     open_, high, low, close = mirror_candles(market.open, market.high, market.low, market.close, market.open[0])
     frame = pd.DataFrame({"open": open_, "high": high, "low": low, "close": close, "volume": market.volume})
     features = scaler.transform(compute_market_features(frame, feature_set)[warmup:])
