@@ -303,6 +303,27 @@ def test_a_mirror_fold_job_trains_on_the_window_and_its_reflection(tmp_path):
     assert outcome["rows"] == {"train": 120, "validation": 48, "test": 48}  # the real windows are judged
 
 
+def test_a_training_window_too_short_to_mirror_is_refused_before_anything_runs(tmp_path, capsys):
+    data = tmp_path / "short.csv"
+    synthetic_frame(24 * 30, seed=4).to_csv(data)
+    layout = {"train_days": 2, "validation_days": 2, "test_days": 2}
+    # 2 training days are 48 candles: enough for the 32 every window needs, but the mirror spends its
+    # 48-candle feature warm-up inside the window and needs 50. Un-augmented, the same layout plans.
+    assert plan_jobs([str(data)], tmp_path / "plain", {}, [0], **layout)
+    with pytest.raises(DataError, match=r"train window .* holds 48 candles, fewer than 50 \(to compute its "
+                                        r"mirrored features: augment 'mirror'\)\. .* or augment 'none'"):
+        plan_jobs([str(data)], tmp_path / "mirror", {"augment": "mirror"}, [0], **layout)
+    assert len(plan_jobs([str(data)], tmp_path / "mirror", {"augment": "mirror"}, [0], **{**layout, "train_days": 3}))
+    config = tmp_path / "mirror.json"
+    config.write_text('{"augment": "mirror"}')
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in layout.items()]
+    assert main(["walkforward", "--data", str(data), *flags, "--config", str(config),
+                 "--checkpoint-dir", str(tmp_path / "wf")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "fewer than 50" in err and "\n" not in err
+    assert not (tmp_path / "wf").exists()
+
+
 def test_a_folder_of_another_walkforward_is_refused_not_reused(tmp_path):
     jobs = _tiny_jobs(tmp_path)
     run_fold_job(jobs[0])

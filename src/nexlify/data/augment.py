@@ -24,7 +24,13 @@ from nexlify.data.features import FeatureScaler, compute_market_features, featur
 from nexlify.data.market import MarketSlice, MarketSplits, join_markets
 from nexlify.errors import ConfigError, DataError
 
-__all__ = ["AUGMENTS", "augment_splits", "mirror_candles", "mirror_slice"]
+__all__ = ["AUGMENTS", "augment_splits", "min_training_rows", "mirror_candles", "mirror_slice"]
+
+
+def min_training_rows(augment: str, feature_set: str) -> int:
+    """The fewest training candles ``augment`` can work with (0: no limit of its own). The mirror has no
+    candles before the window, so its features' warm-up is spent inside it and two rows must remain."""
+    return warmup_bars(feature_set) + 2 if augment == "mirror" else 0
 
 
 def mirror_candles(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
@@ -43,8 +49,9 @@ def mirror_slice(market: MarketSlice, scaler: FeatureScaler) -> MarketSlice:
     recomputed from the reflected candles and scaled by ``scaler``, the warm-up rows dropped."""
     feature_set = feature_set_of(scaler.feature_names)
     warmup = warmup_bars(feature_set)
-    if len(market) <= warmup + 1:
-        raise DataError(f"augment 'mirror' needs at least {warmup + 2} training candles to compute the mirrored "
+    needed = min_training_rows("mirror", feature_set)
+    if len(market) < needed:
+        raise DataError(f"augment 'mirror' needs at least {needed} training candles to compute the mirrored "
                         f"features; this training window has {len(market)}. Use a longer training window "
                         "(nexlify train: --data-days; nexlify walkforward: --train-days) or augment 'none'.")
     open_, high, low, close = mirror_candles(market.open, market.high, market.low, market.close, market.open[0])

@@ -63,6 +63,7 @@ def plan_folds(
     anchored: bool = False,
     label: str = "data",
     feature_set: str = "basic",
+    min_train_rows: int = MIN_SPLIT_ROWS,
 ) -> list[FoldWindows]:
     """The folds of ``frame`` (a ``load_ohlcv`` frame), oldest first.
 
@@ -116,20 +117,25 @@ def plan_folds(
         train_start = first if anchored else validation_start - train
         windows.append(FoldWindows(k + 1, _iso(train_start), _iso(validation_start), _iso(validation_start),
                                    _iso(test_start), _iso(test_start), _iso(test_end)))
-    check_windows(frame, windows, label)
+    check_windows(frame, windows, label, min_train_rows)
     return windows
 
 
-def check_windows(frame: pd.DataFrame, windows: list[FoldWindows], label: str = "data") -> None:
-    """DataError unless every window of every fold holds enough of ``frame``'s candles."""
+def check_windows(frame: pd.DataFrame, windows: list[FoldWindows], label: str = "data",
+                  min_train_rows: int = MIN_SPLIT_ROWS) -> None:
+    """DataError unless every window of every fold holds enough of ``frame``'s candles: ``MIN_SPLIT_ROWS``,
+    and ``min_train_rows`` in training (more where the training data is augmented, ``min_training_rows``)."""
     for window in windows:
         for part in ("train", "validation", "test"):
             rows = _rows_between(frame, getattr(window, f"{part}_start"), getattr(window, f"{part}_end"))
-            if rows < MIN_SPLIT_ROWS:
+            needed = max(MIN_SPLIT_ROWS, min_train_rows) if part == "train" else MIN_SPLIT_ROWS
+            if rows < needed:
+                why = " (to compute its mirrored features: augment 'mirror')" if needed > MIN_SPLIT_ROWS else ""
                 raise DataError(
                     f"{label}: fold {window.fold}'s {part} window ({getattr(window, f'{part}_start')} .. "
-                    f"{getattr(window, f'{part}_end')}) holds {rows} candles, fewer than {MIN_SPLIT_ROWS}. "
+                    f"{getattr(window, f'{part}_end')}) holds {rows} candles, fewer than {needed}{why}. "
                     "Fix: longer windows or a history without holes"
+                    + (", or augment 'none'" if why else "")
                 )
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from nexlify.config import MACHINE_SETTINGS
-from nexlify.data.augment import augment_splits
+from nexlify.data.augment import augment_splits, min_training_rows
 from nexlify.errors import CheckpointError, ConfigError, DataError
 from nexlify.evaluation.backtest import agent_policy
 from nexlify.evaluation.fold_markets import by_market, joined_splits, load_market, market_backtests, market_splits
@@ -160,7 +160,8 @@ def plan_jobs(
     feature_set = config_overrides.get("feature_set", "basic")  # its warm-up decides the first usable candle
     frames = {name: load_market(source) for name, source in zip(names, sources, strict=True)}
     layout = {"test_days": test_days, "folds": folds, "train_days": train_days,
-              "validation_days": validation_days, "anchored": anchored, "feature_set": feature_set}
+              "validation_days": validation_days, "anchored": anchored, "feature_set": feature_set,
+              "min_train_rows": min_training_rows(config_overrides.get("augment", "none"), feature_set)}
     # Each market's history after its newest gap too long to accept (cut once; the cut is logged).
     usable = {name: after_refused_gaps(frame, frame.attrs["source"]) for name, frame in frames.items()}
     pooled = pool and len(names) > 1
@@ -224,7 +225,7 @@ def _shared_windows(frames: dict[str, Any], usable: dict[str, tuple[Any, str]], 
                 f"{windows[-1].test_end[:10]}; each fold needs {layout['train_days']:g} training and "
                 f"{layout['validation_days']:g} validation days before its test window). Fix: give this market a "
                 "longer history, use smaller --train-days / --validation-days / --test-days, or leave it out")
-        check_windows(frame, own, frame.attrs["source"])
+        check_windows(frame, own, frame.attrs["source"], layout["min_train_rows"])
         check_gaps(frame, own, frame.attrs["source"], feature_set)
         windows_of[name] = own
     return windows_of
