@@ -303,7 +303,10 @@ def test_a_mirror_fold_job_trains_on_the_window_and_its_reflection(tmp_path):
     assert outcome["rows"] == {"train": 120, "validation": 48, "test": 48}  # the real windows are judged
 
 
-def test_a_training_window_too_short_to_mirror_is_refused_before_anything_runs(tmp_path, capsys):
+def test_a_training_window_too_short_to_mirror_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
+    from nexlify import cli
+
+    monkeypatch.setattr("nexlify.hardware.profiler.HardwareProfiler", _BigMachineProfiler)
     data = tmp_path / "short.csv"
     synthetic_frame(24 * 30, seed=4).to_csv(data)
     layout = {"train_days": 2, "validation_days": 2, "test_days": 2}
@@ -314,14 +317,16 @@ def test_a_training_window_too_short_to_mirror_is_refused_before_anything_runs(t
                                         r"mirrored features: augment 'mirror'\)\. .* or augment 'none'"):
         plan_jobs([str(data)], tmp_path / "mirror", {"augment": "mirror"}, [0], **layout)
     assert len(plan_jobs([str(data)], tmp_path / "mirror", {"augment": "mirror"}, [0], **{**layout, "train_days": 3}))
-    config = tmp_path / "mirror.json"
-    config.write_text('{"augment": "mirror"}')
+    # The walk-forward mirrors by default, so its plan checks for the mirror's candles unless told otherwise.
     flags = [f"--{key.replace('_', '-')}={value}" for key, value in layout.items()]
-    assert main(["walkforward", "--data", str(data), *flags, "--config", str(config),
-                 "--checkpoint-dir", str(tmp_path / "wf")]) == 2
+    assert main(["walkforward", "--data", str(data), *flags, "--checkpoint-dir", str(tmp_path / "wf")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "fewer than 50" in err and "\n" not in err
     assert not (tmp_path / "wf").exists()
+    config = tmp_path / "plain.json"
+    config.write_text('{"augment": "none"}')
+    layout_only = ["walkforward", "--data", str(data), *flags, "--config", str(config)]
+    assert cli._plan_walkforward(cli.build_parser().parse_args(layout_only), tmp_path / "wf").jobs
 
 
 def test_a_folder_of_another_walkforward_is_refused_not_reused(tmp_path):
@@ -478,8 +483,10 @@ def test_pooled_walkforward_trains_one_policy_on_every_market_and_judges_the_see
     assert not list(run.glob("AAA_1h/*")) and len(list(run.glob("pooled/fold_*/ensemble_mean_q.json"))) == 2
     outcome = json.loads((run / "pooled" / "fold_01" / "seed_42" / OUTCOME_FILE).read_text())
     rows = {name: market["rows"] for name, market in outcome["markets"].items()}
-    # It trained on both markets' training windows end to end: its replay holds all of them.
-    assert outcome["config"]["buffer_size"] == 2 * (rows["AAA_1h"]["train"] + rows["BBB_1h"]["train"] - 1)
+    # It trained on both markets' training windows end to end, each with its mirror (the walk-forward's
+    # default augment) less the mirror's 48 warm-up candles: its replay holds all of them.
+    mirrored = sum(2 * market["train"] - WARMUP_BARS for market in rows.values())
+    assert outcome["config"]["augment"] == "mirror" and outcome["config"]["buffer_size"] == 2 * (mirrored - 1)
     results = json.loads((run / "walkforward_results.json").read_text())
     folds = results["folds"]
     assert {r["market"] for r in folds} == {"AAA_1h", "BBB_1h"} and len(folds) == 4
@@ -753,7 +760,7 @@ def test_walkforward_jobs_learn_with_the_validated_settings_whatever_the_machine
         learned = {key: job.config_overrides[key] for key in WALKFORWARD_LEARNING}
         assert learned == {"model_size": "large", "batch_size": 256, "gradient_accumulation_steps": 1,
                            "train_frequency": 32, "target_update_interval": 62, "learning_starts": 10_000,
-                           "buffer_size": 250_000, "parallel_envs": 32}
+                           "buffer_size": 250_000, "parallel_envs": 32, "augment": "mirror"}
         # How the job runs is still the machine's.
         assert job.config_overrides["optimization_level"] == "max_performance"
         assert job.config_overrides["memory_reserve_gb"] == 3.0

@@ -645,7 +645,9 @@ def _plan_walkforward(args: argparse.Namespace, output_dir: Path) -> _Walkforwar
     file_values = read_config_file(args.config) if args.config else None
     early = _validated_overrides(file_values, args)
     seeds = [early.get("seed", TrainingConfig().seed) + i for i in range(args.seeds)]
-    jobs = plan_jobs(data, output_dir, early, seeds, test_days=args.test_days, folds=args.folds,
+    # The validated augment decides how many training candles a fold needs, so the windows are checked with it.
+    layout_settings = {"augment": WALKFORWARD_LEARNING["augment"], **early}
+    jobs = plan_jobs(data, output_dir, layout_settings, seeds, test_days=args.test_days, folds=args.folds,
                      train_days=args.train_days, validation_days=args.validation_days, anchored=args.anchored,
                      pool=args.pool, common_period=args.common_period)
 

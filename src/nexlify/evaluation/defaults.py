@@ -7,9 +7,12 @@ from __future__ import annotations
 DEFAULT_TEST_DAYS = 90
 DEFAULT_TRAIN_DAYS = 365
 DEFAULT_VALIDATION_DAYS = 45
-# Default training per fold: few episodes over a year-long window (each episode is a pass over it),
-# so a walk-forward of the bundled BTC stays practical on a 2-core laptop; see README for timings.
-DEFAULT_EPISODES = 12
+# Default training per fold: few episodes over a year-long window (each episode is a pass over it and,
+# with the mirrored markets below, over its reflection too: 6 of them cost what 12 plain ones did).
+# 6 mirrored episodes were level with 12 plain ones on every validation lens over nine seeds, leaning
+# up over the six joined (docs/benchmarks.md, session 19); a walk-forward of the bundled BTC stays
+# practical on a 2-core laptop.
+DEFAULT_EPISODES = 6
 DEFAULT_SEEDS = 3
 # How a walk-forward judges several markets and seeds by default (docs/benchmarks.md has the evidence).
 DEFAULT_POOL = True
@@ -21,8 +24,10 @@ DEFAULT_MODEL_CHOICE = "best"
 # (the 2-core plan that every lever in docs/benchmarks.md was judged against). A machine's own plan
 # would change the verdict with the hardware: on an H100 it picks xlarge at batch 8192 (411 learning
 # steps a job instead of 13K), which scored worse on validation. The machine still sets the device,
-# precision, threads and jobs at once; flags and --config override these as usual.
+# precision, threads and jobs at once; flags and --config override these as usual. ``augment`` mirror:
+# each training market also played in reverse (nexlify.data.augment), chosen with DEFAULT_EPISODES.
 WALKFORWARD_LEARNING: dict[str, object] = {
     "model_size": "large", "batch_size": 256, "gradient_accumulation_steps": 1, "train_frequency": 32,
     "target_update_interval": 62, "learning_starts": 10_000, "buffer_size": 250_000, "parallel_envs": 32,
+    "augment": "mirror",
 }
