@@ -424,6 +424,10 @@ def test_a_test_window_under_32_candles_asks_for_a_longer_one_not_shorter_window
     with pytest.raises(DataError, match=rf"Fix: fewer --folds \(at most {most}\)$"):
         plan_folds(frame, train_days=10, validation_days=4, folds=most + 1)
     assert len(plan_folds(frame, train_days=10, validation_days=4, folds=most)) == most
+    # Without room for even one 32-candle window after training and validation, shorter windows are the fix.
+    for layout in ({"test_days": 1}, {"folds": 3}):
+        with pytest.raises(DataError, match="cannot hold 35 training \\+ 4 validation days .* smaller --train-days"):
+            plan_folds(frame, train_days=35, validation_days=4, **layout)
 
 
 def _binance_kline_export(frame, path):

@@ -94,15 +94,16 @@ def plan_folds(
         count = folds
         test = (room / folds).floor(timeframe) if room > pd.Timedelta(0) else pd.Timedelta(0)
     span_days = (end - frame.index[0]) / pd.Timedelta(days=1)
-    if count >= 1 and test < timeframe * MIN_SPLIT_ROWS:
-        # The history has room; the window itself is too short to backtest, so shrinking helps nothing.
+    if test < timeframe * MIN_SPLIT_ROWS <= room:
+        # The history has room for a long enough test window; this one is too short to backtest, so
+        # shrinking the windows helps nothing.
         shortest_days = math.ceil(timeframe * MIN_SPLIT_ROWS / pd.Timedelta(days=1))
         fix = (f"--test-days {shortest_days} or more" if folds is None else
                f"fewer --folds (at most {max(1, int(room / (timeframe * MIN_SPLIT_ROWS)))})")
         raise DataError(f"{label}: a {test / pd.Timedelta(days=1):g}-day test window holds "
                         f"{int(test / timeframe)} candles, fewer than the {MIN_SPLIT_ROWS} a backtest needs. "
                         f"Fix: {fix}")
-    if count < 1:
+    if count < 1 or test < timeframe * MIN_SPLIT_ROWS:
         wanted = f"{folds} test windows" if folds else f"one test window of {test_days or DEFAULT_TEST_DAYS:g} days"
         raise DataError(
             f"{label}: {span_days:.0f} days of candles cannot hold {train_days:g} training + "
