@@ -765,6 +765,8 @@ def test_walkforward_jobs_learn_with_the_validated_settings_whatever_the_machine
         assert learned == {"model_size": "large", "batch_size": 256, "gradient_accumulation_steps": 1,
                            "train_frequency": 32, "target_update_interval": 62, "learning_starts": 10_000,
                            "buffer_size": 250_000, "parallel_envs": 32, "augment": "mirror"}
+        # 6 episodes (each over the market and its mirror), validated every episode: 6 checks a run.
+        assert (job.config_overrides["episodes"], job.config_overrides["eval_interval"]) == (6, 1)
         # How the job runs is still the machine's.
         assert job.config_overrides["optimization_level"] == "max_performance"
         assert job.config_overrides["memory_reserve_gb"] == 3.0
