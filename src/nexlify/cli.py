@@ -645,11 +645,11 @@ def _plan_walkforward(args: argparse.Namespace, output_dir: Path) -> _Walkforwar
     file_values = read_config_file(args.config) if args.config else None
     early = _validated_overrides(file_values, args)
     seeds = [early.get("seed", TrainingConfig().seed) + i for i in range(args.seeds)]
-    # The validated augment decides how many training candles a fold needs, so the windows are checked with it.
-    layout_settings = {"augment": WALKFORWARD_LEARNING["augment"], **early}
-    jobs = plan_jobs(data, output_dir, layout_settings, seeds, test_days=args.test_days, folds=args.folds,
-                     train_days=args.train_days, validation_days=args.validation_days, anchored=args.anchored,
-                     pool=args.pool, common_period=args.common_period)
+    # The windows are checked against what every job will learn with (the validated settings under the
+    # user's): the feature warm-up and the mirror's candles decide how much history a fold needs.
+    jobs = plan_jobs(data, output_dir, {**WALKFORWARD_LEARNING, **early}, seeds, test_days=args.test_days,
+                     folds=args.folds, train_days=args.train_days, validation_days=args.validation_days,
+                     anchored=args.anchored, pool=args.pool, common_period=args.common_period)
 
     from nexlify.hardware.profiler import HardwareProfiler
 
