@@ -7,7 +7,7 @@ import json
 import math
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -398,3 +398,68 @@ def test_summary_reports_the_time_long_and_how_it_follows_the_validation_trend()
     assert s["test_win_vs_bh"] == pytest.approx(0.75) and s["test_win_vs_ma"] == pytest.approx(0.75)  # -1 ties MA
     assert s["test_excess_sharpe"] == pytest.approx(0.25) and s["validation_excess_sharpe"] == 1.0
     assert math.isnan(learning_levers.correlation(np.ones(3), np.arange(3.0)))
+
+
+def _pooled_walkforward(folder: Path, first_seed: int) -> Path:
+    """A finished tiny pooled walk-forward: two markets, three folds, two seeds."""
+    from nexlify.cli import main
+
+    files = [folder / "AAA_1h.csv", folder / "BBB_1h.csv"]
+    for seed, path in enumerate(files, start=1):
+        if not path.exists():
+            synthetic_frame(24 * 15, seed=seed).to_csv(path)
+    run = folder / f"wf_{first_seed}"
+    argv = ["walkforward", "--data", *map(str, files), "--train-days", "4", "--validation-days", "2", "--folds",
+            "3", "--seeds", "2", "--seed", str(first_seed), "--episodes", "2", "--model-size", "tiny", "--jobs",
+            "1", "--quiet", "--checkpoint-dir", str(run)]
+    assert main(argv) == 0
+    return run
+
+
+def test_carry_folds_rebuilds_the_fold_ensemble_and_adds_the_fold_befores_seeds(tmp_path, capsys):
+    import carry_folds
+
+    from nexlify.agent.dqn import AdaptiveDQNAgent
+    from nexlify.config import TrainingConfig
+    from nexlify.evaluation.fold_markets import load_market
+    from nexlify.evaluation.folds import fold_splits
+    from nexlify.evaluation.walkforward import FoldJob
+
+    first, second = _pooled_walkforward(tmp_path, 1), _pooled_walkforward(tmp_path, 3)
+    capsys.readouterr()
+    out = tmp_path / "rows.json"
+    # main() asserts that its `fold` set on the best models equals the walk-forward's stored ensemble.
+    assert carry_folds.main([str(first), "--other", str(second), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "== last models" in printed and "== best models" in printed
+    rows = json.loads(out.read_text())
+    for lens in ("last", "best"):
+        assert sorted((r["fold"], r["market"]) for r in rows[lens]) == [
+            (f, m) for f in (1, 2, 3) for m in ("AAA_1h", "BBB_1h")]
+        # Fold 1 has no fold before it; every fold has the other run's seeds.
+        assert all(("carry_test" in r) == (r["fold"] > 1) and "wide_test" in r for r in rows[lens])
+
+    # One member fed its own fold's features backtests exactly as the walk-forward did: the stored
+    # validation Sharpe of seed 1's best model on fold 2.
+    folds = carry_folds.fold_seed_dirs(first)
+    job_dict, seed_dir = folds[2][0]
+    job = FoldJob.from_dict(job_dict)
+    stored = json.loads((seed_dir / "fold_outcome.json").read_text())["markets"]["AAA_1h"]
+    agent = AdaptiveDQNAgent.from_checkpoint(seed_dir / "best_model.pth", device="cpu")
+    config = TrainingConfig().with_overrides({**job.config_overrides, "data_days": None})
+    frame = load_market(str(tmp_path / "AAA_1h.csv"))
+    splits = fold_splits(frame, job.windows, source="AAA_1h", feature_set=config.feature_set)
+    metrics = carry_folds.ensemble_backtest([agent], [splits.validation.features], splits.validation, splits, config)
+    assert metrics["sharpe"] == pytest.approx(stored["validation_backtest"]["agent"]["sharpe"])
+    # Fold 1's scaler, fitted on fold 1's training rows, is not fold 2's; it rescales fold 2's raw rows.
+    raw = carry_folds.raw_window_features(frame, job.windows, config.feature_set)
+    own = carry_folds.member_scaler(frame, FoldJob.from_dict(folds[1][0][0]).windows, config.feature_set, None)
+    assert not np.allclose(own.mean, splits.scaler.mean)
+    np.testing.assert_allclose(splits.scaler.transform(raw["validation"]), splits.validation.features, atol=1e-5)
+    # A fold whose training window the market does not reach back to falls back to the judged fold's.
+    early = replace(job.windows, train_start="2000-01-01T00:00:00+00:00", train_end="2000-01-05T00:00:00+00:00")
+    assert carry_folds.member_scaler(frame, early, config.feature_set, splits.scaler) is splits.scaler
+
+    assert carry_folds.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no pooled fold outcomes" in err and len(err.strip().splitlines()) == 1
