@@ -55,21 +55,6 @@ def fold_seed_dirs(folder: Path) -> dict[int, list[tuple[dict[str, Any], Path]]]
     return {fold: sorted(members, key=lambda m: m[0]["seed"]) for fold, members in sorted(folds.items())}
 
 
-def raw_window_features(frame: Any, window: Any, feature_set: str) -> dict[str, np.ndarray]:
-    """The unscaled market features of a fold's validation and test rows (as ``fold_splits`` builds them)."""
-    from nexlify.data.features import compute_market_features, warmup_bars
-    from nexlify.evaluation.folds import _mask
-
-    warmup = warmup_bars(feature_set)
-    inside = _mask(frame, window.train_start, window.test_end)
-    first_row = int(np.argmax(inside))
-    span = frame.iloc[first_row - warmup:first_row + int(inside.sum())]
-    features = compute_market_features(span, feature_set)[warmup:]
-    usable = span.iloc[warmup:]
-    return {part: features[_mask(usable, getattr(window, f"{part}_start"), getattr(window, f"{part}_end"))]
-            for part in ("validation", "test")}
-
-
 def member_scaler(frame: Any, window: Any, feature_set: str, fallback: Any) -> Any:
     """The scaler a member's fold fitted on this market's training rows; ``fallback`` (the judged
     fold's) where the market's history does not reach back to that fold's training window."""
@@ -112,7 +97,7 @@ def fold_rows(runs: dict[str, dict[int, list[tuple[dict[str, Any], Path]]]], fol
     """One row per market of ``fold``: validation and test excess Sharpe of each member set."""
     from nexlify.agent.dqn import AdaptiveDQNAgent
     from nexlify.config import TrainingConfig
-    from nexlify.evaluation.backtest import run_baselines
+    from nexlify.evaluation.backtest import buy_and_hold_policy, run_policy
     from nexlify.evaluation.fold_markets import load_market
     from nexlify.evaluation.folds import fold_splits
     from nexlify.evaluation.walkforward import FoldJob
@@ -129,28 +114,30 @@ def fold_rows(runs: dict[str, dict[int, list[tuple[dict[str, Any], Path]]]], fol
     agents = {path: AdaptiveDQNAgent.from_checkpoint(path / MODEL_FILES[lens], device="cpu")
               for ms in members.values() for _, path in ms}
     rows = []
+    costs = {"initial_balance": config.initial_balance, "fee": config.fee, "slippage": config.slippage}
     for name, data in job.members:
         frame = load_market(data)
         splits = fold_splits(frame, job.windows, source=name, feature_set=feature_set)
-        raw = raw_window_features(frame, job.windows, feature_set)
-        for part in ("validation", "test"):  # the rescaling reproduces the fold's own features
-            np.testing.assert_allclose(splits.scaler.transform(raw[part]), getattr(splits, part).features,
-                                       atol=1e-5)
-        scalers = {}
+        # Every member sees this fold's rows scaled as its own fold's training taught it: one splitting
+        # per member fold (its seeds share the scaler), not per member.
+        by_fold = {fold: splits}
         for ms in members.values():
-            for member_job, path in ms:
-                windows = FoldJob.from_dict(member_job).windows
-                scalers[path] = member_scaler(frame, windows, feature_set, splits.scaler)
+            for member_job, _ in ms:
+                fold_of = int(member_job["fold"])
+                if fold_of not in by_fold:
+                    scaler = member_scaler(frame, FoldJob.from_dict(member_job).windows, feature_set, splits.scaler)
+                    by_fold[fold_of] = fold_splits(frame, job.windows, source=name, feature_set=feature_set,
+                                                   scaler=scaler)
         row: dict[str, Any] = {"market": name, "fold": fold, "window": job.validation_start}
-        costs = {"initial_balance": config.initial_balance, "fee": config.fee, "slippage": config.slippage}
         for part in ("validation", "test"):
             market = getattr(splits, part)
-            hold = run_baselines(market, splits.periods_per_year, **costs)["buy_and_hold"].metrics["sharpe"]
+            hold = run_policy(market, buy_and_hold_policy, "buy_and_hold", splits.periods_per_year,
+                              **costs).metrics["sharpe"]
             for set_name, ms in members.items():
-                features = [scalers[path].transform(raw[part]) for _, path in ms]
+                features = [getattr(by_fold[int(member_job["fold"])], part).features for member_job, _ in ms]
                 metrics = ensemble_backtest([agents[path] for _, path in ms], features, market, splits, config)
                 row[f"{set_name}_{part}"] = metrics["sharpe"] - hold
-                row[f"{set_name}_{part}_trades"] = metrics.get("trades", float("nan"))
+                row[f"{set_name}_{part}_trades"] = metrics["trades"]
         rows.append(row)
     return rows
 

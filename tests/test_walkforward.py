@@ -86,6 +86,20 @@ def test_each_folds_scaler_sees_only_its_training_rows():
     np.testing.assert_allclose(again.std, scaler.std, rtol=1e-9)
 
 
+def test_fold_splits_scale_with_a_given_fitted_scaler_instead_of_fitting_one(tmp_path):
+    frame = _frame(24 * 30, seed=3)
+    window = plan_folds(frame, train_days=10, validation_days=4, test_days=5)[1]
+    own = fold_splits(frame, window)
+    # Its own scaler handed back gives the same rows; an unclipped copy shifted by one std gives them minus 1.
+    same = fold_splits(frame, window, scaler=own.scaler)
+    np.testing.assert_array_equal(same.test.features, own.test.features)
+    assert same.scaler is own.scaler
+    wide = FeatureScaler(own.scaler.mean, own.scaler.std, clip=1e9)
+    shifted = FeatureScaler(own.scaler.mean + own.scaler.std, own.scaler.std, clip=1e9)
+    np.testing.assert_allclose(fold_splits(frame, window, scaler=shifted).validation.features,
+                               fold_splits(frame, window, scaler=wide).validation.features - 1.0, atol=1e-5)
+
+
 def _sharpe(equity, ppy=8760.0):
     returns = [b / a - 1 for a, b in zip(equity, equity[1:], strict=False)]
     mean = sum(returns) / len(returns)

@@ -235,8 +235,9 @@ def _market_slice(frame: pd.DataFrame, features: np.ndarray) -> MarketSlice:
 
 
 def fold_splits(frame: pd.DataFrame, window: FoldWindows, source: str = "",
-                feature_set: str = "basic") -> MarketSplits:
-    """The fold's train / validation / test slices, features scaled by a scaler fitted on train rows only."""
+                feature_set: str = "basic", scaler: FeatureScaler | None = None) -> MarketSplits:
+    """The fold's train / validation / test slices, features scaled by a scaler fitted on train rows only,
+    or by ``scaler`` (already fitted: a model trained on another window sees these rows as it was taught)."""
     warmup = warmup_bars(feature_set)
     first_row = int(np.argmax(_mask(frame, window.train_start, window.test_end)))
     last_row = first_row + int(_mask(frame, window.train_start, window.test_end).sum())
@@ -247,7 +248,8 @@ def fold_splits(frame: pd.DataFrame, window: FoldWindows, source: str = "",
     usable = span.iloc[warmup:]
     parts = [_mask(usable, getattr(window, f"{p}_start"), getattr(window, f"{p}_end"))
              for p in ("train", "validation", "test")]
-    scaler = FeatureScaler(feature_names=FEATURE_SETS[feature_set]).fit(features[parts[0]])
+    if scaler is None:
+        scaler = FeatureScaler(feature_names=FEATURE_SETS[feature_set]).fit(features[parts[0]])
     scaled = scaler.transform(features)
     train, validation, test = (_market_slice(usable.loc[p], scaled[p]) for p in parts)
     timeframe = detect_timeframe(frame)
