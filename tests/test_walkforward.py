@@ -500,6 +500,13 @@ def test_pooled_walkforward_trains_one_policy_on_every_market_and_judges_the_see
     assert len(list(run.glob("pooled/fold_*/seed_*/best_model.pth"))) == 4
     assert not list(run.glob("AAA_1h/*")) and len(list(run.glob("pooled/fold_*/ensemble_mean_q.json"))) == 2
     outcome = json.loads((run / "pooled" / "fold_01" / "seed_42" / OUTCOME_FILE).read_text())
+    # The fold's baselines were backtested once, kept beside its seeds: 2 markets x (validation, test).
+    assert len(list((run / "pooled" / "fold_01").glob("baselines_*.json"))) == 4
+    other_seed = json.loads((run / "pooled" / "fold_01" / "seed_43" / OUTCOME_FILE).read_text())
+    ensemble = json.loads((run / "pooled" / "fold_01" / "ensemble_mean_q.json").read_text())
+    for judged in (other_seed, ensemble):
+        for name, market in outcome["markets"].items():
+            assert judged["markets"][name]["test"]["buy_and_hold"] == market["test"]["buy_and_hold"]
     rows = {name: market["rows"] for name, market in outcome["markets"].items()}
     # It trained on both markets' training windows end to end, each with its mirror (the walk-forward's
     # default augment) less the mirror's 48 warm-up candles: its replay holds all of them.

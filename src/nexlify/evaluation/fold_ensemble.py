@@ -73,7 +73,8 @@ def run_fold_ensemble(members: Sequence[Any], mode: str, choice: str = "best",
         "periods_per_year": next(iter(markets.values())).periods_per_year,
         "validation": {"metric": config.validation_metric, "members": seeds,
                        "models": [str(Path(model).relative_to(path.parent)) for model in models]},
-        **by_market({name: market_backtests(policy, splits, config) for name, splits in markets.items()},
+        **by_market({name: market_backtests(policy, splits, config, baseline_cache=path.parent)
+                     for name, splits in markets.items()},
                     pooled=bool(members[0].pool)),
     }
     write_results_json(path, outcome)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from nexlify.data.market import MarketSlice, MarketSplits, join_markets, load_ohlcv
-from nexlify.evaluation.backtest import Policy, run_baselines, run_policy
+from nexlify.evaluation.backtest import Policy, run_policy
+from nexlify.evaluation.baseline_cache import backtest_summary, baseline_summaries
 from nexlify.evaluation.folds import fold_splits
 
 
@@ -45,26 +46,27 @@ def joined_splits(splits: dict[str, MarketSplits]) -> MarketSplits:
                    gaps=tuple(g for s in splits.values() for g in s.gaps))
 
 
-def market_backtests(policy: Policy, splits: MarketSplits, config: Any) -> dict[str, Any]:
+def market_backtests(policy: Policy, splits: MarketSplits, config: Any,
+                     baseline_cache: str | Path | None = None) -> dict[str, Any]:
     """``policy`` and every baseline on one market's validation and test windows, with the config's costs.
 
     Validation metrics are what a choice between configurations may look at; test metrics and
-    curves are the verdict's.
+    curves are the verdict's. ``baseline_cache``: the fold's folder, where the baselines' backtests
+    are kept for the fold's other jobs (``baseline_cache.baseline_summaries``).
     """
     costs = {"initial_balance": config.initial_balance, "fee": config.fee, "slippage": config.slippage}
 
-    def on(market: MarketSlice) -> dict[str, Any]:
-        results = {"agent": run_policy(market, policy, "agent", splits.periods_per_year, **costs)}
-        results.update(run_baselines(market, splits.periods_per_year, **costs))
-        return results
+    def on(market: MarketSlice) -> dict[str, dict[str, Any]]:
+        agent = run_policy(market, policy, "agent", splits.periods_per_year, **costs)
+        return {"agent": backtest_summary(agent),
+                **baseline_summaries(market, splits.periods_per_year, costs, baseline_cache)}
 
     validation, test = on(splits.validation), on(splits.test)
     return {
         "rows": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)},
-        "validation_backtest": {name: result.metrics for name, result in validation.items()},
-        "test": {name: result.metrics for name, result in test.items()},
-        # Mean over a policy's accounts (random runs several); rounded to the cent to keep files small.
-        "equity": {name: np.round(result.equity.mean(axis=0), 2).tolist() for name, result in test.items()},
+        "validation_backtest": {name: summary["metrics"] for name, summary in validation.items()},
+        "test": {name: summary["metrics"] for name, summary in test.items()},
+        "equity": {name: summary["equity"] for name, summary in test.items()},
     }
 
 

@@ -350,7 +350,9 @@ def run_fold_job(job: FoldJob, report: Callable[[dict[str, Any]], None] | None =
             "history": [{"episode": v["episode"], "score": v["score"]} for v in state.validation],
         },
     }
-    outcome.update(by_market({name: market_backtests(agent_policy(best), market, trainer.config)
+    # The fold's folder keeps the baselines' backtests for the fold's other seeds and its ensemble.
+    outcome.update(by_market({name: market_backtests(agent_policy(best), market, trainer.config,
+                                                     baseline_cache=output_dir.parent)
                               for name, market in markets.items()}, pooled=bool(job.pool)))
     write_results_json(output_dir / OUTCOME_FILE, outcome)
     return outcome
