@@ -17,7 +17,12 @@ nothing is trained:
     PYTHONPATH=src python benchmarks/model_choice.py runs/screen/L1 runs/screen/L2
 
 Several folders that are one configuration with other seeds (a reference's runs) are also pooled:
-each window's value is the mean over the runs.
+each window's value is the mean over the runs. Two configurations are paired with ``--reference``
+(the reference's folder names; the other folders are the lever), here or later from ``--out``'s file:
+
+    PYTHONPATH=src python benchmarks/model_choice.py runs/ref_a runs/ref_b runs/lever_a runs/lever_b \
+        --reference ref_a,ref_b --out records.json
+    PYTHONPATH=src python benchmarks/model_choice.py --records records.json --reference ref_a,ref_b
 """
 
 from __future__ import annotations
@@ -156,14 +161,44 @@ def compare(records: list[dict[str, Any]], label: str) -> str:
                   "minus best", "test > B&H", "test long"], rows)
 
 
+def paired(reference: list[dict[str, Any]], lever: list[dict[str, Any]], label: str) -> str:
+    """``lever`` minus ``reference`` for each rule, on each lens, paired by window (each side's value the
+    mean over its runs), t interval over folds: two configurations judged with no choice bonus."""
+    from nexlify.evaluation.verdict import cluster_t_interval
+
+    rows = []
+    for rule in RULES:
+        row: list[object] = [label, rule]
+        for lens in ("nested", "forward", "test"):
+            mine, base = window_values(lever, rule, lens), window_values(reference, rule, lens)
+            keys = sorted(set(mine) & set(base))
+            diff = [mine[k] - base[k] for k in keys]
+            low, high = cluster_t_interval(diff, [k[1] for k in keys])
+            row.append(f"{np.mean(diff):+.2f} [{low:+.2f}, {high:+.2f}] {sum(d > 0 for d in diff)}/{len(diff)}")
+        rows.append(row)
+    return table(["lever minus reference", "rule", "nested", "forward", "test (as it falls)"], rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", help="finished run folders (a lever's screen folder, a walk-forward's)")
+    parser.add_argument("runs", nargs="*", help="finished run folders (a lever's screen folder, a walk-forward's)")
     parser.add_argument("--jobs", type=int, default=2, help="folds studied at once")
     parser.add_argument("--out", default=None, help="JSON file for the records (default: none)")
     parser.add_argument("--together", action="store_true", help="the folders' seeds of each fold as one run (e.g. "
                         "three runs of 3 seeds as one of 9), studied beside each folder on its own")
+    parser.add_argument("--records", default=None, help="the records an earlier --out wrote, instead of studying runs")
+    parser.add_argument("--reference", default=None, help="comma-separated run (folder) names pooled as the "
+                        "reference: the other runs, pooled, are printed minus it, paired by window")
     args = parser.parse_args(argv)
+    if args.records:
+        records = json.loads(Path(args.records).read_text())["records"]
+        return _report(records, args.reference, None)
+    if not args.runs:
+        parser.error("give the run folders to study, or --records")
+    unknown = set(args.reference.split(",")) - {Path(folder).name for folder in args.runs} if args.reference else ()
+    if unknown:  # before the study, which takes minutes
+        print(f"error: --reference names no run given: {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     by_lever = {Path(folder).name: fold_groups(Path(folder)) for folder in args.runs}
     if args.together:
@@ -184,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     for (lever, _), fold_records in zip(tasks, done, strict=True):
         records[lever].extend(fold_records)
     print(f"{machine()}; {len(tasks)} folds in {time.perf_counter() - started:.0f} s\n")
+    return _report(records, args.reference, args.out)
+
+
+def _report(records: dict[str, list[dict[str, Any]]], reference: str | None, out: str | None) -> int:
     print("Validation excess Sharpe over buy-and-hold, each rule chosen on one half of the window and scored on "
           "the other (nested: both ways round; forward: first half chosen, second scored); test: chosen on the "
           "whole validation window. 'minus best': paired by window, t interval over folds, windows better.\n")
@@ -191,10 +230,20 @@ def main(argv: list[str] | None = None) -> int:
     separate = [rs for lever, rs in records.items() if lever != "together"]
     if len(separate) > 1:
         blocks.append(compare([r for rs in separate for r in rs], "pooled"))
+    if reference:
+        names = reference.split(",")
+        unknown = [name for name in names if name not in records]
+        if unknown:
+            print(f"error: --reference names runs not studied: {', '.join(unknown)} "
+                  f"(studied: {', '.join(records)})", file=sys.stderr)
+            return 2
+        others = [lever for lever in records if lever not in names and lever != "together"]
+        blocks.append(paired([r for name in names for r in records[name]],
+                             [r for lever in others for r in records[lever]], "+".join(others)))
     print("\n\n".join(blocks))
-    if args.out:
-        Path(args.out).write_text(json.dumps({"machine": machine(), "records": records}, indent=1))
-        print(f"\nwrote {args.out}")
+    if out:
+        Path(out).write_text(json.dumps({"machine": machine(), "records": records}, indent=1))
+        print(f"\nwrote {out}")
     return 0
 
 

@@ -52,3 +52,26 @@ def test_the_studys_test_scores_are_the_walkforwards_ensembles(tmp_path, capsys)
     assert record["seeds"] == [1, 2]
     for choice, row in judged.items():
         assert record["test"][choice] == pytest.approx(row["excess_sharpe"])
+
+
+def test_two_configurations_are_paired_by_window_and_read_back_from_their_records(tmp_path, capsys):
+    def record(fold, nested, test):
+        both = {"first_to_second": nested, "second_to_first": nested}
+        return {"market": "A", "fold": fold, "nested": {rule: both for rule in model_choice.RULES},
+                "test": {rule: test for rule in model_choice.RULES},
+                "test_long": {rule: 1.0 for rule in model_choice.RULES}}
+
+    # Two reference runs (their mean per window: 0.0, 1.0, 2.0) and one lever run 0.5 above on each window.
+    records = {"ref_a": [record(1, -1.0, 0.0), record(2, 0.0, 0.0), record(3, 1.0, 0.0)],
+               "ref_b": [record(1, 1.0, 0.0), record(2, 2.0, 0.0), record(3, 3.0, 0.0)],
+               "lever": [record(1, 0.5, 1.0), record(2, 1.5, -1.0), record(3, 2.5, 3.0)]}
+    table = model_choice.paired(records["ref_a"] + records["ref_b"], records["lever"], "lever")
+    best = next(line for line in table.splitlines() if line.split()[1:2] == ["best"])
+    # A constant difference has a zero-width interval; test: +1, -1, +3 -> mean +1.00, 2 of 3 above.
+    assert "+0.50 [+0.50, +0.50] 3/3" in best and "+1.00 [" in best and "2/3" in best.split("]")[-1]
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps({"records": records}))
+    assert model_choice.main(["--records", str(path), "--reference", "ref_a,ref_b"]) == 0
+    assert "lever minus reference" in capsys.readouterr().out
+    assert model_choice.main(["--records", str(path), "--reference", "ref_c"]) == 2
+    assert capsys.readouterr().err.startswith("error: --reference names runs not studied: ref_c")
