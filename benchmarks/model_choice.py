@@ -134,10 +134,19 @@ def window_values(records: list[dict[str, Any]], rule: str, lens: str) -> dict[t
     return {key: float(np.mean(v)) for key, v in values.items()}
 
 
-def compare(records: list[dict[str, Any]], label: str) -> str:
-    """Each rule's mean excess Sharpe per lens, and each rule minus ``best`` paired by window."""
+def difference(mine: dict[tuple[str, int], float], base: dict[tuple[str, int], float]) -> str:
+    """``mine`` minus ``base`` over the windows both have: mean, t interval over folds (a fold's markets
+    share its calendar window), windows better."""
     from nexlify.evaluation.verdict import cluster_t_interval
 
+    keys = sorted(set(mine) & set(base))
+    diff = [mine[k] - base[k] for k in keys]
+    low, high = cluster_t_interval(diff, [k[1] for k in keys])
+    return f"{np.mean(diff):+.2f} [{low:+.2f}, {high:+.2f}] {sum(d > 0 for d in diff)}/{len(diff)}"
+
+
+def compare(records: list[dict[str, Any]], label: str) -> str:
+    """Each rule's mean excess Sharpe per lens, and each rule minus ``best`` paired by window."""
     rows = []
     for rule in RULES:
         row: list[object] = [label, rule]
@@ -145,11 +154,7 @@ def compare(records: list[dict[str, Any]], label: str) -> str:
             mine = window_values(records, rule, lens)
             row.append(f"{np.mean(list(mine.values())):+.2f}")
             if rule != "best":
-                base = window_values(records, "best", lens)
-                keys = sorted(mine)
-                diff = [mine[k] - base[k] for k in keys]
-                low, high = cluster_t_interval(diff, [k[1] for k in keys])
-                row.append(f"{np.mean(diff):+.2f} [{low:+.2f}, {high:+.2f}] {sum(d > 0 for d in diff)}/{len(diff)}")
+                row.append(difference(mine, window_values(records, "best", lens)))
             else:
                 row.append("")
         test = window_values(records, rule, "test")
@@ -164,17 +169,11 @@ def compare(records: list[dict[str, Any]], label: str) -> str:
 def paired(reference: list[dict[str, Any]], lever: list[dict[str, Any]], label: str) -> str:
     """``lever`` minus ``reference`` for each rule, on each lens, paired by window (each side's value the
     mean over its runs), t interval over folds: two configurations judged with no choice bonus."""
-    from nexlify.evaluation.verdict import cluster_t_interval
-
     rows = []
     for rule in RULES:
         row: list[object] = [label, rule]
         for lens in ("nested", "forward", "test"):
-            mine, base = window_values(lever, rule, lens), window_values(reference, rule, lens)
-            keys = sorted(set(mine) & set(base))
-            diff = [mine[k] - base[k] for k in keys]
-            low, high = cluster_t_interval(diff, [k[1] for k in keys])
-            row.append(f"{np.mean(diff):+.2f} [{low:+.2f}, {high:+.2f}] {sum(d > 0 for d in diff)}/{len(diff)}")
+            row.append(difference(window_values(lever, rule, lens), window_values(reference, rule, lens)))
         rows.append(row)
     return table(["lever minus reference", "rule", "nested", "forward", "test (as it falls)"], rows)
 
