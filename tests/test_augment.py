@@ -1,4 +1,5 @@
-"""Mirrored training markets (``augment="mirror"``): the reflection, its causality, and what a run trains on."""
+"""Mirrored training markets (``augment="mirror"``, and ``"mirror_calm"`` with calm copies): the reflection,
+the halved moves, their causality, and what a run trains on."""
 
 import json
 
@@ -8,7 +9,7 @@ import pytest
 
 from helpers import synthetic_frame, tiny_config
 from nexlify.config import TrainingConfig
-from nexlify.data.augment import augment_splits, mirror_candles, mirror_slice
+from nexlify.data.augment import CALM_MOVES, augment_splits, calm_candles, calm_slices, mirror_candles, mirror_slice
 from nexlify.data.features import WARMUP_BARS, compute_market_features
 from nexlify.data.market import MarketSlice, prepare_market
 from nexlify.errors import ConfigError
@@ -56,19 +57,70 @@ def test_mirror_slice_reverses_every_move_and_rescales_with_the_markets_scaler(s
     assert train.close[-1] > train.close[0] and mirrored.close[-1] < mirrored.close[0]
 
 
-def test_mirrored_features_are_causal(splits):
-    """Changing a later candle of the training window changes no earlier mirrored feature."""
+def augmented_paths(market, scaler):
+    return [mirror_slice(market, scaler), *calm_slices(market, scaler)]
+
+
+@pytest.mark.parametrize("path", [0, 1, 2], ids=["mirror", "calm", "calm_mirror"])
+def test_augmented_features_are_causal(splits, path):
+    """Changing a later candle of the training window changes no earlier augmented feature."""
     train = splits.train
     cut = len(train) // 2
     close = train.close.copy()
     close[cut:] *= 1.3
     edited = MarketSlice(train.timestamps, train.open, np.maximum(train.high, close), train.low, close,
                          train.volume, train.features)
-    before = mirror_slice(train, splits.scaler).features
-    after = mirror_slice(edited, splits.scaler).features
-    rows = cut - WARMUP_BARS  # the mirrored row of candle `cut`
+    before = augmented_paths(train, splits.scaler)[path].features
+    after = augmented_paths(edited, splits.scaler)[path].features
+    rows = cut - WARMUP_BARS  # the augmented row of candle `cut`
     np.testing.assert_array_equal(after[:rows], before[:rows])
     assert not np.array_equal(after[rows:], before[rows:])
+
+
+def test_calm_candles_by_hand():
+    open_, high, low, close = (np.array(v) for v in ([100.0, 121.0], [144.0, 169.0], [81.0, 100.0], [121.0, 64.0]))
+    c_open, c_high, c_low, c_close = calm_candles(open_, high, low, close, pivot=100.0, moves=0.5)
+    np.testing.assert_allclose(c_open, [100.0, 110.0])
+    np.testing.assert_allclose(c_high, [120.0, 130.0])
+    np.testing.assert_allclose(c_low, [90.0, 100.0])
+    np.testing.assert_allclose(c_close, [110.0, 80.0])
+    # moves 1 is the identity; moves 2 undoes moves 0.5.
+    for original, same in zip((open_, high, low, close), calm_candles(open_, high, low, close, 100.0, 1.0),
+                              strict=True):
+        np.testing.assert_allclose(same, original)
+    back = calm_candles(c_open, c_high, c_low, c_close, pivot=100.0, moves=2.0)
+    for original, again in zip((open_, high, low, close), back, strict=True):
+        np.testing.assert_allclose(again, original)
+    with pytest.raises(ValueError, match="positive"):
+        calm_candles(open_, high, low, close, pivot=100.0, moves=0.0)
+
+
+def test_mirror_calm_trains_on_four_paths_with_halved_moves(splits):
+    train, n = splits.train, len(splits.train)
+    m = n - WARMUP_BARS
+    augmented = augment_splits(splits, "mirror_calm")
+    assert len(augmented.train) == n + 3 * m
+    # real, mirror, calm, calm mirror; each path's moves against the real window's, to rounding.
+    real_moves = np.diff(np.log(train.close[WARMUP_BARS:]))
+    close = augmented.train.close
+    for start, factor in ((n, -1.0), (n + m, CALM_MOVES), (n + 2 * m, -CALM_MOVES)):
+        np.testing.assert_allclose(np.diff(np.log(close[start:start + m])), factor * real_moves, atol=1e-12)
+    # The calm path's volatility is half the real one's; its features are the pipeline's on its candles,
+    # scaled by the real rows' scaler.
+    calm, calm_mirror = calm_slices(train, splits.scaler)
+    assert np.std(np.diff(np.log(calm.close))) == pytest.approx(0.5 * np.std(real_moves))
+    frame = pd.DataFrame(dict(zip(("open", "high", "low", "close"),
+                                  calm_candles(train.open, train.high, train.low, train.close, train.open[0]),
+                                  strict=True)), index=range(n))
+    frame["volume"] = train.volume
+    expected = splits.scaler.transform(compute_market_features(frame)[WARMUP_BARS:])
+    np.testing.assert_allclose(calm.features, expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(augmented.train.features[n + m:n + 2 * m], calm.features)
+    np.testing.assert_array_equal(augmented.train.features[n + 2 * m:], calm_mirror.features)
+    for path in (calm, calm_mirror):
+        assert (path.low <= np.minimum(path.open, path.close)).all()
+        assert (path.high >= np.maximum(path.open, path.close)).all()
+    assert augmented.validation is splits.validation and augmented.test is splits.test
 
 
 def test_augment_splits_adds_the_mirror_to_training_only(splits):
@@ -90,6 +142,7 @@ def test_augment_splits_adds_the_mirror_to_training_only(splits):
 def test_config_accepts_only_known_augments():
     assert TrainingConfig().augment == "none"
     assert TrainingConfig().with_overrides({"augment": "mirror"}).augment == "mirror"
+    assert TrainingConfig().with_overrides({"augment": "mirror_calm"}).augment == "mirror_calm"
     with pytest.raises(ConfigError, match="augment"):
         TrainingConfig().with_overrides({"augment": "reverse"})
 
@@ -130,3 +183,16 @@ def test_pooled_markets_are_mirrored_one_by_one():
     np.testing.assert_array_equal(parts[2], second.train.features)
     np.testing.assert_array_equal(parts[3], mirror_slice(second.train, second.scaler).features)
     assert len(pooled.validation) == len(first.validation) + len(second.validation)
+
+
+def test_a_mirror_calm_run_trains_on_four_paths(tmp_path):
+    from nexlify.training.pipeline import run_training
+
+    frame = synthetic_frame(420, seed=1)
+    plain = prepare_market(frame, data_days=None)
+    config = tiny_config(episodes=1, save_interval=1, eval_interval=1, augment="mirror_calm")
+    results = run_training(config, data=frame, output_dir=tmp_path / "run", quiet=True)
+    rows = len(plain.train) + 3 * (len(plain.train) - WARMUP_BARS)
+    assert results["run"]["rows"]["train"] == rows
+    assert results["run"]["transitions"] == rows - 1
+    assert results["run"]["rows"]["validation"] == len(plain.validation)

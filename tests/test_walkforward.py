@@ -327,8 +327,8 @@ def test_a_training_window_too_short_to_mirror_is_refused_before_anything_runs(t
     # 2 training days are 48 candles: enough for the 32 every window needs, but the mirror spends its
     # 48-candle feature warm-up inside the window and needs 50. Un-augmented, the same layout plans.
     assert plan_jobs([str(data)], tmp_path / "plain", {}, [0], **layout)
-    with pytest.raises(DataError, match=r"train window .* holds 48 candles, fewer than 50 \(to compute its "
-                                        r"mirrored features: augment 'mirror'\)\. .* or augment 'none'"):
+    with pytest.raises(DataError, match=r"train window .* holds 48 candles, fewer than 50 \(to compute the "
+                                        r"augmented training paths' features\)\. .* or augment 'none'"):
         plan_jobs([str(data)], tmp_path / "mirror", {"augment": "mirror"}, [0], **layout)
     assert len(plan_jobs([str(data)], tmp_path / "mirror", {"augment": "mirror"}, [0], **{**layout, "train_days": 3}))
     # The walk-forward mirrors by default, so its plan checks for the mirror's candles unless told otherwise.

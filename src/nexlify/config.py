@@ -54,8 +54,9 @@ FEATURE_SETS: tuple[str, ...] = tuple(feature_names.FEATURE_SETS)
 # How the agent's actions trade (nexlify.env.actions): toggle = hold/buy/sell orders, target = the
 # position it wants (flat/long), target_half = flat/half/long.
 ACTION_MODES: tuple[str, ...] = ("toggle", "target", "target_half")
-# Training-data augmentation (nexlify.data.augment): mirror = each training market also reversed.
-AUGMENTS: tuple[str, ...] = ("none", "mirror")
+# Training-data augmentation (nexlify.data.augment): mirror = each training market also reversed;
+# mirror_calm = both paths also with every move halved.
+AUGMENTS: tuple[str, ...] = ("none", "mirror", "mirror_calm")
 ENV_BACKENDS: tuple[str, ...] = ("auto", "numpy", "torch")
 STANDALONE_EPSILON_DECAY_STEPS = 100_000
 # Settings that belong to the machine running a run, not to what it learns: a resumed run, or a
@@ -126,7 +127,7 @@ class TrainingConfig:
     reward_mode: str = "differential_sharpe"
     feature_set: str = "basic"
     action_mode: str = "toggle"
-    augment: str = "none"  # "mirror": train on each market and on its reverse (nexlify.data.augment)
+    augment: str = "none"  # "mirror": each market and its reverse; "mirror_calm": both also calmer (data.augment)
     # Reward subtracted for every fill, on top of its fee (a switching penalty; backtests unchanged).
     # 0.004 (about 2.7x a fill's fee and slippage) was at or above 0.001 on every seven-fold
     # walk-forward validation lens of both base configurations; 0.002 and 0.008 were not (docs/benchmarks.md).

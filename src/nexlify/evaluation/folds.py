@@ -131,7 +131,7 @@ def check_windows(frame: pd.DataFrame, windows: list[FoldWindows], label: str = 
             rows = _rows_between(frame, getattr(window, f"{part}_start"), getattr(window, f"{part}_end"))
             needed = max(MIN_SPLIT_ROWS, min_train_rows) if part == "train" else MIN_SPLIT_ROWS
             if rows < needed:
-                why = " (to compute its mirrored features: augment 'mirror')" if needed > MIN_SPLIT_ROWS else ""
+                why = " (to compute the augmented training paths' features)" if needed > MIN_SPLIT_ROWS else ""
                 raise DataError(
                     f"{label}: fold {window.fold}'s {part} window ({getattr(window, f'{part}_start')} .. "
                     f"{getattr(window, f'{part}_end')}) holds {rows} candles, fewer than {needed}{why}. "
