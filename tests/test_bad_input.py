@@ -152,6 +152,7 @@ def test_bad_flags_of_other_commands(argv, expected, workspace, capsys, monkeypa
     ('{"model_size": 3}', ("config key model_size", "one of tiny")),
     ('{"augment": "flip"}', ("config key augment", "one of none, mirror", "'flip'")),
     ('{"dsr_eta": 0}', ("config key dsr_eta", "(0, 1]", "got 0")),
+    ('{"eval_interval": 0}', ("config key eval_interval", "[0.01, 1e+09]", "got 0")),
     ('{"learning_rat": 0.1}', ("unknown config keys: ['learning_rat']",)),
     ("[1, 2]", ("JSON object",)),
     ("{nope", ("not valid JSON",)),

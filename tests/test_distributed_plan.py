@@ -99,6 +99,7 @@ def test_nodes_with_the_same_reservation_form_one_kind_and_cpu_trials_leave_card
 def test_checks_per_job_counts_the_trainers_validations():
     assert checks_per_job(12, 2) == 6
     assert checks_per_job(5, 2) == 3  # 2, 4 and the end
+    assert checks_per_job(6, 0.5) == 12  # twice an episode
 
 
 def test_the_best_trial_is_the_best_complete_one_on_validation():

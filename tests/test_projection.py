@@ -26,6 +26,9 @@ COSTS = RunCosts("cpu", "small", validation_s=0.2, validation_steps=100, checkpo
 def test_counts_follow_the_config() -> None:
     assert validations_in_run(CONFIG) == 10  # at 10, 20, ..., 90, and once more where the run ends (95)
     assert validations_in_run(CONFIG.with_overrides({"episodes": 100})) == 10  # 100 is a multiple: no extra
+    # Twice an episode: 0.5, 1, ..., 6; a third of one: 1/3 .. 1 exactly, with no float drift past 3.
+    assert validations_in_run(CONFIG.with_overrides({"episodes": 6, "eval_interval": 0.5})) == 12
+    assert validations_in_run(CONFIG.with_overrides({"episodes": 1, "eval_interval": 1 / 3})) == 3
     # checkpoint_ep30/60/90 hold 30,000, 60,000 and 90,000 transitions of 1,000-step episodes ...
     assert checkpoint_replay_sizes(CONFIG, 1_000) == [30_000, 60_000, 90_000]
     # ... and never more than the buffer holds

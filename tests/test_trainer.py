@@ -458,3 +458,36 @@ def test_kept_snapshots_are_the_validated_models_with_their_scores(tmp_path, spl
             assert all(torch.equal(a, b) for a, b in zip(_weights(agent), _weights(best), strict=True))
     Trainer(tiny_config(episodes=2, eval_interval=1), splits, tmp_path / "default").train()
     assert not list((tmp_path / "default").glob("validated_ep*.pth"))  # off by default: only the best is kept
+
+
+def test_validating_twice_an_episode_adds_half_episode_snapshots_without_changing_training(tmp_path, splits):
+    """eval_interval 0.5: a validation at every half episode's worth of transitions, labelled in episodes
+    (0.5, 1, 1.5, ...). Validation only reads the policy, so the whole-episode checks score exactly
+    what a once-an-episode run's do, and the final weights are the same."""
+    from nexlify.evaluation.snapshots import run_snapshots
+
+    halves = Trainer(tiny_config(episodes=2, eval_interval=0.5, keep_validated_models=True), splits,
+                     tmp_path / "halves")
+    halves.train()
+    whole = Trainer(tiny_config(episodes=2, eval_interval=1), splits, tmp_path / "whole")
+    whole.train()
+    episodes = [v["episode"] for v in halves.state.validation]
+    assert episodes == [0.5, 1, 1.5, 2] and [type(e) for e in episodes] == [float, int, float, int]
+    assert [v["score"] for v in halves.state.validation][1::2] == [v["score"] for v in whole.state.validation]
+    assert all(torch.equal(a, b) for a, b in zip(_weights(halves.agent), _weights(whole.agent), strict=True))
+    snapshots = run_snapshots(tmp_path / "halves", halves.state.validation)
+    assert [s.path.name for s in snapshots] == ["validated_ep0.5.pth", "validated_ep1.pth", "validated_ep1.5.pth",
+                                                "validated_ep2.pth"]
+    best = max(halves.state.validation, key=lambda v: v["score"])  # ties: the earlier, as the trainer keeps
+    assert halves.state.best_episode == best["episode"]
+
+
+def test_eval_interval_takes_fractions_and_keeps_whole_numbers_whole():
+    from nexlify.config import TrainingConfig
+    from nexlify.errors import ConfigError
+
+    assert TrainingConfig().with_overrides({"eval_interval": 0.5}).eval_interval == 0.5
+    whole = TrainingConfig().with_overrides({"eval_interval": 2.0}).eval_interval
+    assert whole == 2 and isinstance(whole, int)  # results and file names read as before
+    with pytest.raises(ConfigError, match="eval_interval"):
+        TrainingConfig().with_overrides({"eval_interval": 0.001})

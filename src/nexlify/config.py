@@ -142,7 +142,7 @@ class TrainingConfig:
     # --- run ---
     episodes: int = 1000
     data_days: int | None = 180
-    eval_interval: int = 10  # episodes between greedy validation runs
+    eval_interval: int | float = 10  # episodes between greedy validation runs (0.5: twice an episode)
     save_interval: int = 50  # episodes between checkpoint_ep{N}.pth files
     validation_metric: str = "sharpe"
     # Keep every validated model as validated_ep{N}.pth (weights only, a few hundred KB each), not
@@ -279,6 +279,8 @@ def config_keys() -> list[str]:
 
 # --- per-key rules: (kind, low, high, low_open) or a tuple of choices ---------------------------
 _INT, _FLOAT, _BOOL, _STR = "integer", "number", "boolean (true or false)", "string"
+# Numbers kept as ints when whole, so configs and results read as before where fractions are rare.
+_WHOLE_WHEN_INTEGRAL = ("eval_interval",)
 MAX_SEED = 2**32 - 1  # numpy and torch both take seeds in [0, 2**32) everywhere
 _RULES: dict[str, tuple[Any, ...]] = {
     "model_size": MODEL_SIZES,
@@ -328,7 +330,7 @@ _RULES: dict[str, tuple[Any, ...]] = {
     "episode_bars": (_INT, 1, 10**9, False, True),
     "episodes": (_INT, 1, 10**9),
     "data_days": (_INT, 1, 36_500, False, True),  # up to a century of candles; None = all of them
-    "eval_interval": (_INT, 1, 10**9),
+    "eval_interval": (_FLOAT, 0.01, 10**9),  # a whole number stays an int (_WHOLE_WHEN_INTEGRAL)
     "save_interval": (_INT, 1, 10**9),
     "validation_metric": VALIDATION_METRICS,
     "keep_validated_models": (_BOOL,),
@@ -374,6 +376,8 @@ def _checked(name: str, value: Any, label: str | None = None) -> Any:
     if not ok:
         bracket = "(" if low_open else "["
         raise ConfigError(f"{what} must be a finite number in {bracket}{low:g}, {high:g}]; got {_describe(value)}")
+    if name in _WHOLE_WHEN_INTEGRAL and float(value).is_integer():
+        return int(value)
     return float(value)
 
 

@@ -27,6 +27,7 @@ from nexlify.distributed.cluster import LOCAL, node_plans, ray_session
 from nexlify.distributed.executor import RayExecutor, TrialKind, job_files, job_for_this_node, trial_kinds
 from nexlify.distributed.space import plain_values, tune_space
 from nexlify.errors import ConfigError, NexlifyError
+from nexlify.evaluation.snapshots import validation_checks
 from nexlify.evaluation.walkforward import (
     MACHINE_KEYS,
     OUTCOME_FILE,
@@ -72,9 +73,9 @@ class SweepSpec:
         return values
 
 
-def checks_per_job(episodes: int, eval_interval: int) -> int:
+def checks_per_job(episodes: int, eval_interval: float) -> int:
     """Validation checks the trainer makes in one job: one per ``eval_interval`` episodes, and at the end."""
-    return math.ceil(episodes / eval_interval)
+    return validation_checks(episodes, eval_interval)
 
 
 def early_stopping(jobs: list[FoldJob]) -> Any:

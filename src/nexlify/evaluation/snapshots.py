@@ -1,7 +1,9 @@
 """The model choice: which of a run's validated models act for it out of sample.
 
-A run validates its greedy policy every ``eval_interval`` episodes; each validated model is a
-*snapshot* (kept on disk as ``validated_ep{N}.pth`` when ``keep_validated_models`` is on). Scoring
+A run validates its greedy policy every ``eval_interval`` episodes (a fraction of one too: 0.5 validates
+twice an episode); each validated model is a *snapshot* (kept on disk as ``validated_ep{N}.pth``, N
+the episodes done, e.g. ``validated_ep2.pth`` or ``validated_ep2.5.pth``, when ``keep_validated_models``
+is on). Scoring
 the best snapshot on the window it was chosen on flatters it; chosen on one half of a validation
 window and scored on the other, the four rules below were level over nine seeds (docs/benchmarks.md,
 "The model choice judged on held-out halves of validation"), so ``best`` stays the default. The rules:
@@ -16,8 +18,10 @@ Ties go to the earlier snapshot, as in the trainer (a later one must score stric
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +31,29 @@ MODEL_CHOICES: tuple[str, ...] = ("best", "top2", "last", "all")
 VALIDATED_MODEL = "validated_ep{episode}.pth"
 
 
+def episode_label(episodes: float | Fraction) -> int | float:
+    """Episodes done as a validation record and a file name show them: a whole number as an int (``2``),
+    a fraction of an episode as a float (``2.5``), so whole-episode runs read exactly as before."""
+    value = Fraction(episodes).limit_denominator(1_000_000)
+    return int(value) if value.denominator == 1 else float(value)
+
+
+def validation_checks(episodes: int, eval_interval: float) -> int:
+    """Validations a run of ``episodes`` makes: one per ``eval_interval`` episodes (a fraction of one
+    too), and one more where the run ends when that is not a multiple."""
+    return math.ceil(Fraction(episodes) / Fraction(eval_interval).limit_denominator(1_000_000))
+
+
+def validated_model_file(episodes: float) -> str:
+    """The file name of the snapshot validated after ``episodes`` episodes."""
+    return VALIDATED_MODEL.format(episode=episode_label(episodes))
+
+
 @dataclass(frozen=True)
 class Snapshot:
-    """One validated model of a run: when it was taken, its validation score and its file."""
+    """One validated model of a run: when it was taken (episodes done), its validation score and its file."""
 
-    episode: int
+    episode: int | float
     score: float
     path: Path
 
@@ -43,12 +65,12 @@ def run_snapshots(run_dir: str | Path, history: Sequence[dict[str, Any]]) -> lis
     ConfigError names the first missing file: the run was trained without ``keep_validated_models``.
     """
     snapshots = []
-    for record in sorted(history, key=lambda r: int(r["episode"])):
-        path = Path(run_dir) / VALIDATED_MODEL.format(episode=int(record["episode"]))
+    for record in sorted(history, key=lambda r: float(r["episode"])):
+        path = Path(run_dir) / validated_model_file(record["episode"])
         if not path.is_file():
             raise ConfigError(f"{path} not found: the run kept only its best model; train it with the "
                               "config key keep_validated_models set to true to choose among its snapshots")
-        snapshots.append(Snapshot(int(record["episode"]), float(record["score"]), path))
+        snapshots.append(Snapshot(episode_label(record["episode"]), float(record["score"]), path))
     return snapshots
 
 

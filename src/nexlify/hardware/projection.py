@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from nexlify.config import TrainingConfig
+from nexlify.evaluation.snapshots import validation_checks
 from nexlify.hardware.measurements import LoopRate, Measurements, RunCosts, device_kind
 from nexlify.hardware.plan import STEPS_PER_EPISODE
 
@@ -49,9 +50,9 @@ def planned_rate(measurements: Measurements, config: TrainingConfig) -> LoopRate
 
 
 def validations_in_run(config: TrainingConfig) -> int:
-    """Validation backtests the trainer runs: one per ``eval_interval`` episodes, and one more where
-    the run ends when that is not a multiple."""
-    return config.episodes // config.eval_interval + (1 if config.episodes % config.eval_interval else 0)
+    """Validation backtests the trainer runs: one per ``eval_interval`` episodes (a fraction of one
+    too), and one more where the run ends when that is not a multiple."""
+    return validation_checks(config.episodes, config.eval_interval)
 
 
 def checkpoint_replay_sizes(config: TrainingConfig, steps_per_episode: int) -> list[int]:

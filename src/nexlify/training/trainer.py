@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from nexlify.env.accounts import Accounts, AccountStep
 from nexlify.env.actions import n_actions, to_orders
 from nexlify.errors import CheckpointError, ConfigError
 from nexlify.evaluation.backtest import agent_policy, run_policy
-from nexlify.evaluation.snapshots import VALIDATED_MODEL
+from nexlify.evaluation.snapshots import episode_label, validated_model_file
 from nexlify.hardware.cpu import detect_cpu, thread_candidates
 from nexlify.hardware.units import GB
 from nexlify.training.monitor import TrainingMonitor
@@ -185,7 +186,7 @@ class TrainingState:
     transitions: int = 0
     learn_credit: float = 0.0
     best_score: float | None = None
-    best_episode: int | None = None
+    best_episode: int | float | None = None
     last_eval_mark: int = 0
     last_save_mark: int = 0
     replay_frozen: bool = False
@@ -494,10 +495,13 @@ class Trainer:
         big GPU). The last round also validates where the run ends, if that is not a multiple.
         """
         cfg, state = self.config, self.state
-        mark = worth // (cfg.eval_interval * self.episode_steps)
+        # Exact arithmetic: an interval of 0.5 (or 1/3) episode must land on the same transitions on
+        # every machine, and a float product could miss a mark by one transition.
+        interval = Fraction(cfg.eval_interval).limit_denominator(1_000_000)
+        mark = worth * interval.denominator // (interval.numerator * self.episode_steps)
         if mark > state.last_eval_mark:
             state.last_eval_mark = mark
-            self._validate(mark * cfg.eval_interval)
+            self._validate(episode_label(mark * interval))
         finished = round_over and state.episodes_done >= cfg.episodes
         if finished and not (state.validation and state.validation[-1]["episode"] == state.episodes_done):
             self._validate(state.episodes_done)
@@ -508,7 +512,7 @@ class Trainer:
             self._save(self.output_dir / f"checkpoint_ep{mark * cfg.save_interval}.pth", include_replay=True)
             state.checkpoint_seconds += time.perf_counter() - started
 
-    def _validate(self, episode: int) -> None:
+    def _validate(self, episode: int | float) -> None:
         """Score the greedy policy on the validation split (as of ``episode`` episodes); keep the best model."""
         started = time.perf_counter()
         metrics = evaluate_agent(self.agent, self.splits.validation, self.splits.periods_per_year,
@@ -521,7 +525,7 @@ class Trainer:
         # A model, not a resume point: it may be taken mid-round, so it carries no trainer state.
         metadata = {**self.model_metadata(), "episodes_done": episode, "validation_score": score}
         if self.config.keep_validated_models:
-            self.agent.save(self.output_dir / VALIDATED_MODEL.format(episode=episode), extra_metadata=metadata,
+            self.agent.save(self.output_dir / validated_model_file(episode), extra_metadata=metadata,
                             include_replay=False)
         if self.state.best_score is None or score > self.state.best_score:
             self.state.best_score = score
