@@ -38,8 +38,8 @@ CALM_MOVES = 0.5  # ``mirror_calm``: each log move of the calm copies, as a frac
 
 
 def min_training_rows(augment: str, feature_set: str) -> int:
-    """The fewest training candles ``augment`` can work with (0: no limit of its own). The mirror has no
-    candles before the window, so its features' warm-up is spent inside it and two rows must remain."""
+    """The fewest training candles ``augment`` can work with (0: no limit of its own). An augmented path
+    has no candles before the window, so its features' warm-up is spent inside it and two rows must remain."""
     return warmup_bars(feature_set) + 2 if augment != "none" else 0
 
 

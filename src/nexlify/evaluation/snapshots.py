@@ -3,9 +3,8 @@
 A run validates its greedy policy every ``eval_interval`` episodes (a fraction of one too: 0.5 validates
 twice an episode); each validated model is a *snapshot* (kept on disk as ``validated_ep{N}.pth``, N
 the episodes done, e.g. ``validated_ep2.pth`` or ``validated_ep2.5.pth``, when ``keep_validated_models``
-is on). Scoring
-the best snapshot on the window it was chosen on flatters it; chosen on one half of a validation
-window and scored on the other, the four rules below were level over nine seeds (docs/benchmarks.md,
+is on). Scoring the best snapshot on the window it was chosen on flatters it; chosen on one half of a
+validation window and scored on the other, the four rules below were level over nine seeds (docs/benchmarks.md,
 "The model choice judged on held-out halves of validation"), so ``best`` stays the default. The rules:
 
 * ``best``: each run's best-scoring snapshot (what ``best_model.pth`` holds);
