@@ -23,6 +23,14 @@ each window's value is the mean over the runs. Two configurations are paired wit
     PYTHONPATH=src python benchmarks/model_choice.py runs/ref_a runs/ref_b runs/lever_a runs/lever_b \
         --reference ref_a,ref_b --out records.json
     PYTHONPATH=src python benchmarks/model_choice.py --records records.json --reference ref_a,ref_b
+
+A configuration that validates less often than its reference is judged against the reference's
+snapshots at the same points in training (more candidates help the ``best`` rule by themselves,
+docs/benchmarks.md): ``--keep-episodes 2,4,6`` studies only those snapshots (records named
+``ref_a[2,4,6]``), and ``--records`` joins several files:
+
+    PYTHONPATH=src python benchmarks/model_choice.py runs/ref_a --keep-episodes 2,4,6 --out ref_even.json
+    PYTHONPATH=src python benchmarks/model_choice.py --records ref_even.json lever.json --reference "ref_a[2,4,6]"
 """
 
 from __future__ import annotations
@@ -69,21 +77,29 @@ def fold_groups(folder: Path) -> list[list[Any]]:
     return list(groups.values())
 
 
-def fold_study(members: list[Any]) -> list[dict[str, Any]]:
+def kept_history(job: Any, keep: frozenset[float] | None) -> list[dict[str, Any]]:
+    """A finished job's validation records, only those at the episodes in ``keep`` (None: all)."""
+    from nexlify.evaluation.walkforward import finished_outcome
+
+    history = finished_outcome(job)["validation"]["history"]
+    return [r for r in history if keep is None or float(r["episode"]) in keep]
+
+
+def fold_study(members: list[Any], keep: frozenset[float] | None = None) -> list[dict[str, Any]]:
     """Every rule's scores on one fold: nested (choose on one validation half, score the other) and
-    on test (choose on the whole validation window, the trainer's scores). One record per market."""
+    on test (choose on the whole validation window, the trainer's scores). One record per market.
+    ``keep``: study only the snapshots taken at these episodes (None: all)."""
     from nexlify.agent.dqn import AdaptiveDQNAgent
     from nexlify.config import TrainingConfig
     from nexlify.evaluation.backtest import buy_and_hold_policy, run_policy
     from nexlify.evaluation.ensemble import ensemble_policy
     from nexlify.evaluation.fold_markets import market_splits
     from nexlify.evaluation.snapshots import Snapshot, choose, run_snapshots
-    from nexlify.evaluation.walkforward import finished_outcome
 
     members = sorted(members, key=lambda job: job.seed)
     config = TrainingConfig().with_overrides({**members[0].config_overrides, "data_days": None})
     costs = {"initial_balance": config.initial_balance, "fee": config.fee, "slippage": config.slippage}
-    runs = [run_snapshots(job.output_dir, finished_outcome(job)["validation"]["history"]) for job in members]
+    runs = [run_snapshots(job.output_dir, kept_history(job, keep)) for job in members]
     agents = {s.path: AdaptiveDQNAgent.from_checkpoint(s.path, device="cpu") for run in runs for s in run}
     markets = market_splits(members[0], config.feature_set)
 
@@ -185,13 +201,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="JSON file for the records (default: none)")
     parser.add_argument("--together", action="store_true", help="the folders' seeds of each fold as one run (e.g. "
                         "three runs of 3 seeds as one of 9), studied beside each folder on its own")
-    parser.add_argument("--records", default=None, help="the records an earlier --out wrote, instead of studying runs")
+    parser.add_argument("--records", nargs="+", default=None,
+                        help="records earlier --out runs wrote (several files are joined), instead of studying runs")
+    parser.add_argument("--keep-episodes", default=None, help="comma-separated episodes: study only the snapshots "
+                        "validated there (e.g. 2,4,6), to judge against a lever that validates less often")
     parser.add_argument("--reference", default=None, help="comma-separated run (folder) names pooled as the "
                         "reference: the other runs, pooled, are printed minus it, paired by window")
     args = parser.parse_args(argv)
     if args.records:
-        records = json.loads(Path(args.records).read_text())["records"]
+        records: dict[str, list[dict[str, Any]]] = {}
+        for path in args.records:
+            for name, rows in json.loads(Path(path).read_text())["records"].items():
+                if name in records:
+                    print(f"error: run {name} is in more than one --records file; keep one", file=sys.stderr)
+                    return 2
+                records[name] = rows
         return _report(records, args.reference, None)
+    try:
+        keep = frozenset(float(e) for e in args.keep_episodes.split(",")) if args.keep_episodes else None
+    except ValueError:
+        print(f"error: --keep-episodes takes comma-separated episodes, e.g. 2,4,6; got {args.keep_episodes!r}",
+              file=sys.stderr)
+        return 2
     if not args.runs:
         parser.error("give the run folders to study, or --records")
     unknown = set(args.reference.split(",")) - {Path(folder).name for folder in args.runs} if args.reference else ()
@@ -199,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --reference names no run given: {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    by_lever = {Path(folder).name: fold_groups(Path(folder)) for folder in args.runs}
+    suffix = f"[{args.keep_episodes}]" if keep is not None else ""
+    by_lever = {Path(folder).name + suffix: fold_groups(Path(folder)) for folder in args.runs}
     if args.together:
         merged: dict[tuple[str, str], list[Any]] = {}
         for folds in by_lever.values():
@@ -212,8 +244,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no finished jobs (*/fold_*/seed_*/fold_outcome.json) under {', '.join(empty)}", file=sys.stderr)
         return 2
     tasks = [(lever, members) for lever, folds in by_lever.items() for members in folds]
+    bare = [job.output_dir for _, members in tasks for job in members if not kept_history(job, keep)]
+    if bare:  # before the study, which takes minutes
+        print(f"error: no snapshot at episodes {args.keep_episodes} in {bare[0]} (and {len(bare) - 1} more); "
+              "name episodes the runs validated", file=sys.stderr)
+        return 2
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-        done = list(pool.map(fold_study, [members for _, members in tasks]))
+        done = list(pool.map(fold_study, [members for _, members in tasks], [keep] * len(tasks)))
     records = {lever: [] for lever in by_lever}
     for (lever, _), fold_records in zip(tasks, done, strict=True):
         records[lever].extend(fold_records)

@@ -52,6 +52,24 @@ def test_the_studys_test_scores_are_the_walkforwards_ensembles(tmp_path, capsys)
     assert record["seeds"] == [1, 2]
     for choice, row in judged.items():
         assert record["test"][choice] == pytest.approx(row["excess_sharpe"])
+    # Only episode 2's snapshots: one candidate a seed, so every rule acts with the same two models, and
+    # `last` scores what the full study's `last` did.
+    kept = tmp_path / "kept.json"
+    assert model_choice.main([str(tmp_path / "run"), "--jobs", "1", "--keep-episodes", "2", "--out", str(kept)]) == 0
+    (only,) = json.loads(kept.read_text())["records"]["run[2]"]
+    for rule in model_choice.RULES:
+        assert only["nested"][rule] == pytest.approx(only["nested"]["last"])
+    assert only["nested"]["last"] == pytest.approx(record["nested"]["last"])
+    # Both files joined, the full study paired against its own episode-2 snapshots.
+    assert model_choice.main(["--records", str(out), str(kept), "--reference", "run[2]"]) == 0
+    assert "lever minus reference" in capsys.readouterr().out
+    assert model_choice.main(["--records", str(out), str(out)]) == 2
+    assert "in more than one --records file" in capsys.readouterr().err
+    # Episodes no run validated, or not numbers: one error line before any study.
+    assert model_choice.main([str(tmp_path / "run"), "--keep-episodes", "9"]) == 2
+    assert capsys.readouterr().err.startswith("error: no snapshot at episodes 9")
+    assert model_choice.main([str(tmp_path / "run"), "--keep-episodes", "two"]) == 2
+    assert capsys.readouterr().err.startswith("error: --keep-episodes takes comma-separated episodes")
 
 
 def test_two_configurations_are_paired_by_window_and_read_back_from_their_records(tmp_path, capsys):
