@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no finished jobs (*/fold_*/seed_*/fold_outcome.json) under {', '.join(empty)}", file=sys.stderr)
         return 2
     tasks = [(lever, members) for lever, folds in by_lever.items() for members in folds]
-    bare = [job.output_dir for _, members in tasks for job in members if not kept_history(job, keep)]
+    bare = [job.output_dir for _, members in tasks for job in members if keep and not kept_history(job, keep)]
     if bare:  # before the study, which takes minutes
         print(f"error: no snapshot at episodes {args.keep_episodes} in {bare[0]} (and {len(bare) - 1} more); "
               "name episodes the runs validated", file=sys.stderr)

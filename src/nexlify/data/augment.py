@@ -35,6 +35,7 @@ __all__ = ["AUGMENTS", "CALM_MOVES", "augment_splits", "calm_candles", "min_trai
            "mirror_slice", "calm_slices", "transformed_slice"]
 
 CALM_MOVES = 0.5  # ``mirror_calm``: each log move of the calm copies, as a fraction of the real one
+Candles = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # open, high, low, close
 
 
 def min_training_rows(augment: str, feature_set: str) -> int:
@@ -44,7 +45,7 @@ def min_training_rows(augment: str, feature_set: str) -> int:
 
 
 def mirror_candles(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
-                   pivot: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                   pivot: float) -> Candles:
     """(open, high, low, close) reflected through ``pivot``: ``p -> pivot**2 / p``.
 
     Log prices are reflected around ``log(pivot)``, so every return changes sign; the reflected high
@@ -55,7 +56,7 @@ def mirror_candles(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: 
 
 
 def calm_candles(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, pivot: float,
-                 moves: float = CALM_MOVES) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                 moves: float = CALM_MOVES) -> Candles:
     """(open, high, low, close) with every log distance from ``pivot`` scaled by ``moves`` (0 < moves):
     ``p -> pivot * (p / pivot) ** moves``. Every log return is scaled by ``moves``; the order of prices
     is kept, so ``low <= open, close <= high`` holds."""
@@ -63,9 +64,6 @@ def calm_candles(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np
         raise ValueError(f"moves must be positive; got {moves}")
     pivot = float(pivot)
     return tuple(pivot * (p / pivot) ** moves for p in (open_, high, low, close))  # type: ignore[return-value]
-
-
-Candles = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def transformed_slice(market: MarketSlice, scaler: FeatureScaler, candles: Candles, augment: str) -> MarketSlice:

@@ -21,6 +21,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,17 @@ def episode_label(episodes: float | Fraction) -> int | float:
     return int(value) if value.denominator == 1 else float(value)
 
 
+@lru_cache(maxsize=64)
+def exact_interval(eval_interval: float) -> Fraction:
+    """``eval_interval`` as an exact fraction of episodes (0.5 -> 1/2, 1/3 as a float -> 1/3), so marks
+    land on the same transitions on every machine; cached, as the trainer asks at every step."""
+    return Fraction(eval_interval).limit_denominator(1_000_000)
+
+
 def validation_checks(episodes: int, eval_interval: float) -> int:
     """Validations a run of ``episodes`` makes: one per ``eval_interval`` episodes (a fraction of one
     too), and one more where the run ends when that is not a multiple."""
-    return math.ceil(Fraction(episodes) / Fraction(eval_interval).limit_denominator(1_000_000))
+    return math.ceil(Fraction(episodes) / exact_interval(eval_interval))
 
 
 def validated_model_file(episodes: float) -> str:

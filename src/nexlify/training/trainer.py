@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from nexlify.env.accounts import Accounts, AccountStep
 from nexlify.env.actions import n_actions, to_orders
 from nexlify.errors import CheckpointError, ConfigError
 from nexlify.evaluation.backtest import agent_policy, run_policy
-from nexlify.evaluation.snapshots import episode_label, validated_model_file
+from nexlify.evaluation.snapshots import episode_label, exact_interval, validated_model_file
 from nexlify.hardware.cpu import detect_cpu, thread_candidates
 from nexlify.hardware.units import GB
 from nexlify.training.monitor import TrainingMonitor
@@ -495,9 +494,8 @@ class Trainer:
         big GPU). The last round also validates where the run ends, if that is not a multiple.
         """
         cfg, state = self.config, self.state
-        # Exact arithmetic: an interval of 0.5 (or 1/3) episode must land on the same transitions on
-        # every machine, and a float product could miss a mark by one transition.
-        interval = Fraction(cfg.eval_interval).limit_denominator(1_000_000)
+        # Exact arithmetic: a float product could miss a mark of 0.5 (or 1/3) episode by one transition.
+        interval = exact_interval(cfg.eval_interval)
         mark = worth * interval.denominator // (interval.numerator * self.episode_steps)
         if mark > state.last_eval_mark:
             state.last_eval_mark = mark
