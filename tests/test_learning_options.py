@@ -13,7 +13,7 @@ from nexlify.config import TrainingConfig
 from nexlify.data.market import prepare_market
 from nexlify.env.accounts import Accounts, window_starts
 from nexlify.env.actions import BUY, FLAT, HOLD, LONG, SELL, n_actions, to_orders
-from nexlify.env.rewards import differential_sharpe_step
+from nexlify.env.rewards import differential_sharpe_step, differential_sortino_step
 from nexlify.errors import ConfigError
 from nexlify.evaluation.backtest import agent_policy, run_policy
 from nexlify.training.trainer import Trainer
@@ -178,6 +178,61 @@ def test_dsr_eta_sets_the_rate_of_the_differential_sharpe_moments() -> None:
     assert max(differences) > 0.1
     with pytest.raises(ConfigError, match="dsr_eta"):
         Accounts(market, 1, reward_mode="differential_sharpe", dsr_eta=0.0)
+
+
+# --- the differential Sortino reward --------------------------------------------------------------
+def test_differential_sortino_step_by_hand() -> None:
+    # Moving mean A = 0.002, moving mean square of the losses D2 = 1e-4 (downside deviation 0.01).
+    # A gain of 0.03: (R - A/2) / sqrt(D2) = (0.03 - 0.001) / 0.01 = 2.9; D2 decays to 0.99e-4.
+    reward, mean, downside = differential_sortino_step(0.03, 0.002, 1e-4, np.where)
+    assert float(reward) == pytest.approx(2.9, rel=1e-3)
+    assert float(mean) == pytest.approx(0.00228) and float(downside) == pytest.approx(0.99e-4)
+    # A loss of 0.02: (D2 (R - A/2) - A/2 R^2) / D2^1.5 = (1e-4 x -0.021 - 0.001 x 4e-4) / 1e-6 = -2.5;
+    # D2 moves toward R^2: 1e-4 + 0.01 x (4e-4 - 1e-4) = 1.03e-4.
+    reward, mean, downside = differential_sortino_step(-0.02, 0.002, 1e-4, np.where)
+    assert float(reward) == pytest.approx(-2.5, rel=1e-3)
+    assert float(mean) == pytest.approx(0.00178) and float(downside) == pytest.approx(1.03e-4)
+    # No loss seen yet (D2 = 0): the ratio is undefined, the reward 0, and only a loss starts D2.
+    reward, _, downside = differential_sortino_step(0.01, 0.0, 0.0, np.where)
+    assert float(reward) == 0.0 and float(downside) == 0.0
+    _, _, downside = differential_sortino_step(-0.01, 0.0, 0.0, np.where)
+    assert float(downside) == pytest.approx(0.01 * 1e-4)
+
+
+def test_differential_sortino_never_charges_a_gain_as_risk() -> None:
+    # The point of the downside ratio: with the same moments, a larger gain always earns more, and a
+    # gain's reward is the same whatever the gains before it. The differential Sharpe instead charges
+    # a large gain for the variance it adds, so past some size a larger gain earns less.
+    gains = np.linspace(0.001, 0.2, 200)
+    sortino = differential_sortino_step(gains, 0.002, 1e-4, np.where)[0]
+    sharpe = differential_sharpe_step(gains, 0.002, 2e-4)[0]
+    assert np.all(np.diff(sortino) > 0)
+    assert np.any(np.diff(sharpe) < 0)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "python"])
+def test_differential_sortino_takes_its_ratio_of_the_return_less_the_costs(backend: str) -> None:
+    # As for the differential Sharpe: the switching penalty is a cost on the step's return, and the
+    # reward is the downside ratio's step applied by hand to log return - penalty x fill.
+    market = random_walk_slice(40, seed=11)
+    orders = [BUY, HOLD, HOLD, HOLD, SELL, HOLD, BUY, HOLD, HOLD, SELL, HOLD]
+    fills = [1, 0, 0, 0, 1, 0, 1, 0, 0, 1, 0]
+    plain = Accounts(market, 1, backend=backend)
+    sortino = Accounts(market, 1, backend=backend, reward_mode="differential_sortino", trade_penalty=0.003)
+    sharpe = Accounts(market, 1, backend=backend, reward_mode="differential_sharpe", trade_penalty=0.003)
+    mean = downside = 0.0
+    differences = []
+    for order, filled in zip(orders, fills, strict=True):
+        if backend == "python":
+            log_return, reward, other = (a.advance(order)[0] for a in (plain, sortino, sharpe))
+        else:
+            actions = np.array([order]) if backend == "numpy" else torch.tensor([order])
+            log_return, reward, other = (float(a.step(actions).reward[0]) for a in (plain, sortino, sharpe))
+        costed = log_return - 0.003 * filled
+        expected, mean, downside = differential_sortino_step(costed, mean, downside, np.where)
+        assert reward == pytest.approx(float(expected), rel=1e-4, abs=1e-6)
+        differences.append(abs(reward - other))
+    assert downside > 0.0 and max(differences) > 0.1  # a loss was seen, and it is not the Sharpe reward
 
 
 # --- risk aversion -------------------------------------------------------------------------------

@@ -248,6 +248,17 @@ def test_dsr_eta_reaches_the_training_reward(tmp_path, splits):
     assert abs(faster.episodes[0]["reward"] - default.episodes[0]["reward"]) > 1.0
 
 
+def test_the_differential_sortino_reward_reaches_training(tmp_path, splits):
+    # The same seeded run with the downside ratio: the config key is accepted and the run's first
+    # episode earns other rewards than the default's.
+    default = Trainer(tiny_config(episodes=1), splits, tmp_path / "default").train()
+    trainer = Trainer(tiny_config(episodes=1, reward_mode="differential_sortino"), splits, tmp_path / "sortino")
+    sortino = trainer.train()
+    assert trainer.config.reward_mode == "differential_sortino"
+    assert np.isfinite(sortino.episodes[0]["reward"])
+    assert abs(sortino.episodes[0]["reward"] - default.episodes[0]["reward"]) > 1.0
+
+
 def test_risk_aversion_reaches_the_training_reward(tmp_path, splits):
     # Without the penalty an episode's reward is its log growth less risk_aversion x the sum of its
     # squared log returns: strictly below the growth once the account has held through a move.

@@ -31,7 +31,7 @@ def _single_trajectories(market, actions, **kwargs):
     return obs, rewards, equity
 
 
-@pytest.mark.parametrize("reward_mode", ["log_return", "differential_sharpe"])
+@pytest.mark.parametrize("reward_mode", ["log_return", "differential_sharpe", "differential_sortino"])
 def test_numpy_vector_env_matches_single_envs_exactly(reward_mode):
     market = random_walk_slice(60, seed=2)
     actions = np.random.default_rng(0).integers(0, 3, size=(150, 5))  # crosses two episode ends

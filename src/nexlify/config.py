@@ -32,8 +32,8 @@ MODEL_SIZES: tuple[str, ...] = tuple(MODEL_WIDTHS)
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 OPTIMIZATION_LEVELS: tuple[str, ...] = ("max_performance", "balanced", "gpu_conserve", "cpu_optimize")
 TARGET_UPDATE_MODES: tuple[str, ...] = ("hard", "polyak")
-REWARD_MODES: tuple[str, ...] = ("log_return", "differential_sharpe", "vol_scaled")
-# differential_sharpe's rate for its moving mean and variance: 0.01 weighs about the last 100 bars.
+REWARD_MODES: tuple[str, ...] = ("log_return", "differential_sharpe", "vol_scaled", "differential_sortino")
+# The differential ratios' rate for their moving moments: 0.01 weighs about the last 100 bars.
 DSR_ETA = 0.01
 REPLAY_STATE_DTYPES: tuple[str, ...] = ("float32", "float16")
 _STATE_ITEM_BYTES = {"float32": 4, "float16": 2}
@@ -135,7 +135,7 @@ class TrainingConfig:
     # Reward subtracted per step: this times the step's squared log return (a mean-variance reward:
     # holding through wild bars must earn more than holding through calm ones; backtests unchanged).
     risk_aversion: float = 0.0
-    dsr_eta: float = DSR_ETA  # differential_sharpe's moving-moment rate
+    dsr_eta: float = DSR_ETA  # the differential ratios' moving-moment rate
     # None: an episode is one pass over the whole training window from its first candle. N: an
     # episode is N steps from a start drawn per account and episode (random windows, seeded).
     episode_bars: int | None = None

@@ -18,8 +18,8 @@ that many steps from a row drawn per account and episode from ``window_seed`` (`
 reaching its end is truncation; equity falling to ``ruin_fraction`` of the initial balance is
 termination. ``trade_penalty`` is subtracted from the return of every step with a fill and
 ``risk_aversion`` times the step's squared log return from every step, before the reward is made of
-that return (so "vol_scaled" scales them, and "differential_sharpe" takes its Sharpe of the costed
-return).
+that return (so "vol_scaled" scales them, and "differential_sharpe" and "differential_sortino" take
+their ratio of the costed return).
 
 ``step`` resets finished accounts in the same step ("same-step autoreset") and returns one
 ``AccountStep`` record on every backend; ``advance`` is the step without the reset. An account ruined
@@ -43,7 +43,7 @@ from nexlify.data.features import ACCOUNT_FEATURE_NAMES
 from nexlify.data.market import MarketSlice
 from nexlify.env.actions import BUY, BUY_HALF, HALF, SELL, SELL_HALF
 from nexlify.env.portfolio import buy_fill, sell_fill
-from nexlify.env.rewards import DSR_ETA, differential_sharpe_step, volatility_reward_scale
+from nexlify.env.rewards import DSR_ETA, differential_sharpe_step, differential_sortino_step, volatility_reward_scale
 from nexlify.errors import ConfigError
 
 BACKENDS = ("numpy", "torch", "python")
@@ -398,6 +398,12 @@ class Accounts:
             costed = costed - self.risk_aversion * step_return * step_return
         if self._log_return_reward:
             reward = costed
+        elif self.reward_mode == "differential_sortino":
+            # dsr_mean_square holds the moving mean square of the losing steps here (the same slot,
+            # so checkpoints keep one layout).
+            reward, self.dsr_mean, self.dsr_mean_square = differential_sortino_step(
+                costed, self.dsr_mean, self.dsr_mean_square, xp.where, self.dsr_eta
+            )
         else:
             reward, self.dsr_mean, self.dsr_mean_square = differential_sharpe_step(
                 costed, self.dsr_mean, self.dsr_mean_square, self.dsr_eta

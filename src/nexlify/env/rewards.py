@@ -6,6 +6,9 @@
   ratio of the step's log return less the switching penalty (and ``risk_aversion``'s charge), with
   exponential moving moments (rate ``eta``, the config key ``dsr_eta``); rewards risk-adjusted
   improvement, and a fill costs what a return that much lower would.
+- ``differential_sortino``: Moody & Saffell's differential downside deviation ratio of the same
+  costed return: like ``differential_sharpe``, but its risk is the moving mean square of the losing
+  steps only, so a large gain is never charged as risk while a loss (a fill's cost included) is.
 - ``vol_scaled``: the ``log_return`` reward (less the switching penalty) times ``volatility_reward_scale``
   of the row the action was chosen on: returns per unit of the market's recent volatility, so calm
   and wild stretches (and calm and wild markets pooled in one run) weigh alike in the loss, as they do
@@ -33,6 +36,25 @@ def differential_sharpe_step(step_return: Any, mean: Any, mean_square: Any, eta:
     variance = mean_square - mean * mean + DSR_VARIANCE_FLOOR
     reward = (mean_square * delta_mean - 0.5 * mean * delta_square) / variance**1.5
     return reward, mean + eta * delta_mean, mean_square + eta * delta_square
+
+
+def differential_sortino_step(step_return: Any, mean: Any, downside_square: Any, where: Any,
+                              eta: float = DSR_ETA):
+    """One step of the differential downside deviation ratio; returns (reward, new_mean,
+    new_downside_square).
+
+    With ``A`` the moving mean of the returns and ``D2`` the moving mean of ``min(return, 0)**2``, the
+    ratio ``A / sqrt(D2)`` grows by ``eta`` times ``(D2 * (R - A/2) - A/2 * min(R, 0)**2) / D2**1.5``
+    when return ``R`` arrives: ``(R - A/2) / sqrt(D2)`` for a gain. Until the account has had a losing
+    step the ratio is undefined (no downside yet), so the reward is 0 there. ``where`` is the array
+    type's select (numpy's, torch's, or a scalar one), so one function serves every backend.
+    """
+    downside = where(step_return < 0.0, step_return, 0.0)
+    downside_sq = downside * downside
+    numerator = downside_square * (step_return - 0.5 * mean) - 0.5 * mean * downside_sq
+    ratio_step = numerator / (downside_square + DSR_VARIANCE_FLOOR) ** 1.5
+    reward = where(downside_square > 0.0, ratio_step, 0.0 * ratio_step)
+    return reward, mean + eta * (step_return - mean), downside_square + eta * (downside_sq - downside_square)
 
 
 # vol_scaled: the volatility is that of the last week of hourly bars (in bars: the same count on any
