@@ -199,6 +199,22 @@ def test_differential_sortino_step_by_hand() -> None:
     assert float(downside) == pytest.approx(0.01 * 1e-4)
 
 
+@pytest.mark.parametrize("step_return", [0.03, 0.004, 0.0, -0.001, -0.02])
+def test_differential_sortino_step_is_the_ratios_first_order_change(step_return: float) -> None:
+    # Its definition: the step is d/d(eta) of A_eta / sqrt(D2_eta) at eta = 0, where the moments move
+    # by eta toward the new return and its squared loss. A finite difference gives the same number.
+    mean, downside = 0.002, 1e-4
+
+    def ratio(eta: float) -> float:
+        loss = min(step_return, 0.0)
+        return (mean + eta * (step_return - mean)) / np.sqrt(downside + eta * (loss * loss - downside))
+
+    eta = 1e-7
+    expected = (ratio(eta) - ratio(0.0)) / eta
+    reward = differential_sortino_step(step_return, mean, downside, np.where)[0]
+    assert float(reward) == pytest.approx(expected, rel=1e-3)
+
+
 def test_differential_sortino_never_charges_a_gain_as_risk() -> None:
     # The point of the downside ratio: with the same moments, a larger gain always earns more, and a
     # gain's reward is the same whatever the gains before it. The differential Sharpe instead charges
