@@ -86,6 +86,10 @@ class TrainingConfig:
     # Dropout on the Q-network's hidden units, in the learning forward pass only (never when acting
     # or computing targets); 0 is none.
     dropout: float = 0.0
+    # Gaussian noise (standard deviation, in the scaler's units) added to the market features of the
+    # states and next states of every learning batch (RAD-style augmentation, Laskin et al. 2020);
+    # acting, the stored transitions and the account features are untouched. 0 is none.
+    observation_noise: float = 0.0
     train_frequency: int = 4  # environment transitions collected per learning step
     learning_starts: int = 1_000  # transitions stored before the first learning step
     target_update: str = "hard"
@@ -306,6 +310,7 @@ _RULES: dict[str, tuple[Any, ...]] = {
     "priority_beta": (_FLOAT, 0.0, 1.0),
     "weight_decay": (_FLOAT, 0.0, 1.0),
     "dropout": (_FLOAT, 0.0, 0.9),
+    "observation_noise": (_FLOAT, 0.0, 10.0),
     "buffer_size": (_INT, 1, 10**10),
     "replay_state_dtype": REPLAY_STATE_DTYPES,
     "device": (_STR,),

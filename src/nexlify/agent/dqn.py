@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import time
 from collections import deque
 from pathlib import Path
@@ -26,6 +27,7 @@ from threadpoolctl import threadpool_limits
 from nexlify.agent.networks import HostQFunction, QNetwork, build_q_network, count_parameters
 from nexlify.agent.replay import NStepAccumulator, PrioritizedReplayBuffer, ReplayBuffer, ReplaySample
 from nexlify.config import STANDALONE_EPSILON_DECAY_STEPS, TrainingConfig
+from nexlify.data.feature_names import ACCOUNT_FEATURE_NAMES
 from nexlify.devices import require_device, usable_device_or_cpu
 from nexlify.errors import CheckpointError, ConfigError
 from nexlify.serialization import read_checkpoint, write_checkpoint
@@ -163,6 +165,9 @@ class AdaptiveDQNAgent:
         self._dropout_rng = torch.Generator(device=self.device)
         self._dropout_rng.manual_seed(config.seed + 3)
         self._learning_noise = self._dropout_rng if config.dropout > 0 else None
+        # observation_noise jitters the market columns only: the account features (position, entry,
+        # drawdown) are the agent's own exact state, not noisy market readings.
+        self._market_columns = max(0, state_size - len(ACCOUNT_FEATURE_NAMES))
 
         self.steps = 0  # transitions remembered
         self.updates = 0  # learning steps taken
@@ -302,6 +307,24 @@ class AdaptiveDQNAgent:
             discount = self._gamma_powers[1] if horizons is None else self._gamma_powers[horizons]
             return rewards + discount * (1.0 - dones) * next_q
 
+    def augmented(self, batch: ReplaySample) -> ReplaySample:
+        """``batch`` with ``observation_noise`` Gaussian noise on the market features of its states and
+        next states (each drawn independently, from the learning-noise generator, so a seed gives the
+        same run); the batch itself when the noise is 0."""
+        sigma = self.config.observation_noise
+        if not sigma or not self._market_columns:
+            return batch
+        return dataclasses.replace(batch, states=self._jittered(batch.states, sigma),
+                                   next_states=self._jittered(batch.next_states, sigma))
+
+    def _jittered(self, states: torch.Tensor, sigma: float) -> torch.Tensor:
+        columns = self._market_columns
+        noise = torch.randn((states.shape[0], columns), generator=self._dropout_rng, device=states.device,
+                            dtype=states.dtype)
+        jittered = states.clone()
+        jittered[:, :columns] += sigma * noise
+        return jittered
+
     def _micro_batch_loss(self, batch: ReplaySample) -> tuple[torch.Tensor, torch.Tensor]:
         """(Huber loss averaged over the micro-batch, absolute TD errors)."""
         if self.q_network.n_quantiles:
@@ -374,8 +397,8 @@ class AdaptiveDQNAgent:
         td_errors = []
         for k in range(accum):
             part = slice(k * micro, (k + 1) * micro)
-            batch = self.replay.gather(indices[part], None if weights is None else weights[part],
-                                       with_horizons=cfg.n_step > 1)
+            batch = self.augmented(self.replay.gather(indices[part], None if weights is None else weights[part],
+                                                      with_horizons=cfg.n_step > 1))
             with autocast:
                 loss, td = self._micro_batch_loss(batch)
             scaled = loss / accum
