@@ -18,13 +18,6 @@ from nexlify.config import TrainingConfig
 from nexlify.errors import CheckpointError
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_agent(state_size: int = 8, action_size: int = 3, **overrides) -> AdaptiveDQNAgent:
     values = {
         "model_size": "tiny",

@@ -14,13 +14,6 @@ from nexlify.agent.replay import PrioritizedReplayBuffer
 from nexlify.config import STANDALONE_EPSILON_DECAY_STEPS, TrainingConfig
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_agent(state_size: int = 6, action_size: int = 3, **overrides) -> AdaptiveDQNAgent:
     values = {"model_size": "tiny", "learning_starts": 0, "batch_size": 16, "buffer_size": 1000, "seed": 7}
     values.update(overrides)

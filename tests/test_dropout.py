@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
+from helpers import agent_weights, assert_learning_resumes_bit_exactly
 from nexlify.agent.dqn import AdaptiveDQNAgent
 from nexlify.agent.networks import QNetwork
 from nexlify.config import TrainingConfig
 from nexlify.errors import ConfigError
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_agent(**overrides) -> AdaptiveDQNAgent:
@@ -35,8 +27,7 @@ def fill(agent: AdaptiveDQNAgent, n: int = 200) -> None:
                          rng.standard_normal((n, 6)).astype(np.float32), rng.random(n) < 0.1)
 
 
-def weights(agent: AdaptiveDQNAgent) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in agent.q_network.parameters()]
+weights = agent_weights
 
 
 def test_forward_with_noise_is_inverted_dropout_computed_by_hand() -> None:
@@ -94,20 +85,7 @@ def test_dropout_changes_learning_and_is_deterministic_for_a_seed() -> None:
 
 
 def test_dropout_masks_resume_bit_exactly_from_the_state_dict() -> None:
-    straight = make_agent(dropout=0.3)
-    fill(straight)
-    for _ in range(3):
-        straight.learn()
-    # A deep copy: state_dict() holds the live parameter tensors, which the next steps change.
-    state = copy.deepcopy(straight.state_dict(include_replay=True))
-    for _ in range(4):
-        straight.learn()
-    resumed = make_agent(dropout=0.3)
-    resumed.load_state_dict(state)
-    for _ in range(4):
-        resumed.learn()
-    for a, b in zip(weights(straight), weights(resumed), strict=True):
-        assert torch.equal(a, b)
+    assert_learning_resumes_bit_exactly(lambda: make_agent(dropout=0.3), fill)
 
 
 def test_dropout_checkpoint_round_trip(tmp_path) -> None:

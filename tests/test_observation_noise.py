@@ -3,25 +3,17 @@ learning batch only, seeded, resumable, and never on acting, the replay memory o
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
 
+from helpers import agent_weights, assert_learning_resumes_bit_exactly
 from nexlify.agent.dqn import AdaptiveDQNAgent
 from nexlify.config import TrainingConfig
 from nexlify.data.feature_names import ACCOUNT_FEATURE_NAMES
 from nexlify.errors import ConfigError
 
 STATE_SIZE = 9  # 6 market features + the 3 account features
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_agent(**overrides) -> AdaptiveDQNAgent:
@@ -37,8 +29,7 @@ def fill(agent: AdaptiveDQNAgent, n: int = 4000) -> None:
                          rng.standard_normal((n, STATE_SIZE)).astype(np.float32), rng.random(n) < 0.1)
 
 
-def weights(agent: AdaptiveDQNAgent) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in agent.q_network.parameters()]
+weights = agent_weights
 
 
 def test_noise_has_the_asked_size_on_the_market_columns_only() -> None:
@@ -86,19 +77,7 @@ def test_noise_changes_learning_and_is_deterministic_for_a_seed() -> None:
 
 
 def test_noise_resumes_bit_exactly_from_the_state_dict() -> None:
-    straight = make_agent(observation_noise=0.1)
-    fill(straight, 300)
-    for _ in range(3):
-        straight.learn()
-    state = copy.deepcopy(straight.state_dict(include_replay=True))
-    for _ in range(4):
-        straight.learn()
-    resumed = make_agent(observation_noise=0.1)
-    resumed.load_state_dict(state)
-    for _ in range(4):
-        resumed.learn()
-    for a, b in zip(weights(straight), weights(resumed), strict=True):
-        assert torch.equal(a, b)
+    assert_learning_resumes_bit_exactly(lambda: make_agent(observation_noise=0.1), lambda agent: fill(agent, 300))
 
 
 @pytest.mark.parametrize("value", [-0.1, 11.0, float("nan"), "0.1", True])
