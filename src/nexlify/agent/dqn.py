@@ -165,8 +165,8 @@ class AdaptiveDQNAgent:
         self._dropout_rng = torch.Generator(device=self.device)
         self._dropout_rng.manual_seed(config.seed + 3)
         self._learning_noise = self._dropout_rng if config.dropout > 0 else None
-        # observation_noise jitters the market columns only: the account features (position, entry,
-        # drawdown) are the agent's own exact state, not noisy market readings.
+        # observation_noise jitters the market columns only: the account features (position, unrealised
+        # P&L, drawdown) are the agent's own exact state, not noisy market readings.
         self._market_columns = max(0, state_size - len(ACCOUNT_FEATURE_NAMES))
 
         self.steps = 0  # transitions remembered
