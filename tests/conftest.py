@@ -20,5 +20,5 @@ def _restore_threads():
     torch = sys.modules.get("torch")
     threads = torch.get_num_threads() if torch else None
     yield
-    if torch is not None and threads is not None:
+    if threads is not None:
         torch.set_num_threads(threads)

@@ -1,8 +1,12 @@
-"""Small builders shared by tests: synthetic market slices with hand-chosen prices."""
+"""Small builders and checks shared by tests: synthetic market slices with hand-chosen prices, and the
+bit-exact resume check of a learning agent."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
+import torch
 
 from nexlify.data.features import MARKET_FEATURE_NAMES
 from nexlify.data.market import MarketSlice
@@ -63,10 +67,6 @@ def assert_learning_resumes_bit_exactly(make_agent, fill, before: int = 3, after
     """Learn ``before`` steps, save the state dict, learn ``after`` more; a fresh agent loaded from the
     state and learning ``after`` steps must end with bit-identical weights (so every generator the
     learning step draws from is saved)."""
-    import copy
-
-    import torch
-
     straight = make_agent()
     fill(straight)
     for _ in range(before):

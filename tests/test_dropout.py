@@ -27,9 +27,6 @@ def fill(agent: AdaptiveDQNAgent, n: int = 200) -> None:
                          rng.standard_normal((n, 6)).astype(np.float32), rng.random(n) < 0.1)
 
 
-weights = agent_weights
-
-
 def test_forward_with_noise_is_inverted_dropout_computed_by_hand() -> None:
     torch.manual_seed(0)
     net = QNetwork(4, 3, (8, 5), dropout=0.25)
@@ -79,9 +76,9 @@ def test_dropout_changes_learning_and_is_deterministic_for_a_seed() -> None:
         fill(agent)
         for _ in range(5):
             agent.learn()
-    for a, b in zip(weights(first), weights(second), strict=True):
+    for a, b in zip(agent_weights(first), agent_weights(second), strict=True):
         assert torch.equal(a, b)
-    assert any(not torch.equal(a, b) for a, b in zip(weights(plain), weights(first), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(agent_weights(plain), agent_weights(first), strict=True))
 
 
 def test_dropout_masks_resume_bit_exactly_from_the_state_dict() -> None:

@@ -29,9 +29,6 @@ def fill(agent: AdaptiveDQNAgent, n: int = 4000) -> None:
                          rng.standard_normal((n, STATE_SIZE)).astype(np.float32), rng.random(n) < 0.1)
 
 
-weights = agent_weights
-
-
 def test_noise_has_the_asked_size_on_the_market_columns_only() -> None:
     agent = make_agent(observation_noise=0.2)
     fill(agent)
@@ -66,9 +63,9 @@ def test_noise_changes_learning_and_is_deterministic_for_a_seed() -> None:
         fill(agent, 300)
         for _ in range(5):
             agent.learn()
-    for a, b in zip(weights(first), weights(second), strict=True):
+    for a, b in zip(agent_weights(first), agent_weights(second), strict=True):
         assert torch.equal(a, b)
-    assert any(not torch.equal(a, b) for a, b in zip(weights(plain), weights(first), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(agent_weights(plain), agent_weights(first), strict=True))
     # Acting reads the weights only: the noisy agent's greedy actions are those of its own network.
     states = np.random.default_rng(3).standard_normal((50, STATE_SIZE)).astype(np.float32)
     with torch.no_grad():

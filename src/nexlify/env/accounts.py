@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import operator
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -235,7 +236,12 @@ class Accounts:
         self.xp: Any = {"numpy": _Numpy, "python": _Python}.get(backend, lambda: _Torch(self.device))()
         self.initial_balance, self.fee, self.slippage = float(initial_balance), fee, slippage
         self.reward_mode, self.ruin_fraction = reward_mode, ruin_fraction
-        self._log_return_reward = reward_mode in ("log_return", "vol_scaled")
+        # The differential ratios' step, chosen once (advance runs every bar); None: the log-return
+        # rewards. differential_sortino keeps the moving mean square of the losing steps in the
+        # dsr_mean_square slot, so checkpoints keep one layout.
+        self._ratio_step = (None if reward_mode in ("log_return", "vol_scaled")
+                            else partial(differential_sortino_step, where=self.xp.where)
+                            if reward_mode == "differential_sortino" else differential_sharpe_step)
         self._ruin_equity = ruin_fraction * float(initial_balance)
         self._last_row = len(market) - 1
         self.episode_bars, self.window_seed, self.trade_penalty = episode_bars, int(window_seed), trade_penalty
@@ -396,17 +402,11 @@ class Accounts:
             # Mean-variance: a step's squared log return costs this much more, so a position held
             # through wild bars must earn more than one held through calm ones.
             costed = costed - self.risk_aversion * step_return * step_return
-        if self._log_return_reward:
+        if self._ratio_step is None:
             reward = costed
-        elif self.reward_mode == "differential_sortino":
-            # dsr_mean_square holds the moving mean square of the losing steps here (the same slot,
-            # so checkpoints keep one layout).
-            reward, self.dsr_mean, self.dsr_mean_square = differential_sortino_step(
-                costed, self.dsr_mean, self.dsr_mean_square, xp.where, self.dsr_eta
-            )
         else:
-            reward, self.dsr_mean, self.dsr_mean_square = differential_sharpe_step(
-                costed, self.dsr_mean, self.dsr_mean_square, self.dsr_eta
+            reward, self.dsr_mean, self.dsr_mean_square = self._ratio_step(
+                costed, self.dsr_mean, self.dsr_mean_square, eta=self.dsr_eta
             )
         if self._reward_scale is not None:
             reward = reward * self._reward_scale[self.t]  # the volatility known when the action was chosen

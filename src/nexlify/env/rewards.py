@@ -53,7 +53,7 @@ def differential_sortino_step(step_return: Any, mean: Any, downside_square: Any,
     downside_sq = downside * downside
     numerator = downside_square * (step_return - 0.5 * mean) - 0.5 * mean * downside_sq
     ratio_step = numerator / (downside_square + DSR_VARIANCE_FLOOR) ** 1.5
-    reward = where(downside_square > 0.0, ratio_step, 0.0 * ratio_step)
+    reward = where(downside_square > 0.0, ratio_step, 0.0)
     return reward, mean + eta * (step_return - mean), downside_square + eta * (downside_sq - downside_square)
 
 
