@@ -150,15 +150,22 @@ def window_values(records: list[dict[str, Any]], rule: str, lens: str) -> dict[t
     return {key: float(np.mean(v)) for key, v in values.items()}
 
 
-def difference(mine: dict[tuple[str, int], float], base: dict[tuple[str, int], float]) -> str:
-    """``mine`` minus ``base`` over the windows both have: mean, t interval over folds (a fold's markets
-    share its calendar window), windows better."""
+def paired_stats(mine: dict[tuple[str, int], float],
+                 base: dict[tuple[str, int], float]) -> tuple[float, float, float, int, int]:
+    """``mine`` minus ``base`` over the windows both have: (mean, t interval low and high over folds (a
+    fold's markets share its calendar window), windows better, windows)."""
     from nexlify.evaluation.verdict import cluster_t_interval
 
     keys = sorted(set(mine) & set(base))
     diff = [mine[k] - base[k] for k in keys]
     low, high = cluster_t_interval(diff, [k[1] for k in keys])
-    return f"{np.mean(diff):+.2f} [{low:+.2f}, {high:+.2f}] {sum(d > 0 for d in diff)}/{len(diff)}"
+    return float(np.mean(diff)), low, high, sum(d > 0 for d in diff), len(diff)
+
+
+def difference(mine: dict[tuple[str, int], float], base: dict[tuple[str, int], float]) -> str:
+    """``mine`` minus ``base``: mean, t interval over folds, windows better (``paired_stats``)."""
+    mean, low, high, better, count = paired_stats(mine, base)
+    return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}] {better}/{count}"
 
 
 def compare(records: list[dict[str, Any]], label: str) -> str:
@@ -194,6 +201,17 @@ def paired(reference: list[dict[str, Any]], lever: list[dict[str, Any]], label: 
     return table(["lever minus reference", "rule", "nested", "forward", "test (as it falls)"], rows)
 
 
+def load_records(paths: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The runs' records from earlier ``--out`` files, joined; ValueError if a run is in two files."""
+    records: dict[str, list[dict[str, Any]]] = {}
+    for path in paths:
+        for name, rows in json.loads(Path(path).read_text())["records"].items():
+            if name in records:
+                raise ValueError(f"run {name} is in more than one --records file; keep one")
+            records[name] = rows
+    return records
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="*", help="finished run folders (a lever's screen folder, a walk-forward's)")
@@ -209,13 +227,11 @@ def main(argv: list[str] | None = None) -> int:
                         "reference: the other runs, pooled, are printed minus it, paired by window")
     args = parser.parse_args(argv)
     if args.records:
-        records: dict[str, list[dict[str, Any]]] = {}
-        for path in args.records:
-            for name, rows in json.loads(Path(path).read_text())["records"].items():
-                if name in records:
-                    print(f"error: run {name} is in more than one --records file; keep one", file=sys.stderr)
-                    return 2
-                records[name] = rows
+        try:
+            records = load_records(args.records)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return _report(records, args.reference, None)
     try:
         keep = frozenset(float(e) for e in args.keep_episodes.split(",")) if args.keep_episodes else None
