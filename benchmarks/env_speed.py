@@ -1,4 +1,5 @@
-"""Environment speed: our single env against gym-anytrading's stocks env, and N accounts at N=1..1024.
+"""Environment speed: our single env against gym-anytrading's stocks env, N accounts at N=1..1024, and
+one account's backtest bar on the python and numpy backends.
 
 Run: ./run bench env_speed      (gym-anytrading is optional: pip install gym-anytrading)
 Prints medians of several repeats, side by side, on the bundled BTC/USDT data (180 days).
@@ -14,10 +15,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, median_time, table  # noqa: E402
 
+from nexlify.agent.dqn import AdaptiveDQNAgent  # noqa: E402
+from nexlify.config import TrainingConfig  # noqa: E402
 from nexlify.data.market import prepare_market  # noqa: E402
 from nexlify.env.accounts import Accounts  # noqa: E402
 from nexlify.env.actions import N_ACTIONS  # noqa: E402
 from nexlify.env.trading import TradingEnvironment  # noqa: E402
+from nexlify.evaluation.backtest import agent_policy  # noqa: E402
 
 STEPS = 2_000
 
@@ -41,6 +45,22 @@ def anytrading_env(splits):
         return None
     frame = splits.train.to_frame().rename(columns=str.capitalize)
     return StocksEnv(df=frame, window_size=24, frame_bound=(24, len(frame)))
+
+
+def backtest_us_per_bar(market, policy, backend: str) -> float:
+    """run_policy's loop for one account (greedy policy, observe, one order), microseconds per bar."""
+    accounts = Accounts(market, 1, half_orders=True, backend=backend)
+    rows = (lambda obs: obs[None]) if backend == "python" else (lambda obs: obs)
+
+    def run() -> None:
+        obs = rows(accounts.reset())
+        for t in range(len(market) - 1):
+            chosen = policy(obs, t)
+            accounts.advance(int(chosen[0]) if backend == "python" else chosen)
+            obs = rows(accounts.observe())
+            accounts.info()
+
+    return median_time(run) / (len(market) - 1) * 1e6
 
 
 def main() -> None:
@@ -74,6 +94,20 @@ def main() -> None:
         vector_rows.append([n, f"{200 * n / seconds:,.0f}", f"{seconds / 200 * 1e6:.1f}"])
     print("\nAccounts (numpy, what the trainer steps; same-step autoreset), 200 steps, median of 5\n")
     print(table(["N envs", "transitions/s", "us per step"], vector_rows))
+
+    # An agent's backtest (every validation and test) is one account stepped bar by bar; run_policy
+    # steps it on the python backend. Both backends with the same greedy policy (a large network).
+    import torch
+
+    torch.set_num_threads(1)
+    agent = AdaptiveDQNAgent(splits.validation.features.shape[1] + 3, N_ACTIONS,
+                             TrainingConfig().with_overrides({"model_size": "large", "device": "cpu"}))
+    policy = agent_policy(agent)
+    per_bar = {backend: backtest_us_per_bar(splits.validation, policy, backend) for backend in ("numpy", "python")}
+    print(f"\nOne account's backtest (large network's greedy policy, {len(splits.validation) - 1} validation bars, "
+          "1 torch thread), median of 5\n")
+    print(table(["backend", "us per bar", "relative"],
+                [[b, f"{us:.1f}", f"{us / per_bar['python']:.2f}"] for b, us in per_bar.items()]))
 
 
 if __name__ == "__main__":

@@ -156,3 +156,29 @@ def test_an_account_ruined_midway_gets_a_fresh_balance_where_it_stands(backend):
     result = accounts.step(xp(np.array([0, 0], dtype=np.int64)))  # row 19: the window's end
     assert np.asarray(result.truncated).all()
     assert (np.asarray(accounts.info()["step"]) == 0).all()  # a new episode starts at row 0
+
+
+def test_a_one_account_backtest_traces_each_of_several_accounts_exactly():
+    """run_policy steps one account on the python backend and several on numpy: the same orders
+    (half orders too) give the same equity, levels and metrics, and a ruined account stops trading."""
+    from nexlify.evaluation.backtest import run_policy
+
+    rises = [100.0 * 1.01 ** i for i in range(40)]
+    market = make_slice(rises + [rises[-1] * 0.5 ** (i + 1) for i in range(8)] + [1.0] * 12, seed=3)
+    orders = np.random.default_rng(7).integers(0, N_ACTIONS + 2, size=len(market))  # 0-4: half orders too
+    orders[38:] = 1  # long into the collapse: the account is ruined and must stop
+
+    def policy(obs: np.ndarray, t: int) -> np.ndarray:
+        return np.full(len(obs), orders[t])
+
+    one = run_policy(market, policy, "one", 8760.0)
+    three = run_policy(market, policy, "three", 8760.0, num_accounts=3)
+    for account in range(3):
+        assert np.array_equal(one.equity[0], three.equity[account])
+        assert np.array_equal(one.position[0], three.position[account])
+        assert np.array_equal(one.actions[0], three.actions[account])
+    assert one.metrics == pytest.approx(three.metrics, rel=1e-12)  # a mean over 3 equal accounts
+    assert set(np.unique(one.position)) >= {0.5}  # a half position was held
+    ruined = int(np.argmax(one.equity[0] < 1_000.0))  # below the 10% ruin line
+    assert 0 < ruined < len(market) - 2 and (one.equity[0, ruined:] == one.equity[0, ruined]).all()
+    assert (one.actions[0, ruined:] == 0).all()  # holds (no orders) after ruin
