@@ -91,7 +91,7 @@ def fold_study(members: list[Any], keep: frozenset[float] | None = None) -> list
     ``keep``: study only the snapshots taken at these episodes (None: all)."""
     from nexlify.agent.dqn import AdaptiveDQNAgent
     from nexlify.config import TrainingConfig
-    from nexlify.evaluation.backtest import buy_and_hold_policy, run_policy
+    from nexlify.evaluation.backtest import buy_and_hold_policy, moving_average_policy, run_policy
     from nexlify.evaluation.ensemble import ensemble_policy
     from nexlify.evaluation.fold_markets import market_splits
     from nexlify.evaluation.snapshots import Snapshot, choose, run_snapshots
@@ -105,7 +105,8 @@ def fold_study(members: list[Any], keep: frozenset[float] | None = None) -> list
 
     def backtest(snapshots: list[Snapshot], window: Any, ppy: float) -> dict[str, float]:
         result = run_policy(window, ensemble_policy([agents[s.path] for s in snapshots]), "agent", ppy, **costs)
-        return {"sharpe": float(result.metrics["sharpe"]), "long": float(result.position.mean())}
+        return {"sharpe": float(result.metrics["sharpe"]), "long": float(result.position.mean()),
+                "max_drawdown": float(result.metrics["max_drawdown"])}
 
     windows = {name: {"first": half(s.validation, "first"), "second": half(s.validation, "second"),
                       "test": s.test} for name, s in markets.items()}
@@ -118,8 +119,15 @@ def fold_study(members: list[Any], keep: frozenset[float] | None = None) -> list
     for name in markets:
         hold = {which: run_policy(windows[name][which], buy_and_hold_policy, "buy_and_hold", ppy[name],
                                   **costs).metrics["sharpe"] for which in (*HALVES, "test")}
+        test_window = windows[name]["test"]
+        hold_test = run_policy(test_window, buy_and_hold_policy, "buy_and_hold", ppy[name], **costs).metrics
+        ma_test = run_policy(test_window, moving_average_policy(test_window.close), "ma_crossover", ppy[name],
+                             **costs).metrics
+        # The test baselines #15's goals compare with (drawdown against holding's, Sharpe against the MA rule's).
         record = {"market": name, "fold": members[0].fold, "seeds": [job.seed for job in members],
-                  "nested": {}, "test": {}, "test_long": {}}
+                  "nested": {}, "test": {}, "test_long": {}, "test_drawdown": {},
+                  "hold_test_drawdown": float(hold_test["max_drawdown"]),
+                  "ma_test_excess": float(ma_test["sharpe"]) - hold["test"]}
         for rule in RULES:
             scores = []
             for chosen_on in HALVES:
@@ -131,6 +139,7 @@ def fold_study(members: list[Any], keep: frozenset[float] | None = None) -> list
             outcome = backtest(choose(runs, rule), windows[name]["test"], ppy[name])
             record["test"][rule] = outcome["sharpe"] - hold["test"]
             record["test_long"][rule] = outcome["long"]
+            record["test_drawdown"][rule] = outcome["max_drawdown"]
         records.append(record)
     return records
 
@@ -187,6 +196,25 @@ def compare(records: list[dict[str, Any]], label: str) -> str:
         rows.append(row)
     return table(["runs", "rule", "nested", "minus best", "forward", "minus best", "test (as it falls)",
                   "minus best", "test > B&H", "test long"], rows)
+
+
+def goals(records: list[dict[str, Any]], rule: str) -> str | None:
+    """#15's four goals for ``rule`` on test, as it fell (one run's windows): above buy-and-hold, the
+    mean excess Sharpe and its t interval over folds, drawdown at most holding's, above the MA rule's
+    Sharpe. None for records studied before the drawdowns were kept."""
+    from nexlify.evaluation.verdict import cluster_t_interval
+
+    if not records or "test_drawdown" not in records[0]:
+        return None
+    excess = [r["test"][rule] for r in records]
+    low, high = cluster_t_interval(excess, [r["fold"] for r in records])
+    n = len(records)
+    above = sum(e > 0 for e in excess)
+    shallower = sum(r["test_drawdown"][rule] <= r["hold_test_drawdown"] for r in records)
+    beats_ma = sum(r["test"][rule] > r["ma_test_excess"] for r in records)
+    return (f"{rule}: above buy-and-hold {above}/{n} ({above / n:.0%}), mean excess {np.mean(excess):+.2f} "
+            f"[{low:+.2f}, {high:+.2f}], drawdown at most holding's {shallower}/{n} ({shallower / n:.0%}), "
+            f"above the MA rule {beats_ma}/{n}")
 
 
 def paired(reference: list[dict[str, Any]], lever: list[dict[str, Any]], label: str) -> str:
@@ -279,6 +307,9 @@ def _report(records: dict[str, list[dict[str, Any]]], reference: str | None, out
           "the other (nested: both ways round; forward: first half chosen, second scored); test: chosen on the "
           "whole validation window. 'minus best': paired by window, t interval over folds, windows better.\n")
     blocks = [compare(rs, lever) for lever, rs in records.items()]
+    lines = [f"{lever} {line}" for lever, rs in records.items() if (line := goals(rs, "best"))]
+    if lines:
+        blocks.append("#15's goals on test, as it fell (t over folds):\n" + "\n".join(lines))
     separate = [rs for lever, rs in records.items() if lever != "together"]
     if len(separate) > 1:
         blocks.append(compare([r for rs in separate for r in rs], "pooled"))

@@ -52,6 +52,11 @@ def test_the_studys_test_scores_are_the_walkforwards_ensembles(tmp_path, capsys)
     assert record["seeds"] == [1, 2]
     for choice, row in judged.items():
         assert record["test"][choice] == pytest.approx(row["excess_sharpe"])
+        assert record["test_drawdown"][choice] == pytest.approx(row["agent_max_drawdown"])
+    baselines = judged["best"]["baselines"]
+    assert record["hold_test_drawdown"] == pytest.approx(baselines["buy_and_hold"]["max_drawdown"])
+    assert record["ma_test_excess"] == pytest.approx(baselines["ma_crossover"]["sharpe"]
+                                                     - baselines["buy_and_hold"]["sharpe"])
     # Only episode 2's snapshots: one candidate a seed, so every rule acts with the same two models, and
     # `last` scores what the full study's `last` did.
     kept = tmp_path / "kept.json"
@@ -93,3 +98,20 @@ def test_two_configurations_are_paired_by_window_and_read_back_from_their_record
     assert "lever minus reference" in capsys.readouterr().out
     assert model_choice.main(["--records", str(path), "--reference", "ref_c"]) == 2
     assert capsys.readouterr().err.startswith("error: --reference names runs not studied: ref_c")
+
+
+def test_the_goals_of_one_run_on_test_by_hand():
+    def record(fold, excess, drawdown, hold_drawdown, ma_excess):
+        return {"market": "A", "fold": fold, "test": {"best": excess}, "test_drawdown": {"best": drawdown},
+                "hold_test_drawdown": hold_drawdown, "ma_test_excess": ma_excess}
+
+    # Above holding: +1 and +0.2; drawdown at most holding's: 0.1 <= 0.2 and 0.2 <= 0.2 (a tie counts);
+    # above the MA rule: +1 > +0.5 and -0.5 > -1.0, not +0.2 < +0.3.
+    records = [record(1, 1.0, 0.1, 0.2, 0.5), record(2, -0.5, 0.3, 0.2, -1.0), record(3, 0.2, 0.2, 0.2, 0.3)]
+    mean = 0.7 / 3
+    sd = (sum((v - mean) ** 2 for v in (1.0, -0.5, 0.2)) / 2) ** 0.5
+    half_width = 4.302653 * sd / 3 ** 0.5  # t's 97.5% point at 2 degrees of freedom
+    line = model_choice.goals(records, "best")
+    assert line == (f"best: above buy-and-hold 2/3 (67%), mean excess +0.23 [{mean - half_width:+.2f}, "
+                    f"{mean + half_width:+.2f}], drawdown at most holding's 2/3 (67%), above the MA rule 2/3")
+    assert model_choice.goals([{k: v for k, v in records[0].items() if k != "test_drawdown"}], "best") is None
