@@ -233,7 +233,12 @@ def load_records(paths: list[str]) -> dict[str, list[dict[str, Any]]]:
     """The runs' records from earlier ``--out`` files, joined; ValueError if a run is in two files."""
     records: dict[str, list[dict[str, Any]]] = {}
     for path in paths:
-        for name, rows in json.loads(Path(path).read_text())["records"].items():
+        try:
+            runs = json.loads(Path(path).read_text())["records"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"cannot read records from {path} ({exc.__class__.__name__}); give a file that "
+                             "model_choice.py --out wrote") from None
+        for name, rows in runs.items():
             if name in records:
                 raise ValueError(f"run {name} is in more than one --records file; keep one")
             records[name] = rows

@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --runs names runs not in the records: {', '.join(unknown)} (there: {', '.join(records)})",
               file=sys.stderr)
         return 2
+    if len(names) < 2:
+        print(f"error: --runs needs two or more runs of one configuration; got {len(names)}", file=sys.stderr)
+        return 2
     side = args.side or len(names) // 2
     if side < 1 or 2 * side > len(names):
         print(f"error: --side {side} needs {2 * max(side, 1)} runs or more; --runs names {len(names)}",

@@ -64,3 +64,9 @@ def test_bad_runs_or_sides_get_one_error_line(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: --side 2 needs 4 runs or more")
     assert noise_floor.main(["--records", str(path), str(path), "--runs", "a,b"]) == 2
     assert "in more than one --records file" in capsys.readouterr().err
+    assert noise_floor.main(["--records", str(path), "--runs", "a"]) == 2
+    assert capsys.readouterr().err.startswith("error: --runs needs two or more runs")
+    (tmp_path / "broken.json").write_text("{not json")
+    for bad in (tmp_path / "missing.json", tmp_path / "broken.json"):
+        assert noise_floor.main(["--records", str(bad), "--runs", "a,b"]) == 2
+        assert capsys.readouterr().err.startswith(f"error: cannot read records from {bad}")
