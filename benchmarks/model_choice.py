@@ -117,16 +117,16 @@ def fold_study(members: list[Any], keep: frozenset[float] | None = None) -> list
              for run in runs for s in run for which in HALVES}
     records = []
     for name in markets:
-        hold = {which: run_policy(windows[name][which], buy_and_hold_policy, "buy_and_hold", ppy[name],
-                                  **costs).metrics["sharpe"] for which in (*HALVES, "test")}
+        holding = {which: run_policy(windows[name][which], buy_and_hold_policy, "buy_and_hold", ppy[name],
+                                     **costs).metrics for which in (*HALVES, "test")}
+        hold = {which: metrics["sharpe"] for which, metrics in holding.items()}
         test_window = windows[name]["test"]
-        hold_test = run_policy(test_window, buy_and_hold_policy, "buy_and_hold", ppy[name], **costs).metrics
         ma_test = run_policy(test_window, moving_average_policy(test_window.close), "ma_crossover", ppy[name],
                              **costs).metrics
         # The test baselines #15's goals compare with (drawdown against holding's, Sharpe against the MA rule's).
         record = {"market": name, "fold": members[0].fold, "seeds": [job.seed for job in members],
                   "nested": {}, "test": {}, "test_long": {}, "test_drawdown": {},
-                  "hold_test_drawdown": float(hold_test["max_drawdown"]),
+                  "hold_test_drawdown": float(holding["test"]["max_drawdown"]),
                   "ma_test_excess": float(ma_test["sharpe"]) - hold["test"]}
         for rule in RULES:
             scores = []
