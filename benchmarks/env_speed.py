@@ -17,11 +17,12 @@ from _common import machine, median_time, table  # noqa: E402
 
 from nexlify.agent.dqn import AdaptiveDQNAgent  # noqa: E402
 from nexlify.config import TrainingConfig  # noqa: E402
+from nexlify.data.feature_names import ACCOUNT_FEATURE_NAMES  # noqa: E402
 from nexlify.data.market import prepare_market  # noqa: E402
 from nexlify.env.accounts import Accounts  # noqa: E402
 from nexlify.env.actions import N_ACTIONS  # noqa: E402
 from nexlify.env.trading import TradingEnvironment  # noqa: E402
-from nexlify.evaluation.backtest import agent_policy  # noqa: E402
+from nexlify.evaluation.backtest import agent_policy, run_policy  # noqa: E402
 
 STEPS = 2_000
 
@@ -48,19 +49,8 @@ def anytrading_env(splits):
 
 
 def backtest_us_per_bar(market, policy, backend: str) -> float:
-    """run_policy's loop for one account (greedy policy, observe, one order), microseconds per bar."""
-    accounts = Accounts(market, 1, half_orders=True, backend=backend)
-    rows = (lambda obs: obs[None]) if backend == "python" else (lambda obs: obs)
-
-    def run() -> None:
-        obs = rows(accounts.reset())
-        for t in range(len(market) - 1):
-            chosen = policy(obs, t)
-            accounts.advance(int(chosen[0]) if backend == "python" else chosen)
-            obs = rows(accounts.observe())
-            accounts.info()
-
-    return median_time(run) / (len(market) - 1) * 1e6
+    """``run_policy`` for one account on ``backend``, microseconds per bar."""
+    return median_time(lambda: run_policy(market, policy, backend, 8760.0, backend=backend)) / (len(market) - 1) * 1e6
 
 
 def main() -> None:
@@ -95,12 +85,12 @@ def main() -> None:
     print("\nAccounts (numpy, what the trainer steps; same-step autoreset), 200 steps, median of 5\n")
     print(table(["N envs", "transitions/s", "us per step"], vector_rows))
 
-    # An agent's backtest (every validation and test) is one account stepped bar by bar; run_policy
-    # steps it on the python backend. Both backends with the same greedy policy (a large network).
+    # An agent's backtest (every validation and test) is one account stepped bar by bar, on the python
+    # backend by default. Both backends with the same greedy policy (a large network).
     import torch
 
     torch.set_num_threads(1)
-    agent = AdaptiveDQNAgent(splits.validation.features.shape[1] + 3, N_ACTIONS,
+    agent = AdaptiveDQNAgent(splits.validation.features.shape[1] + len(ACCOUNT_FEATURE_NAMES), N_ACTIONS,
                              TrainingConfig().with_overrides({"model_size": "large", "device": "cpu"}))
     policy = agent_policy(agent)
     per_bar = {backend: backtest_us_per_bar(splits.validation, policy, backend) for backend in ("numpy", "python")}

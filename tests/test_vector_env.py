@@ -178,6 +178,8 @@ def test_a_one_account_backtest_traces_each_of_several_accounts_exactly():
         assert np.array_equal(one.position[0], three.position[account])
         assert np.array_equal(one.actions[0], three.actions[account])
     assert one.metrics == pytest.approx(three.metrics, rel=1e-12)  # a mean over 3 equal accounts
+    one_numpy = run_policy(market, policy, "one", 8760.0, backend="numpy")  # one account, asked for numpy
+    assert np.array_equal(one.equity, one_numpy.equity) and one.metrics == one_numpy.metrics
     assert set(np.unique(one.position)) >= {0.5}  # a half position was held
     ruined = int(np.argmax(one.equity[0] < 1_000.0))  # below the 10% ruin line
     assert 0 < ruined < len(market) - 2 and (one.equity[0, ruined:] == one.equity[0, ruined]).all()

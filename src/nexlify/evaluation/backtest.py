@@ -47,14 +47,19 @@ def run_policy(
     initial_balance: float = 10_000.0,
     fee: float = 0.001,
     slippage: float = 0.0005,
+    backend: str | None = None,
 ) -> BacktestResult:
-    """Run ``policy`` from the first to the last row of ``market`` for ``num_accounts`` accounts."""
+    """Run ``policy`` from the first to the last row of ``market`` for ``num_accounts`` accounts.
+
+    ``backend`` (``Accounts``'): None picks python for one account, numpy for several. The python
+    backend's scalar step costs about half of numpy's on arrays of one, and the agent's own backtests
+    (every validation, every test) are one account; both give the same numbers.
+    """
+    backend = backend or ("python" if num_accounts == 1 else "numpy")
+    single = backend == "python"
     # Half orders accepted: a target_half agent's policy sends them, and a backtest is not the hot loop.
-    # One account steps on the python backend: its scalar step costs about a third of numpy's on
-    # arrays of one, and the agent's own backtests (every validation, every test) are one account.
-    single = num_accounts == 1
     accounts = Accounts(market, num_accounts, initial_balance=initial_balance, fee=fee, slippage=slippage,
-                        half_orders=True, backend="python" if single else "numpy")
+                        half_orders=True, backend=backend)
     steps = len(market) - 1
     equity = np.empty((num_accounts, steps + 1))
     position = np.zeros((num_accounts, steps + 1))
