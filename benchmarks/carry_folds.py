@@ -5,7 +5,7 @@ a window that ended 90 days before fold k's, and nothing of fold k's validation 
 seen by them. Live, this is a trader who retrains each quarter and keeps last quarter's models in the
 vote. It costs no training: the fold before's models are already there. Whether the staler members
 add diversity worth more than their staleness is what this measures, on a finished `nexlify
-walkforward` run (pooled), nothing retrained:
+walkforward --model-choice best` run (pooled; the default before session 25), nothing retrained:
 
 * ``fold``: fold k's seeds, mean-Q ensemble (what the walk-forward judges; its validation numbers
   must equal the stored ``ensemble_mean_q.json``, checked);

@@ -411,7 +411,7 @@ def _pooled_walkforward(folder: Path, first_seed: int) -> Path:
     run = folder / f"wf_{first_seed}"
     argv = ["walkforward", "--data", *map(str, files), "--train-days", "4", "--validation-days", "2", "--folds",
             "3", "--seeds", "2", "--seed", str(first_seed), "--episodes", "2", "--model-size", "tiny", "--jobs",
-            "1", "--quiet", "--checkpoint-dir", str(run)]
+            "1", "--quiet", "--model-choice", "best", "--checkpoint-dir", str(run)]  # carry_folds reads best's
     assert main(argv) == 0
     return run
 

@@ -459,7 +459,7 @@ def test_walkforward_command_runs_two_markets_in_parallel_and_resumes(tmp_path, 
     _binance_kline_export(synthetic_frame(24 * 12, seed=2), files[1])
     argv = ["walkforward", "--data", *map(str, files), "--train-days", "4", "--validation-days", "2", "--folds",
             "2", "--seeds", "1", "--episodes", "2", "--model-size", "tiny", "--jobs", "2", "--no-pool",
-            "--checkpoint-dir", str(tmp_path / "wf")]
+            "--ensemble", "none", "--checkpoint-dir", str(tmp_path / "wf")]  # each seed alone: its best model
     assert main(argv) == 0
     out = capsys.readouterr()
     assert "[4/4]" in out.err and "fold 2/2 of BBB_1h done" in out.err
@@ -498,12 +498,15 @@ def test_pooled_walkforward_trains_one_policy_on_every_market_and_judges_the_see
     run = tmp_path / "wf"
     # One policy per (fold, seed) for both markets: 2 folds x 2 seeds.
     assert len(list(run.glob("pooled/fold_*/seed_*/best_model.pth"))) == 4
-    assert not list(run.glob("AAA_1h/*")) and len(list(run.glob("pooled/fold_*/ensemble_mean_q.json"))) == 2
+    # The default model choice, `last`: each seed's final model, which every run keeps (no snapshots).
+    assert not list(run.glob("AAA_1h/*")) and len(list(run.glob("pooled/fold_*/ensemble_mean_q_last.json"))) == 2
+    assert not list(run.glob("pooled/fold_*/seed_*/validated_ep*.pth"))
     outcome = json.loads((run / "pooled" / "fold_01" / "seed_42" / OUTCOME_FILE).read_text())
     # The fold's baselines were backtested once, kept beside its seeds: 2 markets x (validation, test).
     assert len(list((run / "pooled" / "fold_01").glob("baselines_*.json"))) == 4
     other_seed = json.loads((run / "pooled" / "fold_01" / "seed_43" / OUTCOME_FILE).read_text())
-    ensemble = json.loads((run / "pooled" / "fold_01" / "ensemble_mean_q.json").read_text())
+    ensemble = json.loads((run / "pooled" / "fold_01" / "ensemble_mean_q_last.json").read_text())
+    assert ensemble["validation"]["models"] == ["seed_42/final_model.pth", "seed_43/final_model.pth"]
     for judged in (other_seed, ensemble):
         for name, market in outcome["markets"].items():
             assert judged["markets"][name]["test"]["buy_and_hold"] == market["test"]["buy_and_hold"]
@@ -529,7 +532,8 @@ def test_pooled_walkforward_trains_one_policy_on_every_market_and_judges_the_see
         bh = row["baselines"]["buy_and_hold"]["sharpe"]
         assert row["excess_sharpe"] == pytest.approx(row["ensemble"]["sharpe"] - bh)
     summary = (run / "walkforward_summary.txt").read_text()
-    assert "seeds judged as a mean_q ensemble" in summary and "folds in the period every market covers" in summary
+    assert "seeds judged as a mean_q ensemble of their last (final) models" in summary
+    assert "folds in the period every market covers" in summary and results["run"]["model_choice"] == "last"
     assert main(argv) == 0  # resumes: every job and ensemble is read back
     assert json.loads((run / "walkforward_results.json").read_text())["folds"] == folds
     # The same folder with other learning settings is refused before anything in it is written over.
@@ -595,19 +599,23 @@ def test_model_choice_last_of_one_seed_is_its_final_model(tmp_path):
     from nexlify.evaluation.backtest import agent_policy
     from nexlify.evaluation.fold_ensemble import run_fold_ensemble
     from nexlify.evaluation.fold_markets import market_backtests, market_splits
+    from nexlify.evaluation.snapshots import choose, run_snapshots
 
     job = _tiny_jobs(tmp_path, keep_validated_models=True)[0]
     outcome = run_fold_job(job)
     with pytest.raises(ConfigError, match="chooses by every seed's validation history"):
-        run_fold_ensemble([job], "mean_q", "last")
-    last = run_fold_ensemble([job], "mean_q", "last", [outcome])
-    assert last["validation"]["models"] == ["seed_1/validated_ep2.pth"]  # validated at episodes 1 and 2
+        run_fold_ensemble([job], "mean_q", "top2")
+    last = run_fold_ensemble([job], "mean_q", "last")  # no validation history needed
+    assert last["validation"]["models"] == ["seed_1/final_model.pth"]
     assert last["job"]["model_choice"] == "last"
-    # The last validation is where the run ended: that snapshot acts exactly as the final model.
-    final = AdaptiveDQNAgent.from_checkpoint(Path(job.output_dir) / "final_model.pth", device="cpu")
+    # The last validation is where the run ended (episodes 1 and 2): that snapshot, chosen by the
+    # rule from the kept files, acts exactly as the final model.
+    (snapshot,) = chosen = choose([run_snapshots(job.output_dir, outcome["validation"]["history"])], "last")
+    assert snapshot.path.name == "validated_ep2.pth"
     config = TrainingConfig().with_overrides({**job.config_overrides, "data_days": None})
     splits = market_splits(job, config.feature_set)["market"]
-    alone = market_backtests(agent_policy(final), splits, config)
+    alone = market_backtests(agent_policy(AdaptiveDQNAgent.from_checkpoint(chosen[0].path, device="cpu")),
+                             splits, config)
     assert last["test"]["agent"] == alone["test"]["agent"]
     assert last["validation_backtest"]["agent"] == alone["validation_backtest"]["agent"]
 

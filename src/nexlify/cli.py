@@ -247,10 +247,11 @@ def _add_walkforward_parser(sub: Any) -> None:
     from nexlify.evaluation.defaults import DEFAULT_MODEL_CHOICE
     from nexlify.evaluation.snapshots import MODEL_CHOICES
 
-    wf.add_argument("--model-choice", choices=MODEL_CHOICES, default=DEFAULT_MODEL_CHOICE,
+    wf.add_argument("--model-choice", choices=MODEL_CHOICES, default=None,
                     help="which validated models of each seed the ensemble combines: best (each seed's best on "
-                    "validation), top2, last, or all (every validated snapshot; no choice on validation) "
-                    f"(default {DEFAULT_MODEL_CHOICE})")
+                    "validation), top2, last (each seed's final model; no choice on validation), or all (every "
+                    f"validated snapshot) (default {DEFAULT_MODEL_CHOICE}; best with --ensemble none, which "
+                    "judges each seed alone)")
     wf.add_argument("--jobs", type=_positive(int), help="jobs run at once (default: from the hardware; with "
                     "--ray: at most this many over the whole cluster)")
     _add_ray_options(wf, default=None, what="every (market, fold, seed) as a Ray task")
@@ -704,6 +705,10 @@ def _walkforward(args: argparse.Namespace, console: Console) -> int:
         from nexlify.distributed.cluster import import_ray
 
         import_ray()  # before any work: say how to install it
+    if args.model_choice is None:  # each seed alone (--ensemble none) is judged by its best model
+        from nexlify.evaluation.defaults import DEFAULT_MODEL_CHOICE
+
+        args.model_choice = "best" if args.ensemble == "none" else DEFAULT_MODEL_CHOICE
     if args.model_choice != "best" and args.ensemble == "none":
         raise ConfigError(f"--model-choice {args.model_choice} acts through the seeds' ensemble; drop "
                           "--ensemble none or use --model-choice best")

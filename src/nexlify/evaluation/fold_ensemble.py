@@ -3,7 +3,7 @@
 Seeds of one configuration disagree most where the data says least; their ensemble is usually a
 steadier policy than any one of them (``nexlify.evaluation.ensemble``). Once every seed of a
 (market or pool, fold) has finished, the models the model choice picks from each seed's validated
-snapshots (``nexlify.evaluation.snapshots``: by default each seed's best on validation) are loaded
+snapshots (``nexlify.evaluation.snapshots``: by default each seed's last, its final model) are loaded
 and the ensemble is backtested on each market's validation and test windows. The result is written
 next to the seeds' folders, so a resumed walk-forward reads it back instead of recomputing.
 """
@@ -83,12 +83,15 @@ def run_fold_ensemble(members: Sequence[Any], mode: str, choice: str = "best",
 
 def chosen_models(members: Sequence[Any], choice: str, outcomes: Sequence[dict[str, Any]] = ()) -> list[Path]:
     """The model files of the seeds' snapshots ``choice`` picks by the validation histories in
-    ``outcomes`` (the seeds' fold outcomes); ``best``: each seed's best_model.pth."""
+    ``outcomes`` (the seeds' fold outcomes); ``best``: each seed's best_model.pth; ``last``: each
+    seed's final_model.pth."""
     from nexlify.evaluation.snapshots import choose, run_snapshots
-    from nexlify.training.trainer import BEST_MODEL
+    from nexlify.training.trainer import BEST_MODEL, FINAL_MODEL
 
-    if choice == "best":  # the same snapshots, kept by every run whatever keep_validated_models says
-        return [Path(m.output_dir) / BEST_MODEL for m in members]
+    # The same snapshots, kept by every run whatever keep_validated_models says: a run always validates
+    # where it ends, so its last snapshot is its final model.
+    if choice in ("best", "last"):
+        return [Path(m.output_dir) / (BEST_MODEL if choice == "best" else FINAL_MODEL) for m in members]
     history = {int(o["job"]["seed"]): o["validation"]["history"] for o in outcomes if not o["job"].get("ensemble")}
     missing = [m.label for m in members if m.seed not in history]
     if missing:

@@ -5,11 +5,13 @@ twice an episode); each validated model is a *snapshot* (kept on disk as ``valid
 the episodes done, e.g. ``validated_ep2.pth`` or ``validated_ep2.5.pth``, when ``keep_validated_models``
 is on). Scoring the best snapshot on the window it was chosen on flatters it; chosen on one half of a
 validation window and scored on the other, the four rules below were level over nine seeds (docs/benchmarks.md,
-"The model choice judged on held-out halves of validation"), so ``best`` stays the default. The rules:
+"The model choice judged on held-out halves of validation"); at the walk-forward's defaults over seven seed
+sets ``last`` led ``best`` in five (session 25) and is ``nexlify walkforward``'s default since. The rules:
 
 * ``best``: each run's best-scoring snapshot (what ``best_model.pth`` holds);
 * ``top2``: each run's two best-scoring snapshots;
-* ``last``: each run's last snapshot (no choice at all);
+* ``last``: each run's last snapshot (no choice at all; a run validates where it ends, so this is its
+  final model, ``final_model.pth``);
 * ``all``: every snapshot of every run (an ensemble that averages the snapshots' macro bets).
 
 Ties go to the earlier snapshot, as in the trainer (a later one must score strictly higher).

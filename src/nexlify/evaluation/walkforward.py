@@ -424,9 +424,9 @@ def run_walkforward(jobs: Sequence[FoldJob], executor: Executor | None = None,
 
     ``ensemble`` (``mean_q``, ``vote`` or ``consensus``): once a fold's seeds are all done, the models
     ``model_choice`` picks from their validated snapshots (``snapshots``; ``best``: each seed's best
-    model) act as one policy, and that policy is the one judged (``fold_ensemble``); None judges the
-    seeds' mean (their best models). One seed forms an ensemble only when the choice picks several
-    of its snapshots or another than its best.
+    model; ``last``, the CLI's default: each seed's final model) act as one policy, and that policy is
+    the one judged (``fold_ensemble``); None judges the seeds' mean (their best models). One seed forms
+    an ensemble only when the choice picks several of its snapshots or another than its best.
     ``progress`` gets ``{"event": "job", "outcome", "done", "total", "resumed", "elapsed_seconds"}``
     after every job and ``{"event": "fold", "market", "fold", "folds", "row"}`` for each market of a
     fold once its seeds (and their ensemble) are done.
@@ -437,11 +437,12 @@ def run_walkforward(jobs: Sequence[FoldJob], executor: Executor | None = None,
         raise ConfigError("no walk-forward jobs to run")
     if model_choice not in MODEL_CHOICES:
         raise ConfigError(f"model choice must be one of {', '.join(MODEL_CHOICES)}; got {model_choice!r}")
-    if model_choice != "best":
-        if ensemble is None:
-            raise ConfigError(f"the model choice {model_choice!r} acts through the seeds' ensemble; choose an "
-                              "ensemble mode (e.g. mean_q) or the model choice 'best'")
-        # Every snapshot must stay on disk to be chosen from; that changes no job's learning.
+    if model_choice != "best" and ensemble is None:
+        raise ConfigError(f"the model choice {model_choice!r} acts through the seeds' ensemble; choose an "
+                          "ensemble mode (e.g. mean_q) or the model choice 'best'")
+    if model_choice in ("top2", "all"):
+        # Every snapshot must stay on disk to be chosen from; that changes no job's learning. (`best` and
+        # `last` are best_model.pth and final_model.pth, which every run keeps.)
         jobs = [replace(job, config_overrides={**job.config_overrides, "keep_validated_models": True})
                 for job in jobs]
     executor = executor or local_executor(1)

@@ -81,7 +81,7 @@ def _judged(run: dict[str, Any]) -> str:
     mode, choice = run.get("ensemble", "none"), run.get("model_choice", "best")
     if mode == "none":
         return "by their mean"
-    models = {"best": "best models", "top2": "two best models", "last": "last models",
+    models = {"best": "best models", "top2": "two best models", "last": "last (final) models",
               "all": "validated models, all of them"}[choice]
     return f"as a {mode} ensemble of their {models}"
 
