@@ -85,23 +85,34 @@ def kept_history(job: Any, keep: frozenset[float] | None) -> list[dict[str, Any]
     return [r for r in history if keep is None or float(r["episode"]) in keep]
 
 
-def fold_study(members: list[Any], keep: frozenset[float] | None = None) -> list[dict[str, Any]]:
-    """Every rule's scores on one fold: nested (choose on one validation half, score the other) and
-    on test (choose on the whole validation window, the trainer's scores). One record per market.
-    ``keep``: study only the snapshots taken at these episodes (None: all)."""
+FoldModels = tuple[list[Any], dict[str, float], list[Any], dict[Any, Any], dict[str, Any]]
+
+
+def load_fold(members: list[Any], keep: frozenset[float] | None = None) -> FoldModels:
+    """One fold's seed jobs read back: (the jobs by seed, the backtests' costs, each seed's snapshots
+    (only those at the episodes in ``keep``; None: all), their agents by file, each market's splits)."""
     from nexlify.agent.dqn import AdaptiveDQNAgent
     from nexlify.config import TrainingConfig
-    from nexlify.evaluation.backtest import buy_and_hold_policy, moving_average_policy, run_policy
-    from nexlify.evaluation.ensemble import ensemble_policy
     from nexlify.evaluation.fold_markets import market_splits
-    from nexlify.evaluation.snapshots import Snapshot, choose, run_snapshots
+    from nexlify.evaluation.snapshots import run_snapshots
 
     members = sorted(members, key=lambda job: job.seed)
     config = TrainingConfig().with_overrides({**members[0].config_overrides, "data_days": None})
     costs = {"initial_balance": config.initial_balance, "fee": config.fee, "slippage": config.slippage}
     runs = [run_snapshots(job.output_dir, kept_history(job, keep)) for job in members]
     agents = {s.path: AdaptiveDQNAgent.from_checkpoint(s.path, device="cpu") for run in runs for s in run}
-    markets = market_splits(members[0], config.feature_set)
+    return members, costs, runs, agents, market_splits(members[0], config.feature_set)
+
+
+def fold_study(members: list[Any], keep: frozenset[float] | None = None) -> list[dict[str, Any]]:
+    """Every rule's scores on one fold: nested (choose on one validation half, score the other) and
+    on test (choose on the whole validation window, the trainer's scores). One record per market.
+    ``keep``: study only the snapshots taken at these episodes (None: all)."""
+    from nexlify.evaluation.backtest import buy_and_hold_policy, moving_average_policy, run_policy
+    from nexlify.evaluation.ensemble import ensemble_policy
+    from nexlify.evaluation.snapshots import Snapshot, choose
+
+    members, costs, runs, agents, markets = load_fold(members, keep)
 
     def backtest(snapshots: list[Snapshot], window: Any, ppy: float) -> dict[str, float]:
         result = run_policy(window, ensemble_policy([agents[s.path] for s in snapshots]), "agent", ppy, **costs)

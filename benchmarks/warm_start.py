@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, table  # noqa: E402
-from model_choice import HALVES, fold_groups, half, kept_history, paired_stats  # noqa: E402
+from model_choice import HALVES, fold_groups, half, load_fold, paired_stats  # noqa: E402
 
 STARTS = ("flat", "carried")
 LENSES = ("nested", "forward", "test")
@@ -63,19 +63,11 @@ def carried_sharpe(window: Any, before: Any, policy: Any, periods_per_year: floa
 def fold_study(members: list[Any]) -> list[dict[str, Any]]:
     """One fold's ``best`` ensemble, each window scored flat and carried, minus buy-and-hold's Sharpe
     (which buys at the window's first candle either way). One record per market."""
-    from nexlify.agent.dqn import AdaptiveDQNAgent
-    from nexlify.config import TrainingConfig
     from nexlify.evaluation.backtest import buy_and_hold_policy, run_policy
     from nexlify.evaluation.ensemble import ensemble_policy
-    from nexlify.evaluation.fold_markets import market_splits
-    from nexlify.evaluation.snapshots import choose, run_snapshots
+    from nexlify.evaluation.snapshots import choose
 
-    members = sorted(members, key=lambda job: job.seed)
-    config = TrainingConfig().with_overrides({**members[0].config_overrides, "data_days": None})
-    costs = {"initial_balance": config.initial_balance, "fee": config.fee, "slippage": config.slippage}
-    runs = [run_snapshots(job.output_dir, kept_history(job, None)) for job in members]
-    agents = {s.path: AdaptiveDQNAgent.from_checkpoint(s.path, device="cpu") for run in runs for s in run}
-    markets = market_splits(members[0], config.feature_set)
+    members, costs, runs, agents, markets = load_fold(members)
     ppy = {name: s.periods_per_year for name, s in markets.items()}
 
     def policy(snapshots: list[Any]) -> Any:
