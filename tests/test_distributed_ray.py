@@ -165,7 +165,7 @@ def test_a_sweep_chooses_on_validation_only_and_a_resume_skips_finished_trials(l
     assert [row for row in second.rows if row["status"] == "error"] == []
 
 
-def test_a_sweeps_test_verdict_judges_the_chosen_configs_seeds_as_the_ensemble_asked_for(local_ray, market,
+def test_a_sweeps_test_verdict_judges_the_chosen_configs_final_models_as_the_ensemble_asked_for(local_ray, market,
                                                                                          tmp_path):
     jobs = _jobs(market, tmp_path / "template", seeds=(1, 2))
     spec = SweepSpec({"n_step": {"choice": [1]}}, 1, jobs, {}, search_seed=0)
@@ -175,5 +175,8 @@ def test_a_sweeps_test_verdict_judges_the_chosen_configs_seeds_as_the_ensemble_a
     # final jobs with the same ensemble gives.
     assert len(judged) == len({o["job"]["fold"] for o in result.final.outcomes}) >= 2
     assert all(o["job"]["ensemble"] == "mean_q" and sorted(o["job"]["seeds"]) == [1, 2] for o in judged)
+    # Their final models, as `nexlify walkforward` judges by default.
+    assert all(o["job"]["model_choice"] == "last" and o["validation"]["models"] == ["seed_1/final_model.pth",
+               "seed_2/final_model.pth"] for o in judged)
     final_jobs = [FoldJob.from_dict(o["job"]) for o in result.final.outcomes if not o["job"].get("ensemble")]
-    assert run_walkforward(final_jobs, ensemble="mean_q").verdict == result.final.verdict
+    assert run_walkforward(final_jobs, ensemble="mean_q", model_choice="last").verdict == result.final.verdict

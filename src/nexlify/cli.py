@@ -771,6 +771,7 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
     from nexlify.distributed.cluster import import_ray
     from nexlify.distributed.space import read_space
     from nexlify.distributed.sweep import SUMMARY, TRIALS_DIR, SweepSpec, final_folder, run_sweep, summary_text
+    from nexlify.evaluation.defaults import DEFAULT_MODEL_CHOICE
     from nexlify.evaluation.walkforward_report import write_outputs
     from nexlify.io import write_text_atomic
     from nexlify.training.run_folder import RunFolderLock
@@ -784,15 +785,17 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
     console.print(f"[bold]Nexlify sweep[/bold]: {args.trials} trial(s) over {', '.join(space)}, each a walk-forward "
                   f"of {len(plan.jobs)} job(s) judged on validation windows; Ray {args.ray} -> {output_dir}",
                   soft_wrap=True)
+    # The chosen config's test verdict judges what `nexlify walkforward` judges by default.
+    choice = "best" if args.ensemble == "none" else DEFAULT_MODEL_CHOICE
     with RunFolderLock(output_dir):
         loud = not args.quiet
         result = run_sweep(spec, output_dir, address=args.ray, explicit=plan.overrides,
                            trials_per_gpu=args.trials_per_gpu, on_plan=_show_ray_plan(console) if loud else None,
                            log_trials=loud, final_progress=_walkforward_progress(console) if loud else None,
-                           ensemble=None if args.ensemble == "none" else args.ensemble)
+                           ensemble=None if args.ensemble == "none" else args.ensemble, model_choice=choice)
         markets = list(dict.fromkeys(name for job in plan.jobs for name, _ in job.members))
         write_outputs(result.final, final_folder(output_dir, result.best),
-                      _walkforward_run_info(args, plan.config, 0, markets, result.final))
+                      _walkforward_run_info(args, plan.config, 0, markets, result.final, choice))
         text = summary_text(result, spec, plan.config.validation_metric)
         write_text_atomic(output_dir / SUMMARY, text)
     print(text)

@@ -193,13 +193,17 @@ def run_sweep(spec: SweepSpec, root: str | Path, *, address: str = LOCAL,
               explicit: dict[str, Any] | None = None, trials_per_gpu: int | None = None,
               max_failures: int = DEFAULT_MAX_FAILURES, run_job: RunJob = run_fold_job,
               on_plan: Callable[[list[TrialKind]], None] | None = None,
-              log_trials: bool = False, final_progress: Any = None, ensemble: str | None = None) -> SweepResult:
+              log_trials: bool = False, final_progress: Any = None, ensemble: str | None = None,
+              model_choice: str | None = None) -> SweepResult:
     """Search, choose on validation, write the outputs, then run the chosen config's test verdict once.
 
     Trials are judged on their seeds' validation scores; ``ensemble`` (as in ``run_walkforward``) is how
-    the chosen config's seeds are judged on the test windows.
+    the chosen config's seeds are judged on the test windows, through the models ``model_choice`` picks
+    (None: the walk-forward's default, each seed's final model; each seed's best without an ensemble).
     """
     from ray import tune
+
+    from nexlify.evaluation.defaults import DEFAULT_MODEL_CHOICE
 
     root = Path(root).resolve()
     explicit = dict(explicit or {})
@@ -244,7 +248,10 @@ def run_sweep(spec: SweepSpec, root: str | Path, *, address: str = LOCAL,
                               output_dir=str(final_folder(root, best) / job_folder(job)))
                       for job in spec.jobs]
         executor = RayExecutor(address, explicit=explicit, trials_per_gpu=trials_per_gpu)
-        final = run_walkforward(final_jobs, executor, progress=final_progress, ensemble=ensemble)
+        # Judged as `nexlify walkforward` judges by default: the seeds' ensemble of their final models.
+        choice = model_choice or (DEFAULT_MODEL_CHOICE if ensemble is not None else "best")
+        final = run_walkforward(final_jobs, executor, progress=final_progress, ensemble=ensemble,
+                                model_choice=choice)
     return SweepResult(rows, best, best_config, final, resumed)
 
 
