@@ -33,7 +33,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, table  # noqa: E402
 from model_choice import HALVES, fold_groups, half, load_fold, paired_stats  # noqa: E402
 
-STARTS = ("flat", "carried")
 LENSES = ("nested", "forward", "test")
 
 

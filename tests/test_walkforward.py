@@ -903,3 +903,10 @@ def test_an_outage_that_leaves_too_little_history_is_refused_in_one_line(tmp_pat
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error:") and "after its 30 missing candles ending" in err and "--train-days" in err
     assert not (tmp_path / "wf").exists()
+
+
+def test_the_default_model_choice_is_the_final_models_through_an_ensemble_and_the_best_alone():
+    from nexlify.evaluation.defaults import default_model_choice
+
+    assert [default_model_choice(mode) for mode in ("mean_q", "vote", "consensus")] == ["last"] * 3
+    assert default_model_choice(None) == default_model_choice("none") == "best"

@@ -706,9 +706,9 @@ def _walkforward(args: argparse.Namespace, console: Console) -> int:
 
         import_ray()  # before any work: say how to install it
     if args.model_choice is None:  # each seed alone (--ensemble none) is judged by its best model
-        from nexlify.evaluation.defaults import DEFAULT_MODEL_CHOICE
+        from nexlify.evaluation.defaults import default_model_choice
 
-        args.model_choice = "best" if args.ensemble == "none" else DEFAULT_MODEL_CHOICE
+        args.model_choice = default_model_choice(args.ensemble)
     if args.model_choice != "best" and args.ensemble == "none":
         raise ConfigError(f"--model-choice {args.model_choice} acts through the seeds' ensemble; drop "
                           "--ensemble none or use --model-choice best")
@@ -771,7 +771,7 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
     from nexlify.distributed.cluster import import_ray
     from nexlify.distributed.space import read_space
     from nexlify.distributed.sweep import SUMMARY, TRIALS_DIR, SweepSpec, final_folder, run_sweep, summary_text
-    from nexlify.evaluation.defaults import DEFAULT_MODEL_CHOICE
+    from nexlify.evaluation.defaults import default_model_choice
     from nexlify.evaluation.walkforward_report import write_outputs
     from nexlify.io import write_text_atomic
     from nexlify.training.run_folder import RunFolderLock
@@ -786,7 +786,7 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
                   f"of {len(plan.jobs)} job(s) judged on validation windows; Ray {args.ray} -> {output_dir}",
                   soft_wrap=True)
     # The chosen config's test verdict judges what `nexlify walkforward` judges by default.
-    choice = "best" if args.ensemble == "none" else DEFAULT_MODEL_CHOICE
+    choice = default_model_choice(args.ensemble)
     with RunFolderLock(output_dir):
         loud = not args.quiet
         result = run_sweep(spec, output_dir, address=args.ray, explicit=plan.overrides,

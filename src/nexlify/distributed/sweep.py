@@ -203,7 +203,7 @@ def run_sweep(spec: SweepSpec, root: str | Path, *, address: str = LOCAL,
     """
     from ray import tune
 
-    from nexlify.evaluation.defaults import DEFAULT_MODEL_CHOICE
+    from nexlify.evaluation.defaults import default_model_choice
 
     root = Path(root).resolve()
     explicit = dict(explicit or {})
@@ -249,9 +249,8 @@ def run_sweep(spec: SweepSpec, root: str | Path, *, address: str = LOCAL,
                       for job in spec.jobs]
         executor = RayExecutor(address, explicit=explicit, trials_per_gpu=trials_per_gpu)
         # Judged as `nexlify walkforward` judges by default: the seeds' ensemble of their final models.
-        choice = model_choice or (DEFAULT_MODEL_CHOICE if ensemble is not None else "best")
         final = run_walkforward(final_jobs, executor, progress=final_progress, ensemble=ensemble,
-                                model_choice=choice)
+                                model_choice=model_choice or default_model_choice(ensemble))
     return SweepResult(rows, best, best_config, final, resumed)
 
 

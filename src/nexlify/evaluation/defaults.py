@@ -24,6 +24,12 @@ DEFAULT_ENSEMBLE = "mean_q"
 # +0.41; within the judge's noise, so this is a choice among equals that drops a noisy choice
 # (docs/benchmarks.md, session 25). `--ensemble none` (each seed alone) still judges the best models.
 DEFAULT_MODEL_CHOICE = "last"
+
+
+def default_model_choice(ensemble: str | None) -> str:
+    """The model choice when none is given: ``DEFAULT_MODEL_CHOICE`` through an ensemble; each seed's
+    best model when the seeds are judged alone (``ensemble`` None or ``"none"``)."""
+    return DEFAULT_MODEL_CHOICE if ensemble not in (None, "none") else "best"
 # What every walk-forward job learns with, on any machine: the configuration chosen on validation folds
 # (the 2-core plan that every lever in docs/benchmarks.md was judged against). A machine's own plan
 # would change the verdict with the hardware: on an H100 it picks xlarge at batch 8192 (411 learning
