@@ -90,6 +90,11 @@ class TrainingConfig:
     # states and next states of every learning batch (RAD-style augmentation, Laskin et al. 2020);
     # acting, the stored transitions and the account features are untouched. 0 is none.
     observation_noise: float = 0.0
+    # The model that acts out of sample (validation, backtests, saved models, live trading) is an
+    # exponential moving average of the online network's weights with this decay per learning step
+    # (Polyak averaging of the iterates); training still acts and learns with the online network.
+    # 0 is none: the online network acts everywhere.
+    policy_averaging: float = 0.0
     train_frequency: int = 4  # environment transitions collected per learning step
     learning_starts: int = 1_000  # transitions stored before the first learning step
     target_update: str = "hard"
@@ -311,6 +316,7 @@ _RULES: dict[str, tuple[Any, ...]] = {
     "weight_decay": (_FLOAT, 0.0, 1.0),
     "dropout": (_FLOAT, 0.0, 0.9),
     "observation_noise": (_FLOAT, 0.0, 10.0),
+    "policy_averaging": (_FLOAT, 0.0, 0.999999),  # 1 would never move from the initial weights
     "buffer_size": (_INT, 1, 10**10),
     "replay_state_dtype": REPLAY_STATE_DTYPES,
     "device": (_STR,),

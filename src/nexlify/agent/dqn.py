@@ -123,6 +123,15 @@ class AdaptiveDQNAgent:
         self.target_network.eval()
         self._online_params = list(self.q_network.parameters())
         self._target_params = list(self.target_network.parameters())
+        # The Polyak average of the online weights (config policy_averaging): the network that acts out
+        # of sample. None without averaging: the online network acts everywhere.
+        self.averaged_network: QNetwork | None = None
+        self._averaged_params: list[torch.nn.Parameter] = []
+        if config.policy_averaging > 0:
+            self.averaged_network = copy.deepcopy(self.q_network)
+            self.averaged_network.requires_grad_(False)
+            self.averaged_network.eval()
+            self._averaged_params = list(self.averaged_network.parameters())
         self.optimizer = _make_adam(self._online_params, config.learning_rate, config.weight_decay)
 
         # Mixed precision: fp16 (+GradScaler) or bf16 on CUDA; bf16 on CPU only when asked for.
@@ -161,6 +170,7 @@ class AdaptiveDQNAgent:
         self._device_rng = torch.Generator(device=self.device)
         self._device_rng.manual_seed(config.seed + 2)
         self._host_q: HostQFunction | None = None  # numpy view of q_network for acting on the CPU
+        self._host_policy_q: HostQFunction | None = None  # numpy view of averaged_network
         # Dropout masks of the learning forward pass; None without dropout (no draws, same arithmetic).
         self._dropout_rng = torch.Generator(device=self.device)
         self._dropout_rng.manual_seed(config.seed + 3)
@@ -211,7 +221,7 @@ class AdaptiveDQNAgent:
         """argmax_a Q(s, a) (int64) for a float32 batch of host states."""
         states = np.ascontiguousarray(states, dtype=np.float32)
         if self.device.type == "cpu":
-            return self.host_q_function()(states).argmax(axis=1).astype(np.int64)
+            return self._online_host_q()(states).argmax(axis=1).astype(np.int64)
         with torch.inference_mode():
             q = self.q_network(torch.from_numpy(states).to(self.device))
             return q.argmax(dim=1).cpu().numpy().astype(np.int64)
@@ -228,12 +238,28 @@ class AdaptiveDQNAgent:
         )
         return torch.where(random_rows, random_actions, greedy)
 
+    @property
+    def policy_network(self) -> QNetwork:
+        """The network that acts out of sample: the averaged weights with ``policy_averaging``, else
+        the online network. Training's own acting (``act``) always uses the online network."""
+        return self.averaged_network if self.averaged_network is not None else self.q_network
+
     def host_q_function(self) -> HostQFunction:
-        """The online Q-function in numpy on the host: live views of the weights on the CPU; on another
-        device a copy of the weights as they are now (for bar-by-bar backtests that must not wait for
-        the GPU at every bar)."""
+        """The out-of-sample Q-function (``policy_network``) in numpy on the host, for validation,
+        backtests and live trading: live views of the weights on the CPU; on another device a copy of
+        the weights as they are now (for bar-by-bar backtests that must not wait for the GPU at every
+        bar)."""
+        network = self.policy_network
         if self.device.type != "cpu":
-            return HostQFunction(copy.deepcopy(self.q_network).to("cpu"))
+            return HostQFunction(copy.deepcopy(network).to("cpu"))
+        if network is self.q_network:
+            return self._online_host_q()
+        if self._host_policy_q is None or self._host_policy_q.network is not network:
+            self._host_policy_q = HostQFunction(network)
+        return self._host_policy_q
+
+    def _online_host_q(self) -> HostQFunction:
+        """Live numpy views of the online network's weights (CPU only), for training's acting."""
         if self._host_q is None or self._host_q.network is not self.q_network:
             self._host_q = HostQFunction(self.q_network)
         return self._host_q
@@ -418,6 +444,7 @@ class AdaptiveDQNAgent:
 
         self.updates += 1
         self._update_target()
+        self._update_average()
         loss = total_loss / accum
         # Host time: on a GPU this is the time to queue the step, not to run it.
         self._batch_times.append(time.perf_counter() - start)
@@ -432,6 +459,18 @@ class AdaptiveDQNAgent:
                 torch._foreach_lerp_(self._target_params, self._online_params, self.config.tau)
         elif self.updates % self.config.target_update_interval == 0:
             self.update_target_model()
+
+    def _update_average(self) -> None:
+        """Move the averaged weights toward the online ones (with ``policy_averaging``; else nothing).
+
+        The decay warms up as (1 + updates) / (10 + updates) until it reaches ``policy_averaging``
+        (TensorFlow's ExponentialMovingAverage rule), so the first validations are not dominated by
+        the random initial weights."""
+        if self.averaged_network is None:
+            return
+        decay = min(self.config.policy_averaging, (1 + self.updates) / (10 + self.updates))
+        with torch.no_grad():
+            torch._foreach_lerp_(self._averaged_params, self._online_params, 1.0 - decay)
 
     def update_target_model(self) -> None:
         """Copy the online weights into the target network."""
@@ -518,6 +557,7 @@ class AdaptiveDQNAgent:
             "config": self.config.to_dict(),
             "q_network": self.q_network.state_dict(),
             "target_network": self.target_network.state_dict(),
+            "averaged_network": self.averaged_network.state_dict() if self.averaged_network is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "counters": {"steps": self.steps, "updates": self.updates, "epsilon_progress": self._epsilon_progress},
@@ -549,6 +589,10 @@ class AdaptiveDQNAgent:
             _check_replay_state(replay, self.state_size, self.config.buffer_size)
         self.q_network.load_state_dict(state["q_network"])
         self.target_network.load_state_dict(state["target_network"])
+        if self.averaged_network is not None:
+            # A state saved without averaging starts the average at its online weights.
+            averaged = state.get("averaged_network")
+            self.averaged_network.load_state_dict(averaged if averaged is not None else state["q_network"])
         flags = {k: self.optimizer.param_groups[0].get(k) for k in ("fused", "foreach")}
         self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:
@@ -572,6 +616,7 @@ class AdaptiveDQNAgent:
         for num_envs, acc_state in (state.get("nstep") or {}).items():
             self._push_nstep_accumulator(int(num_envs)).load_state_dict(acc_state)
         self._host_q = None
+        self._host_policy_q = None
 
     def save(
         self, path: str | Path, extra_metadata: dict[str, Any] | None = None, include_replay: bool = False
