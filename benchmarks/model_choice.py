@@ -31,12 +31,21 @@ docs/benchmarks.md): ``--keep-episodes 2,4,6`` studies only those snapshots (rec
 
     PYTHONPATH=src python benchmarks/model_choice.py runs/ref_a --keep-episodes 2,4,6 --out ref_even.json
     PYTHONPATH=src python benchmarks/model_choice.py --records ref_even.json lever.json --reference "ref_a[2,4,6]"
+
+Snapshot ensembles and single episodes come from the same runs: with ``--keep-episodes 5,6`` the rule
+``all`` is each seed's last two snapshots in one ensemble. ``--versus last`` pairs every lever rule
+with the reference's ``last``, and ``--lever`` picks the lever's runs (default: all the others), so one
+seed set is paired with its own runs:
+
+    PYTHONPATH=src python benchmarks/model_choice.py --records ref.json tail.json --reference ref_a \
+        --lever "ref_a[5,6]" --versus last
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -228,16 +237,24 @@ def goals(records: list[dict[str, Any]], rule: str) -> str | None:
             f"above the MA rule {beats_ma}/{n}")
 
 
-def paired(reference: list[dict[str, Any]], lever: list[dict[str, Any]], label: str) -> str:
+def paired(reference: list[dict[str, Any]], lever: list[dict[str, Any]], label: str,
+           versus: str | None = None) -> str:
     """``lever`` minus ``reference`` for each rule, on each lens, paired by window (each side's value the
-    mean over its runs), t interval over folds: two configurations judged with no choice bonus."""
+    mean over its runs), t interval over folds: two configurations judged with no choice bonus.
+    ``versus``: every lever rule against this one reference rule instead of the same rule (e.g. a
+    ``--keep-episodes 5,6`` study's ``all``, the last two snapshots' ensemble, against ``last``)."""
     rows = []
     for rule in RULES:
-        row: list[object] = [label, rule]
+        row: list[object] = [label, rule if versus is None else f"{rule} - {versus}"]
         for lens in ("nested", "forward", "test"):
-            row.append(difference(window_values(lever, rule, lens), window_values(reference, rule, lens)))
+            row.append(difference(window_values(lever, rule, lens), window_values(reference, versus or rule, lens)))
         rows.append(row)
     return table(["lever minus reference", "rule", "nested", "forward", "test (as it falls)"], rows)
+
+
+def run_names(text: str) -> list[str]:
+    """Comma-separated run names; commas inside a name's brackets (``ref_a[2,4,6]``) are the name's own."""
+    return [name.strip() for name in re.split(r",(?![^\[]*\])", text) if name.strip()]
 
 
 def load_records(paths: list[str]) -> dict[str, list[dict[str, Any]]]:
@@ -269,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
                         "validated there (e.g. 2,4,6), to judge against a lever that validates less often")
     parser.add_argument("--reference", default=None, help="comma-separated run (folder) names pooled as the "
                         "reference: the other runs, pooled, are printed minus it, paired by window")
+    parser.add_argument("--lever", default=None, help="with --reference: comma-separated run names pooled as "
+                        "the lever (default: every run not in --reference), e.g. one seed set's pair")
+    parser.add_argument("--versus", default=None, choices=RULES, help="with --reference: every lever rule "
+                        "minus this reference rule (default: the same rule)")
     args = parser.parse_args(argv)
     if args.records:
         try:
@@ -276,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        return _report(records, args.reference, None)
+        return _report(records, args.reference, None, args.lever, args.versus)
     try:
         keep = frozenset(float(e) for e in args.keep_episodes.split(",")) if args.keep_episodes else None
     except ValueError:
@@ -285,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.runs:
         parser.error("give the run folders to study, or --records")
-    unknown = set(args.reference.split(",")) - {Path(folder).name for folder in args.runs} if args.reference else ()
+    unknown = set(run_names(args.reference)) - {Path(folder).name for folder in args.runs} if args.reference else ()
     if unknown:  # before the study, which takes minutes
         print(f"error: --reference names no run given: {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
@@ -315,10 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     for (lever, _), fold_records in zip(tasks, done, strict=True):
         records[lever].extend(fold_records)
     print(f"{machine()}; {len(tasks)} folds in {time.perf_counter() - started:.0f} s\n")
-    return _report(records, args.reference, args.out)
+    return _report(records, args.reference, args.out, args.lever, args.versus)
 
 
-def _report(records: dict[str, list[dict[str, Any]]], reference: str | None, out: str | None) -> int:
+def _report(records: dict[str, list[dict[str, Any]]], reference: str | None, out: str | None,
+            lever: str | None = None, versus: str | None = None) -> int:
     print("Validation excess Sharpe over buy-and-hold, each rule chosen on one half of the window and scored on "
           "the other (nested: both ways round; forward: first half chosen, second scored); test: chosen on the "
           "whole validation window. 'minus best': paired by window, t interval over folds, windows better.\n")
@@ -330,15 +352,16 @@ def _report(records: dict[str, list[dict[str, Any]]], reference: str | None, out
     if len(separate) > 1:
         blocks.append(compare([r for rs in separate for r in rs], "pooled"))
     if reference:
-        names = reference.split(",")
-        unknown = [name for name in names if name not in records]
-        if unknown:
-            print(f"error: --reference names runs not studied: {', '.join(unknown)} "
-                  f"(studied: {', '.join(records)})", file=sys.stderr)
-            return 2
-        others = [lever for lever in records if lever not in names and lever != "together"]
+        names = run_names(reference)
+        others = run_names(lever) if lever else [run for run in records if run not in names and run != "together"]
+        for flag, given in (("--reference", names), ("--lever", others)):
+            unknown = [name for name in given if name not in records]
+            if unknown:
+                print(f"error: {flag} names runs not studied: {', '.join(unknown)} "
+                      f"(studied: {', '.join(records)})", file=sys.stderr)
+                return 2
         blocks.append(paired([r for name in names for r in records[name]],
-                             [r for lever in others for r in records[lever]], "+".join(others)))
+                             [r for run in others for r in records[run]], "+".join(others), versus))
     print("\n\n".join(blocks))
     if out:
         Path(out).write_text(json.dumps({"machine": machine(), "records": records}, indent=1))

@@ -98,6 +98,20 @@ def test_two_configurations_are_paired_by_window_and_read_back_from_their_record
     assert "lever minus reference" in capsys.readouterr().out
     assert model_choice.main(["--records", str(path), "--reference", "ref_c"]) == 2
     assert capsys.readouterr().err.startswith("error: --reference names runs not studied: ref_c")
+    # One lever run against one reference run, every lever rule against the reference's `last`.
+    records["ref_a"][0]["nested"]["last"] = {"first_to_second": -3.0, "second_to_first": -3.0}
+    table = model_choice.paired(records["ref_a"], records["lever"], "lever", versus="last")
+    top2 = next(line for line in table.splitlines() if line.split()[1:4] == ["top2", "-", "last"])
+    # Nested: 0.5 - (-3.0), 1.5 - 0.0, 2.5 - 1.0 -> +3.5, +1.5, +1.5: mean +2.17, 3 of 3 above.
+    assert "+2.17 [" in top2 and "3/3" in top2.split("]")[1]
+    path.write_text(json.dumps({"records": records}))
+    assert model_choice.main(["--records", str(path), "--reference", "ref_a", "--lever", "lever",
+                              "--versus", "last"]) == 0
+    assert "+2.17 [" in capsys.readouterr().out
+    assert model_choice.main(["--records", str(path), "--reference", "ref_a", "--lever", "lever_b"]) == 2
+    assert capsys.readouterr().err.startswith("error: --lever names runs not studied: lever_b")
+    # A kept-episodes study's name keeps its own commas.
+    assert model_choice.run_names("ref_a[2,4,6],ref_b, lever[5,6]") == ["ref_a[2,4,6]", "ref_b", "lever[5,6]"]
 
 
 def test_the_goals_of_one_run_on_test_by_hand():
