@@ -131,3 +131,27 @@ def test_policy_averaging_is_validated(value) -> None:
 def test_configs_saved_before_policy_averaging_load_without_it() -> None:
     old = {k: v for k, v in TrainingConfig().to_dict().items() if k != "policy_averaging"}
     assert TrainingConfig.from_dict(old).policy_averaging == 0.0
+
+
+def test_a_training_run_learns_the_same_network_and_saves_the_average(tmp_path) -> None:
+    from helpers import synthetic_frame, tiny_config
+    from nexlify.serialization import read_checkpoint
+    from nexlify.training.pipeline import run_training
+
+    data = synthetic_frame(420, seed=1)
+    for name, averaging in (("plain", 0.0), ("averaged", DECAY)):
+        run_training(tiny_config(episodes=2, policy_averaging=averaging), data=data, output_dir=tmp_path / name,
+                     quiet=True)
+    plain, averaged = (read_checkpoint(tmp_path / name / "final_model.pth").state for name in ("plain", "averaged"))
+    # Training is unchanged: the same online network, bit for bit.
+    for key, weights in plain["q_network"].items():
+        assert torch.equal(weights, averaged["q_network"][key])
+    assert plain["averaged_network"] is None
+    assert any(not torch.equal(averaged["averaged_network"][k], w) for k, w in averaged["q_network"].items())
+    # The saved model acts on the average.
+    model = AdaptiveDQNAgent.from_checkpoint(tmp_path / "averaged" / "final_model.pth")
+    batch = np.random.default_rng(3).standard_normal((64, model.state_size)).astype(np.float32)
+    with torch.no_grad():
+        model.q_network.load_state_dict(averaged["averaged_network"])
+        expected = model.q_network(torch.as_tensor(batch)).numpy()
+    np.testing.assert_allclose(model.host_q_function()(batch), expected, rtol=1e-5, atol=1e-6)
