@@ -82,3 +82,25 @@ def assert_learning_resumes_bit_exactly(make_agent, fill, before: int = 3, after
     for a, b in zip(agent_weights(straight), agent_weights(resumed), strict=True):
         assert torch.equal(a, b)
 
+
+
+LEARNING_STATE_SIZE = 9  # 6 market features + the 3 account features
+
+
+def learning_agent(**overrides):
+    """A tiny agent that learns from its first transition (for tests of the learning step's options)."""
+    from nexlify.agent.dqn import AdaptiveDQNAgent
+    from nexlify.config import TrainingConfig
+
+    values = {"model_size": "tiny", "learning_starts": 0, "batch_size": 16, "buffer_size": 5000, "seed": 7}
+    values.update(overrides)
+    return AdaptiveDQNAgent(LEARNING_STATE_SIZE, 3, TrainingConfig().with_overrides(values))
+
+
+def fill_random(agent, n: int) -> None:
+    """``n`` random transitions (seeded) into ``agent``'s replay memory."""
+    rng = np.random.default_rng(0)
+    size = agent.state_size
+    agent.remember_batch(rng.standard_normal((n, size)).astype(np.float32), rng.integers(3, size=n),
+                         rng.standard_normal(n).astype(np.float32),
+                         rng.standard_normal((n, size)).astype(np.float32), rng.random(n) < 0.1)

@@ -7,26 +7,21 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import agent_weights, assert_learning_resumes_bit_exactly
+from helpers import LEARNING_STATE_SIZE, agent_weights, assert_learning_resumes_bit_exactly, fill_random, learning_agent
 from nexlify.agent.dqn import AdaptiveDQNAgent
 from nexlify.config import TrainingConfig
 from nexlify.data.feature_names import ACCOUNT_FEATURE_NAMES
 from nexlify.errors import ConfigError
 
-STATE_SIZE = 9  # 6 market features + the 3 account features
+STATE_SIZE = LEARNING_STATE_SIZE
 
 
 def make_agent(**overrides) -> AdaptiveDQNAgent:
-    values = {"model_size": "tiny", "learning_starts": 0, "batch_size": 16, "buffer_size": 5000, "seed": 7}
-    values.update(overrides)
-    return AdaptiveDQNAgent(STATE_SIZE, 3, TrainingConfig().with_overrides(values))
+    return learning_agent(**overrides)
 
 
 def fill(agent: AdaptiveDQNAgent, n: int = 4000) -> None:
-    rng = np.random.default_rng(0)
-    agent.remember_batch(rng.standard_normal((n, STATE_SIZE)).astype(np.float32), rng.integers(3, size=n),
-                         rng.standard_normal(n).astype(np.float32),
-                         rng.standard_normal((n, STATE_SIZE)).astype(np.float32), rng.random(n) < 0.1)
+    fill_random(agent, n)
 
 
 def test_noise_has_the_asked_size_on_the_market_columns_only() -> None:
