@@ -11,7 +11,8 @@ DEFAULT_VALIDATION_DAYS = 45
 # with the mirrored markets below, over its reflection too: 6 of them cost what 12 plain ones did).
 # 6 mirrored episodes were level with 12 plain ones on every validation lens over nine seeds, leaning
 # up over the six joined (docs/benchmarks.md, session 19); a walk-forward of the bundled BTC stays
-# practical on a 2-core laptop.
+# practical on a 2-core laptop. The episodes are accounts stepped together through one pass of the
+# window (parallel_envs caps a round at 32); eight were level with six on the final models (session 26).
 DEFAULT_EPISODES = 6
 DEFAULT_SEEDS = 3
 # How a walk-forward judges several markets and seeds by default (docs/benchmarks.md has the evidence).
@@ -30,6 +31,8 @@ def default_model_choice(ensemble: str | None) -> str:
     """The model choice when none is given: ``DEFAULT_MODEL_CHOICE`` through an ensemble; each seed's
     best model when the seeds are judged alone (``ensemble`` None or ``"none"``)."""
     return DEFAULT_MODEL_CHOICE if ensemble not in (None, "none") else "best"
+
+
 # What every walk-forward job learns with, on any machine: the configuration chosen on validation folds
 # (the 2-core plan that every lever in docs/benchmarks.md was judged against). A machine's own plan
 # would change the verdict with the hardware: on an H100 it picks xlarge at batch 8192 (411 learning

@@ -6,7 +6,8 @@ the episodes done, e.g. ``validated_ep2.pth`` or ``validated_ep2.5.pth``, when `
 is on). Scoring the best snapshot on the window it was chosen on flatters it; chosen on one half of a
 validation window and scored on the other, the four rules below were level over nine seeds (docs/benchmarks.md,
 "The model choice judged on held-out halves of validation"); at the walk-forward's defaults over seven seed
-sets ``last`` led ``best`` in five (session 25) and is ``nexlify walkforward``'s default since. The rules:
+sets ``last`` led ``best`` in five (session 25) and is ``nexlify walkforward``'s default since; an
+ensemble of each run's last two or three snapshots scored a little below it (session 26). The rules:
 
 * ``best``: each run's best-scoring snapshot (what ``best_model.pth`` holds);
 * ``top2``: each run's two best-scoring snapshots;
