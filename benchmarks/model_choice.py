@@ -291,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--versus", default=None, choices=RULES, help="with --reference: every lever rule "
                         "minus this reference rule (default: the same rule)")
     args = parser.parse_args(argv)
+    if (args.lever or args.versus) and not args.reference:  # before the study, which takes minutes
+        print("error: --lever and --versus pair runs against --reference; name the reference runs with it",
+              file=sys.stderr)
+        return 2
     if args.records:
         try:
             records = load_records(args.records)

@@ -110,6 +110,8 @@ def test_two_configurations_are_paired_by_window_and_read_back_from_their_record
     assert "+2.17 [" in capsys.readouterr().out
     assert model_choice.main(["--records", str(path), "--reference", "ref_a", "--lever", "lever_b"]) == 2
     assert capsys.readouterr().err.startswith("error: --lever names runs not studied: lever_b")
+    assert model_choice.main(["--records", str(path), "--lever", "lever", "--versus", "last"]) == 2
+    assert capsys.readouterr().err.startswith("error: --lever and --versus pair runs against --reference")
     # A kept-episodes study's name keeps its own commas.
     assert model_choice.run_names("ref_a[2,4,6],ref_b, lever[5,6]") == ["ref_a[2,4,6]", "ref_b", "lever[5,6]"]
 

@@ -90,8 +90,9 @@ def chosen_models(members: Sequence[Any], choice: str, outcomes: Sequence[dict[s
 
     # The same snapshots, kept by every run whatever keep_validated_models says: a run always validates
     # where it ends, so its last snapshot is its final model.
-    if choice in ("best", "last"):
-        return [Path(m.output_dir) / (BEST_MODEL if choice == "best" else FINAL_MODEL) for m in members]
+    kept_by_every_run = {"best": BEST_MODEL, "last": FINAL_MODEL}
+    if choice in kept_by_every_run:
+        return [Path(m.output_dir) / kept_by_every_run[choice] for m in members]
     history = {int(o["job"]["seed"]): o["validation"]["history"] for o in outcomes if not o["job"].get("ensemble")}
     missing = [m.label for m in members if m.seed not in history]
     if missing:
