@@ -147,9 +147,11 @@ def test_checkpoints_land_on_every_multiple_of_save_interval(tmp_path, splits, m
     assert {p.name for p in tmp_path.glob("checkpoint_ep*.pth")} == expected
 
 
-def test_resume_from_a_checkpoint_taken_mid_round_is_exact(tmp_path, splits):
+@pytest.mark.parametrize("episode_start", ["first", "staggered"])
+def test_resume_from_a_checkpoint_taken_mid_round_is_exact(tmp_path, splits, episode_start):
     # Six accounts in one round (as on a GPU) with save_interval 2: ep2 and ep4 are taken mid-round.
-    config = tiny_config(episodes=6, parallel_envs=6, save_interval=2)
+    # Staggered accounts stand at six different rows of the loop when it is taken.
+    config = tiny_config(episodes=6, parallel_envs=6, save_interval=2, episode_start=episode_start)
     full = Trainer(config, splits, tmp_path / "full")
     full.train()
     resumed = Trainer(config, splits, tmp_path / "resumed", resume_from=tmp_path / "full" / "checkpoint_ep2.pth")

@@ -57,6 +57,9 @@ ACTION_MODES: tuple[str, ...] = ("toggle", "target", "target_half")
 # Training-data augmentation (nexlify.data.augment): mirror = each training market also reversed;
 # mirror_calm = both paths also with every move halved.
 AUGMENTS: tuple[str, ...] = ("none", "mirror", "mirror_calm")
+# Where a round's episodes start: every account at the first row, or evenly spaced around the window
+# taken as a loop (nexlify.env.accounts).
+EPISODE_STARTS: tuple[str, ...] = ("first", "staggered")
 ENV_BACKENDS: tuple[str, ...] = ("auto", "numpy", "torch")
 STANDALONE_EPSILON_DECAY_STEPS = 100_000
 # Settings that belong to the machine running a run, not to what it learns: a resumed run, or a
@@ -148,6 +151,10 @@ class TrainingConfig:
     # None: an episode is one pass over the whole training window from its first candle. N: an
     # episode is N steps from a start drawn per account and episode (random windows, seeded).
     episode_bars: int | None = None
+    # "first": every account of a round starts at the first row (random windows: at its drawn row).
+    # "staggered": the window is a loop and the round's accounts start evenly spaced around it, so
+    # accounts stepped together (and so every replay batch) see different markets and stretches.
+    episode_start: str = "first"
     # --- run ---
     episodes: int = 1000
     data_days: int | None = 180
@@ -339,6 +346,7 @@ _RULES: dict[str, tuple[Any, ...]] = {
     "risk_aversion": (_FLOAT, 0.0, 1e4),
     "dsr_eta": (_FLOAT, 0.0, 1.0, True),
     "episode_bars": (_INT, 1, 10**9, False, True),
+    "episode_start": EPISODE_STARTS,
     "episodes": (_INT, 1, 10**9),
     "data_days": (_INT, 1, 36_500, False, True),  # up to a century of candles; None = all of them
     "eval_interval": (_FLOAT, 0.01, 10**9),  # a whole number stays an int (_WHOLE_WHEN_INTEGRAL)

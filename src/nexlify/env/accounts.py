@@ -14,8 +14,12 @@ every backend follows exactly the trajectory of ``Portfolio`` fed the same actio
 Timing (no look-ahead): the observation at row t holds features of the candle that closed at t. The
 action chosen on it is filled at the open of candle t+1 and the account is marked at the close of
 t+1. An episode runs from the first to the last row of the market, or, with ``episode_bars``, for
-that many steps from a row drawn per account and episode from ``window_seed`` (``window_starts``):
-reaching its end is truncation; equity falling to ``ruin_fraction`` of the initial balance is
+that many steps from a row drawn per account and episode from ``window_seed`` (``window_starts``).
+With ``staggered`` the market is a loop (its last row followed by its first, joined as
+``join_markets`` joins two markets) and the accounts of a round start their episodes at evenly
+spaced rows around it, one phase drawn from ``window_seed``: N accounts stepped together then trade N
+different stretches of the market, yet each still walks every row of it once per whole-market
+episode. Reaching an episode's end is truncation; equity falling to ``ruin_fraction`` of the initial balance is
 termination. ``trade_penalty`` is subtracted from the return of every step with a fill and
 ``risk_aversion`` times the step's squared log return from every step, before the reward is made of
 that return (so "vol_scaled" scales them, and "differential_sharpe" and "differential_sortino" take
@@ -41,7 +45,7 @@ import torch
 
 from nexlify.config import REWARD_MODES
 from nexlify.data.features import ACCOUNT_FEATURE_NAMES
-from nexlify.data.market import MarketSlice
+from nexlify.data.market import MarketSlice, join_markets
 from nexlify.env.actions import BUY, BUY_HALF, HALF, SELL, SELL_HALF
 from nexlify.env.portfolio import buy_fill, sell_fill
 from nexlify.env.rewards import DSR_ETA, differential_sharpe_step, differential_sortino_step, volatility_reward_scale
@@ -209,6 +213,7 @@ class Accounts:
         risk_aversion: float = 0.0,
         dsr_eta: float = DSR_ETA,
         half_orders: bool = False,
+        staggered: bool = False,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ConfigError(f"num_envs must be a positive integer, got {num_envs!r}")
@@ -227,8 +232,11 @@ class Accounts:
         if episode_bars is not None and not 1 <= episode_bars <= len(market) - 1:
             raise ConfigError(f"episode_bars {episode_bars} does not fit the {len(market) - 1} steps of the "
                               "training window; use a smaller episode_bars or a longer window")
-        if episode_bars is not None and backend == "python":
-            raise ConfigError("random episode windows need the numpy or torch backend")
+        if (episode_bars is not None or staggered) and backend == "python":
+            raise ConfigError("random or staggered episode windows need the numpy or torch backend")
+        # The loop's length in rows; the arrays below hold it twice, so a window that wraps is one stretch.
+        self._loop_rows = len(market) if staggered else None
+        path = join_markets([market, market]) if staggered else market
         self.market = market
         self.num_envs = num_envs
         self.backend = backend
@@ -243,21 +251,22 @@ class Accounts:
                             else partial(differential_sortino_step, where=self.xp.where)
                             if reward_mode == "differential_sortino" else differential_sharpe_step)
         self._ruin_equity = ruin_fraction * float(initial_balance)
-        self._last_row = len(market) - 1
+        self._last_row = len(path) - 1
         self.episode_bars, self.window_seed, self.trade_penalty = episode_bars, int(window_seed), trade_penalty
+        self.staggered = bool(staggered)
         self.risk_aversion, self.dsr_eta = risk_aversion, dsr_eta
         # The half orders (action mode target_half) cost a few more array operations per step, so
         # only accounts built for them take them.
         self.half_orders = bool(half_orders)
-        self.open = self.xp.vector(market.open, "float64")
-        self.close = self.xp.vector(market.close, "float64")
-        self._reward_scale = (self.xp.vector(volatility_reward_scale(market.close), "float64")
+        self.open = self.xp.vector(path.open, "float64")
+        self.close = self.xp.vector(path.close, "float64")
+        self._reward_scale = (self.xp.vector(volatility_reward_scale(path.close), "float64")
                               if reward_mode == "vol_scaled" else None)
         self.n_market = market.features.shape[1]
         self.observation_size = self.n_market + len(ACCOUNT_FEATURE_NAMES)
         # Zero-padded so one gather yields whole observation rows; the account columns are filled after.
-        padded = np.zeros((len(market), self.observation_size), dtype=np.float32)
-        padded[:, : self.n_market] = market.features
+        padded = np.zeros((len(path), self.observation_size), dtype=np.float32)
+        padded[:, : self.n_market] = path.features
         self._obs_rows = self.xp.table(padded)
         self.reset()
 
@@ -293,9 +302,13 @@ class Accounts:
     def _place_episodes(self, mask: Any) -> None:
         """Where the new episodes of the accounts in ``mask`` run: the whole market (``episode_bars``
         None), or ``episode_bars`` steps from a row drawn by ``window_starts`` for each account and
-        episode, so accounts stepped together trade different stretches of the market."""
+        episode, so accounts stepped together trade different stretches of the market; with
+        ``staggered``, from evenly spaced rows of the loop (``_staggered_starts``)."""
         where = self.xp.where
-        if self.episode_bars is None:
+        if self.staggered:
+            first = self._staggered_starts()
+            last = first + (self.episode_bars or self._loop_rows - 1)
+        elif self.episode_bars is None:
             first, last = 0, self._last_row
         else:
             accounts = self.xp.vector(np.arange(self.num_envs), "int64")
@@ -305,6 +318,17 @@ class Accounts:
         self.t = where(mask, first, self.t)
         self.end = where(mask, last, self.end)
         self.episodes_started = self.episodes_started + mask
+
+    def _staggered_starts(self) -> Any:
+        """Account i's first row: a phase drawn from the seed and the episode count, plus i/N of the loop.
+
+        Accounts reset together share their episode count, so they share the phase and stay evenly
+        spaced; the phase moves from one episode to the next so rounds do not repeat their starts.
+        """
+        loop = self._loop_rows
+        accounts = self.xp.vector(np.arange(self.num_envs), "int64")
+        phase = window_starts(self.window_seed, accounts * 0, self.episodes_started, loop)
+        return (phase + accounts * loop // self.num_envs) % loop
 
     def observe(self) -> Any:
         """Observations: market features of row t, then the account features (float32)."""

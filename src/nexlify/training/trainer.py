@@ -333,6 +333,7 @@ class Trainer:
                             episode_bars=cfg.episode_bars, trade_penalty=cfg.trade_penalty,
                             risk_aversion=cfg.risk_aversion, dsr_eta=cfg.dsr_eta,
                             half_orders=cfg.action_mode == "target_half",
+                            staggered=cfg.episode_start == "staggered",
                             # Fixed by the seed and the round (its first episode), so a resumed round
                             # replays the same windows.
                             window_seed=cfg.seed * 65_537 + self.state.episodes_done)
