@@ -59,6 +59,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, table  # noqa: E402
 
+from nexlify.evaluation.defaults import DEFAULT_MODEL_CHOICE  # noqa: E402
 from nexlify.evaluation.snapshots import MODEL_CHOICES as RULES  # noqa: E402
 
 HALVES = ("first", "second")
@@ -237,6 +238,12 @@ def goals(records: list[dict[str, Any]], rule: str) -> str | None:
             f"above the MA rule {beats_ma}/{n}")
 
 
+def goal_lines(records: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """#15's goals (``goals``) for the product's model choice, the one the walk-forward judges by
+    default (``DEFAULT_MODEL_CHOICE``), one line per run."""
+    return [f"{run} {line}" for run, rs in records.items() if (line := goals(rs, DEFAULT_MODEL_CHOICE))]
+
+
 def paired(reference: list[dict[str, Any]], lever: list[dict[str, Any]], label: str,
            versus: str | None = None) -> str:
     """``lever`` minus ``reference`` for each rule, on each lens, paired by window (each side's value the
@@ -349,7 +356,7 @@ def _report(records: dict[str, list[dict[str, Any]]], reference: str | None, out
           "the other (nested: both ways round; forward: first half chosen, second scored); test: chosen on the "
           "whole validation window. 'minus best': paired by window, t interval over folds, windows better.\n")
     blocks = [compare(rs, lever) for lever, rs in records.items()]
-    lines = [f"{lever} {line}" for lever, rs in records.items() if (line := goals(rs, "best"))]
+    lines = goal_lines(records)
     if lines:
         blocks.append("#15's goals on test, as it fell (t over folds):\n" + "\n".join(lines))
     separate = [rs for lever, rs in records.items() if lever != "together"]

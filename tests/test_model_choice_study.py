@@ -131,3 +131,14 @@ def test_the_goals_of_one_run_on_test_by_hand():
     assert line == (f"best: above buy-and-hold 2/3 (67%), mean excess +0.23 [{mean - half_width:+.2f}, "
                     f"{mean + half_width:+.2f}], drawdown at most holding's 2/3 (67%), above the MA rule 2/3")
     assert model_choice.goals([{k: v for k, v in records[0].items() if k != "test_drawdown"}], "best") is None
+
+
+def test_the_report_states_the_goals_of_the_products_model_choice():
+    # `last` (the walk-forward's default) is above holding in 1 of 2 folds, `best` in 2 of 2: the
+    # report's goals line is last's.
+    records = [{"market": "A", "fold": fold, "test": {"best": 1.0, "last": excess},
+                "test_drawdown": {"best": 0.1, "last": 0.1}, "hold_test_drawdown": 0.2, "ma_test_excess": 0.0}
+               for fold, excess in ((1, 0.5), (2, -0.5))]
+    (line,) = model_choice.goal_lines({"run": records})
+    assert line.startswith("run last: above buy-and-hold 1/2 (50%), mean excess +0.00 [")
+    assert line.endswith("drawdown at most holding's 2/2 (100%), above the MA rule 1/2")
