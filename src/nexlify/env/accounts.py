@@ -17,13 +17,13 @@ t+1. An episode runs from the first to the last row of the market, or, with ``ep
 that many steps from a row drawn per account and episode from ``window_seed`` (``window_starts``).
 With ``staggered`` the market is a loop (its last row followed by its first, joined as
 ``join_markets`` joins two markets) and the accounts of a round start their episodes at evenly
-spaced rows around it, one phase drawn from ``window_seed``: N accounts stepped together then trade N
-different stretches of the market, yet each still walks every row of it once per whole-market
-episode. Reaching an episode's end is truncation; equity falling to ``ruin_fraction`` of the initial balance is
-termination. ``trade_penalty`` is subtracted from the return of every step with a fill and
-``risk_aversion`` times the step's squared log return from every step, before the reward is made of
-that return (so "vol_scaled" scales them, and "differential_sharpe" and "differential_sortino" take
-their ratio of the costed return).
+spaced rows around it, one phase drawn from ``window_seed``: N accounts stepped together then trade
+N different stretches of the market, yet each still walks every row of it once per whole-market
+episode. Reaching an episode's end is truncation; equity falling to ``ruin_fraction`` of the
+initial balance is termination. ``trade_penalty`` is subtracted from the return of every step with
+a fill and ``risk_aversion`` times the step's squared log return from every step, before the reward
+is made of that return (so "vol_scaled" scales them, and "differential_sharpe" and
+"differential_sortino" take their ratio of the costed return).
 
 ``step`` resets finished accounts in the same step ("same-step autoreset") and returns one
 ``AccountStep`` record on every backend; ``advance`` is the step without the reset. An account ruined
