@@ -13,8 +13,6 @@ from nexlify.config import TrainingConfig
 from nexlify.data.feature_names import ACCOUNT_FEATURE_NAMES
 from nexlify.errors import ConfigError
 
-STATE_SIZE = LEARNING_STATE_SIZE
-
 
 def make_agent(**overrides) -> AdaptiveDQNAgent:
     return learning_agent(**overrides)
@@ -32,7 +30,7 @@ def test_noise_has_the_asked_size_on_the_market_columns_only() -> None:
     stored = batch.states.clone()
     noisy = agent.augmented(batch)
     market = 6
-    assert market == STATE_SIZE - len(ACCOUNT_FEATURE_NAMES)
+    assert market == LEARNING_STATE_SIZE - len(ACCOUNT_FEATURE_NAMES)
     for before, after in ((batch.states, noisy.states), (batch.next_states, noisy.next_states)):
         jitter = (after - before)[:, :market]
         assert float(jitter.mean()) == pytest.approx(0.0, abs=0.01)
@@ -62,7 +60,7 @@ def test_noise_changes_learning_and_is_deterministic_for_a_seed() -> None:
         assert torch.equal(a, b)
     assert any(not torch.equal(a, b) for a, b in zip(agent_weights(plain), agent_weights(first), strict=True))
     # Acting reads the weights only: the noisy agent's greedy actions are those of its own network.
-    states = np.random.default_rng(3).standard_normal((50, STATE_SIZE)).astype(np.float32)
+    states = np.random.default_rng(3).standard_normal((50, LEARNING_STATE_SIZE)).astype(np.float32)
     with torch.no_grad():
         expected = first.q_network(torch.as_tensor(states)).argmax(dim=1).numpy()
     np.testing.assert_array_equal(first.act(states, explore=False), expected)

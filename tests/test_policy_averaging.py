@@ -16,7 +16,6 @@ from nexlify.config import TrainingConfig
 from nexlify.errors import ConfigError
 from nexlify.evaluation.backtest import agent_policy
 
-STATE_SIZE = LEARNING_STATE_SIZE
 DECAY = 0.9
 
 
@@ -33,7 +32,7 @@ def averaged_weights(agent: AdaptiveDQNAgent) -> list[torch.Tensor]:
 
 
 def states(n: int = 64) -> np.ndarray:
-    return np.random.default_rng(3).standard_normal((n, STATE_SIZE)).astype(np.float32)
+    return np.random.default_rng(3).standard_normal((n, LEARNING_STATE_SIZE)).astype(np.float32)
 
 
 def test_the_average_follows_the_online_weights_with_the_warmed_up_decay() -> None:

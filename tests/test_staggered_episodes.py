@@ -58,7 +58,7 @@ def test_the_step_across_the_loops_end_moves_by_the_first_bar_only() -> None:
     # The row after the last is the first, priced so it opens where the last closed (as markets join).
     assert accounts.open[LOOP] == pytest.approx(market.close[-1], rel=1e-12)
     assert accounts.close[LOOP] / accounts.open[LOOP] == pytest.approx(market.close[0] / market.open[0], rel=1e-12)
-    np.testing.assert_array_equal(accounts._obs_rows[LOOP, :9], market.features[0])
+    np.testing.assert_array_equal(accounts._obs_rows[LOOP, : market.features.shape[1]], market.features[0])
     # An account long at the last row's close and held across the join earns the first bar's own
     # move: the join removes the gap from the last close to the first open.
     accounts.t[:] = LOOP - 2

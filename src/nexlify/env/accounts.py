@@ -234,8 +234,7 @@ class Accounts:
                               "training window; use a smaller episode_bars or a longer window")
         if (episode_bars is not None or staggered) and backend == "python":
             raise ConfigError("random or staggered episode windows need the numpy or torch backend")
-        # The loop's length in rows; the arrays below hold it twice, so a window that wraps is one stretch.
-        self._loop_rows = len(market) if staggered else None
+        # A staggered market is a loop: the arrays below hold it twice, so a window that wraps is one stretch.
         path = join_markets([market, market]) if staggered else market
         self.market = market
         self.num_envs = num_envs
@@ -307,7 +306,7 @@ class Accounts:
         where = self.xp.where
         if self.staggered:
             first = self._staggered_starts()
-            last = first + (self.episode_bars or self._loop_rows - 1)
+            last = first + (self.episode_bars or len(self.market) - 1)
         elif self.episode_bars is None:
             first, last = 0, self._last_row
         else:
@@ -325,9 +324,9 @@ class Accounts:
         Accounts reset together share their episode count, so they share the phase and stay evenly
         spaced; the phase moves from one episode to the next so rounds do not repeat their starts.
         """
-        loop = self._loop_rows
+        loop = len(self.market)
         accounts = self.xp.vector(np.arange(self.num_envs), "int64")
-        phase = window_starts(self.window_seed, accounts * 0, self.episodes_started, loop)
+        phase = window_starts(self.window_seed, self.xp.fill(self.num_envs, 0, "int64"), self.episodes_started, loop)
         return (phase + accounts * loop // self.num_envs) % loop
 
     def observe(self) -> Any:
