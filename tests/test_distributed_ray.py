@@ -3,6 +3,7 @@
 Skipped where Ray is not installed (``pip install "nexlify[distributed]"``); CI installs it.
 """
 
+import csv
 import json
 import os
 import signal
@@ -180,3 +181,49 @@ def test_a_sweeps_test_verdict_judges_the_chosen_configs_final_models_as_the_ens
                "seed_2/final_model.pth"] for o in judged)
     final_jobs = [FoldJob.from_dict(o["job"]) for o in result.final.outcomes if not o["job"].get("ensemble")]
     assert run_walkforward(final_jobs, ensemble="mean_q", model_choice="last").verdict == result.final.verdict
+
+
+def test_the_sweep_command_end_to_end_writes_its_outputs_and_a_second_call_reads_them_back(local_ray, market,
+                                                                                         tmp_path, capsys):
+    from nexlify.cli import main
+
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"n_step": {"choice": [1, 3]}}))
+    base = tmp_path / "base.json"  # the test's small learning settings, as a user's --config
+    base.write_text(json.dumps({key: CONFIG[key] for key in ("batch_size", "buffer_size", "learning_starts",
+                                                              "train_frequency", "target_update_interval",
+                                                              "eval_interval", "save_interval")}))
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--space", str(space), "--trials", "2", "--data", str(market), "--train-days", "8",
+            "--validation-days", "3", "--test-days", "3", "--seeds", "1", "--episodes", "2", "--model-size", "tiny",
+            "--parallel-envs", "2", "--config", str(base), "--checkpoint-dir", str(out), "--quiet"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    summary = (out / "sweep_summary.txt").read_text()
+    assert summary in printed and "Sweep of 2 trial(s) over n_step" in summary
+
+    # The table's best complete trial is the chosen one, and best_config.json is the user's --config
+    # plus its searched value: a file `nexlify walkforward --config` accepts.
+    rows = list(csv.DictReader((out / TRIALS_TABLE).open()))
+    complete = [row for row in rows if row["status"] == "complete"]
+    assert len(rows) == 2 and complete
+    chosen = max(complete, key=lambda row: float(row[METRIC]))
+    best = read_config_file(out / BEST_CONFIG)
+    assert best == {**json.loads(base.read_text()), "n_step": int(chosen["n_step"])}
+    assert TrainingConfig.from_dict(best).n_step == int(chosen["n_step"])
+    assert f"trial {chosen['trial']} (n_step={chosen['n_step']})" in summary
+
+    # The chosen config's test verdict is a whole walk-forward folder, trained with the chosen value.
+    final = out / "final" / chosen["trial"]
+    results = json.loads((final / "walkforward_results.json").read_text())
+    assert results["verdict"] in summary
+    assert {job["job"]["config_overrides"]["n_step"] for job in results["jobs"]} == {int(chosen["n_step"])}
+    assert (final / "walkforward_report.png").stat().st_size > 10_000
+    models = sorted(final.rglob("final_model.pth"))
+    assert models
+    stamps = [path.stat().st_mtime_ns for path in models]
+
+    # Called again on the same folder it resumes: the same choice and verdict, no model trained again.
+    assert main(argv) == 0
+    assert (out / "sweep_summary.txt").read_text() == summary
+    assert [path.stat().st_mtime_ns for path in models] == stamps
