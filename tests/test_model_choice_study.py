@@ -160,7 +160,7 @@ def test_every_stored_record_holds_a_whole_walkforward_on_the_four_markets():
         assert all(set(r["nested"]) == set(r["test"]) == set(model_choice.RULES) for r in rows)
 
 
-# docs/benchmarks.md, session 25: each seed set's `last` on test and its nested difference from `best`,
+# docs/benchmarks.md (sessions 25 and 28): each seed set's `last` on test and its nested difference from `best`,
 # measured on another machine of this kind; session 28 re-ran the sets and got the same.
 DOCUMENTED = {
     "wf_def45": ("above buy-and-hold 22/35 (63%), mean excess +0.67 [-0.02, +1.36], drawdown at most "
@@ -169,6 +169,8 @@ DOCUMENTED = {
                  "holding's 34/35 (97%), above the MA rule 31/35", "+0.41 [-0.35, +1.17] 18/35"),
     "wf_def54": ("above buy-and-hold 19/35 (54%), mean excess +0.32 [+0.00, +0.63], drawdown at most "
                  "holding's 31/35 (89%), above the MA rule 29/35", "+0.46 [-0.36, +1.28] 21/35"),
+    "wf_def57": ("above buy-and-hold 21/35 (60%), mean excess +0.53 [-0.05, +1.10], drawdown at most "
+                 "holding's 33/35 (94%), above the MA rule 29/35", "+0.21 [-0.46, +0.87] 21/35"),
 }
 
 
