@@ -14,11 +14,14 @@ import pytest
 ray = pytest.importorskip("ray", reason='Ray is not installed: pip install "nexlify[distributed]"')
 
 from helpers import synthetic_frame, tiny_config  # noqa: E402
+from nexlify.cli import main  # noqa: E402
 from nexlify.config import TrainingConfig, read_config_file  # noqa: E402
 from nexlify.distributed.executor import RayExecutor  # noqa: E402
 from nexlify.distributed.sweep import (  # noqa: E402
     BEST_CONFIG,
+    FINAL_DIR,
     METRIC,
+    SUMMARY,
     TRIALS_DIR,
     TRIALS_TABLE,
     SweepSpec,
@@ -185,8 +188,6 @@ def test_a_sweeps_test_verdict_judges_the_chosen_configs_final_models_as_the_ens
 
 def test_the_sweep_command_end_to_end_writes_its_outputs_and_a_second_call_reads_them_back(local_ray, market,
                                                                                          tmp_path, capsys):
-    from nexlify.cli import main
-
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"n_step": {"choice": [1, 3]}}))
     base = tmp_path / "base.json"  # the test's small learning settings, as a user's --config
@@ -199,7 +200,7 @@ def test_the_sweep_command_end_to_end_writes_its_outputs_and_a_second_call_reads
             "--parallel-envs", "2", "--config", str(base), "--checkpoint-dir", str(out), "--quiet"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    summary = (out / "sweep_summary.txt").read_text()
+    summary = (out / SUMMARY).read_text()
     assert summary in printed and "Sweep of 2 trial(s) over n_step" in summary
 
     # The table's best complete trial is the chosen one, and best_config.json is the user's --config
@@ -214,7 +215,7 @@ def test_the_sweep_command_end_to_end_writes_its_outputs_and_a_second_call_reads
     assert f"trial {chosen['trial']} (n_step={chosen['n_step']})" in summary
 
     # The chosen config's test verdict is a whole walk-forward folder, trained with the chosen value.
-    final = out / "final" / chosen["trial"]
+    final = out / FINAL_DIR / chosen["trial"]
     results = json.loads((final / "walkforward_results.json").read_text())
     assert results["verdict"] in summary
     assert {job["job"]["config_overrides"]["n_step"] for job in results["jobs"]} == {int(chosen["n_step"])}
@@ -225,5 +226,5 @@ def test_the_sweep_command_end_to_end_writes_its_outputs_and_a_second_call_reads
 
     # Called again on the same folder it resumes: the same choice and verdict, no model trained again.
     assert main(argv) == 0
-    assert (out / "sweep_summary.txt").read_text() == summary
+    assert (out / SUMMARY).read_text() == summary
     assert [path.stat().st_mtime_ns for path in models] == stamps
