@@ -171,6 +171,8 @@ DOCUMENTED = {
                  "holding's 31/35 (89%), above the MA rule 29/35", "+0.46 [-0.36, +1.28] 21/35"),
     "wf_def57": ("above buy-and-hold 21/35 (60%), mean excess +0.53 [-0.05, +1.10], drawdown at most "
                  "holding's 33/35 (94%), above the MA rule 29/35", "+0.21 [-0.46, +0.87] 21/35"),
+    "wf_def60": ("above buy-and-hold 19/35 (54%), mean excess +0.54 [-0.11, +1.18], drawdown at most "
+                 "holding's 34/35 (97%), above the MA rule 28/35", "+0.06 [-0.68, +0.79] 19/35"),
 }
 
 
