@@ -173,6 +173,8 @@ DOCUMENTED = {
                  "holding's 33/35 (94%), above the MA rule 29/35", "+0.21 [-0.46, +0.87] 21/35"),
     "wf_def60": ("above buy-and-hold 19/35 (54%), mean excess +0.54 [-0.11, +1.18], drawdown at most "
                  "holding's 34/35 (97%), above the MA rule 28/35", "+0.06 [-0.68, +0.79] 19/35"),
+    "wf_def63": ("above buy-and-hold 22/35 (63%), mean excess +0.54 [+0.24, +0.84], drawdown at most "
+                 "holding's 32/35 (91%), above the MA rule 30/35", "+0.38 [-0.27, +1.02] 19/35"),
 }
 
 
