@@ -39,6 +39,12 @@ seed set is paired with its own runs:
 
     PYTHONPATH=src python benchmarks/model_choice.py --records ref.json tail.json --reference ref_a \
         --lever "ref_a[5,6]" --versus last
+
+A name holding ``*`` in ``--reference`` or ``--lever`` stands for every run it matches, so a lever is
+judged against all the stored default sets (``benchmarks/records/``) without listing them:
+
+    PYTHONPATH=src python benchmarks/model_choice.py --records benchmarks/records/*.json \
+        --reference "wf_def*" --lever wf_ee10_45
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields, replace
+from fnmatch import fnmatchcase
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -264,6 +271,18 @@ def run_names(text: str) -> list[str]:
     return [name.strip() for name in re.split(r",(?![^\[]*\])", text) if name.strip()]
 
 
+def matching_runs(text: str, runs: list[str]) -> list[str]:
+    """``run_names(text)`` with each name holding ``*`` replaced by the runs it matches, in ``runs``' order
+    (``wf_def*``: every stored default set). A pattern matching nothing stays, so it is reported as unknown."""
+    names: list[str] = []
+    for name in run_names(text):
+        # Brackets are part of run names (``ref_a[2,4,6]``), never a character class.
+        pattern = name.replace("[", "[[]")
+        found = [run for run in runs if fnmatchcase(run, pattern)] if "*" in name else []
+        names += [run for run in found or [name] if run not in names]
+    return names
+
+
 def load_records(paths: list[str]) -> dict[str, list[dict[str, Any]]]:
     """The runs' records from earlier ``--out`` files, joined; ValueError if a run is in two files."""
     records: dict[str, list[dict[str, Any]]] = {}
@@ -292,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-episodes", default=None, help="comma-separated episodes: study only the snapshots "
                         "validated there (e.g. 2,4,6), to judge against a lever that validates less often")
     parser.add_argument("--reference", default=None, help="comma-separated run (folder) names pooled as the "
-                        "reference: the other runs, pooled, are printed minus it, paired by window")
+                        "reference (a name with * matches runs: 'wf_def*'): the other runs, pooled, are printed "
+                        "minus it, paired by window")
     parser.add_argument("--lever", default=None, help="with --reference: comma-separated run names pooled as "
                         "the lever (default: every run not in --reference), e.g. one seed set's pair")
     parser.add_argument("--versus", default=None, choices=RULES, help="with --reference: every lever rule "
@@ -317,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.runs:
         parser.error("give the run folders to study, or --records")
-    unknown = set(run_names(args.reference)) - {Path(folder).name for folder in args.runs} if args.reference else ()
+    folders = [Path(folder).name for folder in args.runs]
+    unknown = set(matching_runs(args.reference, folders)) - set(folders) if args.reference else ()
     if unknown:  # before the study, which takes minutes
         print(f"error: --reference names no run given: {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
@@ -352,6 +373,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(records: dict[str, list[dict[str, Any]]], reference: str | None, out: str | None,
             lever: str | None = None, versus: str | None = None) -> int:
+    if reference:  # the names are checked before anything is printed, so a typo gives one error line
+        names = matching_runs(reference, list(records))
+        others = (matching_runs(lever, list(records)) if lever
+                  else [run for run in records if run not in names and run != "together"])
+        for flag, given in (("--reference", names), ("--lever", others)):
+            unknown = [name for name in given if name not in records]
+            if unknown:
+                print(f"error: {flag} names runs not studied: {', '.join(unknown)} "
+                      f"(studied: {', '.join(records)})", file=sys.stderr)
+                return 2
     print("Validation excess Sharpe over buy-and-hold, each rule chosen on one half of the window and scored on "
           "the other (nested: both ways round; forward: first half chosen, second scored); test: chosen on the "
           "whole validation window. 'minus best': paired by window, t interval over folds, windows better.\n")
@@ -363,14 +394,6 @@ def _report(records: dict[str, list[dict[str, Any]]], reference: str | None, out
     if len(separate) > 1:
         blocks.append(compare([r for rs in separate for r in rs], "pooled"))
     if reference:
-        names = run_names(reference)
-        others = run_names(lever) if lever else [run for run in records if run not in names and run != "together"]
-        for flag, given in (("--reference", names), ("--lever", others)):
-            unknown = [name for name in given if name not in records]
-            if unknown:
-                print(f"error: {flag} names runs not studied: {', '.join(unknown)} "
-                      f"(studied: {', '.join(records)})", file=sys.stderr)
-                return 2
         blocks.append(paired([r for name in names for r in records[name]],
                              [r for run in others for r in records[run]], "+".join(others), versus))
     print("\n\n".join(blocks))

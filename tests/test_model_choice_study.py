@@ -116,6 +116,30 @@ def test_two_configurations_are_paired_by_window_and_read_back_from_their_record
     assert model_choice.run_names("ref_a[2,4,6],ref_b, lever[5,6]") == ["ref_a[2,4,6]", "ref_b", "lever[5,6]"]
 
 
+def test_a_name_with_a_star_stands_for_every_run_it_matches():
+    runs = ["wf_def45", "wf_def48", "ref_a[2,4,6]", "ref_a", "wf_ee10_45"]
+    assert model_choice.matching_runs("wf_def*", runs) == ["wf_def45", "wf_def48"]
+    # Brackets are part of a name, not a character class; a run matched twice is named once.
+    assert model_choice.matching_runs("ref_a[*],wf_def4*,wf_def45", runs) == ["ref_a[2,4,6]", "wf_def45", "wf_def48"]
+    assert model_choice.matching_runs("ref_a[2,4,6],lever", runs) == ["ref_a[2,4,6]", "lever"]
+    assert model_choice.matching_runs("wf_x*", runs) == ["wf_x*"]  # kept, so it is reported as unknown
+
+
+def test_the_stored_default_sets_are_named_by_one_pattern(capsys):
+    stored = sorted(str(path) for path in RECORDS.glob("*.json"))
+    defaults = ",".join(sorted(path.stem for path in RECORDS.glob("wf_def*.json")))
+    assert len(defaults.split(",")) == 7  # the seven seed sets of the defaults (45-65)
+    assert model_choice.main(["--records", *stored, "--reference", defaults, "--lever", "wf_ee10_45"]) == 0
+    listed = capsys.readouterr().out
+    assert model_choice.main(["--records", *stored, "--reference", "wf_def*", "--lever", "wf_ee10_4*"]) == 0
+    assert capsys.readouterr().out == listed
+    assert "wf_ee10_45  last  +0.12 [-0.32, +0.57] 19/35" in listed  # docs/benchmarks.md, session 29
+    # A pattern that matches nothing: one error line, nothing printed before it.
+    assert model_choice.main(["--records", *stored, "--reference", "wf_x*"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: --reference names runs not studied: wf_x*")
+
+
 def test_the_goals_of_one_run_on_test_by_hand():
     def record(fold, excess, drawdown, hold_drawdown, ma_excess):
         return {"market": "A", "fold": fold, "test": {"best": excess}, "test_drawdown": {"best": drawdown},
