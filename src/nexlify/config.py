@@ -89,6 +89,8 @@ class TrainingConfig:
     # Dropout on the Q-network's hidden units, in the learning forward pass only (never when acting
     # or computing targets); 0 is none.
     dropout: float = 0.0
+    # LayerNorm after each hidden linear layer, before its ReLU (acting and learning alike).
+    layer_norm: bool = False
     # Gaussian noise (standard deviation, in the scaler's units) added to the market features of the
     # states and next states of every learning batch (RAD-style augmentation, Laskin et al. 2020);
     # acting, the stored transitions and the account features are untouched. 0 is none.
@@ -324,6 +326,7 @@ _RULES: dict[str, tuple[Any, ...]] = {
     "priority_beta": (_FLOAT, 0.0, 1.0),
     "weight_decay": (_FLOAT, 0.0, 1.0),
     "dropout": (_FLOAT, 0.0, 0.9),
+    "layer_norm": (_BOOL,),
     "observation_noise": (_FLOAT, 0.0, 10.0),
     "policy_averaging": (_FLOAT, 0.0, 0.999999),  # 1 would never move from the initial weights
     "buffer_size": (_INT, 1, 10**10),

@@ -1,4 +1,4 @@
-"""Q-networks: a plain ReLU MLP with an optional dueling head and optional dropout.
+"""Q-networks: a plain ReLU MLP with an optional dueling head, layer norm and dropout.
 
 There is no batch-norm, and dropout (config key ``dropout``) is not tied to ``train()`` / ``eval()``
 mode: it applies only when the caller passes a random generator, which the agent does in the one
@@ -29,6 +29,10 @@ class QNetwork(nn.Module):
     per action (``quantiles``, at the midpoints ``(i + 0.5) / N``), and ``forward`` their mean, the
     Q-value: acting, ensembles and backtests read Q-values either way.
 
+    With ``layer_norm=True`` each hidden layer is ``Linear -> LayerNorm -> ReLU``: every hidden
+    vector is centred and scaled to unit variance (then a learned gain and shift) before its ReLU,
+    so the Q-values' inputs keep one scale however large the weights grow while the targets move.
+
     With ``dropout`` p > 0, ``forward`` and ``quantiles`` given a ``noise`` generator zero each hidden
     unit with probability p and scale the rest by 1 / (1 - p) (inverted dropout), drawing from that
     generator only; without one they compute the deterministic network.
@@ -42,6 +46,7 @@ class QNetwork(nn.Module):
         dueling: bool = False,
         n_quantiles: int = 0,
         dropout: float = 0.0,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
         if state_size < 1 or action_size < 1:
@@ -58,17 +63,23 @@ class QNetwork(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.dropout = float(dropout)
+        self.layer_norm = bool(layer_norm)
         outputs = max(1, self.n_quantiles)  # values per action (one: the expected return)
 
         layers: list[nn.Module] = []
         width_in = self.state_size
         for width in self.hidden_layers:
-            layers += [nn.Linear(width_in, width), nn.ReLU()]
+            layers.append(nn.Linear(width_in, width))
+            if self.layer_norm:
+                layers.append(nn.LayerNorm(width))
+            layers.append(nn.ReLU())
             width_in = width
         self.body = nn.Sequential(*layers)
         # forward() walks these directly: calling each nn.Module costs microseconds of Python,
         # which for nets this small is a sizeable share of a forward pass.
         self._hidden: list[nn.Linear] = [m for m in layers if isinstance(m, nn.Linear)]
+        self._norms: list[nn.LayerNorm | None] = (
+            [m for m in layers if isinstance(m, nn.LayerNorm)] if self.layer_norm else [None] * len(self._hidden))
         if self.dueling:
             self.value = nn.Linear(width_in, outputs)
             self.advantage = nn.Linear(width_in, self.action_size * outputs)
@@ -78,8 +89,11 @@ class QNetwork(nn.Module):
     def _features(self, states: torch.Tensor, noise: torch.Generator | None = None) -> torch.Tensor:
         features = states
         keep = 1.0 - self.dropout
-        for layer in self._hidden:
-            features = torch.relu(F.linear(features, layer.weight, layer.bias))
+        for layer, norm in zip(self._hidden, self._norms, strict=True):
+            features = F.linear(features, layer.weight, layer.bias)
+            if norm is not None:
+                features = F.layer_norm(features, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+            features = torch.relu(features)
             if noise is not None and self.dropout:
                 # The mask comes from the caller's generator, not torch's global one, so a seeded
                 # run is reproducible and resumes bit-exactly whatever else draws random numbers.
@@ -126,17 +140,23 @@ class HostQFunction:
     def __init__(self, network: QNetwork) -> None:
         self.network = network
         heads = [network.value, network.advantage] if network.dueling else [network.head]
-        self._linears: list[nn.Linear] = [*network._hidden, *heads]
+        self._linears: list[nn.Module] = [*network._hidden, *heads]
+        # Each hidden layer's norm (gain, shift, eps), or None; read as views like the linears.
+        self._norm_modules = network._norms
         self._pointers: tuple[int, ...] = ()
         self._layers: list[tuple[np.ndarray, np.ndarray]] = []
+        self._norm_views: list[tuple[np.ndarray, np.ndarray, float] | None] = []
 
     def _views(self) -> list[tuple[np.ndarray, np.ndarray]]:
         # Reading each layer's weight and bias directly: module.parameters() walks the module tree,
         # which costs more than the whole numpy forward.
-        pointers = tuple(t.data_ptr() for m in self._linears for t in (m.weight, m.bias))
+        modules = [*self._linears, *(n for n in self._norm_modules if n is not None)]
+        pointers = tuple(t.data_ptr() for m in modules for t in (m.weight, m.bias))
         if pointers != self._pointers:
             # Transposed views once, so each call is a plain x @ W.
             self._layers = [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in self._linears]
+            self._norm_views = [None if n is None else (n.weight.detach().numpy(), n.bias.detach().numpy(), n.eps)
+                                for n in self._norm_modules]
             self._pointers = pointers
         return self._layers
 
@@ -145,9 +165,15 @@ class HostQFunction:
         layers = self._views()
         hidden = len(self.network._hidden)
         x = states
-        for weight, bias in layers[:hidden]:
+        for (weight, bias), norm in zip(layers[:hidden], self._norm_views, strict=True):
             x = x @ weight
             x += bias
+            if norm is not None:
+                gain, shift, eps = norm
+                x -= x.mean(axis=1, keepdims=True)
+                x /= np.sqrt((x * x).mean(axis=1, keepdims=True) + np.float32(eps))
+                x *= gain
+                x += shift
             np.maximum(x, 0.0, out=x)
         if self.network.n_quantiles:
             return self._quantile_means(x, layers[hidden:])
@@ -172,9 +198,9 @@ class HostQFunction:
 
 def build_q_network(config: TrainingConfig, state_size: int, action_size: int) -> QNetwork:
     """The Q-network for ``config.model_size`` (widths from the guide's table), ``config.dueling``,
-    ``config.n_quantiles`` and ``config.dropout``."""
+    ``config.n_quantiles``, ``config.dropout`` and ``config.layer_norm``."""
     return QNetwork(state_size, action_size, config.hidden_layers, dueling=config.dueling,
-                    n_quantiles=config.n_quantiles, dropout=config.dropout)
+                    n_quantiles=config.n_quantiles, dropout=config.dropout, layer_norm=config.layer_norm)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
