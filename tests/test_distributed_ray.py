@@ -127,10 +127,14 @@ def test_a_sweep_chooses_on_validation_only_and_a_resume_skips_finished_trials(l
     def counted(job, report=None):
         with open(calls, "a") as log:
             log.write(job.output_dir + "\n")
-        if not fail_once.exists():
-            fail_once.write_text(job.output_dir)
-            raise RuntimeError("an injected crash: this trial errors, the others finish")
-        return run_fold_job(job, report=report)
+        try:
+            # Exclusive create: exactly one trial crashes even when trials start at the same moment
+            # (a check-then-write let two concurrent trials both crash on a loaded machine).
+            with open(fail_once, "x") as marker:
+                marker.write(job.output_dir)
+        except FileExistsError:
+            return run_fold_job(job, report=report)
+        raise RuntimeError("an injected crash: this trial errors, the others finish")
 
     space = {"learning_rate": {"loguniform": [1e-4, 1e-2]}, "n_step": {"choice": [1, 3]}}
     jobs = _jobs(market, tmp_path / "template")
