@@ -128,12 +128,15 @@ def test_a_name_with_a_star_stands_for_every_run_it_matches():
 def test_the_stored_default_sets_are_named_by_one_pattern(capsys):
     stored = sorted(str(path) for path in RECORDS.glob("*.json"))
     defaults = ",".join(sorted(path.stem for path in RECORDS.glob("wf_def*.json")))
-    assert len(defaults.split(",")) == 7  # the seven seed sets of the defaults (45-65)
+    assert len(defaults.split(",")) == 8  # the defaults' seed sets 45-65 and, from session 30, 66-68
     assert model_choice.main(["--records", *stored, "--reference", defaults, "--lever", "wf_ee10_45"]) == 0
     listed = capsys.readouterr().out
     assert model_choice.main(["--records", *stored, "--reference", "wf_def*", "--lever", "wf_ee10_4*"]) == 0
     assert capsys.readouterr().out == listed
-    assert "wf_ee10_45  last  +0.12 [-0.32, +0.57] 19/35" in listed  # docs/benchmarks.md, session 29
+    # docs/benchmarks.md, session 29: against the seven sets it had (45-65), named one by one.
+    seven = ",".join(f"wf_def{seed}" for seed in (45, 48, 51, 54, 57, 60, 63))
+    assert model_choice.main(["--records", *stored, "--reference", seven, "--lever", "wf_ee10_45"]) == 0
+    assert "wf_ee10_45  last  +0.12 [-0.32, +0.57] 19/35" in capsys.readouterr().out
     # A pattern that matches nothing: one error line, nothing printed before it.
     assert model_choice.main(["--records", *stored, "--reference", "wf_x*"]) == 2
     out, err = capsys.readouterr()
@@ -202,6 +205,8 @@ DOCUMENTED = {
                  "holding's 34/35 (97%), above the MA rule 28/35", "+0.06 [-0.68, +0.79] 19/35"),
     "wf_def63": ("above buy-and-hold 22/35 (63%), mean excess +0.54 [+0.24, +0.84], drawdown at most "
                  "holding's 32/35 (91%), above the MA rule 30/35", "+0.38 [-0.27, +1.02] 19/35"),
+    "wf_def66": ("above buy-and-hold 24/35 (69%), mean excess +0.75 [-0.19, +1.70], drawdown at most "
+                 "holding's 33/35 (94%), above the MA rule 29/35", "-0.28 [-1.15, +0.59] 14/35"),
 }
 
 
