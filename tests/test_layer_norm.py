@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from helpers import agent_weights, assert_learning_resumes_bit_exactly
+from helpers import LEARNING_STATE_SIZE, agent_weights, assert_learning_resumes_bit_exactly, fill_random, learning_agent
 from nexlify.agent.dqn import AdaptiveDQNAgent
 from nexlify.agent.networks import HostQFunction, QNetwork, build_q_network
 from nexlify.config import TrainingConfig
@@ -15,16 +15,11 @@ from nexlify.errors import ConfigError
 
 
 def make_agent(**overrides) -> AdaptiveDQNAgent:
-    values = {"model_size": "tiny", "learning_starts": 0, "batch_size": 16, "buffer_size": 1000, "seed": 7}
-    values.update(overrides)
-    return AdaptiveDQNAgent(6, 3, TrainingConfig().with_overrides(values))
+    return learning_agent(**overrides)
 
 
-def fill(agent: AdaptiveDQNAgent, n: int = 200) -> None:
-    rng = np.random.default_rng(0)
-    agent.remember_batch(rng.standard_normal((n, 6)).astype(np.float32), rng.integers(3, size=n),
-                         rng.standard_normal(n).astype(np.float32),
-                         rng.standard_normal((n, 6)).astype(np.float32), rng.random(n) < 0.1)
+def fill(agent: AdaptiveDQNAgent) -> None:
+    fill_random(agent, 200)
 
 
 def randomise_norms(net: QNetwork, seed: int = 3) -> None:
@@ -99,14 +94,16 @@ def test_build_reads_the_config_key_and_the_default_is_off() -> None:
 
 
 def test_layer_norm_changes_learning_and_is_deterministic_for_a_seed() -> None:
-    plain, first, second = make_agent(), make_agent(layer_norm=True), make_agent(layer_norm=True)
-    for agent in (plain, first, second):
+    def trained(**overrides) -> AdaptiveDQNAgent:
+        agent = make_agent(**overrides)
         fill(agent)
         for _ in range(5):
             agent.learn()
-    for a, b in zip(agent_weights(first), agent_weights(second), strict=True):
-        assert torch.equal(a, b)
-    states = np.random.default_rng(1).standard_normal((40, 6)).astype(np.float32)
+        return agent
+
+    plain, first, second = trained(), trained(layer_norm=True), trained(layer_norm=True)
+    assert all(torch.equal(a, b) for a, b in zip(agent_weights(first), agent_weights(second), strict=True))
+    states = np.random.default_rng(1).standard_normal((40, LEARNING_STATE_SIZE)).astype(np.float32)
     assert not np.allclose(plain.host_q_function()(states), first.host_q_function()(states))
 
 
@@ -121,7 +118,7 @@ def test_layer_norm_checkpoint_round_trip(tmp_path) -> None:
     agent.save(tmp_path / "m.pth")
     loaded = AdaptiveDQNAgent.from_checkpoint(tmp_path / "m.pth")
     assert loaded.config.layer_norm is True and loaded.q_network.layer_norm
-    states = np.random.default_rng(2).standard_normal((10, 6)).astype(np.float32)
+    states = np.random.default_rng(2).standard_normal((10, LEARNING_STATE_SIZE)).astype(np.float32)
     np.testing.assert_array_equal(loaded.host_q_function()(states), agent.host_q_function()(states))
 
 
