@@ -140,9 +140,11 @@ class HostQFunction:
     def __init__(self, network: QNetwork) -> None:
         self.network = network
         heads = [network.value, network.advantage] if network.dueling else [network.head]
-        self._linears: list[nn.Module] = [*network._hidden, *heads]
+        self._linears: list[nn.Linear] = [*network._hidden, *heads]
         # Each hidden layer's norm (gain, shift, eps), or None; read as views like the linears.
         self._norm_modules = network._norms
+        # Every module whose weight and bias are viewed, listed once: _views runs on every act.
+        self._viewed: list[nn.Module] = [*self._linears, *(n for n in self._norm_modules if n is not None)]
         self._pointers: tuple[int, ...] = ()
         self._layers: list[tuple[np.ndarray, np.ndarray]] = []
         self._norm_views: list[tuple[np.ndarray, np.ndarray, float] | None] = []
@@ -150,8 +152,7 @@ class HostQFunction:
     def _views(self) -> list[tuple[np.ndarray, np.ndarray]]:
         # Reading each layer's weight and bias directly: module.parameters() walks the module tree,
         # which costs more than the whole numpy forward.
-        modules = [*self._linears, *(n for n in self._norm_modules if n is not None)]
-        pointers = tuple(t.data_ptr() for m in modules for t in (m.weight, m.bias))
+        pointers = tuple(t.data_ptr() for m in self._viewed for t in (m.weight, m.bias))
         if pointers != self._pointers:
             # Transposed views once, so each call is a plain x @ W.
             self._layers = [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in self._linears]
